@@ -1,0 +1,97 @@
+//! What the running kernel and our privileges allow, probed once at start-up. A missing
+//! feature disables its path with one clear message here, never an error per cycle.
+
+use rustix::process::{PidfdFlags, getpid, pidfd_open};
+use serde::Serialize;
+
+/// Capability bits (include/uapi/linux/capability.h).
+pub const CAP_KILL: u32 = 5;
+pub const CAP_IPC_LOCK: u32 = 14;
+pub const CAP_SYS_PTRACE: u32 = 19;
+pub const CAP_SYS_NICE: u32 = 23;
+pub const CAP_SYS_RESOURCE: u32 = 24;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KernelCaps {
+    pub kernel_release: String,
+    /// /proc/pressure/memory exists (4.20+, not booted with psi=0).
+    pub psi: bool,
+    /// pidfd_open + pidfd_send_signal (5.3+).
+    pub pidfd: bool,
+    /// process_mrelease (5.15+).
+    pub process_mrelease: bool,
+    /// process_madvise (5.10+).
+    pub process_madvise: bool,
+    /// Effective capability set of lowmemd.
+    pub cap_eff: u64,
+}
+
+impl KernelCaps {
+    pub fn probe() -> Self {
+        let kernel_release = rustix::system::uname()
+            .release()
+            .to_string_lossy()
+            .into_owned();
+        KernelCaps {
+            kernel_release,
+            psi: std::path::Path::new("/proc/pressure/memory").exists(),
+            pidfd: pidfd_open(getpid(), PidfdFlags::empty()).is_ok(),
+            process_mrelease: crate::sys::has_process_mrelease(),
+            process_madvise: crate::sys::has_process_madvise(),
+            cap_eff: std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| parse_cap_eff(&s))
+                .unwrap_or(0),
+        }
+    }
+
+    pub fn has_cap(&self, cap: u32) -> bool {
+        self.cap_eff & (1 << cap) != 0
+    }
+
+    /// One line for the start-up log.
+    pub fn summary(&self) -> String {
+        let yn = |b: bool| if b { "yes" } else { "no" };
+        format!(
+            "kernel {}: psi={} pidfd={} process_mrelease={} process_madvise={} CAP_KILL={} CAP_SYS_RESOURCE={}",
+            self.kernel_release,
+            yn(self.psi),
+            yn(self.pidfd),
+            yn(self.process_mrelease),
+            yn(self.process_madvise),
+            yn(self.has_cap(CAP_KILL)),
+            yn(self.has_cap(CAP_SYS_RESOURCE)),
+        )
+    }
+}
+
+/// `CapEff:` of a `status` file, a hex mask.
+pub fn parse_cap_eff(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(line.trim(), 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_eff_is_a_hex_mask() {
+        let s = "Name:\tx\nCapEff:\t000001ffffffffff\n";
+        let c = parse_cap_eff(s).unwrap();
+        let caps = KernelCaps {
+            kernel_release: String::new(),
+            psi: true,
+            pidfd: true,
+            process_mrelease: true,
+            process_madvise: true,
+            cap_eff: c,
+        };
+        assert!(caps.has_cap(CAP_KILL));
+        assert_eq!(
+            parse_cap_eff("CapEff:\t0000000000000020\n"),
+            Some(1 << CAP_KILL)
+        );
+        assert_eq!(parse_cap_eff("CapEff:\tzz\n"), None);
+    }
+}

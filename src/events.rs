@@ -1,0 +1,90 @@
+//! The event log: one JSON object per line per action, appended and flushed line by line so
+//! a crash loses nothing already decided.
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::path::Path;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+/// One action. Field names are a public interface (documented in the README).
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionEvent {
+    /// Wall-clock time of the signal (or would-be signal), ms since the Unix epoch.
+    pub ts_ms: u64,
+    /// `kill` or `would_kill` (dry run).
+    pub action: &'static str,
+    pub pid: i32,
+    pub comm: String,
+    pub oom_score_adj: i16,
+    pub rss_kib: u64,
+    pub swap_kib: u64,
+    pub reason: &'static str,
+    pub level: String,
+    /// The scope's available memory in the sample that decided.
+    pub scope_available_kib: u64,
+    pub scope_total_kib: u64,
+    /// Available memory re-read right before the signal.
+    pub available_at_kill_kib: u64,
+    /// The pidfd became readable before the deadline.
+    pub exit_confirmed: bool,
+    /// From the signal to the pidfd readable; null when not confirmed or a dry run.
+    pub kill_to_exit_ms: Option<u64>,
+    /// From the sample that crossed the threshold to the signal.
+    pub sample_to_kill_ms: u64,
+    /// Available memory measured after the exit was confirmed (informational: the kernel
+    /// may report freed pages late).
+    pub available_after_kib: Option<u64>,
+}
+
+/// Where events go: nowhere, stdout, or an appended file.
+pub struct EventLog {
+    out: Option<Mutex<Box<dyn Write + Send>>>,
+}
+
+impl EventLog {
+    pub fn none() -> Self {
+        EventLog { out: None }
+    }
+
+    /// `-` is stdout; anything else is a file opened for append (created if missing).
+    pub fn open(target: &str) -> io::Result<Self> {
+        let out: Box<dyn Write + Send> = if target == "-" {
+            Box::new(io::stdout())
+        } else {
+            Box::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(Path::new(target))?,
+            )
+        };
+        Ok(EventLog {
+            out: Some(Mutex::new(out)),
+        })
+    }
+
+    pub fn record(&self, event: &impl Serialize) {
+        let Some(out) = &self.out else { return };
+        let mut line = match serde_json::to_vec(event) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("event log: cannot serialise an event: {e}");
+                return;
+            }
+        };
+        line.push(b'\n');
+        let mut w = out.lock();
+        if let Err(e) = w.write_all(&line).and_then(|()| w.flush()) {
+            log::error!("event log: write failed: {e}");
+        }
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

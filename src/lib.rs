@@ -1,0 +1,21 @@
+//! lowmemd: a low-memory-killer daemon. The pipeline, in the order data flows:
+//!
+//! `monitor` (samples) → `policy::decide` (level) → `procs` + `rank` (victim order) →
+//! `target` (pidfd pin) → `act` (SIGKILL + mrelease) → `confirm` (pidfd readable) → `events`.
+//! `pipeline` is the only module that knows that order.
+#![deny(unsafe_code)]
+
+pub mod act;
+pub mod caps;
+pub mod confirm;
+pub mod events;
+pub mod logger;
+pub mod monitor;
+pub mod pipeline;
+pub mod policy;
+pub mod procs;
+pub mod protect;
+pub mod rank;
+pub mod scope;
+pub mod sys;
+pub mod target;

@@ -1,0 +1,274 @@
+//! The `lowmemd` command: argument parsing, start-up probes, thread wiring and exit codes.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use lowmemd::caps::{CAP_KILL, KernelCaps};
+use lowmemd::events::EventLog;
+use lowmemd::monitor::MemSnapshot;
+use lowmemd::monitor::{self, Monitor};
+use lowmemd::pipeline::Pipeline;
+use lowmemd::policy::Policy;
+use lowmemd::procs::ProcRoot;
+use lowmemd::rank::{RankContext, Ranked, rank};
+use lowmemd::scope::{Scope, ScopeError};
+
+/// Exit codes: a public interface, never renumber.
+mod exit {
+    pub const RUNTIME: u8 = 1;
+    /// Bad command line or configuration (clap uses 2 for usage errors too).
+    pub const USAGE: u8 = 2;
+    /// The kernel lacks a feature lowmemd needs for what was asked.
+    pub const KERNEL: u8 = 3;
+    /// Missing privilege for what was asked.
+    pub const PRIVILEGE: u8 = 4;
+}
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  clean stop (SIGTERM/SIGINT) or success
+  1  runtime error
+  2  bad usage or configuration (e.g. a cgroup that does not exist)
+  3  the kernel lacks a required feature (pidfd_open, Linux 5.3, to kill)
+  4  missing privilege (CAP_KILL to kill; try --dry-run to watch only)
+
+Examples:
+  lowmemd rank                          what would be killed first, system-wide
+  sudo lowmemd run --dry-run            decide and log, never signal
+  sudo lowmemd run --cgroup /box --event-log /var/log/lowmemd.jsonl";
+
+/// lowmemd: acts on memory pressure before the kernel OOM killer and before the machine
+/// freezes. Watches PSI, vmpressure and available memory of the system or of one cgroup,
+/// kills the most expendable process (highest oom_score_adj, then largest) through a pidfd,
+/// and confirms its exit.
+#[derive(Parser, Debug)]
+#[command(version, args_conflicts_with_subcommands = true, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// `lowmemd` alone is `lowmemd run`.
+    #[command(flatten)]
+    run: RunArgs,
+    /// Log verbosity: error, warn, info, debug or trace.
+    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
+    log_level: log::LevelFilter,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Watch memory and kill on pressure (the default command).
+    Run(RunArgs),
+    /// Print the current kill order, most killable first, with why others are excluded.
+    Rank(RankArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct ScopeArgs {
+    /// Protect one cgroup subtree, named as in /proc/PID/cgroup (e.g. /box) instead of the
+    /// whole system.
+    #[arg(long, value_name = "PATH")]
+    cgroup: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct RunArgs {
+    #[command(flatten)]
+    scope: ScopeArgs,
+    /// Decide, rank and log as usual, but never send a signal (events say `would_kill`).
+    #[arg(long)]
+    dry_run: bool,
+    /// Append one JSON object per action to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    event_log: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct RankArgs {
+    #[command(flatten)]
+    scope: ScopeArgs,
+    /// Print JSON (one array) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    lowmemd::logger::init(cli.log_level);
+    let result = match cli.command {
+        Some(Command::Rank(a)) => cmd_rank(&a),
+        Some(Command::Run(a)) => cmd_run(&a),
+        None => cmd_run(&cli.run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, msg)) => {
+            log::error!("{msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+type CmdResult = Result<(), (u8, String)>;
+
+fn resolve_scope(args: &ScopeArgs) -> Result<Scope, (u8, String)> {
+    let proc = ProcRoot::default();
+    let scope = match &args.cgroup {
+        Some(cg) => Scope::cgroup(proc, cg),
+        None => Scope::system(proc),
+    };
+    scope.map_err(|e| {
+        let code = match e {
+            ScopeError::NotAbsolute(_) | ScopeError::NoSuchCgroup { .. } => exit::USAGE,
+            ScopeError::NoMemoryController(_) => exit::KERNEL,
+            ScopeError::Read(_) => exit::RUNTIME,
+        };
+        (code, e.to_string())
+    })
+}
+
+fn cmd_rank(args: &RankArgs) -> CmdResult {
+    let scope = resolve_scope(&args.scope)?;
+    let pids = scope.pids().map_err(|e| (exit::RUNTIME, e.to_string()))?;
+    let mem = scope
+        .read_memory()
+        .map_err(|e| (exit::RUNTIME, e.to_string()))?;
+    let scan = scope.proc.scan(pids, mem.swap_used_kib() > 0);
+    let ctx = RankContext {
+        self_pid: std::process::id() as i32,
+        ..Default::default()
+    };
+    let ranked = rank(scan.procs, &ctx);
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (`lowmemd rank | head`) is the reader's choice, not our error.
+    match print_rank(&mut out, args.json, &scope, &mem, &ranked, scan.vanished) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err((exit::RUNTIME, e.to_string())),
+        _ => Ok(()),
+    }
+}
+
+fn print_rank(
+    out: &mut impl std::io::Write,
+    json: bool,
+    scope: &Scope,
+    mem: &MemSnapshot,
+    ranked: &[Ranked],
+    vanished: usize,
+) -> std::io::Result<()> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, ranked)?;
+        return writeln!(out);
+    }
+    writeln!(
+        out,
+        "scope {}: {} of {} MiB available ({:.1} %)",
+        scope.describe(),
+        mem.available_kib / 1024,
+        mem.total_kib / 1024,
+        mem.available_pct()
+    )?;
+    writeln!(
+        out,
+        "{:>7} {:>5} {:>9}  {:<16} EXCLUDED",
+        "PID", "ADJ", "SIZE_MiB", "COMM"
+    )?;
+    for r in ranked {
+        writeln!(
+            out,
+            "{:>7} {:>5} {:>9.1}  {:<16} {}",
+            r.proc.pid,
+            r.proc.oom_score_adj,
+            r.proc.size_kib() as f64 / 1024.0,
+            r.proc.comm,
+            r.excluded.map(|e| e.to_string()).unwrap_or_default()
+        )?;
+    }
+    if vanished > 0 {
+        writeln!(out, "({vanished} processes exited while being read)")?;
+    }
+    Ok(())
+}
+
+fn cmd_run(args: &RunArgs) -> CmdResult {
+    let scope = Arc::new(resolve_scope(&args.scope)?);
+    let caps = KernelCaps::probe();
+    if !args.dry_run {
+        if !caps.pidfd {
+            return Err((
+                exit::KERNEL,
+                format!(
+                    "kernel {} has no pidfd_open (Linux 5.3+): lowmemd will not kill by raw pid; use --dry-run to watch only",
+                    caps.kernel_release
+                ),
+            ));
+        }
+        if !caps.has_cap(CAP_KILL) {
+            return Err((
+                exit::PRIVILEGE,
+                "killing other users' processes needs CAP_KILL (run as root, or with --dry-run to watch only)".into(),
+            ));
+        }
+    }
+    let events = match &args.event_log {
+        Some(f) => EventLog::open(f).map_err(|e| (exit::USAGE, format!("--event-log {f}: {e}")))?,
+        None => EventLog::none(),
+    };
+    let policy = Arc::new(Policy::default());
+    for w in lowmemd::protect::protect_self(&caps) {
+        log::warn!("{w}");
+    }
+    let stop = monitor::stop_fd().map_err(|e| (exit::RUNTIME, format!("eventfd: {e}")))?;
+    let stop_writer = stop
+        .try_clone()
+        .map_err(|e| (exit::RUNTIME, e.to_string()))?;
+    let (mon, warnings) = Monitor::open(scope.clone(), &policy, stop);
+    for w in warnings {
+        log::warn!("{w}");
+    }
+    let mem = scope
+        .read_memory()
+        .map_err(|e| (exit::RUNTIME, e.to_string()))?;
+    log::info!("{}", caps.summary());
+    log::info!(
+        "monitoring {}: {} of {} MiB available; sources: {}; policy: {}{}",
+        scope.describe(),
+        mem.available_kib / 1024,
+        mem.total_kib / 1024,
+        mon.sources(),
+        policy.summary(),
+        if args.dry_run {
+            " (dry run: no signals)"
+        } else {
+            ""
+        }
+    );
+
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|e| (exit::RUNTIME, format!("installing signal handlers: {e}")))?;
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let rx_monitor = rx.clone();
+    let monitor = std::thread::Builder::new()
+        .name("monitor".into())
+        .spawn(move || mon.run(tx, rx_monitor))
+        .map_err(|e| (exit::RUNTIME, e.to_string()))?;
+    let pipeline = Pipeline::new(scope, policy, caps, args.dry_run, events);
+    let pipeline = std::thread::Builder::new()
+        .name("pipeline".into())
+        .spawn(move || pipeline.run(rx))
+        .map_err(|e| (exit::RUNTIME, e.to_string()))?;
+
+    if let Some(sig) = signals.forever().next() {
+        log::info!("signal {sig}: stopping");
+    }
+    monitor::request_stop(&stop_writer);
+    let _ = monitor.join();
+    let counters = pipeline
+        .join()
+        .map_err(|_| (exit::RUNTIME, "pipeline thread panicked".to_string()))?;
+    log::info!("stopped: {counters:?}");
+    Ok(())
+}

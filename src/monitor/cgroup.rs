@@ -1,0 +1,170 @@
+//! Memory of one memory cgroup (v1 or v2). Available memory of a memcg is
+//! `limit − usage + inactive_file`: file pages on the inactive list are what reclaim gives
+//! back cheaply, the rest of the usage is not coming back without a kill (or swap).
+
+use std::path::Path;
+
+use super::MemSnapshot;
+
+/// The file names differ between the two cgroup versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+impl Version {
+    pub fn limit_file(self) -> &'static str {
+        match self {
+            Version::V1 => "memory.limit_in_bytes",
+            Version::V2 => "memory.max",
+        }
+    }
+
+    pub fn usage_file(self) -> &'static str {
+        match self {
+            Version::V1 => "memory.usage_in_bytes",
+            Version::V2 => "memory.current",
+        }
+    }
+
+    /// The hierarchical inactive-file counter in `memory.stat` (v1 keeps local and `total_`
+    /// variants; v2's counters are hierarchical already).
+    fn inactive_file_key(self) -> &'static str {
+        match self {
+            Version::V1 => "total_inactive_file",
+            Version::V2 => "inactive_file",
+        }
+    }
+}
+
+/// Parses a limit file: a byte count, or `max` (v2) / a huge number (v1's "unlimited").
+/// Returns `None` for unlimited.
+pub fn parse_limit(text: &str) -> Result<Option<u64>, String> {
+    let t = text.trim();
+    if t == "max" {
+        return Ok(None);
+    }
+    let bytes: u64 = t
+        .parse()
+        .map_err(|_| format!("limit {t:?} is neither a byte count nor \"max\""))?;
+    // v1 reports "unlimited" as PAGE_COUNTER_MAX rounded to pages: anything beyond 2^62.
+    Ok((bytes < (1 << 62)).then_some(bytes))
+}
+
+pub fn parse_usage(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    t.parse()
+        .map_err(|_| format!("usage {t:?} is not a byte count"))
+}
+
+/// Looks up one key of `memory.stat` (bytes).
+pub fn parse_stat_key(stat: &str, key: &str) -> Option<u64> {
+    stat.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok())?
+    })
+}
+
+/// Builds the snapshot from the three files' contents. `system_total_kib` bounds an
+/// unlimited (or over-sized) memcg: it cannot have more than the machine.
+pub fn snapshot(
+    version: Version,
+    limit: &str,
+    usage: &str,
+    stat: &str,
+    system_total_kib: u64,
+) -> Result<MemSnapshot, String> {
+    let limit_kib =
+        parse_limit(limit)?.map_or(system_total_kib, |b| (b / 1024).min(system_total_kib));
+    let usage_kib = parse_usage(usage)? / 1024;
+    let inactive_file_kib = parse_stat_key(stat, version.inactive_file_key())
+        .ok_or_else(|| format!("memory.stat has no {}", version.inactive_file_key()))?
+        / 1024;
+    let available_kib = (limit_kib + inactive_file_kib)
+        .saturating_sub(usage_kib)
+        .min(limit_kib);
+    Ok(MemSnapshot {
+        total_kib: limit_kib,
+        available_kib,
+        swap_total_kib: 0,
+        swap_free_kib: 0,
+    })
+}
+
+/// Reads the three files of the memcg at `dir`.
+pub fn read(dir: &Path, version: Version, system_total_kib: u64) -> Result<MemSnapshot, String> {
+    let read = |name: &str| {
+        let p = dir.join(name);
+        std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let (limit, usage, stat) = (
+        read(version.limit_file())?,
+        read(version.usage_file())?,
+        read("memory.stat")?,
+    );
+    snapshot(version, &limit, &usage, &stat, system_total_kib)
+        .map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// The kernel OOM killer's kill count for this memcg (`oom_kill` in v1 `memory.oom_control`
+/// or v2 `memory.events`).
+pub fn oom_kills(dir: &Path, version: Version) -> Option<u64> {
+    let file = match version {
+        Version::V1 => "memory.oom_control",
+        Version::V2 => "memory.events",
+    };
+    let text = std::fs::read_to_string(dir.join(file)).ok()?;
+    parse_stat_key(&text, "oom_kill")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_available_is_limit_minus_usage_plus_inactive_file() {
+        let stat = "cache 1000\ninactive_file 4096\ntotal_inactive_file 10485760\n";
+        let m = snapshot(Version::V1, "268435456\n", "209715200\n", stat, 24_000_000).unwrap();
+        assert_eq!(m.total_kib, 262_144);
+        assert_eq!(m.available_kib, 262_144 - 204_800 + 10_240);
+    }
+
+    #[test]
+    fn unlimited_memcg_is_bounded_by_the_machine() {
+        let stat = "total_inactive_file 0\n";
+        let m = snapshot(
+            Version::V1,
+            "9223372036854771712\n",
+            "1048576\n",
+            stat,
+            2_000_000,
+        )
+        .unwrap();
+        assert_eq!(m.total_kib, 2_000_000);
+        let stat2 = "inactive_file 0\n";
+        let m = snapshot(Version::V2, "max\n", "1048576\n", stat2, 2_000_000).unwrap();
+        assert_eq!(m.available_kib, 2_000_000 - 1024);
+    }
+
+    #[test]
+    fn usage_above_limit_means_nothing_available() {
+        let m = snapshot(
+            Version::V2,
+            "1048576",
+            "2097152",
+            "inactive_file 0",
+            10_000_000,
+        )
+        .unwrap();
+        assert_eq!(m.available_kib, 0);
+    }
+
+    #[test]
+    fn bad_files_name_what_is_wrong() {
+        let e = snapshot(Version::V1, "lots", "1", "total_inactive_file 0", 1).unwrap_err();
+        assert!(e.contains("\"lots\""), "{e}");
+        let e = snapshot(Version::V1, "1", "1", "cache 0", 1).unwrap_err();
+        assert!(e.contains("total_inactive_file"), "{e}");
+    }
+}

@@ -1,0 +1,49 @@
+//! System-wide memory from `/proc/meminfo`.
+
+use std::io::BufRead;
+
+use procfs_core::{FromBufRead, Meminfo};
+
+use super::MemSnapshot;
+
+/// Parses `/proc/meminfo` into a snapshot. Kernels before 3.14 lack `MemAvailable`; there we
+/// fall back to free + inactive file pages, the same estimate the kernel itself refines.
+pub fn parse(r: impl BufRead) -> Result<MemSnapshot, String> {
+    let m = Meminfo::from_buf_read(r).map_err(|e| format!("unparsable meminfo: {e}"))?;
+    let kib = |bytes: u64| bytes / 1024;
+    let available = match m.mem_available {
+        Some(a) => a,
+        None => m.mem_free + m.inactive_file.unwrap_or(0),
+    };
+    if m.mem_total == 0 {
+        return Err("MemTotal is 0".into());
+    }
+    Ok(MemSnapshot {
+        total_kib: kib(m.mem_total),
+        available_kib: kib(available).min(kib(m.mem_total)),
+        swap_total_kib: kib(m.swap_total),
+        swap_free_kib: kib(m.swap_free),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MEMINFO: &str = "MemTotal:       24683904 kB\nMemFree:        24117000 kB\nMemAvailable:   24393000 kB\nBuffers:            2000 kB\nCached:           400000 kB\nSwapCached:            0 kB\nActive:           100000 kB\nInactive:         300000 kB\nActive(anon):      50000 kB\nInactive(anon):        0 kB\nActive(file):      50000 kB\nInactive(file):   300000 kB\nUnevictable:           0 kB\nMlocked:               0 kB\nSwapTotal:       1048572 kB\nSwapFree:         524288 kB\nDirty:                 0 kB\nWriteback:             0 kB\nAnonPages:         50000 kB\nMapped:            40000 kB\nShmem:              8000 kB\nKReclaimable:      20000 kB\nSlab:              50000 kB\nSReclaimable:      20000 kB\nSUnreclaim:        30000 kB\nKernelStack:        3000 kB\nPageTables:         2000 kB\nNFS_Unstable:          0 kB\nBounce:                0 kB\nWritebackTmp:          0 kB\nCommitLimit:    12341952 kB\nCommitted_AS:     300000 kB\nVmallocTotal:   34359738367 kB\nVmallocUsed:       20000 kB\nVmallocChunk:          0 kB\n";
+
+    #[test]
+    fn reads_available_and_swap() {
+        let m = parse(MEMINFO.as_bytes()).unwrap();
+        assert_eq!(m.total_kib, 24_683_904);
+        assert_eq!(m.available_kib, 24_393_000);
+        assert_eq!(m.swap_total_kib, 1_048_572);
+        assert_eq!(m.swap_free_kib, 524_288);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(parse(&b"\xff\xfe garbage"[..]).is_err());
+        assert!(parse(&b""[..]).is_err());
+    }
+}

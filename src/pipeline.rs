@@ -1,0 +1,253 @@
+//! The one place that knows the order: decide → rank → pin → act → confirm, one victim at a
+//! time. Runs on its own thread, fed samples by the monitor.
+
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+
+use crate::act;
+use crate::caps::KernelCaps;
+use crate::confirm::{self, Outcome};
+use crate::events::{ActionEvent, EventLog, wall_ms};
+use crate::monitor::{Sample, monotonic_ms};
+use crate::policy::decide::{Decision, decide};
+use crate::policy::{Action, Policy};
+use crate::rank::{RankContext, RankedProc, candidates};
+use crate::scope::Scope;
+use crate::target::{self, PinError, Target};
+
+/// How long an empty candidate list silences a level: rescanning /proc every 10 ms for
+/// nothing would burn the CPU the machine is short of.
+const EMPTY_BACKOFF_MS: u64 = 1000;
+
+/// Counters of what the pipeline did and skipped (for logs now, metrics later).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counters {
+    pub kills: u64,
+    pub would_kills: u64,
+    pub unconfirmed: u64,
+    pub recovered_before_kill: u64,
+    pub skipped_recycled: u64,
+    pub skipped_vanished: u64,
+    pub skipped_out_of_scope: u64,
+    pub kill_errors: u64,
+}
+
+pub struct Pipeline {
+    scope: Arc<Scope>,
+    policy: Arc<Policy>,
+    caps: KernelCaps,
+    dry_run: bool,
+    events: EventLog,
+    self_pid: i32,
+    /// End of the last action (confirmed exit, deadline, or a dry run's pretend deadline).
+    last_action_ms: Option<u64>,
+    /// Incarnations acted on, with the time until which they are not picked again.
+    recent: Vec<(i32, u64, u64)>,
+    /// Per level: no rescan before this time after a scan found nothing to kill.
+    empty_until_ms: Vec<u64>,
+    pub counters: Counters,
+}
+
+impl Pipeline {
+    pub fn new(
+        scope: Arc<Scope>,
+        policy: Arc<Policy>,
+        caps: KernelCaps,
+        dry_run: bool,
+        events: EventLog,
+    ) -> Self {
+        let levels = policy.levels.len();
+        Pipeline {
+            scope,
+            policy,
+            caps,
+            dry_run,
+            events,
+            self_pid: std::process::id() as i32,
+            last_action_ms: None,
+            recent: Vec::new(),
+            empty_until_ms: vec![0; levels],
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn run(mut self, samples: Receiver<Sample>) -> Counters {
+        for sample in samples {
+            self.handle(sample);
+        }
+        self.counters
+    }
+
+    /// Handles one sample: at most one action, confirmed before returning.
+    pub fn handle(&mut self, sample: Sample) {
+        // A sample taken before the last action ended does not show its effect: wait for a
+        // fresh one rather than kill twice for the same shortage.
+        if self.last_action_ms.is_some_and(|t| sample.at_ms <= t) {
+            return;
+        }
+        let Some(decision) = decide(&sample, &self.policy, self.last_action_ms) else {
+            return;
+        };
+        let level = decision.level(&self.policy);
+        if level.action == Action::None || sample.at_ms < self.empty_until_ms[decision.level] {
+            return;
+        }
+        // Re-read memory right before acting: the shortage may have passed since the sample.
+        let mut fresh = sample.clone();
+        match self.scope.read_memory() {
+            Ok(mem) => fresh.mem = mem,
+            Err(e) => log::warn!("re-reading memory before a kill failed: {e}; using the sample"),
+        }
+        fresh.at_ms = monotonic_ms();
+        let Some(decision) = decide(&fresh, &self.policy, self.last_action_ms) else {
+            self.counters.recovered_before_kill += 1;
+            log::debug!("pressure passed before the kill");
+            return;
+        };
+        let now = fresh.at_ms;
+        self.recent.retain(|r| r.2 > now);
+        let Some(target) = self.pick(&decision, &fresh) else {
+            self.empty_until_ms[decision.level] = now + EMPTY_BACKOFF_MS;
+            return;
+        };
+        self.act(&decision, &sample, &fresh, target);
+    }
+
+    /// Ranks the scope's processes and pins the first candidate that is still itself.
+    fn pick(&mut self, decision: &Decision, fresh: &Sample) -> Option<Target> {
+        let level = decision.level(&self.policy);
+        let pids = match self.scope.pids() {
+            Ok(p) => p,
+            Err(e) => {
+                log::error!("cannot list the scope's processes: {e}");
+                return None;
+            }
+        };
+        // VmSwap costs a `status` read per process: only worth it when swap is in use.
+        let scan = self.scope.proc.scan(pids, fresh.mem.swap_used_kib() > 0);
+        for e in &scan.errors {
+            log::debug!("skipping unreadable process: {e}");
+        }
+        let recent: Vec<(i32, u64)> = self.recent.iter().map(|r| (r.0, r.1)).collect();
+        let ctx = RankContext {
+            self_pid: self.self_pid,
+            min_adj: Some(level.min_adj),
+            recent: &recent,
+        };
+        let cands: Vec<RankedProc> = candidates(scan.procs, &ctx);
+        if cands.is_empty() {
+            log::warn!(
+                "level {} ({}) fired but no process in scope has oom_score_adj >= {}",
+                level.name,
+                decision.reason.as_str(),
+                level.min_adj
+            );
+            return None;
+        }
+        for cand in cands {
+            match target::pin(&self.scope.proc, &self.scope, cand) {
+                Ok(t) => return Some(t),
+                Err(PinError::Vanished(_)) => self.counters.skipped_vanished += 1,
+                Err(e @ PinError::Recycled { .. }) => {
+                    self.counters.skipped_recycled += 1;
+                    log::info!("skipped: {e}");
+                }
+                Err(e @ PinError::OutOfScope(_)) => {
+                    self.counters.skipped_out_of_scope += 1;
+                    log::info!("skipped: {e}");
+                }
+                Err(e) => log::warn!("cannot pin a victim: {e}"),
+            }
+        }
+        None
+    }
+
+    fn act(&mut self, decision: &Decision, sample: &Sample, fresh: &Sample, target: Target) {
+        let level = decision.level(&self.policy).clone();
+        let p = target.proc.clone();
+        let signal_ms = monotonic_ms();
+        let mut event = ActionEvent {
+            ts_ms: wall_ms(),
+            action: if self.dry_run { "would_kill" } else { "kill" },
+            pid: p.pid,
+            comm: p.comm.clone(),
+            oom_score_adj: p.oom_score_adj,
+            rss_kib: p.rss_kib,
+            swap_kib: p.swap_kib,
+            reason: decision.reason.as_str(),
+            level: level.name.clone(),
+            scope_available_kib: sample.mem.available_kib,
+            scope_total_kib: sample.mem.total_kib,
+            available_at_kill_kib: fresh.mem.available_kib,
+            exit_confirmed: false,
+            kill_to_exit_ms: None,
+            sample_to_kill_ms: signal_ms.saturating_sub(sample.at_ms),
+            available_after_kib: None,
+        };
+        if self.dry_run {
+            self.counters.would_kills += 1;
+            log::warn!(
+                "would kill pid {} ({}) adj {} size {} KiB: {} at level {} (available {} of {} KiB)",
+                p.pid,
+                p.comm,
+                p.oom_score_adj,
+                p.size_kib(),
+                event.reason,
+                level.name,
+                fresh.mem.available_kib,
+                fresh.mem.total_kib
+            );
+            self.events.record(&event);
+            // Nothing will exit: pace as if the kill had run into its deadline.
+            let until = signal_ms + level.wait_ms;
+            self.last_action_ms = Some(until);
+            self.recent.push((p.pid, p.starttime, u64::MAX));
+            return;
+        }
+        if let Err(e) = act::kill(&target, &self.caps) {
+            self.counters.kill_errors += 1;
+            log::error!("{e}");
+            self.last_action_ms = Some(monotonic_ms());
+            self.recent
+                .push((p.pid, p.starttime, signal_ms + level.wait_ms));
+            return;
+        }
+        self.counters.kills += 1;
+        let outcome = confirm::wait_exit(&target, signal_ms + level.wait_ms);
+        let end = monotonic_ms();
+        match outcome {
+            Outcome::Exited { at_ms } => {
+                event.exit_confirmed = true;
+                event.kill_to_exit_ms = Some(at_ms.saturating_sub(signal_ms));
+            }
+            Outcome::TimedOut => {
+                self.counters.unconfirmed += 1;
+                // Still dying (e.g. in uninterruptible I/O): don't pick it again for a while.
+                self.recent
+                    .push((p.pid, p.starttime, end + 10 * level.wait_ms));
+            }
+        }
+        event.available_after_kib = self.scope.read_memory().ok().map(|m| m.available_kib);
+        log::warn!(
+            "killed pid {} ({}) adj {} size {} KiB: {} at level {}, available {} of {} KiB; {}",
+            p.pid,
+            p.comm,
+            p.oom_score_adj,
+            p.size_kib(),
+            event.reason,
+            level.name,
+            fresh.mem.available_kib,
+            fresh.mem.total_kib,
+            match event.kill_to_exit_ms {
+                Some(ms) => format!(
+                    "exited {ms} ms after the signal, {} ms after the sample",
+                    end.saturating_sub(sample.at_ms)
+                ),
+                None => format!("NOT confirmed within {} ms", level.wait_ms),
+            }
+        );
+        self.events.record(&event);
+        self.last_action_ms = Some(end);
+    }
+}

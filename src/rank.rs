@@ -1,0 +1,225 @@
+//! Victim ranking: a pure function over a process table. Highest `oom_score_adj` first; inside
+//! one adj, the largest (RSS + swap) first; equal sizes go to the youngest process, which has
+//! the least work to lose.
+
+use std::cmp::Reverse;
+
+use serde::Serialize;
+
+use crate::procs::ProcInfo;
+
+/// Why a process may not be a victim. The `Display` strings are shown by `lowmemd rank`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum Exclusion {
+    #[error("init (pid 1)")]
+    Init,
+    #[error("kernel thread")]
+    KernelThread,
+    #[error("lowmemd itself")]
+    Myself,
+    #[error("oom_score_adj -1000 (unkillable)")]
+    Unkillable,
+    #[error("zombie")]
+    Zombie,
+    #[error("adj below this level's floor")]
+    BelowFloor,
+    #[error("acted on recently")]
+    RecentlyActed,
+}
+
+/// The context ranking needs besides the process table.
+#[derive(Debug, Clone, Default)]
+pub struct RankContext<'a> {
+    /// lowmemd's own pid.
+    pub self_pid: i32,
+    /// The lowest adj the deciding level may touch; `None` ranks without a floor.
+    pub min_adj: Option<i16>,
+    /// Incarnations (pid, starttime) already acted on and still in their deadline.
+    pub recent: &'a [(i32, u64)],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ranked {
+    #[serde(flatten)]
+    pub proc: RankedProc,
+    pub excluded: Option<Exclusion>,
+}
+
+/// The serialisable view of a ranked process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RankedProc {
+    pub pid: i32,
+    pub comm: String,
+    pub oom_score_adj: i16,
+    pub rss_kib: u64,
+    pub swap_kib: u64,
+    pub starttime: u64,
+}
+
+impl From<ProcInfo> for RankedProc {
+    fn from(p: ProcInfo) -> Self {
+        Self {
+            pid: p.pid,
+            comm: p.comm,
+            oom_score_adj: p.oom_score_adj,
+            rss_kib: p.rss_kib,
+            swap_kib: p.swap_kib,
+            starttime: p.starttime,
+        }
+    }
+}
+
+impl RankedProc {
+    pub fn size_kib(&self) -> u64 {
+        self.rss_kib + self.swap_kib
+    }
+}
+
+/// Why `p` may not be a victim, if it may not.
+pub fn exclusion(p: &ProcInfo, ctx: &RankContext<'_>) -> Option<Exclusion> {
+    // Order matters only for what `rank` prints: the most fundamental reason first.
+    if p.pid == 1 {
+        Some(Exclusion::Init)
+    } else if p.is_kernel_thread() {
+        Some(Exclusion::KernelThread)
+    } else if p.pid == ctx.self_pid {
+        Some(Exclusion::Myself)
+    } else if p.oom_score_adj <= -1000 {
+        Some(Exclusion::Unkillable)
+    } else if p.is_zombie() {
+        Some(Exclusion::Zombie)
+    } else if ctx.min_adj.is_some_and(|floor| p.oom_score_adj < floor) {
+        Some(Exclusion::BelowFloor)
+    } else if ctx.recent.contains(&(p.pid, p.starttime)) {
+        Some(Exclusion::RecentlyActed)
+    } else {
+        None
+    }
+}
+
+/// Ranks the whole table: candidates first, best victim first, then the excluded ones in the
+/// same order (so `lowmemd rank` reads top-down).
+pub fn rank(procs: Vec<ProcInfo>, ctx: &RankContext<'_>) -> Vec<Ranked> {
+    let mut ranked: Vec<Ranked> = procs
+        .into_iter()
+        .map(|p| Ranked {
+            excluded: exclusion(&p, ctx),
+            proc: p.into(),
+        })
+        .collect();
+    ranked.sort_by_key(|r| {
+        (
+            r.excluded.is_some(),
+            Reverse(r.proc.oom_score_adj),
+            Reverse(r.proc.size_kib()),
+            Reverse(r.proc.starttime),
+            r.proc.pid,
+        )
+    });
+    ranked
+}
+
+/// Only the candidates, best victim first.
+pub fn candidates(procs: Vec<ProcInfo>, ctx: &RankContext<'_>) -> Vec<RankedProc> {
+    rank(procs, ctx)
+        .into_iter()
+        .take_while(|r| r.excluded.is_none())
+        .map(|r| r.proc)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn proc(pid: i32, adj: i16, rss_kib: u64) -> ProcInfo {
+        ProcInfo {
+            pid,
+            comm: format!("p{pid}"),
+            state: 'S',
+            flags: 0,
+            starttime: 1000 + pid as u64,
+            oom_score_adj: adj,
+            rss_kib,
+            swap_kib: 0,
+        }
+    }
+
+    fn pids(r: &[RankedProc]) -> Vec<i32> {
+        r.iter().map(|p| p.pid).collect()
+    }
+
+    #[test]
+    fn highest_adj_first_then_largest() {
+        let procs = vec![
+            proc(10, 0, 500_000),
+            proc(11, 900, 10_000),
+            proc(12, 1000, 5_000),
+            proc(13, 900, 20_000),
+        ];
+        let ctx = RankContext::default();
+        assert_eq!(pids(&candidates(procs, &ctx)), [12, 13, 11, 10]);
+    }
+
+    #[test]
+    fn swap_counts_toward_size() {
+        let mut a = proc(10, 500, 10_000);
+        a.swap_kib = 50_000;
+        let b = proc(11, 500, 40_000);
+        assert_eq!(
+            pids(&candidates(vec![b, a], &RankContext::default())),
+            [10, 11]
+        );
+    }
+
+    #[test]
+    fn ties_go_to_the_youngest_then_lowest_pid() {
+        let mut a = proc(20, 100, 1000);
+        let mut b = proc(21, 100, 1000);
+        let mut c = proc(22, 100, 1000);
+        a.starttime = 50;
+        b.starttime = 90;
+        c.starttime = 90;
+        assert_eq!(
+            pids(&candidates(vec![a, c, b], &RankContext::default())),
+            [21, 22, 20]
+        );
+    }
+
+    #[test]
+    fn never_init_kthreads_self_unkillable_or_zombies() {
+        let init = proc(1, 1000, 1 << 30);
+        let mut kthread = proc(2, 1000, 0);
+        kthread.flags = 0x0020_0000;
+        let me = proc(77, 1000, 1 << 30);
+        let unkillable = proc(78, -1000, 1 << 30);
+        let mut zombie = proc(79, 1000, 0);
+        zombie.state = 'Z';
+        let ok = proc(80, 0, 10);
+        let ctx = RankContext {
+            self_pid: 77,
+            ..Default::default()
+        };
+        let ranked = rank(vec![init, kthread, me, unkillable, zombie, ok], &ctx);
+        let why: Vec<_> = ranked.iter().map(|r| (r.proc.pid, r.excluded)).collect();
+        assert_eq!(why[0], (80, None));
+        assert!(why.contains(&(1, Some(Exclusion::Init))));
+        assert!(why.contains(&(2, Some(Exclusion::KernelThread))));
+        assert!(why.contains(&(77, Some(Exclusion::Myself))));
+        assert!(why.contains(&(78, Some(Exclusion::Unkillable))));
+        assert!(why.contains(&(79, Some(Exclusion::Zombie))));
+    }
+
+    #[test]
+    fn floor_and_recent_exclude() {
+        let procs = vec![proc(5, 1000, 1), proc(6, 950, 1), proc(7, 100, 1)];
+        let recent = [(5, 1005)];
+        let ctx = RankContext {
+            self_pid: 0,
+            min_adj: Some(900),
+            recent: &recent,
+        };
+        assert_eq!(pids(&candidates(procs, &ctx)), [6]);
+    }
+}

@@ -1,0 +1,78 @@
+//! A pinned victim: a pidfd that refers to exactly the process we ranked, or nothing.
+//!
+//! `pidfd_open` pins whatever process has the pid *now*; re-reading `stat` after it and
+//! finding the same starttime proves that process is the incarnation we ranked (a recycled
+//! pid gets a new starttime). From then on the pidfd cannot be redirected to another process.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, pidfd_open};
+
+use crate::procs::{ProcError, ProcRoot};
+use crate::rank::RankedProc;
+use crate::scope::Scope;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("pid {0} exited before it could be pinned")]
+    Vanished(i32),
+    #[error("pid {pid} was recycled: starttime {found} is not the ranked {expected}")]
+    Recycled { pid: i32, expected: u64, found: u64 },
+    #[error("pid {0} is no longer inside the scope")]
+    OutOfScope(i32),
+    #[error("pidfd_open({pid}): {source}")]
+    Pidfd { pid: i32, source: std::io::Error },
+    #[error("{0}")]
+    Proc(ProcError),
+}
+
+/// A process held by its pidfd, known to be the incarnation that was ranked.
+#[derive(Debug)]
+pub struct Target {
+    pidfd: OwnedFd,
+    pub proc: RankedProc,
+}
+
+impl AsFd for Target {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+}
+
+/// Same pid, same starttime: the same incarnation.
+pub fn same_incarnation(expected_starttime: u64, found_starttime: u64) -> bool {
+    expected_starttime == found_starttime
+}
+
+/// Pins `cand`: pidfd first, identity check second (the order is what makes it race-free).
+pub fn pin(proc: &ProcRoot, scope: &Scope, cand: RankedProc) -> Result<Target, PinError> {
+    let pid = cand.pid;
+    let raw = Pid::from_raw(pid).ok_or(PinError::Vanished(pid))?;
+    let pidfd = match pidfd_open(raw, PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::SRCH) => return Err(PinError::Vanished(pid)),
+        Err(e) => {
+            return Err(PinError::Pidfd {
+                pid,
+                source: e.into(),
+            });
+        }
+    };
+    let mut buf = Vec::with_capacity(512);
+    let stat = proc.read_stat(pid, &mut buf).map_err(|e| match e {
+        ProcError::Vanished { .. } => PinError::Vanished(pid),
+        e => PinError::Proc(e),
+    })?;
+    if !same_incarnation(cand.starttime, stat.starttime) {
+        return Err(PinError::Recycled {
+            pid,
+            expected: cand.starttime,
+            found: stat.starttime,
+        });
+    }
+    if !scope.contains(pid) {
+        return Err(PinError::OutOfScope(pid));
+    }
+    Ok(Target { pidfd, proc: cand })
+}
