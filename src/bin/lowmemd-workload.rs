@@ -1,0 +1,76 @@
+//! lowmemd-workload: a memory load generator for lowmemd's tests and benchmarks, and for
+//! trying lowmemd by hand. It joins the given cgroups, takes an oom_score_adj and a name,
+//! then allocates (and touches) anonymous memory at a set rate, and holds it until killed.
+//!
+//! Prints `ready` once `--mib` is reached (or at once when it grows without bound).
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Write our pid into this cgroup.procs file first (repeat for v1 and cgroup2).
+    #[arg(long, value_name = "FILE")]
+    cgroup_procs: Vec<std::path::PathBuf>,
+    /// oom_score_adj to take (raising needs no privilege; lowering below the inherited value
+    /// needs CAP_SYS_RESOURCE).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    adj: i32,
+    /// Process name (comm), at most 15 bytes.
+    #[arg(long)]
+    name: Option<String>,
+    /// Total anonymous memory to allocate, in MiB; 0 grows without bound.
+    #[arg(long, default_value_t = 0)]
+    mib: u64,
+    /// Allocation rate in MiB/s; 0 allocates as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+}
+
+const CHUNK: usize = 1 << 20;
+
+fn main() {
+    let args = Args::parse();
+    let pid = std::process::id().to_string();
+    for f in &args.cgroup_procs {
+        if let Err(e) = std::fs::write(f, &pid) {
+            eprintln!("lowmemd-workload: {}: {e}", f.display());
+            std::process::exit(2);
+        }
+    }
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", args.adj.to_string()) {
+        eprintln!("lowmemd-workload: oom_score_adj {}: {e}", args.adj);
+        std::process::exit(2);
+    }
+    if let Some(name) = &args.name {
+        let c = std::ffi::CString::new(name.as_bytes()).expect("name without NUL");
+        let _ = rustix::thread::set_name(&c);
+    }
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    let start = Instant::now();
+    let say = |what: &str| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{what}");
+        let _ = out.flush();
+    };
+    if args.mib == 0 {
+        say("ready");
+    }
+    while args.mib == 0 || (held.len() as u64) < args.mib {
+        // A non-zero fill so every page is really faulted in (zero fills may map the zero page).
+        held.push(vec![0x5a; CHUNK]);
+        if args.rate > 0 {
+            let due = Duration::from_secs_f64(held.len() as f64 / args.rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    say("ready");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}

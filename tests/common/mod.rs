@@ -1,0 +1,293 @@
+//! Real-kernel test harness: a memory cgroup with a limit (v1 `memory` plus the same name in
+//! cgroup2 for PSI), workloads spawned into it, and the lowmemd daemon watching it. Every
+//! guard cleans up on Drop, also when the test fails.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
+
+pub const V1_MEMORY: &str = "/sys/fs/cgroup/memory";
+pub const V2: &str = "/sys/fs/cgroup/unified";
+
+/// Pressure tests must not overlap: they share the machine's CPU and reclaim.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether this machine can run real-kernel tests (root and a v1 memory controller). In CI
+/// (`CI=true`) a missing prerequisite fails the test; locally it skips with a reason.
+pub fn real_kernel_available(test: &str) -> bool {
+    let why = if !rustix::process::geteuid().is_root() {
+        Some("not root")
+    } else if !Path::new(V1_MEMORY).join("memory.limit_in_bytes").exists() {
+        Some("no cgroup v1 memory controller at /sys/fs/cgroup/memory")
+    } else {
+        None
+    };
+    match why {
+        None => true,
+        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test}: real-kernel test cannot run in CI: {why}")
+        }
+        Some(why) => {
+            eprintln!("{test}: skipped locally: {why}");
+            false
+        }
+    }
+}
+
+/// Signals `pid` through a pidfd (tests follow the same rule as the daemon).
+pub fn sigkill(pid: i32) {
+    if let Some(p) = Pid::from_raw(pid)
+        && let Ok(fd) = pidfd_open(p, PidfdFlags::empty())
+    {
+        let _ = pidfd_send_signal(&fd, Signal::KILL);
+    }
+}
+
+pub fn alive(pid: i32) -> bool {
+    // A zombie still has a /proc entry; count it as dead.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !matches!(
+            s.rsplit(") ").next().and_then(|r| r.chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(_) => false,
+    }
+}
+
+/// A memory cgroup under both hierarchies, removed with all its processes on Drop.
+pub struct TestCgroup {
+    pub name: String,
+    pub v1: PathBuf,
+    pub v2: Option<PathBuf>,
+}
+
+impl TestCgroup {
+    pub fn create(test: &str, limit_mib: u64) -> TestCgroup {
+        let name = format!("/lowmemd-test-{test}-{}", std::process::id());
+        let v1 = Path::new(V1_MEMORY).join(&name[1..]);
+        std::fs::create_dir(&v1).unwrap_or_else(|e| panic!("mkdir {}: {e}", v1.display()));
+        let cg = TestCgroup {
+            name: name.clone(),
+            v1: v1.clone(),
+            v2: Path::new(V2)
+                .is_dir()
+                .then(|| Path::new(V2).join(&name[1..])),
+        };
+        if let Some(v2) = &cg.v2 {
+            std::fs::create_dir(v2).unwrap_or_else(|e| panic!("mkdir {}: {e}", v2.display()));
+        }
+        std::fs::write(
+            v1.join("memory.limit_in_bytes"),
+            (limit_mib << 20).to_string(),
+        )
+        .expect("set memory.limit_in_bytes");
+        cg
+    }
+
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.v1.join("cgroup.procs")];
+        v.extend(self.v2.as_ref().map(|d| d.join("cgroup.procs")));
+        v
+    }
+
+    pub fn pids(&self) -> Vec<i32> {
+        std::fs::read_to_string(self.v1.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect()
+    }
+
+    /// The kernel OOM killer's kills in this memcg.
+    pub fn oom_kills(&self) -> u64 {
+        let text = std::fs::read_to_string(self.v1.join("memory.oom_control")).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    }
+
+    pub fn usage_mib(&self) -> u64 {
+        let t = std::fs::read_to_string(self.v1.join("memory.usage_in_bytes")).unwrap();
+        t.trim().parse::<u64>().unwrap() >> 20
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let pids = self.pids();
+            if pids.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            for pid in pids {
+                sigkill(pid);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for dir in self.v2.iter().chain(std::iter::once(&self.v1)) {
+            // rmdir can race the last exit by a few ms.
+            for _ in 0..100 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// A workload process (lowmemd-workload), killed on Drop.
+pub struct Workload {
+    pub child: Child,
+    pub pid: i32,
+    pub name: String,
+    pub adj: i32,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Workload {
+    /// Spawns a workload in `cg` and waits for it to report `ready` when `wait_ready`.
+    pub fn spawn(cg: &TestCgroup, name: &str, adj: i32, mib: u64, rate: u64) -> Workload {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lowmemd-workload"));
+        for f in cg.procs_files() {
+            cmd.arg("--cgroup-procs").arg(f);
+        }
+        cmd.args(["--name", name, "--adj", &adj.to_string()])
+            .args(["--mib", &mib.to_string(), "--rate", &rate.to_string()])
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn lowmemd-workload");
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Workload {
+            pid: child.id() as i32,
+            child,
+            name: name.into(),
+            adj,
+            stdout,
+        }
+    }
+
+    /// Blocks until the workload printed `ready`; false if it died first.
+    pub fn wait_ready(&mut self) -> bool {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match self.stdout.read_line(&mut line) {
+                Ok(0) | Err(_) => return false,
+                Ok(_) if line.trim() == "ready" => return true,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    pub fn alive(&self) -> bool {
+        alive(self.pid)
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The lowmemd daemon under test, stopped (SIGTERM, then SIGKILL) on Drop.
+pub struct Daemon {
+    child: Child,
+    pub events: PathBuf,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts `lowmemd run --cgroup <cg> --event-log <tmp> <extra>` and waits for its
+    /// start-up line.
+    pub fn start(cg: &TestCgroup, extra: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("events.jsonl");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lowmemd"))
+            .args(["run", "--cgroup", &cg.name, "--event-log"])
+            .arg(&events)
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn lowmemd");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let lines = stderr.clone();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                eprintln!("  | {line}");
+                if line.contains("monitoring ") {
+                    let _ = ready_tx.send(());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let d = Daemon {
+            child,
+            events,
+            stderr,
+            _dir: dir,
+        };
+        if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            panic!("lowmemd did not start: {:?}", d.stderr.lock().unwrap());
+        }
+        d
+    }
+
+    /// The events logged so far.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.events)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}"))
+            })
+            .collect()
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        if let Some(p) = Pid::from_raw(self.child.id() as i32)
+            && let Ok(fd) = pidfd_open(p, PidfdFlags::empty())
+        {
+            let _ = pidfd_send_signal(&fd, Signal::TERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Events with the given `action` (`kill`, `would_kill`).
+pub fn actions<'a>(events: &'a [serde_json::Value], action: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["action"] == action).collect()
+}

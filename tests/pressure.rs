@@ -1,0 +1,176 @@
+//! Real memory pressure, made by the real kernel inside a 256 MiB memory cgroup, with lowmemd
+//! watching that cgroup. Run as root; in CI (`CI=true`) a missing prerequisite fails.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, TestCgroup, Workload, actions, real_kernel_available, serial};
+
+const LIMIT_MIB: u64 = 256;
+
+/// The "cached apps" set-up: a small foreground-class process, three background processes
+/// (adj 900, 950, 1000, 30 MiB each) and a foreground process growing at 100 MiB/s.
+///
+/// Arithmetic (256 MiB, low watermark 15 % = 38 MiB): 8 + 90 + 170 MiB would not fit. The
+/// first kill (adj 1000) comes at ~218 MiB used; the second (adj 950) when the foreground
+/// has grown another 30 MiB; after it, 8 + 30 + 170 = 208 MiB leaves 48 MiB (19 %): no third.
+struct CachedApps {
+    small: Workload,
+    bg: Vec<Workload>,
+    fg: Workload,
+}
+
+fn cached_apps(cg: &TestCgroup, fg_mib: u64) -> CachedApps {
+    let mut small = Workload::spawn(cg, "small", 0, 8, 0);
+    assert!(small.wait_ready(), "small workload died");
+    let mut bg = Vec::new();
+    for adj in [900, 950, 1000] {
+        let mut w = Workload::spawn(cg, &format!("bg{adj}"), adj, 30, 0);
+        assert!(w.wait_ready(), "bg{adj} died while allocating");
+        bg.push(w);
+    }
+    let mut fg = Workload::spawn(cg, "fg", 0, fg_mib, 100);
+    let grew = fg.wait_ready();
+    // Let lowmemd see the final state and settle.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(grew || !fg.alive(), "fg neither finished nor died");
+    CachedApps { small, bg, fg }
+}
+
+#[test]
+fn cached_apps_make_room_highest_adj_first() {
+    let _serial = serial();
+    if !real_kernel_available("cached_apps_make_room_highest_adj_first") {
+        return;
+    }
+    let cg = TestCgroup::create("cached", LIMIT_MIB);
+    let mut daemon = Daemon::start(&cg, &[]);
+    let apps = cached_apps(&cg, 170);
+    let events = daemon.events();
+    assert_eq!(daemon.stop(), Some(0), "lowmemd stops cleanly on SIGTERM");
+
+    let kills = actions(&events, "kill");
+    let killed: Vec<i64> = kills.iter().map(|e| e["pid"].as_i64().unwrap()).collect();
+    let pid = |w: &Workload| w.pid as i64;
+    assert_eq!(
+        killed,
+        [pid(&apps.bg[2]), pid(&apps.bg[1])],
+        "expected adj 1000 then adj 950 killed, nothing else: {events:#?}"
+    );
+    assert!(
+        apps.bg[0].alive(),
+        "adj 900 was not needed and must survive"
+    );
+    assert!(apps.fg.alive(), "the foreground must survive");
+    assert!(apps.small.alive(), "the small adj-0 process must survive");
+    assert_eq!(cg.oom_kills(), 0, "the kernel OOM killer must not have run");
+    for k in &kills {
+        assert_eq!(k["exit_confirmed"], true, "{k}");
+        assert_eq!(k["level"], "low", "{k}");
+        assert_eq!(k["reason"], "low_memory", "{k}");
+        assert!(k["kill_to_exit_ms"].as_u64().unwrap() < 1000, "{k}");
+        assert!(k["rss_kib"].as_u64().unwrap() >= 29 * 1024, "{k}");
+        for field in [
+            "ts_ms",
+            "comm",
+            "oom_score_adj",
+            "swap_kib",
+            "scope_available_kib",
+        ] {
+            assert!(!k[field].is_null(), "{field} missing in {k}");
+        }
+    }
+}
+
+#[test]
+fn runaway_is_killed_before_the_kernel_oom_killer() {
+    let _serial = serial();
+    if !real_kernel_available("runaway_is_killed_before_the_kernel_oom_killer") {
+        return;
+    }
+    let cg = TestCgroup::create("runaway", LIMIT_MIB);
+    let mut daemon = Daemon::start(&cg, &[]);
+    let mut small = Workload::spawn(&cg, "small", 0, 8, 0);
+    assert!(small.wait_ready());
+    let mut leak = Workload::spawn(&cg, "leak", 0, 0, 100);
+    assert!(leak.wait_ready());
+    // Unbounded at 100 MiB/s, the leak hits the 256 MiB limit within ~3 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while leak.alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let events = daemon.events();
+    daemon.stop();
+
+    assert!(!leak.alive(), "the leak must be dead");
+    assert_eq!(
+        cg.oom_kills(),
+        0,
+        "lowmemd, not the kernel, must have killed it"
+    );
+    let kills = actions(&events, "kill");
+    assert_eq!(kills.len(), 1, "{events:#?}");
+    let k = kills[0];
+    assert_eq!(k["pid"], leak.pid, "{k}");
+    assert_eq!(k["level"], "critical", "{k}");
+    assert_eq!(k["exit_confirmed"], true, "{k}");
+    assert!(small.alive(), "the small process must survive");
+}
+
+#[test]
+fn calm_usage_kills_nothing() {
+    let _serial = serial();
+    if !real_kernel_available("calm_usage_kills_nothing") {
+        return;
+    }
+    let cg = TestCgroup::create("calm", LIMIT_MIB);
+    let mut daemon = Daemon::start(&cg, &[]);
+    // ~60 % of the limit, held steady.
+    let mut w = Workload::spawn(&cg, "steady", 1000, 150, 0);
+    assert!(w.wait_ready());
+    std::thread::sleep(Duration::from_secs(10));
+    let events = daemon.events();
+    daemon.stop();
+    assert!(events.is_empty(), "no action expected: {events:#?}");
+    assert!(w.alive());
+}
+
+#[test]
+fn dry_run_logs_would_kill_and_signals_nothing() {
+    let _serial = serial();
+    if !real_kernel_available("dry_run_logs_would_kill_and_signals_nothing") {
+        return;
+    }
+    let cg = TestCgroup::create("dryrun", LIMIT_MIB);
+    let mut daemon = Daemon::start(&cg, &["--dry-run"]);
+    // Smaller foreground than the real run: with no kills, everything must still fit under
+    // the limit (8 + 90 + 130 = 228 MiB, 11 % available: inside the low level).
+    let apps = cached_apps(&cg, 130);
+    let events = daemon.events();
+    daemon.stop();
+
+    assert!(actions(&events, "kill").is_empty(), "{events:#?}");
+    let would = actions(&events, "would_kill");
+    assert!(
+        !would.is_empty(),
+        "the low level must have fired: {events:#?}"
+    );
+    assert_eq!(
+        would[0]["pid"], apps.bg[2].pid,
+        "adj 1000 first: {events:#?}"
+    );
+    for w in &would {
+        assert_eq!(w["exit_confirmed"], false);
+        assert!(w["kill_to_exit_ms"].is_null());
+    }
+    for w in apps.bg.iter().chain([&apps.fg, &apps.small]) {
+        assert!(
+            w.alive(),
+            "{} must be alive: no signal in a dry run",
+            w.name
+        );
+    }
+    assert_eq!(cg.oom_kills(), 0);
+}
