@@ -255,7 +255,8 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
         .name("monitor".into())
         .spawn(move || mon.run(tx, rx_monitor))
         .map_err(|e| (exit::RUNTIME, e.to_string()))?;
-    let pipeline = Pipeline::new(scope, policy, caps, args.dry_run, events);
+    let cache_capacity = lowmemd::procs::cache_capacity(lowmemd::procs::raise_fd_limit());
+    let pipeline = Pipeline::new(scope, policy, caps, args.dry_run, events, cache_capacity);
     let pipeline = std::thread::Builder::new()
         .name("pipeline".into())
         .spawn(move || pipeline.run(rx))

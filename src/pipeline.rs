@@ -12,6 +12,7 @@ use crate::events::{ActionEvent, EventLog, wall_ms};
 use crate::monitor::{Sample, monotonic_ms};
 use crate::policy::decide::{Decision, decide};
 use crate::policy::{Action, Policy};
+use crate::procs::ProcCache;
 use crate::rank::{RankContext, RankedProc, candidates};
 use crate::scope::Scope;
 use crate::target::{self, PinError, Target};
@@ -44,6 +45,8 @@ pub struct Pipeline {
     last_action_ms: Option<u64>,
     /// Incarnations acted on, with the time until which they are not picked again.
     recent: Vec<(i32, u64, u64)>,
+    /// The process table reader, kept across decisions (open fds per process).
+    procs: ProcCache,
     /// Per level: no rescan before this time after a scan found nothing to kill.
     empty_until_ms: Vec<u64>,
     pub counters: Counters,
@@ -56,9 +59,12 @@ impl Pipeline {
         caps: KernelCaps,
         dry_run: bool,
         events: EventLog,
+        cache_capacity: usize,
     ) -> Self {
         let levels = policy.levels.len();
+        let procs = ProcCache::new(scope.proc.clone(), cache_capacity);
         Pipeline {
+            procs,
             scope,
             policy,
             caps,
@@ -125,7 +131,9 @@ impl Pipeline {
             }
         };
         // VmSwap costs a `status` read per process: only worth it when swap is in use.
-        let scan = self.scope.proc.scan(pids, fresh.mem.swap_used_kib() > 0);
+        let scan = self
+            .procs
+            .scan(pids, Some(level.min_adj), fresh.mem.swap_used_kib() > 0);
         for e in &scan.errors {
             log::debug!("skipping unreadable process: {e}");
         }

@@ -1,13 +1,20 @@
 //! Reading the process table: the few per-process facts ranking needs, read from a proc tree
 //! under an injectable root (`/proc` in production, a fixture directory in tests).
 //!
-//! Hot path discipline (DESIGN.md §4): per pid we read `stat` (state, flags, starttime, RSS)
-//! and `oom_score_adj`, ~2-3 µs together. `status` costs ~12 µs to parse, so it is read only
-//! for swap, and only when the scope has swap in use.
+//! Two readers. [`ProcRoot`] is stateless: it opens `stat` and `oom_score_adj` per pid (for
+//! `lowmemd rank` and fixtures). [`ProcCache`] is the pipeline's hot path: it keeps each
+//! process's `statm` and `oom_score_adj` open across scans and re-reads them with `pread`.
+//! Measured here (kernel 6.18, 2,000 processes): opening a /proc/PID file costs ~5 µs, a
+//! pread of `oom_score_adj` ~0.5 µs, of `statm` ~1.4 µs, of `stat` ~4.5 µs. `status` (for
+//! VmSwap) costs ~10 µs, so it is read only when the scope has swap in use.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags, openat};
 
 use procfs_core::FromRead;
 use procfs_core::process::Stat;
@@ -230,6 +237,219 @@ pub fn is_gone(e: &io::Error) -> bool {
     matches!(Errno::from_io_error(e), Some(Errno::NOENT | Errno::SRCH))
 }
 
+/// The hot-path reader: open `statm` and `oom_score_adj` files per process, kept across scans.
+///
+/// An open /proc/PID file is bound to its process, not to the number: once that process is
+/// reaped, pread fails with ESRCH, so a recycled pid is never read through an old entry; it
+/// gets a fresh entry (and a fresh starttime) instead. `stat` is read once, when the entry is
+/// made: starttime and flags never change, and a zombie shows up as an all-zero `statm`.
+/// `comm` can change on exec: it is refreshed for the victim when it is pinned.
+#[derive(Debug)]
+pub struct ProcCache {
+    root: ProcRoot,
+    dir: Option<OwnedFd>,
+    entries: HashMap<i32, Entry>,
+    /// Most processes kept open (two fds each); the rest are read the stateless way.
+    max_entries: usize,
+    generation: u64,
+    buf: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    statm: OwnedFd,
+    adj: OwnedFd,
+    comm: String,
+    state: char,
+    flags: u32,
+    starttime: u64,
+    generation: u64,
+}
+
+impl ProcCache {
+    /// `max_entries` bounds the fds held (2 per process) and the kernel memory they pin.
+    pub fn new(root: ProcRoot, max_entries: usize) -> Self {
+        let dir = rustix::fs::open(
+            root.path(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok();
+        ProcCache {
+            root,
+            dir,
+            entries: HashMap::new(),
+            max_entries,
+            generation: 0,
+            buf: Vec::with_capacity(1024),
+        }
+    }
+
+    pub fn cached(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Reads `pids`. Processes with adj below `min_adj` are returned without their size
+    /// (0): they are not candidates and their `statm` read is skipped.
+    pub fn scan(
+        &mut self,
+        pids: impl IntoIterator<Item = i32>,
+        min_adj: Option<i16>,
+        with_swap: bool,
+    ) -> Scan {
+        self.generation += 1;
+        let mut scan = Scan::default();
+        for pid in pids {
+            match self.read_one(pid, min_adj, with_swap) {
+                Ok(p) => scan.procs.push(p),
+                Err(ProcError::Vanished { .. }) => {
+                    self.entries.remove(&pid);
+                    scan.vanished += 1;
+                }
+                Err(e) => {
+                    self.entries.remove(&pid);
+                    scan.errors.push(e);
+                }
+            }
+        }
+        // Drop what was not listed this time: exited, or left the scope.
+        let g = self.generation;
+        self.entries.retain(|_, e| e.generation == g);
+        scan
+    }
+
+    fn read_one(
+        &mut self,
+        pid: i32,
+        min_adj: Option<i16>,
+        with_swap: bool,
+    ) -> Result<ProcInfo, ProcError> {
+        if !self.entries.contains_key(&pid) {
+            if self.entries.len() >= self.max_entries || self.dir.is_none() {
+                return self.root.read(pid, with_swap, &mut self.buf);
+            }
+            let entry = self.open_entry(pid)?;
+            self.entries.insert(pid, entry);
+        }
+        let (root, buf) = (&self.root, &mut self.buf);
+        let e = self.entries.get_mut(&pid).expect("inserted above");
+        e.generation = self.generation;
+        pread_into(e.adj.as_fd(), pid, buf, || root.file(pid, "oom_score_adj"))?;
+        let oom_score_adj = parse_adj(buf).ok_or_else(|| ProcError::Malformed {
+            path: root.file(pid, "oom_score_adj"),
+            what: format!(
+                "oom_score_adj {:?} is not a number in -1000..=1000",
+                String::from_utf8_lossy(buf).trim()
+            ),
+        })?;
+        let mut info = ProcInfo {
+            pid,
+            comm: e.comm.clone(),
+            state: e.state,
+            flags: e.flags,
+            starttime: e.starttime,
+            oom_score_adj,
+            rss_kib: 0,
+            swap_kib: 0,
+        };
+        if min_adj.is_some_and(|floor| oom_score_adj < floor) {
+            return Ok(info);
+        }
+        pread_into(e.statm.as_fd(), pid, buf, || root.file(pid, "statm"))?;
+        let (size_pages, rss_pages) = parse_statm(buf).ok_or_else(|| ProcError::Malformed {
+            path: root.file(pid, "statm"),
+            what: format!(
+                "statm {:?} is not `size resident ...`",
+                String::from_utf8_lossy(buf).trim()
+            ),
+        })?;
+        info.rss_kib = rss_pages * root.page_kib;
+        // An exited process not yet reaped has no mm left: its statm reads all zeros.
+        if size_pages == 0 && !info.is_kernel_thread() {
+            info.state = 'Z';
+        }
+        if with_swap {
+            let path = root.file(pid, "status");
+            read_into(&path, pid, buf)?;
+            info.swap_kib = parse_vm_swap_kib(buf);
+        }
+        Ok(info)
+    }
+
+    fn open_entry(&mut self, pid: i32) -> Result<Entry, ProcError> {
+        let stat = self.root.read_stat(pid, &mut self.buf)?;
+        let dir = self.dir.as_ref().expect("checked by the caller");
+        let open = |name: &str| {
+            openat(
+                dir,
+                format!("{pid}/{name}").as_str(),
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| gone_or_io(e.into(), pid, self.root.file(pid, name)))
+        };
+        Ok(Entry {
+            statm: open("statm")?,
+            adj: open("oom_score_adj")?,
+            comm: stat.comm,
+            state: stat.state,
+            flags: stat.flags,
+            starttime: stat.starttime,
+            generation: self.generation,
+        })
+    }
+}
+
+fn gone_or_io(e: io::Error, pid: i32, path: PathBuf) -> ProcError {
+    if is_gone(&e) {
+        ProcError::Vanished { pid }
+    } else {
+        ProcError::Io { path, source: e }
+    }
+}
+
+/// One pread from offset 0: /proc files hand out their whole (small) text in one read.
+fn pread_into(
+    fd: std::os::fd::BorrowedFd<'_>,
+    pid: i32,
+    buf: &mut Vec<u8>,
+    path: impl Fn() -> PathBuf,
+) -> Result<(), ProcError> {
+    buf.clear();
+    buf.resize(512, 0);
+    match rustix::io::pread(fd, &mut buf[..], 0) {
+        Ok(n) => {
+            buf.truncate(n);
+            Ok(())
+        }
+        Err(e) => Err(gone_or_io(e.into(), pid, path())),
+    }
+}
+
+/// The first two fields of `statm`: total and resident pages.
+fn parse_statm(buf: &[u8]) -> Option<(u64, u64)> {
+    let mut f = std::str::from_utf8(buf).ok()?.split_ascii_whitespace();
+    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+}
+
+/// Raises the soft open-file limit to the hard one (the cache holds two fds per process)
+/// and returns the soft limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        let _ = setrlimit(Resource::Nofile, lim);
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// How many processes a [`ProcCache`] may keep open under an fd limit: two fds each, with
+/// room for everything else; at most 4,096 processes (~8 MiB of pinned kernel objects).
+pub fn cache_capacity(fd_limit: u64) -> usize {
+    (fd_limit.saturating_sub(128) / 2).min(4096) as usize
+}
+
 /// Parses `stat` with procfs-core after checking the shape its parser slices by: it indexes
 /// around the first '(' and the last ')' and would panic on a line without them (only a
 /// hostile or broken proc tree has one, but we never panic on input).
@@ -308,6 +528,74 @@ mod tests {
         assert_eq!(parse_adj(b"1001\n"), None);
         assert_eq!(parse_adj(b"x\n"), None);
         assert_eq!(parse_adj(b""), None);
+    }
+
+    #[test]
+    fn statm_fields() {
+        assert_eq!(parse_statm(b"2000 150 100 1 0 50 0\n"), Some((2000, 150)));
+        assert_eq!(parse_statm(b"0 0 0 0 0 0 0\n"), Some((0, 0)));
+        assert_eq!(parse_statm(b"12\n"), None);
+    }
+
+    #[test]
+    fn cache_reads_the_same_as_the_stateless_reader_and_notices_exits() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let root = ProcRoot::default();
+        // Let it finish exec and fall asleep, so its RSS holds still between the two reads.
+        let mut buf = Vec::new();
+        while root.read_stat(pid, &mut buf).unwrap().state != 'S' {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mut cache = ProcCache::new(root.clone(), 16);
+        let cached = cache.scan([pid], None, false).procs.remove(0);
+        let fresh = root.scan([pid], false).procs.remove(0);
+        // RSS from statm and from stat both come from per-CPU counters that the kernel sums
+        // approximately (6.2+): equal to within a few hundred KiB, not to the page.
+        assert!(cached.rss_kib > 0 && fresh.rss_kib > 0);
+        assert_eq!(
+            ProcInfo {
+                rss_kib: 0,
+                ..cached
+            },
+            ProcInfo {
+                rss_kib: 0,
+                ..fresh
+            }
+        );
+        assert_eq!(cache.cached(), 1);
+        // Below the floor: no size read.
+        let floor = cache.scan([pid], Some(1), false);
+        assert_eq!(floor.procs[0].rss_kib, 0);
+        child.kill().unwrap();
+        // Not reaped yet: a zombie with no memory.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let z = cache.scan([pid], None, false);
+        assert!(
+            z.procs.iter().all(|p| p.is_zombie() && p.rss_kib == 0),
+            "{z:?}"
+        );
+        child.wait().unwrap();
+        let gone = cache.scan([pid], None, false);
+        assert_eq!((gone.procs.len(), gone.vanished), (0, 1));
+        assert_eq!(cache.cached(), 0);
+    }
+
+    #[test]
+    fn cache_over_capacity_falls_back_and_forgets_unlisted_pids() {
+        let me = std::process::id() as i32;
+        let root = ProcRoot::default();
+        let mut cache = ProcCache::new(root, 0);
+        let s = cache.scan([me], None, false);
+        assert_eq!((s.procs.len(), cache.cached()), (1, 0));
+        let mut cache = ProcCache::new(ProcRoot::default(), 4);
+        cache.scan([me, 1], None, false);
+        assert_eq!(cache.cached(), 2);
+        cache.scan([me], None, false);
+        assert_eq!(cache.cached(), 1);
     }
 
     #[test]

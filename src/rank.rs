@@ -20,7 +20,7 @@ pub enum Exclusion {
     Myself,
     #[error("oom_score_adj -1000 (unkillable)")]
     Unkillable,
-    #[error("zombie")]
+    #[error("zombie or exiting (no memory to free)")]
     Zombie,
     #[error("adj below this level's floor")]
     BelowFloor,

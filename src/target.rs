@@ -74,5 +74,10 @@ pub fn pin(proc: &ProcRoot, scope: &Scope, cand: RankedProc) -> Result<Target, P
     if !scope.contains(pid) {
         return Err(PinError::OutOfScope(pid));
     }
-    Ok(Target { pidfd, proc: cand })
+    // The ranked comm may predate an exec; logs and events should name what we kill.
+    let proc = RankedProc {
+        comm: stat.comm,
+        ..cand
+    };
+    Ok(Target { pidfd, proc })
 }

@@ -1,0 +1,96 @@
+//! The command line as a user meets it: help, exit codes, and clear errors.
+
+use std::process::Command;
+
+fn lowmemd(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lowmemd"))
+        .args(args)
+        .output()
+        .expect("run lowmemd")
+}
+
+#[test]
+fn help_teaches_commands_and_exit_codes() {
+    let out = lowmemd(&["--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "run",
+        "rank",
+        "--cgroup",
+        "--dry-run",
+        "--event-log",
+        "Exit codes",
+        "4  missing privilege",
+    ] {
+        assert!(text.contains(needle), "--help lacks {needle:?}:\n{text}");
+    }
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let out = lowmemd(&["run", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn missing_cgroup_names_the_path_and_exits_2() {
+    for cmd in ["run", "rank"] {
+        let out = lowmemd(&[cmd, "--cgroup", "/lowmemd-no-such-group"]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("/lowmemd-no-such-group") && err.contains("does not exist"),
+            "{err}"
+        );
+    }
+    let out = lowmemd(&["run", "--cgroup", "box"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must start with '/'"));
+}
+
+#[test]
+fn unwritable_event_log_is_a_clear_error() {
+    let out = lowmemd(&[
+        "run",
+        "--dry-run",
+        "--event-log",
+        "/nonexistent-dir/x.jsonl",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent-dir/x.jsonl"));
+}
+
+#[test]
+fn rank_json_lists_this_machine_and_never_offers_init() {
+    let out = lowmemd(&["rank", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ranked: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let init = ranked.iter().find(|r| r["pid"] == 1).expect("pid 1 listed");
+    assert_eq!(init["excluded"], "init");
+    // Candidates come first: once an excluded row appears, no candidate follows.
+    let first_excluded = ranked
+        .iter()
+        .position(|r| !r["excluded"].is_null())
+        .unwrap();
+    assert!(
+        ranked[first_excluded..]
+            .iter()
+            .all(|r| !r["excluded"].is_null())
+    );
+}
+
+#[test]
+fn rank_table_survives_a_closed_pipe() {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} rank | head -1", env!("CARGO_BIN_EXE_lowmemd")))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("scope system"));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
