@@ -33,10 +33,7 @@ fn runaway_once(i: usize) -> Option<(f64, f64, f64)> {
     let mut daemon = Daemon::start(&cg, &[]);
     let mut leak = Workload::spawn(&cg, "leak", 0, 0, 100);
     leak.wait_ready();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while leak.alive() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    leak.wait_dead(Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(300));
     let events = daemon.events();
     daemon.stop();

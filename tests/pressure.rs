@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Daemon, TestCgroup, Workload, actions, real_kernel_available, serial};
+use common::{Scenario, TestCgroup, Workload, actions};
 
 const LIMIT_MIB: u64 = 256;
 
@@ -40,15 +40,17 @@ fn cached_apps(cg: &TestCgroup, fg_mib: u64) -> CachedApps {
 
 #[test]
 fn cached_apps_make_room_highest_adj_first() {
-    let _serial = serial();
-    if !real_kernel_available("cached_apps_make_room_highest_adj_first") {
+    let Some(mut sc) = Scenario::start("cached", LIMIT_MIB, &[]) else {
         return;
-    }
-    let cg = TestCgroup::create("cached", LIMIT_MIB);
-    let mut daemon = Daemon::start(&cg, &[]);
-    let apps = cached_apps(&cg, 170);
-    let events = daemon.events();
-    assert_eq!(daemon.stop(), Some(0), "lowmemd stops cleanly on SIGTERM");
+    };
+    let cg = &sc.cg;
+    let apps = cached_apps(cg, 170);
+    let events = sc.daemon.events();
+    assert_eq!(
+        sc.daemon.stop(),
+        Some(0),
+        "lowmemd stops cleanly on SIGTERM"
+    );
 
     let kills = actions(&events, "kill");
     let killed: Vec<i64> = kills.iter().map(|e| e["pid"].as_i64().unwrap()).collect();
@@ -85,24 +87,19 @@ fn cached_apps_make_room_highest_adj_first() {
 
 #[test]
 fn runaway_is_killed_before_the_kernel_oom_killer() {
-    let _serial = serial();
-    if !real_kernel_available("runaway_is_killed_before_the_kernel_oom_killer") {
+    let Some(mut sc) = Scenario::start("runaway", LIMIT_MIB, &[]) else {
         return;
-    }
-    let cg = TestCgroup::create("runaway", LIMIT_MIB);
-    let mut daemon = Daemon::start(&cg, &[]);
-    let mut small = Workload::spawn(&cg, "small", 0, 8, 0);
+    };
+    let cg = &sc.cg;
+    let mut small = Workload::spawn(cg, "small", 0, 8, 0);
     assert!(small.wait_ready());
-    let mut leak = Workload::spawn(&cg, "leak", 0, 0, 100);
+    let mut leak = Workload::spawn(cg, "leak", 0, 0, 100);
     assert!(leak.wait_ready());
     // Unbounded at 100 MiB/s, the leak hits the 256 MiB limit within ~3 s.
-    let deadline = std::time::Instant::now() + Duration::from_secs(8);
-    while leak.alive() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    leak.wait_dead(Duration::from_secs(8));
     std::thread::sleep(Duration::from_millis(500));
-    let events = daemon.events();
-    daemon.stop();
+    let events = sc.daemon.events();
+    sc.daemon.stop();
 
     assert!(!leak.alive(), "the leak must be dead");
     assert_eq!(
@@ -121,35 +118,31 @@ fn runaway_is_killed_before_the_kernel_oom_killer() {
 
 #[test]
 fn calm_usage_kills_nothing() {
-    let _serial = serial();
-    if !real_kernel_available("calm_usage_kills_nothing") {
+    let Some(mut sc) = Scenario::start("calm", LIMIT_MIB, &[]) else {
         return;
-    }
-    let cg = TestCgroup::create("calm", LIMIT_MIB);
-    let mut daemon = Daemon::start(&cg, &[]);
+    };
+    let cg = &sc.cg;
     // ~60 % of the limit, held steady.
-    let mut w = Workload::spawn(&cg, "steady", 1000, 150, 0);
+    let mut w = Workload::spawn(cg, "steady", 1000, 150, 0);
     assert!(w.wait_ready());
     std::thread::sleep(Duration::from_secs(10));
-    let events = daemon.events();
-    daemon.stop();
+    let events = sc.daemon.events();
+    sc.daemon.stop();
     assert!(events.is_empty(), "no action expected: {events:#?}");
     assert!(w.alive());
 }
 
 #[test]
 fn dry_run_logs_would_kill_and_signals_nothing() {
-    let _serial = serial();
-    if !real_kernel_available("dry_run_logs_would_kill_and_signals_nothing") {
+    let Some(mut sc) = Scenario::start("dryrun", LIMIT_MIB, &["--dry-run"]) else {
         return;
-    }
-    let cg = TestCgroup::create("dryrun", LIMIT_MIB);
-    let mut daemon = Daemon::start(&cg, &["--dry-run"]);
+    };
+    let cg = &sc.cg;
     // Smaller foreground than the real run: with no kills, everything must still fit under
     // the limit (8 + 90 + 130 = 228 MiB, 11 % available: inside the low level).
-    let apps = cached_apps(&cg, 130);
-    let events = daemon.events();
-    daemon.stop();
+    let apps = cached_apps(cg, 130);
+    let events = sc.daemon.events();
+    sc.daemon.stop();
 
     assert!(actions(&events, "kill").is_empty(), "{events:#?}");
     let would = actions(&events, "would_kill");

@@ -192,6 +192,15 @@ impl Workload {
     pub fn alive(&self) -> bool {
         alive(self.pid)
     }
+
+    /// Waits up to `timeout` for the process to die; true if it did.
+    pub fn wait_dead(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        !self.alive()
+    }
 }
 
 impl Drop for Workload {
@@ -284,6 +293,31 @@ impl Drop for Daemon {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// One real-kernel scenario: the serial lock, a memcg, and lowmemd watching it. Dropped in
+/// field order: the daemon stops, then the cgroup and its processes go, then the lock.
+pub struct Scenario {
+    pub daemon: Daemon,
+    pub cg: TestCgroup,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Scenario {
+    /// `None` when this machine cannot run real-kernel tests (locally; in CI it panics).
+    pub fn start(name: &str, limit_mib: u64, daemon_args: &[&str]) -> Option<Scenario> {
+        let serial = serial();
+        if !real_kernel_available(name) {
+            return None;
+        }
+        let cg = TestCgroup::create(name, limit_mib);
+        let daemon = Daemon::start(&cg, daemon_args);
+        Some(Scenario {
+            daemon,
+            cg,
+            _serial: serial,
+        })
     }
 }
 
