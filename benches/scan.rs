@@ -106,6 +106,7 @@ fn rank_pure(b: Bencher) {
         self_pid: std::process::id() as i32,
         min_adj: Some(0),
         recent: &[],
+        rules: &[],
     };
     b.counter(ItemsCount::new(procs.len()))
         .with_inputs(|| procs.clone())
@@ -125,6 +126,7 @@ fn decide_pure(b: Bencher) {
         },
         psi: Vec::new(),
         vmpressure_ms: None,
+        thrashing_pct: None,
     };
     b.bench(|| black_box(decide(black_box(&sample), &policy, Some(9_000))));
 }

@@ -18,9 +18,15 @@ pub struct ActionEvent {
     pub pid: i32,
     pub comm: String,
     pub oom_score_adj: i16,
+    /// The adj ranking used, after the policy's rules.
+    pub effective_adj: i16,
+    /// The rule that matched the victim, if any.
+    pub rule: Option<String>,
     pub rss_kib: u64,
     pub swap_kib: u64,
     pub reason: &'static str,
+    /// The condition that fired, in words with its measured value.
+    pub condition: String,
     pub level: String,
     /// The scope's available memory in the sample that decided.
     pub scope_available_kib: u64,

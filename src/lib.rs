@@ -16,6 +16,7 @@ pub mod policy;
 pub mod procs;
 pub mod protect;
 pub mod rank;
+pub mod reload;
 pub mod scope;
 pub mod sys;
 pub mod target;

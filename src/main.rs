@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -11,8 +12,13 @@ use lowmemd::monitor::MemSnapshot;
 use lowmemd::monitor::{self, Monitor};
 use lowmemd::pipeline::Pipeline;
 use lowmemd::policy::Policy;
+use lowmemd::policy::explain::explain;
+use lowmemd::policy::rules;
+use lowmemd::policy::store::PolicyStore;
+use lowmemd::policy::validate::load;
 use lowmemd::procs::ProcRoot;
 use lowmemd::rank::{RankContext, Ranked, rank};
+use lowmemd::reload;
 use lowmemd::scope::{Scope, ScopeError};
 
 /// Exit codes: a public interface, never renumber.
@@ -28,16 +34,18 @@ mod exit {
 
 const AFTER_HELP: &str = "\
 Exit codes:
-  0  clean stop (SIGTERM/SIGINT) or success
+  0  clean stop (SIGTERM/SIGINT) or success (check: every file valid)
   1  runtime error
-  2  bad usage or configuration (e.g. a cgroup that does not exist)
+  2  bad usage or configuration (an invalid policy, a cgroup that does not exist)
   3  the kernel lacks a required feature (pidfd_open, Linux 5.3, to kill)
   4  missing privilege (CAP_KILL to kill; try --dry-run to watch only)
 
 Examples:
-  lowmemd rank                          what would be killed first, system-wide
-  sudo lowmemd run --dry-run            decide and log, never signal
-  sudo lowmemd run --cgroup /box --event-log /var/log/lowmemd.jsonl";
+  lowmemd rank                                what would be killed first, system-wide
+  sudo lowmemd run --dry-run                  decide and log, never signal
+  lowmemd check --explain policies/desktop.toml
+  sudo lowmemd run --policy /etc/lowmemd/policy.toml --event-log /var/log/lowmemd.jsonl
+  sudo kill -HUP $(pidof lowmemd)             reload the policy (it also reloads on save)";
 
 /// lowmemd: acts on memory pressure before the kernel OOM killer and before the machine
 /// freezes. Watches PSI, vmpressure and available memory of the system or of one cgroup,
@@ -62,12 +70,32 @@ enum Command {
     Run(RunArgs),
     /// Print the current kill order, most killable first, with why others are excluded.
     Rank(RankArgs),
+    /// Validate policy files (exit 0 when all are valid, 2 otherwise).
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct PolicyArgs {
+    /// The policy file (TOML; see policies/README.md). Default: the built-in
+    /// policies/default.toml.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<std::path::PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// Also print each valid policy in plain words.
+    #[arg(long)]
+    explain: bool,
+    /// Policy files to validate.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
 struct ScopeArgs {
     /// Protect one cgroup subtree, named as in /proc/PID/cgroup (e.g. /box) instead of the
-    /// whole system.
+    /// whole system. Overrides the policy's `scope`.
     #[arg(long, value_name = "PATH")]
     cgroup: Option<String>,
 }
@@ -76,6 +104,8 @@ struct ScopeArgs {
 struct RunArgs {
     #[command(flatten)]
     scope: ScopeArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
     /// Decide, rank and log as usual, but never send a signal (events say `would_kill`).
     #[arg(long)]
     dry_run: bool,
@@ -88,6 +118,8 @@ struct RunArgs {
 struct RankArgs {
     #[command(flatten)]
     scope: ScopeArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
     /// Print JSON (one array) instead of a table.
     #[arg(long)]
     json: bool,
@@ -99,6 +131,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Rank(a)) => cmd_rank(&a),
         Some(Command::Run(a)) => cmd_run(&a),
+        Some(Command::Check(a)) => cmd_check(&a),
         None => cmd_run(&cli.run),
     };
     match result {
@@ -112,9 +145,18 @@ fn main() -> ExitCode {
 
 type CmdResult = Result<(), (u8, String)>;
 
-fn resolve_scope(args: &ScopeArgs) -> Result<Scope, (u8, String)> {
+fn load_store(args: &PolicyArgs) -> Result<PolicyStore, (u8, String)> {
+    match &args.policy {
+        None => Ok(PolicyStore::builtin()),
+        Some(path) => PolicyStore::from_file(path)
+            .map_err(|e| (exit::USAGE, format!("invalid policy, not starting:\n{e}"))),
+    }
+}
+
+/// `--cgroup` wins over the policy's `scope`.
+fn resolve_scope(args: &ScopeArgs, policy: &Policy) -> Result<Scope, (u8, String)> {
     let proc = ProcRoot::default();
-    let scope = match &args.cgroup {
+    let scope = match args.cgroup.as_ref().or(policy.scope.as_ref()) {
         Some(cg) => Scope::cgroup(proc, cg),
         None => Scope::system(proc),
     };
@@ -128,15 +170,49 @@ fn resolve_scope(args: &ScopeArgs) -> Result<Scope, (u8, String)> {
     })
 }
 
+fn cmd_check(args: &CheckArgs) -> CmdResult {
+    let mut invalid = 0;
+    for file in &args.files {
+        match load(file) {
+            Ok((policy, _)) => {
+                println!("{}: ok", file.display());
+                if args.explain {
+                    // Sizes for the scope the policy names, when it exists here.
+                    let total = resolve_scope(&ScopeArgs { cgroup: None }, &policy)
+                        .ok()
+                        .and_then(|s| s.read_memory().ok())
+                        .map(|m| m.total_kib);
+                    print!("{}", explain(&policy, total));
+                }
+            }
+            Err(e) => {
+                invalid += 1;
+                eprintln!("{e}");
+            }
+        }
+    }
+    if invalid > 0 {
+        return Err((
+            exit::USAGE,
+            format!("{invalid} of {} policy files invalid", args.files.len()),
+        ));
+    }
+    Ok(())
+}
+
 fn cmd_rank(args: &RankArgs) -> CmdResult {
-    let scope = resolve_scope(&args.scope)?;
+    let policy = load_store(&args.policy)?.get();
+    let scope = resolve_scope(&args.scope, &policy)?;
     let pids = scope.pids().map_err(|e| (exit::RUNTIME, e.to_string()))?;
     let mem = scope
         .read_memory()
         .map_err(|e| (exit::RUNTIME, e.to_string()))?;
-    let scan = scope.proc.scan(pids, mem.swap_used_kib() > 0);
+    let scan = scope
+        .proc
+        .scan_with(pids, mem.swap_used_kib() > 0, rules::needs(&policy.rules));
     let ctx = RankContext {
         self_pid: std::process::id() as i32,
+        rules: &policy.rules,
         ..Default::default()
     };
     let ranked = rank(scan.procs, &ctx);
@@ -170,17 +246,19 @@ fn print_rank(
     )?;
     writeln!(
         out,
-        "{:>7} {:>5} {:>9}  {:<16} EXCLUDED",
-        "PID", "ADJ", "SIZE_MiB", "COMM"
+        "{:>7} {:>5} {:>5} {:>9}  {:<16} {:<16} EXCLUDED",
+        "PID", "ADJ", "EFF", "SIZE_MiB", "COMM", "RULE"
     )?;
     for r in ranked {
         writeln!(
             out,
-            "{:>7} {:>5} {:>9.1}  {:<16} {}",
+            "{:>7} {:>5} {:>5} {:>9.1}  {:<16} {:<16} {}",
             r.proc.pid,
             r.proc.oom_score_adj,
+            r.proc.effective_adj,
             r.proc.size_kib() as f64 / 1024.0,
             r.proc.comm,
+            r.proc.rule.as_deref().unwrap_or("-"),
             r.excluded.map(|e| e.to_string()).unwrap_or_default()
         )?;
     }
@@ -191,7 +269,8 @@ fn print_rank(
 }
 
 fn cmd_run(args: &RunArgs) -> CmdResult {
-    let scope = Arc::new(resolve_scope(&args.scope)?);
+    let store = Arc::new(load_store(&args.policy)?);
+    let scope = Arc::new(resolve_scope(&args.scope, &store.get())?);
     let caps = KernelCaps::probe();
     if !args.dry_run {
         if !caps.pidfd {
@@ -214,15 +293,16 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
         Some(f) => EventLog::open(f).map_err(|e| (exit::USAGE, format!("--event-log {f}: {e}")))?,
         None => EventLog::none(),
     };
-    let policy = Arc::new(Policy::default());
     for w in lowmemd::protect::protect_self(&caps) {
         log::warn!("{w}");
     }
-    let stop = monitor::stop_fd().map_err(|e| (exit::RUNTIME, format!("eventfd: {e}")))?;
-    let stop_writer = stop
-        .try_clone()
-        .map_err(|e| (exit::RUNTIME, e.to_string()))?;
-    let (mon, warnings) = Monitor::open(scope.clone(), &policy, stop);
+    let wake = monitor::wake_fd().map_err(|e| (exit::RUNTIME, format!("eventfd: {e}")))?;
+    let waker = Arc::new(
+        wake.try_clone()
+            .map_err(|e| (exit::RUNTIME, e.to_string()))?,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (mon, warnings) = Monitor::open(scope.clone(), store.clone(), wake, stop.clone());
     for w in warnings {
         log::warn!("{w}");
     }
@@ -230,13 +310,14 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
         .read_memory()
         .map_err(|e| (exit::RUNTIME, e.to_string()))?;
     log::info!("{}", caps.summary());
+    log::info!("policy in force: {}", store.describe());
     log::info!(
-        "monitoring {}: {} of {} MiB available; sources: {}; policy: {}{}",
+        "monitoring {}: {} of {} MiB available; sources: {}; levels: {}{}",
         scope.describe(),
         mem.available_kib / 1024,
         mem.total_kib / 1024,
         mon.sources(),
-        policy.summary(),
+        store.get().summary(),
         if args.dry_run {
             " (dry run: no signals)"
         } else {
@@ -247,8 +328,14 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
     ])
     .map_err(|e| (exit::RUNTIME, format!("installing signal handlers: {e}")))?;
+    let notify_waker = waker.clone();
+    let _watch = reload::watch(
+        store.clone(),
+        Box::new(move || monitor::wake(&*notify_waker)),
+    );
     let (tx, rx) = crossbeam_channel::bounded(1);
     let rx_monitor = rx.clone();
     let monitor = std::thread::Builder::new()
@@ -256,16 +343,29 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
         .spawn(move || mon.run(tx, rx_monitor))
         .map_err(|e| (exit::RUNTIME, e.to_string()))?;
     let cache_capacity = lowmemd::procs::cache_capacity(lowmemd::procs::raise_fd_limit());
-    let pipeline = Pipeline::new(scope, policy, caps, args.dry_run, events, cache_capacity);
+    let pipeline = Pipeline::new(
+        scope,
+        store.clone(),
+        caps,
+        args.dry_run,
+        events,
+        cache_capacity,
+    );
     let pipeline = std::thread::Builder::new()
         .name("pipeline".into())
         .spawn(move || pipeline.run(rx))
         .map_err(|e| (exit::RUNTIME, e.to_string()))?;
 
-    if let Some(sig) = signals.forever().next() {
+    for sig in signals.forever() {
+        if sig == signal_hook::consts::SIGHUP {
+            reload::reload(&store, "SIGHUP", &|| monitor::wake(&*waker));
+            continue;
+        }
         log::info!("signal {sig}: stopping");
+        break;
     }
-    monitor::request_stop(&stop_writer);
+    stop.store(true, Ordering::Release);
+    monitor::wake(&*waker);
     let _ = monitor.join();
     let counters = pipeline
         .join()

@@ -1,5 +1,6 @@
 //! The one place that knows the order: decide → rank → pin → act → confirm, one victim at a
-//! time. Runs on its own thread, fed samples by the monitor.
+//! time. Runs on its own thread, fed samples by the monitor. The policy is taken from the
+//! store once per sample, so a reload lands between decisions.
 
 use std::sync::Arc;
 
@@ -11,6 +12,8 @@ use crate::confirm::{self, Outcome};
 use crate::events::{ActionEvent, EventLog, wall_ms};
 use crate::monitor::{Sample, monotonic_ms};
 use crate::policy::decide::{Decision, decide};
+use crate::policy::rules::{self, Effect, standing};
+use crate::policy::store::PolicyStore;
 use crate::policy::{Action, Policy};
 use crate::procs::ProcCache;
 use crate::rank::{RankContext, RankedProc, candidates};
@@ -31,12 +34,14 @@ pub struct Counters {
     pub skipped_recycled: u64,
     pub skipped_vanished: u64,
     pub skipped_out_of_scope: u64,
+    /// The victim's rule standing changed between ranking and pinning (e.g. after exec).
+    pub skipped_changed: u64,
     pub kill_errors: u64,
 }
 
 pub struct Pipeline {
     scope: Arc<Scope>,
-    policy: Arc<Policy>,
+    store: Arc<PolicyStore>,
     caps: KernelCaps,
     dry_run: bool,
     events: EventLog,
@@ -47,33 +52,32 @@ pub struct Pipeline {
     recent: Vec<(i32, u64, u64)>,
     /// The process table reader, kept across decisions (open fds per process).
     procs: ProcCache,
-    /// Per level: no rescan before this time after a scan found nothing to kill.
-    empty_until_ms: Vec<u64>,
+    /// Per level name: no rescan before this time after a scan found nothing to kill.
+    empty_until_ms: Vec<(String, u64)>,
     pub counters: Counters,
 }
 
 impl Pipeline {
     pub fn new(
         scope: Arc<Scope>,
-        policy: Arc<Policy>,
+        store: Arc<PolicyStore>,
         caps: KernelCaps,
         dry_run: bool,
         events: EventLog,
         cache_capacity: usize,
     ) -> Self {
-        let levels = policy.levels.len();
         let procs = ProcCache::new(scope.proc.clone(), cache_capacity);
         Pipeline {
             procs,
             scope,
-            policy,
+            store,
             caps,
             dry_run,
             events,
             self_pid: std::process::id() as i32,
             last_action_ms: None,
             recent: Vec::new(),
-            empty_until_ms: vec![0; levels],
+            empty_until_ms: Vec::new(),
             counters: Counters::default(),
         }
     }
@@ -85,44 +89,63 @@ impl Pipeline {
         self.counters
     }
 
-    /// Handles one sample: at most one action, confirmed before returning.
+    /// Handles one sample: at most one decision, each of its actions confirmed before the
+    /// next.
     pub fn handle(&mut self, sample: Sample) {
         // A sample taken before the last action ended does not show its effect: wait for a
         // fresh one rather than kill twice for the same shortage.
         if self.last_action_ms.is_some_and(|t| sample.at_ms <= t) {
             return;
         }
-        let Some(decision) = decide(&sample, &self.policy, self.last_action_ms) else {
+        let policy = self.store.get();
+        let Some(decision) = decide(&sample, &policy, self.last_action_ms) else {
             return;
         };
-        let level = decision.level(&self.policy);
-        if level.action == Action::None || sample.at_ms < self.empty_until_ms[decision.level] {
+        let level = decision.level(&policy);
+        let silenced = self
+            .empty_until_ms
+            .iter()
+            .any(|(name, until)| *name == level.name && sample.at_ms < *until);
+        if level.action == Action::None || silenced {
             return;
         }
-        // Re-read memory right before acting: the shortage may have passed since the sample.
-        let mut fresh = sample.clone();
-        match self.scope.read_memory() {
-            Ok(mem) => fresh.mem = mem,
-            Err(e) => log::warn!("re-reading memory before a kill failed: {e}; using the sample"),
+        for _ in 0..level.max_victims {
+            // Re-read memory right before acting: the shortage may have passed since the
+            // sample (or since the previous victim of this decision).
+            let mut fresh = sample.clone();
+            match self.scope.read_memory() {
+                Ok(mem) => fresh.mem = mem,
+                Err(e) => {
+                    log::warn!("re-reading memory before a kill failed: {e}; using the sample")
+                }
+            }
+            fresh.at_ms = monotonic_ms();
+            let Some(now_decision) = decide(&fresh, &policy, self.last_action_ms) else {
+                self.counters.recovered_before_kill += 1;
+                log::debug!("pressure passed before the kill");
+                return;
+            };
+            // Act at the level that holds now, never at a more severe one than decided.
+            let decision = if now_decision.level >= decision.level {
+                now_decision
+            } else {
+                decision.clone()
+            };
+            let now = fresh.at_ms;
+            self.recent.retain(|r| r.2 > now);
+            let Some(target) = self.pick(&policy, &decision, &fresh) else {
+                let name = decision.level(&policy).name.clone();
+                self.empty_until_ms.retain(|(n, _)| *n != name);
+                self.empty_until_ms.push((name, now + EMPTY_BACKOFF_MS));
+                return;
+            };
+            self.act(&policy, &decision, &sample, &fresh, target);
         }
-        fresh.at_ms = monotonic_ms();
-        let Some(decision) = decide(&fresh, &self.policy, self.last_action_ms) else {
-            self.counters.recovered_before_kill += 1;
-            log::debug!("pressure passed before the kill");
-            return;
-        };
-        let now = fresh.at_ms;
-        self.recent.retain(|r| r.2 > now);
-        let Some(target) = self.pick(&decision, &fresh) else {
-            self.empty_until_ms[decision.level] = now + EMPTY_BACKOFF_MS;
-            return;
-        };
-        self.act(&decision, &sample, &fresh, target);
     }
 
     /// Ranks the scope's processes and pins the first candidate that is still itself.
-    fn pick(&mut self, decision: &Decision, fresh: &Sample) -> Option<Target> {
-        let level = decision.level(&self.policy);
+    fn pick(&mut self, policy: &Policy, decision: &Decision, fresh: &Sample) -> Option<Target> {
+        let level = decision.level(policy);
         let pids = match self.scope.pids() {
             Ok(p) => p,
             Err(e) => {
@@ -130,10 +153,16 @@ impl Pipeline {
                 return None;
             }
         };
+        // Processes below the floor are not sized, unless a rule could lift them over it.
+        let rules_can_raise = policy.rules.iter().any(|r| {
+            matches!(r.effect, Effect::SetAdj(_)) || matches!(r.effect, Effect::Shift(n) if n > 0)
+        });
+        let floor = (!rules_can_raise).then_some(level.min_adj);
+        let needs = rules::needs(&policy.rules);
         // VmSwap costs a `status` read per process: only worth it when swap is in use.
         let scan = self
             .procs
-            .scan(pids, Some(level.min_adj), fresh.mem.swap_used_kib() > 0);
+            .scan_with(pids, floor, fresh.mem.swap_used_kib() > 0, needs);
         for e in &scan.errors {
             log::debug!("skipping unreadable process: {e}");
         }
@@ -142,11 +171,12 @@ impl Pipeline {
             self_pid: self.self_pid,
             min_adj: Some(level.min_adj),
             recent: &recent,
+            rules: &policy.rules,
         };
         let cands: Vec<RankedProc> = candidates(scan.procs, &ctx);
         if cands.is_empty() {
             log::warn!(
-                "level {} ({}) fired but no process in scope has oom_score_adj >= {}",
+                "level {} ({}) fired but no process in scope has an effective oom_score_adj >= {}",
                 level.name,
                 decision.reason.as_str(),
                 level.min_adj
@@ -155,7 +185,15 @@ impl Pipeline {
         }
         for cand in cands {
             match target::pin(&self.scope.proc, &self.scope, cand) {
-                Ok(t) => return Some(t),
+                Ok(t) if self.still_eligible(policy, level.min_adj, &t) => return Some(t),
+                Ok(t) => {
+                    self.counters.skipped_changed += 1;
+                    log::info!(
+                        "skipped pid {} ({}): its rule standing changed since ranking",
+                        t.proc.pid,
+                        t.proc.comm
+                    );
+                }
                 Err(PinError::Vanished(_)) => self.counters.skipped_vanished += 1,
                 Err(e @ PinError::Recycled { .. }) => {
                     self.counters.skipped_recycled += 1;
@@ -171,8 +209,29 @@ impl Pipeline {
         None
     }
 
-    fn act(&mut self, decision: &Decision, sample: &Sample, fresh: &Sample, target: Target) {
-        let level = decision.level(&self.policy).clone();
+    /// Rule attributes were read when the process was first seen; an exec since may have
+    /// changed what it is. Re-read them for the pinned victim and apply the rules again.
+    fn still_eligible(&self, policy: &Policy, min_adj: i16, t: &Target) -> bool {
+        if policy.rules.is_empty() {
+            return true;
+        }
+        let attrs = self
+            .scope
+            .proc
+            .read_attrs(t.proc.pid, rules::needs(&policy.rules));
+        let st = standing(&policy.rules, &t.proc.comm, &attrs, t.proc.oom_score_adj);
+        !st.protected && st.effective_adj >= min_adj
+    }
+
+    fn act(
+        &mut self,
+        policy: &Policy,
+        decision: &Decision,
+        sample: &Sample,
+        fresh: &Sample,
+        target: Target,
+    ) {
+        let level = decision.level(policy);
         let p = target.proc.clone();
         let signal_ms = monotonic_ms();
         let mut event = ActionEvent {
@@ -181,9 +240,12 @@ impl Pipeline {
             pid: p.pid,
             comm: p.comm.clone(),
             oom_score_adj: p.oom_score_adj,
+            effective_adj: p.effective_adj,
+            rule: p.rule.clone(),
             rss_kib: p.rss_kib,
             swap_kib: p.swap_kib,
             reason: decision.reason.as_str(),
+            condition: decision.fired.to_string(),
             level: level.name.clone(),
             scope_available_kib: sample.mem.available_kib,
             scope_total_kib: sample.mem.total_kib,
@@ -193,23 +255,28 @@ impl Pipeline {
             sample_to_kill_ms: signal_ms.saturating_sub(sample.at_ms),
             available_after_kib: None,
         };
+        let who = format!(
+            "pid {} ({}) adj {}{} size {} KiB",
+            p.pid,
+            p.comm,
+            p.effective_adj,
+            p.rule
+                .as_ref()
+                .map(|r| format!(" by rule {r}"))
+                .unwrap_or_default(),
+            p.size_kib()
+        );
         if self.dry_run {
             self.counters.would_kills += 1;
             log::warn!(
-                "would kill pid {} ({}) adj {} size {} KiB: {} at level {} (available {} of {} KiB)",
-                p.pid,
-                p.comm,
-                p.oom_score_adj,
-                p.size_kib(),
+                "would kill {who}: {} at level {} ({})",
                 event.reason,
                 level.name,
-                fresh.mem.available_kib,
-                fresh.mem.total_kib
+                event.condition
             );
             self.events.record(&event);
             // Nothing will exit: pace as if the kill had run into its deadline.
-            let until = signal_ms + level.wait_ms;
-            self.last_action_ms = Some(until);
+            self.last_action_ms = Some(signal_ms + level.wait_ms);
             self.recent.push((p.pid, p.starttime, u64::MAX));
             return;
         }
@@ -238,15 +305,10 @@ impl Pipeline {
         }
         event.available_after_kib = self.scope.read_memory().ok().map(|m| m.available_kib);
         log::warn!(
-            "killed pid {} ({}) adj {} size {} KiB: {} at level {}, available {} of {} KiB; {}",
-            p.pid,
-            p.comm,
-            p.oom_score_adj,
-            p.size_kib(),
+            "killed {who}: {} at level {} ({}); {}",
             event.reason,
             level.name,
-            fresh.mem.available_kib,
-            fresh.mem.total_kib,
+            event.condition,
             match event.kill_to_exit_ms {
                 Some(ms) => format!(
                     "exited {ms} ms after the signal, {} ms after the sample",

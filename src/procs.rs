@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags, openat};
 
+use crate::policy::rules::{Attrs, Needs};
 use procfs_core::FromRead;
 use procfs_core::process::Stat;
 
@@ -47,6 +48,8 @@ pub struct ProcInfo {
     pub oom_score_adj: i16,
     pub rss_kib: u64,
     pub swap_kib: u64,
+    /// What policy rules look at; filled only with what the rules need.
+    pub attrs: Attrs,
 }
 
 impl ProcInfo {
@@ -129,6 +132,17 @@ impl ProcRoot {
         with_swap: bool,
         buf: &mut Vec<u8>,
     ) -> Result<ProcInfo, ProcError> {
+        self.read_with(pid, with_swap, Needs::default(), buf)
+    }
+
+    /// [`ProcRoot::read`] plus the attributes rules need.
+    pub fn read_with(
+        &self,
+        pid: i32,
+        with_swap: bool,
+        needs: Needs,
+        buf: &mut Vec<u8>,
+    ) -> Result<ProcInfo, ProcError> {
         let stat = self.read_stat(pid, buf)?;
         let adj_path = self.file(pid, "oom_score_adj");
         read_into(&adj_path, pid, buf)?;
@@ -155,7 +169,41 @@ impl ProcRoot {
             oom_score_adj,
             rss_kib: stat.rss_pages * self.page_kib,
             swap_kib,
+            attrs: self.read_attrs(pid, needs),
         })
+    }
+
+    /// The attributes `needs` asks for. Unreadable ones stay `None` (a rule on them then
+    /// does not match): exe of a kernel thread, or of another user's process without
+    /// ptrace access.
+    pub fn read_attrs(&self, pid: i32, needs: Needs) -> Attrs {
+        let mut a = Attrs::default();
+        if needs.cmdline {
+            a.cmdline = std::fs::read(self.file(pid, "cmdline")).ok().map(|b| {
+                let s = String::from_utf8_lossy(&b).replace('\0', " ");
+                s.trim_end().to_string()
+            });
+        }
+        if needs.exe {
+            a.exe = std::fs::read_link(self.file(pid, "exe"))
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned());
+        }
+        if needs.uid {
+            use std::os::unix::fs::MetadataExt;
+            a.uid = std::fs::metadata(self.root.join(pid.to_string()))
+                .ok()
+                .map(|m| m.uid());
+        }
+        if needs.cgroup {
+            let text = std::fs::read_to_string(self.file(pid, "cgroup")).unwrap_or_default();
+            a.cgroups = text
+                .lines()
+                .filter_map(|l| l.splitn(3, ':').nth(2))
+                .map(str::to_owned)
+                .collect();
+        }
+        a
     }
 
     /// Reads and parses `/proc/PID/stat`.
@@ -167,10 +215,20 @@ impl ProcRoot {
 
     /// Reads many pids, keeping the readable ones.
     pub fn scan(&self, pids: impl IntoIterator<Item = i32>, with_swap: bool) -> Scan {
+        self.scan_with(pids, with_swap, Needs::default())
+    }
+
+    /// [`ProcRoot::scan`] plus the attributes rules need.
+    pub fn scan_with(
+        &self,
+        pids: impl IntoIterator<Item = i32>,
+        with_swap: bool,
+        needs: Needs,
+    ) -> Scan {
         let mut scan = Scan::default();
         let mut buf = Vec::with_capacity(1024);
         for pid in pids {
-            match self.read(pid, with_swap, &mut buf) {
+            match self.read_with(pid, with_swap, needs, &mut buf) {
                 Ok(p) => scan.procs.push(p),
                 Err(ProcError::Vanished { .. }) => scan.vanished += 1,
                 Err(e) => scan.errors.push(e),
@@ -210,7 +268,7 @@ impl ProcRoot {
         })
     }
 
-    fn file(&self, pid: i32, name: &str) -> PathBuf {
+    pub fn file(&self, pid: i32, name: &str) -> PathBuf {
         let mut p = self.root.join(pid.to_string());
         p.push(name);
         p
@@ -259,6 +317,9 @@ pub struct ProcCache {
 struct Entry {
     statm: OwnedFd,
     adj: OwnedFd,
+    /// Rule attributes, read once (and again when a reloaded policy needs more).
+    attrs: Attrs,
+    needs: Needs,
     comm: String,
     state: char,
     flags: u32,
@@ -297,10 +358,21 @@ impl ProcCache {
         min_adj: Option<i16>,
         with_swap: bool,
     ) -> Scan {
+        self.scan_with(pids, min_adj, with_swap, Needs::default())
+    }
+
+    /// [`ProcCache::scan`] plus the attributes rules need.
+    pub fn scan_with(
+        &mut self,
+        pids: impl IntoIterator<Item = i32>,
+        min_adj: Option<i16>,
+        with_swap: bool,
+        needs: Needs,
+    ) -> Scan {
         self.generation += 1;
         let mut scan = Scan::default();
         for pid in pids {
-            match self.read_one(pid, min_adj, with_swap) {
+            match self.read_one(pid, min_adj, with_swap, needs) {
                 Ok(p) => scan.procs.push(p),
                 Err(ProcError::Vanished { .. }) => {
                     self.entries.remove(&pid);
@@ -323,17 +395,22 @@ impl ProcCache {
         pid: i32,
         min_adj: Option<i16>,
         with_swap: bool,
+        needs: Needs,
     ) -> Result<ProcInfo, ProcError> {
         if !self.entries.contains_key(&pid) {
             if self.entries.len() >= self.max_entries || self.dir.is_none() {
-                return self.root.read(pid, with_swap, &mut self.buf);
+                return self.root.read_with(pid, with_swap, needs, &mut self.buf);
             }
-            let entry = self.open_entry(pid)?;
+            let entry = self.open_entry(pid, needs)?;
             self.entries.insert(pid, entry);
         }
         let (root, buf) = (&self.root, &mut self.buf);
         let e = self.entries.get_mut(&pid).expect("inserted above");
         e.generation = self.generation;
+        if e.needs != needs {
+            e.attrs = root.read_attrs(pid, needs);
+            e.needs = needs;
+        }
         pread_into(e.adj.as_fd(), pid, buf, || root.file(pid, "oom_score_adj"))?;
         let oom_score_adj = parse_adj(buf).ok_or_else(|| ProcError::Malformed {
             path: root.file(pid, "oom_score_adj"),
@@ -351,6 +428,7 @@ impl ProcCache {
             oom_score_adj,
             rss_kib: 0,
             swap_kib: 0,
+            attrs: e.attrs.clone(),
         };
         if min_adj.is_some_and(|floor| oom_score_adj < floor) {
             return Ok(info);
@@ -376,7 +454,7 @@ impl ProcCache {
         Ok(info)
     }
 
-    fn open_entry(&mut self, pid: i32) -> Result<Entry, ProcError> {
+    fn open_entry(&mut self, pid: i32, needs: Needs) -> Result<Entry, ProcError> {
         let stat = self.root.read_stat(pid, &mut self.buf)?;
         let dir = self.dir.as_ref().expect("checked by the caller");
         let open = |name: &str| {
@@ -391,6 +469,8 @@ impl ProcCache {
         Ok(Entry {
             statm: open("statm")?,
             adj: open("oom_score_adj")?,
+            attrs: self.root.read_attrs(pid, needs),
+            needs,
             comm: stat.comm,
             state: stat.state,
             flags: stat.flags,

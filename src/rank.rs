@@ -1,11 +1,13 @@
-//! Victim ranking: a pure function over a process table. Highest `oom_score_adj` first; inside
-//! one adj, the largest (RSS + swap) first; equal sizes go to the youngest process, which has
-//! the least work to lose.
+//! Victim ranking: a pure function over a process table and the policy's rules. Highest
+//! effective `oom_score_adj` first (the kernel's value, changed by the first matching rule);
+//! inside one adj, the largest (RSS + swap) first; equal sizes go to the youngest process,
+//! which has the least work to lose.
 
 use std::cmp::Reverse;
 
 use serde::Serialize;
 
+use crate::policy::rules::{Rule, standing};
 use crate::procs::ProcInfo;
 
 /// Why a process may not be a victim. The `Display` strings are shown by `lowmemd rank`.
@@ -20,6 +22,8 @@ pub enum Exclusion {
     Myself,
     #[error("oom_score_adj -1000 (unkillable)")]
     Unkillable,
+    #[error("protected by a policy rule")]
+    Protected,
     #[error("zombie or exiting (no memory to free)")]
     Zombie,
     #[error("adj below this level's floor")]
@@ -37,6 +41,8 @@ pub struct RankContext<'a> {
     pub min_adj: Option<i16>,
     /// Incarnations (pid, starttime) already acted on and still in their deadline.
     pub recent: &'a [(i32, u64)],
+    /// The policy's rules, first match wins.
+    pub rules: &'a [Rule],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -52,17 +58,24 @@ pub struct RankedProc {
     pub pid: i32,
     pub comm: String,
     pub oom_score_adj: i16,
+    /// The adj ranking used: `oom_score_adj` changed by the matching rule, if any.
+    pub effective_adj: i16,
+    /// The name of the rule that matched.
+    pub rule: Option<String>,
     pub rss_kib: u64,
     pub swap_kib: u64,
     pub starttime: u64,
 }
 
 impl From<ProcInfo> for RankedProc {
+    /// A process as ranked without rules.
     fn from(p: ProcInfo) -> Self {
         Self {
             pid: p.pid,
             comm: p.comm,
             oom_score_adj: p.oom_score_adj,
+            effective_adj: p.oom_score_adj,
+            rule: None,
             rss_kib: p.rss_kib,
             swap_kib: p.swap_kib,
             starttime: p.starttime,
@@ -76,8 +89,14 @@ impl RankedProc {
     }
 }
 
-/// Why `p` may not be a victim, if it may not.
-pub fn exclusion(p: &ProcInfo, ctx: &RankContext<'_>) -> Option<Exclusion> {
+/// Why `p` may not be a victim, if it may not; `protected` and `effective_adj` come from the
+/// rules.
+pub fn exclusion(
+    p: &ProcInfo,
+    protected: bool,
+    effective_adj: i16,
+    ctx: &RankContext<'_>,
+) -> Option<Exclusion> {
     // Order matters only for what `rank` prints: the most fundamental reason first.
     if p.pid == 1 {
         Some(Exclusion::Init)
@@ -87,9 +106,11 @@ pub fn exclusion(p: &ProcInfo, ctx: &RankContext<'_>) -> Option<Exclusion> {
         Some(Exclusion::Myself)
     } else if p.oom_score_adj <= -1000 {
         Some(Exclusion::Unkillable)
+    } else if protected {
+        Some(Exclusion::Protected)
     } else if p.is_zombie() {
         Some(Exclusion::Zombie)
-    } else if ctx.min_adj.is_some_and(|floor| p.oom_score_adj < floor) {
+    } else if ctx.min_adj.is_some_and(|floor| effective_adj < floor) {
         Some(Exclusion::BelowFloor)
     } else if ctx.recent.contains(&(p.pid, p.starttime)) {
         Some(Exclusion::RecentlyActed)
@@ -103,15 +124,24 @@ pub fn exclusion(p: &ProcInfo, ctx: &RankContext<'_>) -> Option<Exclusion> {
 pub fn rank(procs: Vec<ProcInfo>, ctx: &RankContext<'_>) -> Vec<Ranked> {
     let mut ranked: Vec<Ranked> = procs
         .into_iter()
-        .map(|p| Ranked {
-            excluded: exclusion(&p, ctx),
-            proc: p.into(),
+        .map(|p| {
+            let st = standing(ctx.rules, &p.comm, &p.attrs, p.oom_score_adj);
+            let excluded = exclusion(&p, st.protected, st.effective_adj, ctx);
+            let rule = st.rule.map(|i| ctx.rules[i].name.clone());
+            Ranked {
+                excluded,
+                proc: RankedProc {
+                    effective_adj: st.effective_adj,
+                    rule,
+                    ..p.into()
+                },
+            }
         })
         .collect();
     ranked.sort_by_key(|r| {
         (
             r.excluded.is_some(),
-            Reverse(r.proc.oom_score_adj),
+            Reverse(r.proc.effective_adj),
             Reverse(r.proc.size_kib()),
             Reverse(r.proc.starttime),
             r.proc.pid,
@@ -143,6 +173,7 @@ mod tests {
             oom_score_adj: adj,
             rss_kib,
             swap_kib: 0,
+            attrs: Default::default(),
         }
     }
 
@@ -219,6 +250,7 @@ mod tests {
             self_pid: 0,
             min_adj: Some(900),
             recent: &recent,
+            rules: &[],
         };
         assert_eq!(pids(&candidates(procs, &ctx)), [6]);
     }

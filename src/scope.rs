@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use procfs_core::FromBufRead;
 use procfs_core::process::MountInfos;
 
-use crate::monitor::{MemSnapshot, cgroup, meminfo};
+use crate::monitor::{MemSnapshot, Refaults, cgroup, meminfo};
 use crate::procs::ProcRoot;
 
 #[derive(Debug, thiserror::Error)]
@@ -145,10 +145,32 @@ impl Scope {
 
     /// The scope's memory right now.
     pub fn read_memory(&self) -> Result<MemSnapshot, ScopeError> {
+        self.read(false).map(|(m, _)| m)
+    }
+
+    /// The scope's memory and, with `want_refaults`, its thrashing counters (for a memcg from
+    /// the same `memory.stat` read; for the system from `/proc/vmstat`).
+    pub fn read(&self, want_refaults: bool) -> Result<(MemSnapshot, Option<Refaults>), ScopeError> {
         match &self.cgroup {
-            None => read_meminfo(&self.proc),
-            Some(c) => cgroup::read(&c.memcg_dir, c.version, self.system_total_kib)
-                .map_err(ScopeError::Read),
+            None => {
+                let mem = read_meminfo(&self.proc)?;
+                let refaults = if want_refaults {
+                    let path = self.proc.path().join("vmstat");
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| ScopeError::Read(format!("{}: {e}", path.display())))?;
+                    meminfo::parse_vmstat_refaults(&text)
+                } else {
+                    None
+                };
+                Ok((mem, refaults))
+            }
+            Some(c) => cgroup::read(
+                &c.memcg_dir,
+                c.version,
+                self.system_total_kib,
+                want_refaults,
+            )
+            .map_err(ScopeError::Read),
         }
     }
 

@@ -36,6 +36,24 @@ impl Version {
             Version::V2 => "inactive_file",
         }
     }
+
+    /// The hierarchical `memory.stat` key for `name` (v1 prefixes `total_`).
+    fn stat_key(self, name: &str) -> String {
+        match self {
+            Version::V1 => format!("total_{name}"),
+            Version::V2 => name.to_string(),
+        }
+    }
+}
+
+/// File refaults so far and the file cache now, for the thrashing measure, from
+/// `memory.stat` (bytes there, pages here).
+pub fn refaults(version: Version, stat: &str, page_size: u64) -> Option<super::Refaults> {
+    let key = |n: &str| parse_stat_key(stat, &version.stat_key(n));
+    Some(super::Refaults {
+        refault_file: key("workingset_refault_file")?,
+        file_pages: (key("active_file")? + key("inactive_file")?) / page_size,
+    })
 }
 
 /// Parses a limit file: a byte count, or `max` (v2) / a huge number (v1's "unlimited").
@@ -92,8 +110,14 @@ pub fn snapshot(
     })
 }
 
-/// Reads the three files of the memcg at `dir`.
-pub fn read(dir: &Path, version: Version, system_total_kib: u64) -> Result<MemSnapshot, String> {
+/// Reads the three files of the memcg at `dir`; with `want_refaults`, also the thrashing
+/// counters from the same `memory.stat` read.
+pub fn read(
+    dir: &Path,
+    version: Version,
+    system_total_kib: u64,
+    want_refaults: bool,
+) -> Result<(MemSnapshot, Option<super::Refaults>), String> {
     let read = |name: &str| {
         let p = dir.join(name);
         std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))
@@ -103,8 +127,15 @@ pub fn read(dir: &Path, version: Version, system_total_kib: u64) -> Result<MemSn
         read(version.usage_file())?,
         read("memory.stat")?,
     );
-    snapshot(version, &limit, &usage, &stat, system_total_kib)
-        .map_err(|e| format!("{}: {e}", dir.display()))
+    let mem = snapshot(version, &limit, &usage, &stat, system_total_kib)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let page = rustix::param::page_size() as u64;
+    Ok((
+        mem,
+        want_refaults
+            .then(|| refaults(version, &stat, page))
+            .flatten(),
+    ))
 }
 
 /// The kernel OOM killer's kill count for this memcg (`oom_kill` in v1 `memory.oom_control`
@@ -158,6 +189,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.available_kib, 0);
+    }
+
+    #[test]
+    fn refaults_come_from_the_hierarchical_counters() {
+        let stat = "workingset_refault_file 1\ntotal_workingset_refault_file 500\ntotal_active_file 4096000\ntotal_inactive_file 4096000\n";
+        let r = refaults(Version::V1, stat, 4096).unwrap();
+        assert_eq!((r.refault_file, r.file_pages), (500, 2000));
+        assert_eq!(refaults(Version::V2, stat, 4096), None);
     }
 
     #[test]

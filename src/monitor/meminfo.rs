@@ -26,6 +26,21 @@ pub fn parse(r: impl BufRead) -> Result<MemSnapshot, String> {
     })
 }
 
+/// File refaults and file cache from `/proc/vmstat` (kernel 5.9+ splits refaults into
+/// anon and file; older kernels have one `workingset_refault`, all file-backed without swap).
+pub fn parse_vmstat_refaults(text: &str) -> Option<super::Refaults> {
+    let key = |k: &str| {
+        text.lines().find_map(|l| {
+            let (name, v) = l.split_once(' ')?;
+            (name == k).then(|| v.trim().parse::<u64>().ok())?
+        })
+    };
+    Some(super::Refaults {
+        refault_file: key("workingset_refault_file").or_else(|| key("workingset_refault"))?,
+        file_pages: key("nr_active_file")? + key("nr_inactive_file")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,6 +54,16 @@ mod tests {
         assert_eq!(m.available_kib, 24_393_000);
         assert_eq!(m.swap_total_kib, 1_048_572);
         assert_eq!(m.swap_free_kib, 524_288);
+    }
+
+    #[test]
+    fn vmstat_refaults_old_and_new_kernels() {
+        let new = "nr_inactive_file 300\nnr_active_file 700\nworkingset_refault_anon 5\nworkingset_refault_file 42\n";
+        let r = parse_vmstat_refaults(new).unwrap();
+        assert_eq!((r.refault_file, r.file_pages), (42, 1000));
+        let old = "nr_inactive_file 1\nnr_active_file 1\nworkingset_refault 7\n";
+        assert_eq!(parse_vmstat_refaults(old).unwrap().refault_file, 7);
+        assert_eq!(parse_vmstat_refaults("garbage"), None);
     }
 
     #[test]

@@ -7,14 +7,17 @@ pub mod meminfo;
 pub mod psi;
 pub mod vmpressure;
 
+use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use serde::Serialize;
 
-use crate::policy::{Policy, PsiCondition};
+use crate::policy::PsiCondition;
+use crate::policy::store::PolicyStore;
 use crate::scope::Scope;
 
 /// Memory of the scope at one instant.
@@ -57,6 +60,9 @@ pub struct Sample {
     pub psi: Vec<PsiFired>,
     /// When a vmpressure notification last woke us (v1 memcg scopes).
     pub vmpressure_ms: Option<u64>,
+    /// File refaults over the thrashing window, in percent of the file cache; `None` when
+    /// the policy does not ask or the window has not filled yet.
+    pub thrashing_pct: Option<f64>,
 }
 
 /// CLOCK_MONOTONIC in milliseconds.
@@ -106,43 +112,120 @@ pub fn next_interval_ms(
     (ms as u64).clamp(FAST_POLL_MS, SLOW_POLL_MS)
 }
 
+/// Counters for the thrashing measure: file refaults so far, and the file cache now (pages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refaults {
+    pub refault_file: u64,
+    pub file_pages: u64,
+}
+
+/// File refaults over a sliding window, in percent of the file cache (lmkd's thrashing
+/// measure): a cache that keeps re-reading what it just evicted is thrashing even when
+/// "available" memory looks fine.
+#[derive(Debug, Default)]
+pub struct ThrashMeter {
+    history: VecDeque<(u64, u64)>,
+}
+
+impl ThrashMeter {
+    /// Adds a reading at `now_ms`; returns the refaults since the oldest reading inside the
+    /// window, as a percent of the current file cache. `None` until two readings exist.
+    pub fn update(&mut self, now_ms: u64, r: Refaults, window_ms: u64) -> Option<f64> {
+        // Keep one reading at or before the window start, so the delta covers the window.
+        while self.history.len() >= 2 && self.history[1].0 + window_ms <= now_ms {
+            self.history.pop_front();
+        }
+        // A counter that went backwards (cgroup re-created) restarts the measure.
+        if self
+            .history
+            .back()
+            .is_some_and(|(_, v)| *v > r.refault_file)
+        {
+            self.history.clear();
+        }
+        self.history.push_back((now_ms, r.refault_file));
+        let (_, oldest) = *self.history.front()?;
+        (self.history.len() >= 2)
+            .then(|| (r.refault_file - oldest) as f64 * 100.0 / r.file_pages.max(1) as f64)
+    }
+}
+
+/// Free swap as far as it can really be used. zram keeps swapped pages compressed in RAM,
+/// so its free slots are only usable while RAM holds their compressed copies:
+/// at most `available × ratio` (lmkd's swap_compression_ratio idea, with the ratio measured
+/// from the device's mm_stat).
+pub fn effective_swap_free_kib(
+    swap_free_kib: u64,
+    available_kib: u64,
+    zram_ratio: Option<f64>,
+) -> u64 {
+    match zram_ratio {
+        Some(ratio) => swap_free_kib.min((available_kib as f64 * ratio) as u64),
+        None => swap_free_kib,
+    }
+}
+
+/// The compression ratio of the zram devices in use as swap, or `None` if swap is not
+/// (only) zram. Read from `/proc/swaps` and `/sys/block/zramN/mm_stat`.
+pub fn zram_swap_ratio() -> Option<f64> {
+    let swaps = std::fs::read_to_string("/proc/swaps").ok()?;
+    let devices: Vec<&str> = swaps
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    if devices.is_empty() || !devices.iter().all(|d| d.starts_with("/dev/zram")) {
+        return None;
+    }
+    let (mut orig, mut compr) = (0u64, 0u64);
+    for d in devices {
+        let name = d.trim_start_matches("/dev/");
+        let stat =
+            std::fs::read_to_string(format!("/sys/block/{name}/mm_stat")).unwrap_or_default();
+        let mut f = stat
+            .split_whitespace()
+            .map(|v| v.parse::<u64>().unwrap_or(0));
+        orig += f.next().unwrap_or(0);
+        compr += f.next().unwrap_or(0);
+    }
+    // Before anything is stored the ratio is unknown: assume lzo-rle's typical 2:1.
+    let ratio = if compr > 0 {
+        orig as f64 / compr as f64
+    } else {
+        2.0
+    };
+    Some(ratio.clamp(1.0, 8.0))
+}
+
 /// The monitor's resources, opened at start-up on the main thread so that failures are
 /// reported before the daemon says it runs.
 pub struct Monitor {
     scope: Arc<Scope>,
+    store: Arc<PolicyStore>,
+    generation: u64,
     watermarks_pct: Vec<f64>,
+    thrashing_window_ms: Option<u64>,
+    thrash: ThrashMeter,
     psi: Vec<psi::PsiTrigger>,
     psi_fired: Vec<Option<u64>>,
     vmpressure: Vec<vmpressure::VmPressure>,
-    stop: OwnedFd,
+    wake: OwnedFd,
+    stop: Arc<AtomicBool>,
+    swap_seen_kib: Option<u64>,
+    zram_ratio: Option<f64>,
 }
 
 impl Monitor {
-    /// Opens triggers for `policy` on `scope`. Missing kernel features disable a source with
-    /// one warning each (the caller logs `warnings`); memory polling always works.
-    pub fn open(scope: Arc<Scope>, policy: &Policy, stop: OwnedFd) -> (Self, Vec<String>) {
+    /// Opens triggers for the policy in force on `scope`. Missing kernel features disable a
+    /// source with one warning each (returned for the caller to log); memory polling always
+    /// works. `wake` is written to stop the monitor (with `stop` set) or after a reload.
+    pub fn open(
+        scope: Arc<Scope>,
+        store: Arc<PolicyStore>,
+        wake: OwnedFd,
+        stop: Arc<AtomicBool>,
+    ) -> (Self, Vec<String>) {
         let mut warnings = Vec::new();
-        let mut triggers = Vec::new();
-        match scope.psi_path() {
-            None => warnings.push(
-                "no PSI for this scope (kernel < 4.20, psi=0, or no cgroup2 mount): polling memory only".to_string(),
-            ),
-            Some(path) => {
-                for cond in policy.psi_conditions() {
-                    match psi::PsiTrigger::register(&path, cond, policy.psi_window_ms) {
-                        Ok(t) => triggers.push(t),
-                        Err(e) => warnings.push(format!("PSI trigger disabled: {e}")),
-                    }
-                }
-                // Said once, not per trigger: all of them were widened for the same reason.
-                if let Some(t) = triggers.iter().find(|t| t.window_ms != policy.psi_window_ms) {
-                    warnings.push(format!(
-                        "the kernel refused a {} ms PSI window, using {} ms (shorter windows need CAP_SYS_RESOURCE)",
-                        policy.psi_window_ms, t.window_ms
-                    ));
-                }
-            }
-        }
         let mut vmp = Vec::new();
         if let Some(dir) = scope.vmpressure_dir() {
             for level in vmpressure::LEVELS {
@@ -152,15 +235,85 @@ impl Monitor {
                 }
             }
         }
-        let monitor = Monitor {
+        let mut monitor = Monitor {
             scope,
-            watermarks_pct: policy.watermarks_pct(),
-            psi_fired: vec![None; triggers.len()],
-            psi: triggers,
+            store,
+            generation: 0,
+            watermarks_pct: Vec::new(),
+            thrashing_window_ms: None,
+            thrash: ThrashMeter::default(),
+            psi: Vec::new(),
+            psi_fired: Vec::new(),
             vmpressure: vmp,
+            wake,
             stop,
+            swap_seen_kib: None,
+            zram_ratio: None,
         };
+        warnings.extend(monitor.configure());
         (monitor, warnings)
+    }
+
+    /// Brings triggers and thresholds in line with the policy in force: triggers whose
+    /// condition is unchanged stay (re-registering would reset their kernel window).
+    fn configure(&mut self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        self.generation = self.store.generation();
+        let policy = self.store.get();
+        let total = self.scope.read_memory().map_or(0, |m| m.total_kib);
+        self.watermarks_pct = policy.watermarks_pct(total);
+        let window = policy
+            .needs_thrashing()
+            .then_some(policy.thrashing_window_ms);
+        if window != self.thrashing_window_ms {
+            self.thrash = ThrashMeter::default();
+        }
+        self.thrashing_window_ms = window;
+        let wanted = policy.psi_conditions();
+        let mut kept = Vec::new();
+        let mut kept_fired = Vec::new();
+        for (t, fired) in self.psi.drain(..).zip(self.psi_fired.drain(..)) {
+            if wanted.contains(&t.condition) && t.asked_ms == policy.psi_window_ms {
+                kept.push(t);
+                kept_fired.push(fired);
+            }
+        }
+        self.psi = kept;
+        self.psi_fired = kept_fired;
+        let missing: Vec<PsiCondition> = wanted
+            .into_iter()
+            .filter(|c| !self.psi.iter().any(|t| t.condition == *c))
+            .collect();
+        if missing.is_empty() {
+            return warnings;
+        }
+        let Some(path) = self.scope.psi_path() else {
+            warnings.push(
+                "no PSI for this scope (kernel < 4.20, psi=0, or no cgroup2 mount): its PSI conditions never fire".to_string(),
+            );
+            return warnings;
+        };
+        for cond in missing {
+            match psi::PsiTrigger::register(&path, cond, policy.psi_window_ms) {
+                Ok(t) => {
+                    self.psi.push(t);
+                    self.psi_fired.push(None);
+                }
+                Err(e) => warnings.push(format!("PSI trigger disabled: {e}")),
+            }
+        }
+        // Said once, not per trigger: all of them were widened for the same reason.
+        if let Some(t) = self
+            .psi
+            .iter()
+            .find(|t| t.window_ms != policy.psi_window_ms)
+        {
+            warnings.push(format!(
+                "the kernel refused a {} ms PSI window, using {} ms (shorter windows need CAP_SYS_RESOURCE)",
+                policy.psi_window_ms, t.window_ms
+            ));
+        }
+        warnings
     }
 
     /// The kernel event sources in force, for the start-up line.
@@ -170,7 +323,7 @@ impl Monitor {
             .iter()
             .map(|t| {
                 format!(
-                    "psi_{}>{}%/{}ms",
+                    "psi_{}>{:.0}%/{}ms",
                     t.condition.kind.as_str(),
                     t.condition.stall_pct,
                     t.window_ms
@@ -183,10 +336,19 @@ impl Monitor {
                 .map(|v| format!("vmpressure_{}", v.level)),
         );
         s.push("watermarks".into());
+        if self.thrashing_window_ms.is_some() {
+            s.push("refaults".into());
+        }
         s.join(", ")
     }
 
-    fn sample(&self, at_ms: u64, mem: MemSnapshot, vmpressure_ms: Option<u64>) -> Sample {
+    fn sample(
+        &self,
+        at_ms: u64,
+        mem: MemSnapshot,
+        vmpressure_ms: Option<u64>,
+        thrashing_pct: Option<f64>,
+    ) -> Sample {
         Sample {
             at_ms,
             mem,
@@ -201,12 +363,13 @@ impl Monitor {
                 })
                 .collect(),
             vmpressure_ms,
+            thrashing_pct,
         }
     }
 
-    /// Runs until the stop eventfd is written. `tx` is bounded; `rx` is a clone of the
-    /// pipeline's receiver, used only to throw away a sample the pipeline has not taken yet
-    /// so the newest one can take its place.
+    /// Runs until `stop` is set and the wake fd written. `tx` is bounded; `rx` is a clone of
+    /// the pipeline's receiver, used only to throw away a sample the pipeline has not taken
+    /// yet so the newest one can take its place.
     pub fn run(mut self, tx: Sender<Sample>, rx: Receiver<Sample>) {
         let mut interval_ms = FAST_POLL_MS;
         let mut last_event_ms: Option<u64> = None;
@@ -216,7 +379,7 @@ impl Monitor {
         loop {
             let woke = {
                 let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(self.psi.len() + 4);
-                fds.push(PollFd::new(&self.stop, PollFlags::IN));
+                fds.push(PollFd::new(&self.wake, PollFlags::IN));
                 fds.extend(self.psi.iter().map(|t| PollFd::new(t, PollFlags::PRI)));
                 fds.extend(
                     self.vmpressure
@@ -238,6 +401,10 @@ impl Monitor {
             };
             let now = monotonic_ms();
             if !woke[0].is_empty() {
+                let mut buf = [0u8; 8];
+                let _ = rustix::io::read(&self.wake, &mut buf);
+            }
+            if self.stop.load(Ordering::Acquire) {
                 return;
             }
             let psi_revents = &woke[1..1 + self.psi.len()];
@@ -252,6 +419,12 @@ impl Monitor {
                     last_event_ms = Some(now);
                 }
             }
+            for (v, rev) in self.vmpressure.iter().zip(&woke[1 + psi_revents.len()..]) {
+                if rev.contains(PollFlags::IN) && v.drain() > 0 {
+                    last_vmp_ms = Some(now);
+                    last_event_ms = Some(now);
+                }
+            }
             for i in dead.into_iter().rev() {
                 log::warn!(
                     "PSI {} trigger reported an error; watching memory watermarks only for it",
@@ -260,13 +433,13 @@ impl Monitor {
                 self.psi.remove(i);
                 self.psi_fired.remove(i);
             }
-            for (v, rev) in self.vmpressure.iter().zip(&woke[1 + psi_revents.len()..]) {
-                if rev.contains(PollFlags::IN) && v.drain() > 0 {
-                    last_vmp_ms = Some(now);
-                    last_event_ms = Some(now);
+            if self.store.generation() != self.generation {
+                for w in self.configure() {
+                    log::warn!("{w}");
                 }
+                log::info!("monitor now watching: {}", self.sources());
             }
-            let mem = match self.scope.read_memory() {
+            let (mut mem, refaults) = match self.scope.read(self.thrashing_window_ms.is_some()) {
                 Ok(m) => {
                     if read_failing {
                         log::info!("scope memory readable again");
@@ -283,6 +456,17 @@ impl Monitor {
                     continue;
                 }
             };
+            if self.swap_seen_kib != Some(mem.swap_total_kib) {
+                // Swap was switched on or off: find out again whether it is zram.
+                self.swap_seen_kib = Some(mem.swap_total_kib);
+                self.zram_ratio = (mem.swap_total_kib > 0).then(zram_swap_ratio).flatten();
+            }
+            mem.swap_free_kib =
+                effective_swap_free_kib(mem.swap_free_kib, mem.available_kib, self.zram_ratio);
+            let thrashing_pct = match (refaults, self.thrashing_window_ms) {
+                (Some(r), Some(w)) => self.thrash.update(now, r, w),
+                _ => None,
+            };
             let fill_rate = match prev {
                 Some((t, p)) if now > t => {
                     p.available_kib.saturating_sub(mem.available_kib) as f64 * 1000.0
@@ -297,7 +481,11 @@ impl Monitor {
                 fill_rate,
                 last_event_ms.map(|t| now - t),
             );
-            let sample = self.sample(now, mem, last_vmp_ms);
+            // Refaults are a rate: sample them at least 10 times per window.
+            if let Some(w) = self.thrashing_window_ms {
+                interval_ms = interval_ms.min((w / 10).max(FAST_POLL_MS));
+            }
+            let sample = self.sample(now, mem, last_vmp_ms, thrashing_pct);
             if !send_latest(&tx, &rx, sample) {
                 return;
             }
@@ -320,17 +508,17 @@ pub fn send_latest<T>(tx: &Sender<T>, rx: &Receiver<T>, mut item: T) -> bool {
     }
 }
 
-/// Makes the eventfd that stops the monitor when written.
-pub fn stop_fd() -> std::io::Result<OwnedFd> {
+/// Makes the eventfd that wakes the monitor (to stop, or to pick up a reloaded policy).
+pub fn wake_fd() -> std::io::Result<OwnedFd> {
     Ok(rustix::event::eventfd(
         0,
         rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
     )?)
 }
 
-/// Wakes the monitor so that it returns.
-pub fn request_stop(stop: &impl AsFd) {
-    let _ = rustix::io::write(stop, &1u64.to_ne_bytes());
+/// Wakes the monitor.
+pub fn wake(fd: &impl AsFd) {
+    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
 }
 
 #[cfg(test)]
@@ -386,6 +574,35 @@ mod tests {
             FAST_POLL_MS
         );
         assert_eq!(next_interval_ms(&m, &[15.0, 5.0], 0.0, Some(5000)), slow);
+    }
+
+    #[test]
+    fn thrashing_is_refaults_over_the_window_per_file_cache() {
+        let mut m = ThrashMeter::default();
+        let r = |refault_file| Refaults {
+            refault_file,
+            file_pages: 1000,
+        };
+        assert_eq!(m.update(0, r(100), 1000), None);
+        assert_eq!(m.update(500, r(300), 1000), Some(20.0));
+        // At 1600 the window starts at 600: the reading at 500 is the last one before it,
+        // so the delta covers 500..1600.
+        assert_eq!(m.update(1600, r(400), 1000), Some(10.0));
+        // A counter reset starts over.
+        assert_eq!(m.update(1700, r(5), 1000), None);
+    }
+
+    #[test]
+    fn zram_free_swap_is_bounded_by_ram_for_its_compressed_copies() {
+        assert_eq!(
+            effective_swap_free_kib(1_000_000, 100_000, Some(3.0)),
+            300_000
+        );
+        assert_eq!(
+            effective_swap_free_kib(200_000, 100_000, Some(3.0)),
+            200_000
+        );
+        assert_eq!(effective_swap_free_kib(1_000_000, 100_000, None), 1_000_000);
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct PsiTrigger {
     pub condition: PsiCondition,
     /// The window the kernel accepted (may be wider than asked).
     pub window_ms: u64,
+    /// The window the policy asked for.
+    pub asked_ms: u64,
 }
 
 impl AsFd for PsiTrigger {
@@ -91,6 +93,7 @@ impl PsiTrigger {
                         file,
                         condition: cond,
                         window_ms,
+                        asked_ms: wanted_ms,
                     });
                 }
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {

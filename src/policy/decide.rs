@@ -1,14 +1,54 @@
 //! The decision: a pure function of one sample, the policy and the time of the last action.
 //! No I/O and no clock, so it is tested on literals and benched in isolation.
 
+use std::fmt;
+
 use crate::monitor::Sample;
-use crate::policy::{Action, Level, Policy, Reason};
+use crate::policy::{Action, Combine, Level, Policy, PsiCondition, PsiKind, Reason};
+
+/// Which condition fired, with what it measured, for logs and the event log.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fired {
+    pub reason: Reason,
+    pub value: f64,
+    pub threshold: f64,
+}
+
+impl fmt::Display for Fired {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (v, t) = (self.value, self.threshold);
+        match self.reason {
+            Reason::LowMemory | Reason::CriticalMemory if t >= 100.0 => {
+                write!(f, "available {v:.0} KiB < {t:.0} KiB")
+            }
+            Reason::LowMemory | Reason::CriticalMemory => write!(f, "available {v:.1} % < {t} %"),
+            Reason::PsiSome | Reason::PsiFull => write!(
+                f,
+                "PSI {} trigger ({t:.0} % of the window) fired {v:.0} ms ago",
+                if self.reason == Reason::PsiSome {
+                    "some"
+                } else {
+                    "full"
+                }
+            ),
+            Reason::LowSwap => write!(f, "free swap {v:.1} % < {t} %"),
+            Reason::Thrashing => write!(f, "file refaults {v:.1} % > {t} % of the file cache"),
+            Reason::PressureAfterKill => {
+                write!(
+                    f,
+                    "PSI fired again {v:.0} ms after the last kill (< {t:.0} ms)"
+                )
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     /// Index into `Policy::levels` (0 = most severe).
     pub level: usize,
     pub reason: Reason,
+    pub fired: Fired,
 }
 
 impl Decision {
@@ -17,30 +57,123 @@ impl Decision {
     }
 }
 
-/// The most severe level whose condition holds in `sample`, unless that level acts and is
-/// still cooling down from the action that ended at `last_action_ms`.
-///
-/// A PSI trigger event counts only when it fired after the last action ended (a stall the
-/// last kill already answered must not cause a second kill) and within one trigger window of
-/// the sample (the kernel re-fires at most once per window while the stall goes on).
-pub fn decide(sample: &Sample, policy: &Policy, last_action_ms: Option<u64>) -> Option<Decision> {
-    let avail_pct = sample.mem.available_pct();
-    for (index, level) in policy.levels.iter().enumerate() {
-        let reason = if level.available_below_pct.is_some_and(|w| avail_pct < w) {
-            Some(level.memory_reason)
-        } else {
-            level.psi.iter().find_map(|cond| {
-                let fired = sample.psi.iter().find(|p| p.condition == *cond)?;
-                let at = fired.last_fired_ms?;
-                let fresh = last_action_ms.is_none_or(|t| at > t)
-                    && sample.at_ms.saturating_sub(at) <= fired.window_ms;
-                fresh.then_some(match cond.kind {
-                    crate::policy::PsiKind::Some => Reason::PsiSome,
-                    crate::policy::PsiKind::Full => Reason::PsiFull,
-                })
+/// When `cond`'s trigger fired, if that event still counts: after the last action ended (a
+/// stall the last kill already answered must not cause a second kill) and within one window
+/// of the sample (the kernel re-fires at most once per window while the stall goes on).
+fn psi_fresh(sample: &Sample, cond: &PsiCondition, last_action_ms: Option<u64>) -> Option<u64> {
+    let fired = sample.psi.iter().find(|p| p.condition == *cond)?;
+    let at = fired.last_fired_ms?;
+    let fresh =
+        last_action_ms.is_none_or(|t| at > t) && sample.at_ms.saturating_sub(at) <= fired.window_ms;
+    fresh.then(|| sample.at_ms.saturating_sub(at))
+}
+
+/// The conditions of `level` that hold, in a fixed order (memory first), and how many the
+/// level has.
+fn evaluate(
+    level: &Level,
+    most_severe: bool,
+    sample: &Sample,
+    last_action_ms: Option<u64>,
+) -> (Vec<Fired>, usize) {
+    let c = &level.conditions;
+    let mem = &sample.mem;
+    let memory_reason = if most_severe {
+        Reason::CriticalMemory
+    } else {
+        Reason::LowMemory
+    };
+    let mut fired = Vec::new();
+    let mut present = 0;
+    let mut check = |cond: Option<Fired>, present_here: bool| {
+        present += usize::from(present_here);
+        fired.extend(cond);
+    };
+    let avail_pct = mem.available_pct();
+    check(
+        c.available_below_pct
+            .filter(|w| avail_pct < *w)
+            .map(|w| Fired {
+                reason: memory_reason,
+                value: avail_pct,
+                threshold: w,
+            }),
+        c.available_below_pct.is_some(),
+    );
+    check(
+        c.available_below_kib
+            .filter(|k| mem.available_kib < *k)
+            .map(|k| Fired {
+                reason: memory_reason,
+                value: mem.available_kib as f64,
+                threshold: k as f64,
+            }),
+        c.available_below_kib.is_some(),
+    );
+    for (cond, reason) in [(c.psi_full, Reason::PsiFull), (c.psi_some, Reason::PsiSome)] {
+        let hit = cond.and_then(|cond| {
+            psi_fresh(sample, &cond, last_action_ms).map(|ago| Fired {
+                reason,
+                value: ago as f64,
+                threshold: cond.stall_pct,
             })
+        });
+        check(hit, cond.is_some());
+    }
+    let swap_pct = (mem.swap_total_kib > 0)
+        .then(|| mem.swap_free_kib as f64 * 100.0 / mem.swap_total_kib as f64);
+    check(
+        c.swap_free_below_pct.and_then(|w| {
+            swap_pct.filter(|p| *p < w).map(|p| Fired {
+                reason: Reason::LowSwap,
+                value: p,
+                threshold: w,
+            })
+        }),
+        c.swap_free_below_pct.is_some(),
+    );
+    check(
+        c.thrashing_above_pct.and_then(|w| {
+            sample.thrashing_pct.filter(|t| *t > w).map(|t| Fired {
+                reason: Reason::Thrashing,
+                value: t,
+                threshold: w,
+            })
+        }),
+        c.thrashing_above_pct.is_some(),
+    );
+    check(
+        c.pressure_after_kill_ms.and_then(|within| {
+            let last = last_action_ms?;
+            let since = sample.at_ms.checked_sub(last)?;
+            let psi_again = sample
+                .psi
+                .iter()
+                .any(|p| p.last_fired_ms.is_some_and(|t| t > last));
+            (since < within && psi_again).then_some(Fired {
+                reason: Reason::PressureAfterKill,
+                value: since as f64,
+                threshold: within as f64,
+            })
+        }),
+        c.pressure_after_kill_ms.is_some(),
+    );
+    (fired, present)
+}
+
+/// The most severe level whose conditions hold in `sample` (any or all of them, as the
+/// level says), unless that level acts and is still cooling down from the action that ended
+/// at `last_action_ms`.
+pub fn decide(sample: &Sample, policy: &Policy, last_action_ms: Option<u64>) -> Option<Decision> {
+    for (index, level) in policy.levels.iter().enumerate() {
+        let (fired, present) = evaluate(level, index == 0, sample, last_action_ms);
+        let holds = match level.combine {
+            Combine::Any => !fired.is_empty(),
+            Combine::All => present > 0 && fired.len() == present,
         };
-        let Some(reason) = reason else { continue };
+        if !holds {
+            continue;
+        }
         let cooling = level.action != Action::None
             && last_action_ms.is_some_and(|t| sample.at_ms < t + level.cooldown_ms);
         if cooling {
@@ -48,19 +181,32 @@ pub fn decide(sample: &Sample, policy: &Policy, last_action_ms: Option<u64>) -> 
         }
         return Some(Decision {
             level: index,
-            reason,
+            reason: fired[0].reason,
+            fired: fired[0],
         });
     }
     None
+}
+
+/// `PsiKind` of a PSI reason (for tests and explanations).
+pub fn psi_kind(reason: Reason) -> Option<PsiKind> {
+    match reason {
+        Reason::PsiSome => Some(PsiKind::Some),
+        Reason::PsiFull => Some(PsiKind::Full),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::monitor::{MemSnapshot, PsiFired};
-    use crate::policy::{PsiCondition, PsiKind};
+    use crate::policy::Conditions;
 
-    fn sample(at_ms: u64, avail_pct: f64) -> Sample {
+    const CRITICAL: usize = 0;
+    const LOW: usize = 1;
+
+    pub(crate) fn sample_for(policy: &Policy, at_ms: u64, avail_pct: f64) -> Sample {
         let total = 262_144;
         Sample {
             at_ms,
@@ -70,7 +216,7 @@ mod tests {
                 swap_total_kib: 0,
                 swap_free_kib: 0,
             },
-            psi: Policy::default()
+            psi: policy
                 .psi_conditions()
                 .into_iter()
                 .map(|condition| PsiFired {
@@ -80,7 +226,12 @@ mod tests {
                 })
                 .collect(),
             vmpressure_ms: None,
+            thrashing_pct: None,
         }
+    }
+
+    fn sample(at_ms: u64, avail_pct: f64) -> Sample {
+        sample_for(&Policy::default(), at_ms, avail_pct)
     }
 
     fn fire(s: &mut Sample, kind: PsiKind, at: u64) {
@@ -90,9 +241,6 @@ mod tests {
             .unwrap()
             .last_fired_ms = Some(at);
     }
-
-    const CRITICAL: usize = 0;
-    const LOW: usize = 1;
 
     fn level_name(d: &Option<Decision>) -> Option<(usize, Reason)> {
         d.as_ref().map(|d| (d.level, d.reason))
@@ -139,10 +287,9 @@ mod tests {
         let p = Policy::default();
         let mut s = sample(10_000, 3.0);
         fire(&mut s, PsiKind::Full, 9_900);
-        assert_eq!(
-            level_name(&decide(&s, &p, None)),
-            Some((CRITICAL, Reason::CriticalMemory))
-        );
+        let d = decide(&s, &p, None).unwrap();
+        assert_eq!((d.level, d.reason), (CRITICAL, Reason::CriticalMemory));
+        assert_eq!(d.fired.to_string(), "available 3.0 % < 5 %");
     }
 
     #[test]
@@ -154,15 +301,64 @@ mod tests {
         assert!(decide(&sample(1_001, 2.0), &p, Some(1_000)).is_some());
     }
 
-    #[test]
-    fn custom_psi_condition_without_trigger_never_fires() {
+    fn one_level(conditions: Conditions, combine: Combine) -> Policy {
         let mut p = Policy::default();
-        p.levels[1].psi = vec![PsiCondition {
-            kind: PsiKind::Some,
-            stall_pct: 42.0,
-        }];
-        let mut s = sample(10_000, 60.0);
-        fire(&mut s, PsiKind::Some, 9_900);
+        p.levels.truncate(1);
+        p.levels[0].conditions = conditions;
+        p.levels[0].combine = combine;
+        p
+    }
+
+    #[test]
+    fn all_needs_every_condition() {
+        let cond = Conditions {
+            available_below_pct: Some(20.0),
+            thrashing_above_pct: Some(30.0),
+            ..Default::default()
+        };
+        let p = one_level(cond, Combine::All);
+        let mut s = sample_for(&p, 1000, 10.0);
+        assert_eq!(decide(&s, &p, None), None, "thrashing unknown");
+        s.thrashing_pct = Some(50.0);
+        let d = decide(&s, &p, None).unwrap();
+        assert_eq!(d.reason, Reason::CriticalMemory);
+        s.mem.available_kib = s.mem.total_kib / 2;
         assert_eq!(decide(&s, &p, None), None);
+        let any = one_level(p.levels[0].conditions.clone(), Combine::Any);
+        assert_eq!(decide(&s, &any, None).unwrap().reason, Reason::Thrashing);
+    }
+
+    #[test]
+    fn swap_condition_never_fires_without_swap() {
+        let p = one_level(
+            Conditions {
+                swap_free_below_pct: Some(10.0),
+                ..Default::default()
+            },
+            Combine::Any,
+        );
+        let mut s = sample_for(&p, 1000, 50.0);
+        assert_eq!(decide(&s, &p, None), None);
+        s.mem.swap_total_kib = 1000;
+        s.mem.swap_free_kib = 50;
+        assert_eq!(decide(&s, &p, None).unwrap().reason, Reason::LowSwap);
+    }
+
+    #[test]
+    fn pressure_after_kill_needs_a_recent_kill_and_new_psi() {
+        let mut p = Policy::default();
+        p.levels[1].conditions.pressure_after_kill_ms = Some(3000);
+        p.levels[1].conditions.psi_some = None;
+        p.levels[1].conditions.available_below_pct = None;
+        let mut s = sample_for(&p, 10_000, 50.0);
+        assert_eq!(decide(&s, &p, Some(9_000)), None, "no PSI since the kill");
+        // A PSI event (the full trigger, below its own level's freshness) after the kill.
+        s.psi[0].last_fired_ms = Some(9_500);
+        s.psi[0].window_ms = 100;
+        assert_eq!(
+            decide(&s, &p, Some(9_000)).unwrap().reason,
+            Reason::PressureAfterKill
+        );
+        assert_eq!(decide(&s, &p, Some(5_000)), None, "kill too long ago");
     }
 }

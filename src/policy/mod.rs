@@ -1,11 +1,27 @@
-//! What lowmemd should do at which pressure: levels with conditions and an action.
+//! What lowmemd should do at which pressure: levels with conditions and an action, and rules
+//! that change a process's standing.
 //!
-//! For now the policy is compiled in ([`Policy::default`]); policy files replace it later
-//! (raw TOML → validated → this type), so this type is already what a file will compile to.
+//! A policy file goes raw (`raw.rs`: the spanned TOML as written) → validated and compiled
+//! (`validate.rs`: every problem with file:line:column, or this type) → used by the pure
+//! decision (`decide.rs`) and ranking (`crate::rank`). The built-in policy is
+//! `policies/default.toml`, compiled into the binary.
 
 pub mod decide;
+pub mod explain;
+pub mod raw;
+pub mod rules;
+pub mod store;
+pub mod validate;
+
+use std::path::Path;
 
 use serde::Serialize;
+
+pub use raw::Problem;
+pub use rules::{Effect, Matcher, Rule};
+
+/// The built-in policy's text (a bare `lowmemd` runs on it).
+pub const DEFAULT_TOML: &str = include_str!("../../policies/default.toml");
 
 /// Which PSI line a condition watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -38,19 +54,37 @@ pub struct PsiCondition {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
+    /// The available-memory condition of any level but the most severe.
     LowMemory,
+    /// The available-memory condition of the most severe level.
     CriticalMemory,
     PsiSome,
     PsiFull,
+    LowSwap,
+    Thrashing,
+    PressureAfterKill,
 }
 
 impl Reason {
+    pub const ALL: [Reason; 7] = [
+        Reason::LowMemory,
+        Reason::CriticalMemory,
+        Reason::PsiSome,
+        Reason::PsiFull,
+        Reason::LowSwap,
+        Reason::Thrashing,
+        Reason::PressureAfterKill,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::LowMemory => "low_memory",
             Reason::CriticalMemory => "critical_memory",
             Reason::PsiSome => "psi_some",
             Reason::PsiFull => "psi_full",
+            Reason::LowSwap => "low_swap",
+            Reason::Thrashing => "thrashing",
+            Reason::PressureAfterKill => "pressure_after_kill",
         }
     }
 }
@@ -63,74 +97,68 @@ pub enum Action {
     None,
 }
 
-/// One level of pressure. A level fires when any of its conditions holds.
+/// How a level's conditions combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Combine {
+    Any,
+    All,
+}
+
+/// The conditions of one level; `None` means "not part of this level".
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Conditions {
+    /// Available memory below this percent of the scope's total.
+    pub available_below_pct: Option<f64>,
+    /// Available memory below this many KiB (holds together with the percent: either fires).
+    pub available_below_kib: Option<u64>,
+    /// PSI stall above a share of the trigger window.
+    pub psi_some: Option<PsiCondition>,
+    pub psi_full: Option<PsiCondition>,
+    /// Free swap below this percent of swap (zram-aware); never holds without swap.
+    pub swap_free_below_pct: Option<f64>,
+    /// File refaults over the thrashing window above this percent of the file cache.
+    pub thrashing_above_pct: Option<f64>,
+    /// The last kill ended less than this long ago and a PSI trigger fired since.
+    pub pressure_after_kill_ms: Option<u64>,
+}
+
+/// One level of pressure.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Level {
     pub name: String,
-    /// Fires when the scope's available memory is below this percent of its total.
-    pub available_below_pct: Option<f64>,
-    /// The reason named when the memory condition fires.
-    pub memory_reason: Reason,
-    /// Fires when one of these PSI triggers fired within its window, after the last action.
-    pub psi: Vec<PsiCondition>,
     pub action: Action,
-    /// The lowest `oom_score_adj` this level may kill.
+    /// The lowest effective `oom_score_adj` this level may kill.
     pub min_adj: i16,
+    /// At most this many victims, one after another, per decision.
+    pub max_victims: u32,
     /// How long to wait for a victim's exit before moving on.
     pub wait_ms: u64,
     /// No new action of this level until this long after the previous action ended.
     pub cooldown_ms: u64,
+    pub combine: Combine,
+    pub conditions: Conditions,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Policy {
-    /// Most severe first: the first level that fires decides.
-    pub levels: Vec<Level>,
+    /// A cgroup path to protect (`None`: the whole system). `--cgroup` overrides it.
+    pub scope: Option<String>,
     /// The PSI trigger window asked for; the monitor may have to widen it (see monitor::psi).
     pub psi_window_ms: u64,
+    /// The window over which file refaults are counted for thrashing.
+    pub thrashing_window_ms: u64,
+    /// Most severe first: the first level that fires decides.
+    pub levels: Vec<Level>,
+    /// First match wins.
+    pub rules: Vec<Rule>,
 }
 
 impl Default for Policy {
-    /// The built-in policy, in percent of the scope so it fits a 256 MiB board and a 64 GiB
-    /// desktop alike.
-    ///
-    /// - `critical` (< 5 % available, or a full stall of half the window): kill adj ≥ 0. At
-    ///   100 MiB/s, 5 % of a 256 MiB memcg is ~128 ms of headroom, enough for the ≤10 ms polling
-    ///   near this threshold plus a ~20 ms kill.
-    /// - `low` (< 15 % available, or tasks stalled 10 % of the window, lmkd's "some" trigger
-    ///   scaled to our 2 s window): kill cached/background processes only (adj ≥ 900).
+    /// The built-in policy: `policies/default.toml` as compiled into the binary.
     fn default() -> Self {
-        Policy {
-            psi_window_ms: 1000,
-            levels: vec![
-                Level {
-                    name: "critical".into(),
-                    available_below_pct: Some(5.0),
-                    memory_reason: Reason::CriticalMemory,
-                    psi: vec![PsiCondition {
-                        kind: PsiKind::Full,
-                        stall_pct: 50.0,
-                    }],
-                    action: Action::Kill,
-                    min_adj: 0,
-                    wait_ms: 1000,
-                    cooldown_ms: 0,
-                },
-                Level {
-                    name: "low".into(),
-                    available_below_pct: Some(15.0),
-                    memory_reason: Reason::LowMemory,
-                    psi: vec![PsiCondition {
-                        kind: PsiKind::Some,
-                        stall_pct: 10.0,
-                    }],
-                    action: Action::Kill,
-                    min_adj: 900,
-                    wait_ms: 1000,
-                    cooldown_ms: 100,
-                },
-            ],
-        }
+        validate::compile(Path::new("<built-in default.toml>"), DEFAULT_TOML)
+            .expect("the built-in policy is validated by the tests")
     }
 }
 
@@ -138,48 +166,46 @@ impl Policy {
     /// Every distinct PSI condition of every level: one kernel trigger each.
     pub fn psi_conditions(&self) -> Vec<PsiCondition> {
         let mut all: Vec<PsiCondition> = Vec::new();
-        for c in self.levels.iter().flat_map(|l| &l.psi) {
-            if !all.contains(c) {
-                all.push(*c);
+        for l in &self.levels {
+            for c in [l.conditions.psi_some, l.conditions.psi_full]
+                .into_iter()
+                .flatten()
+            {
+                if !all.contains(&c) {
+                    all.push(c);
+                }
             }
         }
         all
     }
 
-    /// The watermarks the monitor polls against, highest first.
-    pub fn watermarks_pct(&self) -> Vec<f64> {
-        let mut w: Vec<f64> = self
-            .levels
-            .iter()
-            .filter_map(|l| l.available_below_pct)
-            .collect();
+    /// The watermarks (percent of the scope) the monitor polls against, highest first.
+    /// Absolute `_kib` watermarks are converted with the scope's total.
+    pub fn watermarks_pct(&self, total_kib: u64) -> Vec<f64> {
+        let mut w: Vec<f64> = Vec::new();
+        for l in &self.levels {
+            w.extend(l.conditions.available_below_pct);
+            if let Some(kib) = l.conditions.available_below_kib
+                && total_kib > 0
+            {
+                w.push(kib as f64 * 100.0 / total_kib as f64);
+            }
+        }
         w.sort_by(|a, b| b.total_cmp(a));
         w
+    }
+
+    pub fn needs_thrashing(&self) -> bool {
+        self.levels
+            .iter()
+            .any(|l| l.conditions.thrashing_above_pct.is_some())
     }
 
     /// One line for the start-up log.
     pub fn summary(&self) -> String {
         self.levels
             .iter()
-            .map(|l| {
-                let mut conds = Vec::new();
-                if let Some(p) = l.available_below_pct {
-                    conds.push(format!("available<{p}%"));
-                }
-                for c in &l.psi {
-                    conds.push(format!("psi_{}>{}%", c.kind.as_str(), c.stall_pct));
-                }
-                format!(
-                    "{}: {} adj>={} when {}",
-                    l.name,
-                    match l.action {
-                        Action::Kill => "kill",
-                        Action::None => "log",
-                    },
-                    l.min_adj,
-                    conds.join(" or ")
-                )
-            })
+            .map(explain::level_short)
             .collect::<Vec<_>>()
             .join("; ")
     }

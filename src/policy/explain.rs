@@ -1,0 +1,159 @@
+//! The policy in plain words, for `lowmemd check --explain` and the start-up line.
+
+use std::fmt::Write;
+
+use super::rules::Effect;
+use super::{Action, Combine, Level, Policy};
+
+fn action_words(l: &Level) -> String {
+    match l.action {
+        Action::Kill if l.max_victims > 1 => format!(
+            "kill up to {} processes with adj ≥ {}",
+            l.max_victims, l.min_adj
+        ),
+        Action::Kill => format!("kill adj ≥ {}", l.min_adj),
+        Action::None => "log only".to_string(),
+    }
+}
+
+fn mib(kib: f64) -> String {
+    format!("{:.0} MiB", kib / 1024.0)
+}
+
+/// The conditions of a level in words; `total_kib` turns percentages into sizes.
+fn conditions_words(
+    l: &Level,
+    total_kib: Option<u64>,
+    psi_window_ms: u64,
+    thrash_window_ms: u64,
+) -> Vec<String> {
+    let c = &l.conditions;
+    let mut out = Vec::new();
+    if let Some(p) = c.available_below_pct {
+        out.push(match total_kib {
+            Some(t) => format!(
+                "available < {p} % of {} = {}",
+                mib(t as f64),
+                mib(t as f64 * p / 100.0)
+            ),
+            None => format!("available < {p} %"),
+        });
+    }
+    if let Some(k) = c.available_below_kib {
+        out.push(format!("available < {}", mib(k as f64)));
+    }
+    for psi in [c.psi_some, c.psi_full].into_iter().flatten() {
+        out.push(format!(
+            "PSI {} > {:.0} % over {:.1} s",
+            psi.kind.as_str(),
+            psi.stall_pct,
+            psi_window_ms as f64 / 1000.0
+        ));
+    }
+    if let Some(p) = c.swap_free_below_pct {
+        out.push(format!("free swap < {p} % (never without swap)"));
+    }
+    if let Some(p) = c.thrashing_above_pct {
+        out.push(format!(
+            "file refaults > {p} % of the file cache over {:.1} s",
+            thrash_window_ms as f64 / 1000.0
+        ));
+    }
+    if let Some(ms) = c.pressure_after_kill_ms {
+        out.push(format!("PSI still firing within {ms} ms after a kill"));
+    }
+    out
+}
+
+/// "critical: kill adj ≥ 0 when available<5% or psi_full>50%" — one short line per level.
+pub fn level_short(l: &Level) -> String {
+    let words = conditions_words(l, None, 1000, 1000);
+    let join = if l.combine == Combine::All {
+        " and "
+    } else {
+        " or "
+    };
+    format!("{}: {} when {}", l.name, action_words(l), words.join(join))
+}
+
+/// The whole policy in plain words.
+pub fn explain(p: &Policy, total_kib: Option<u64>) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "scope: {}",
+        p.scope
+            .as_deref()
+            .map_or("the whole system".to_string(), |c| format!("cgroup {c}"))
+    );
+    let _ = writeln!(
+        s,
+        "levels, most severe first (the first that fires decides):"
+    );
+    for l in &p.levels {
+        let join = if l.combine == Combine::All {
+            " and "
+        } else {
+            " or "
+        };
+        let words = conditions_words(l, total_kib, p.psi_window_ms, p.thrashing_window_ms);
+        let _ = writeln!(
+            s,
+            "  {}: {} when {}",
+            l.name,
+            action_words(l),
+            words.join(join)
+        );
+        if l.action == Action::Kill {
+            let _ = writeln!(
+                s,
+                "    wait up to {} ms for each exit{}",
+                l.wait_ms,
+                if l.cooldown_ms > 0 {
+                    format!(", then {} ms of cooldown", l.cooldown_ms)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    if p.rules.is_empty() {
+        let _ = writeln!(s, "rules: none (oom_score_adj decides alone)");
+    } else {
+        let _ = writeln!(s, "rules (the first that matches decides):");
+        for r in &p.rules {
+            let m = &r.matcher;
+            let mut what = Vec::new();
+            if let Some(c) = &m.comm {
+                what.push(format!("comm {c:?}"));
+            }
+            if let Some(c) = &m.cmdline {
+                what.push(format!("cmdline ~ /{}/", c.as_str()));
+            }
+            if let Some(e) = &m.exe {
+                what.push(format!("exe {e}"));
+            }
+            if let Some(u) = m.uid {
+                what.push(format!("uid {u}"));
+            }
+            if let Some(c) = &m.cgroup {
+                what.push(format!("in cgroup {c}"));
+            }
+            let effect = match r.effect {
+                Effect::Protect => "never kill".to_string(),
+                Effect::Shift(n) if n > 0 => format!("adj + {n} (prefer)"),
+                Effect::Shift(n) => format!("adj − {} (avoid)", -n),
+                Effect::SetAdj(n) => format!("adj = {n}"),
+            };
+            let _ = writeln!(
+                s,
+                "  {} (line {}): {} → {}",
+                r.name,
+                r.line,
+                what.join(" and "),
+                effect
+            );
+        }
+    }
+    s
+}

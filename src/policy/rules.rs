@@ -1,0 +1,204 @@
+//! Rules that change a process's standing: `protect` (never a victim), `prefer`/`avoid`
+//! (shift its effective adj), `set_adj` (give a class to programs that set none). The first
+//! rule whose matchers all match decides; later rules are not consulted.
+
+use serde::Serialize;
+
+/// What rules may look at beyond `stat`/`oom_score_adj`. Read only when some rule needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attrs {
+    /// NUL-separated arguments joined with spaces.
+    pub cmdline: Option<String>,
+    /// Target of /proc/PID/exe.
+    pub exe: Option<String>,
+    /// Owner of /proc/PID (the effective uid).
+    pub uid: Option<u32>,
+    /// Every cgroup path of /proc/PID/cgroup (one per hierarchy).
+    pub cgroups: Vec<String>,
+}
+
+/// Which attributes the rules of a policy need.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub cmdline: bool,
+    pub exe: bool,
+    pub uid: bool,
+    pub cgroup: bool,
+}
+
+impl Needs {
+    pub fn any(&self) -> bool {
+        self.cmdline || self.exe || self.uid || self.cgroup
+    }
+}
+
+/// All matchers of a rule must match.
+#[derive(Debug, Clone, Default)]
+pub struct Matcher {
+    /// Exact comm (≤ 15 bytes, as the kernel stores it).
+    pub comm: Option<String>,
+    pub cmdline: Option<regex_lite::Regex>,
+    pub exe: Option<String>,
+    pub uid: Option<u32>,
+    /// A cgroup path: matches it and everything below.
+    pub cgroup: Option<String>,
+}
+
+impl PartialEq for Matcher {
+    fn eq(&self, o: &Self) -> bool {
+        self.comm == o.comm
+            && self.cmdline.as_ref().map(|r| r.as_str()) == o.cmdline.as_ref().map(|r| r.as_str())
+            && self.exe == o.exe
+            && self.uid == o.uid
+            && self.cgroup == o.cgroup
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    Protect,
+    /// `prefer = N` is `Shift(N)`, `avoid = N` is `Shift(-N)`.
+    Shift(i16),
+    SetAdj(i16),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// The rule's `name`, or `rule[N]` (1-based position in the file).
+    pub name: String,
+    /// Line in the policy file, for `lowmemd rank --policy` and `check --explain`.
+    pub line: usize,
+    pub matcher: Matcher,
+    pub effect: Effect,
+}
+
+impl Serialize for Rule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name)
+    }
+}
+
+/// A process's standing after the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub effective_adj: i16,
+    pub protected: bool,
+    /// Index of the rule that matched.
+    pub rule: Option<usize>,
+}
+
+impl Rule {
+    pub fn matches(&self, comm: &str, attrs: &Attrs) -> bool {
+        let m = &self.matcher;
+        m.comm.as_deref().is_none_or(|c| c == comm)
+            && m.cmdline
+                .as_ref()
+                .is_none_or(|re| attrs.cmdline.as_deref().is_some_and(|c| re.is_match(c)))
+            && m.exe
+                .as_deref()
+                .is_none_or(|e| attrs.exe.as_deref() == Some(e))
+            && m.uid.is_none_or(|u| attrs.uid == Some(u))
+            && m.cgroup
+                .as_deref()
+                .is_none_or(|cg| attrs.cgroups.iter().any(|p| crate::scope::is_within(p, cg)))
+    }
+}
+
+/// What the rules need read.
+pub fn needs(rules: &[Rule]) -> Needs {
+    let mut n = Needs::default();
+    for r in rules {
+        n.cmdline |= r.matcher.cmdline.is_some();
+        n.exe |= r.matcher.exe.is_some();
+        n.uid |= r.matcher.uid.is_some();
+        n.cgroup |= r.matcher.cgroup.is_some();
+    }
+    n
+}
+
+/// Applies the first matching rule. An adj of -1000 stays unkillable whatever the rules say,
+/// and shifted values stay inside -999..=1000, so no rule can make a process unkillable by
+/// accident or killable against the kernel's own marking.
+pub fn standing(rules: &[Rule], comm: &str, attrs: &Attrs, adj: i16) -> Standing {
+    let mut s = Standing {
+        effective_adj: adj,
+        protected: false,
+        rule: None,
+    };
+    if adj <= -1000 {
+        return s;
+    }
+    if let Some((i, r)) = rules
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.matches(comm, attrs))
+    {
+        s.rule = Some(i);
+        match r.effect {
+            Effect::Protect => s.protected = true,
+            Effect::Shift(n) => s.effective_adj = (adj as i32 + n as i32).clamp(-999, 1000) as i16,
+            Effect::SetAdj(n) => s.effective_adj = n,
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(matcher: Matcher, effect: Effect) -> Rule {
+        Rule {
+            name: "r".into(),
+            line: 1,
+            matcher,
+            effect,
+        }
+    }
+
+    #[test]
+    fn first_match_wins_and_minus_1000_stays() {
+        let rules = vec![
+            rule(
+                Matcher {
+                    comm: Some("sshd".into()),
+                    ..Default::default()
+                },
+                Effect::Protect,
+            ),
+            rule(Matcher::default(), Effect::Shift(300)),
+        ];
+        let none = Attrs::default();
+        assert!(standing(&rules, "sshd", &none, 0).protected);
+        let other = standing(&rules, "chrome", &none, 800);
+        assert_eq!((other.effective_adj, other.rule), (1000, Some(1)));
+        let unkillable = standing(&rules, "chrome", &none, -1000);
+        assert_eq!((unkillable.effective_adj, unkillable.rule), (-1000, None));
+    }
+
+    #[test]
+    fn all_matchers_must_match() {
+        let r = rule(
+            Matcher {
+                cmdline: Some(regex_lite::Regex::new("--type=renderer").unwrap()),
+                uid: Some(1000),
+                cgroup: Some("/user.slice".into()),
+                ..Default::default()
+            },
+            Effect::SetAdj(900),
+        );
+        let mut a = Attrs {
+            cmdline: Some("chrome --type=renderer".into()),
+            uid: Some(1000),
+            cgroups: vec!["/user.slice/user-1000.slice".into()],
+            ..Default::default()
+        };
+        assert!(r.matches("chrome", &a));
+        a.uid = Some(0);
+        assert!(!r.matches("chrome", &a));
+        a.uid = Some(1000);
+        a.cgroups = vec!["/user.slice2".into()];
+        assert!(!r.matches("chrome", &a));
+    }
+}

@@ -1,0 +1,93 @@
+//! The policy in force, swapped atomically on reload. Readers take an `Arc` snapshot per
+//! decision, so a reload lands between decisions, never inside one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use super::validate::{LoadError, compile, load};
+use super::{DEFAULT_TOML, Policy};
+
+pub struct PolicyStore {
+    current: RwLock<Arc<Policy>>,
+    generation: AtomicU64,
+    source: Option<PathBuf>,
+    hash: Mutex<String>,
+}
+
+/// A short content hash (FNV-1a, 64 bit) naming which text is in force. Not a security
+/// measure: it tells an operator whether the file they edited is the one running.
+pub fn content_hash(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+impl PolicyStore {
+    /// The built-in policy.
+    pub fn builtin() -> Self {
+        let policy =
+            compile(Path::new("<built-in>"), DEFAULT_TOML).expect("built-in policy is valid");
+        Self::with(policy, None, DEFAULT_TOML)
+    }
+
+    /// A policy file; an invalid one is an error (lowmemd refuses to start on it).
+    pub fn from_file(path: &Path) -> Result<Self, LoadError> {
+        let (policy, text) = load(path)?;
+        Ok(Self::with(policy, Some(path.to_owned()), &text))
+    }
+
+    fn with(policy: Policy, source: Option<PathBuf>, text: &str) -> Self {
+        PolicyStore {
+            current: RwLock::new(Arc::new(policy)),
+            generation: AtomicU64::new(1),
+            source,
+            hash: Mutex::new(content_hash(text)),
+        }
+    }
+
+    pub fn get(&self) -> Arc<Policy> {
+        self.current.read().clone()
+    }
+
+    /// Bumped on every applied reload.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn source(&self) -> Option<&Path> {
+        self.source.as_deref()
+    }
+
+    /// "FILE (hash H)" or "built-in default.toml (hash H)".
+    pub fn describe(&self) -> String {
+        let hash = self.hash.lock().clone();
+        match &self.source {
+            Some(p) => format!("{} (hash {hash})", p.display()),
+            None => format!("built-in default.toml (hash {hash})"),
+        }
+    }
+
+    /// Re-reads the file and, if it compiles, swaps it in. On any error the policy in force
+    /// stays. Returns whether the text changed (an identical file is not "reloaded").
+    pub fn reload(&self) -> Result<bool, LoadError> {
+        let Some(path) = &self.source else {
+            return Ok(false);
+        };
+        let (policy, text) = load(path)?;
+        let hash = content_hash(&text);
+        let mut current_hash = self.hash.lock();
+        if *current_hash == hash {
+            return Ok(false);
+        }
+        *self.current.write() = Arc::new(policy);
+        *current_hash = hash;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(true)
+    }
+}
