@@ -124,8 +124,10 @@ pub fn explain(p: &Policy, total_kib: Option<u64>) -> String {
         for r in &p.rules {
             let m = &r.matcher;
             let mut what = Vec::new();
-            if let Some(c) = &m.comm {
-                what.push(format!("comm {c:?}"));
+            match m.comm.as_slice() {
+                [] => {}
+                [one] => what.push(format!("comm {one:?}")),
+                many => what.push(format!("comm one of {}", many.join(", "))),
             }
             if let Some(c) = &m.cmdline {
                 what.push(format!("cmdline ~ /{}/", c.as_str()));

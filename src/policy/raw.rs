@@ -156,6 +156,48 @@ impl<'t, 'i> Table<'t, 'i> {
         }
     }
 
+    /// A string, or an array of strings (for "any of these").
+    pub fn strings(
+        &mut self,
+        doc: &mut Doc<'_>,
+        key: &'static str,
+    ) -> Option<Vec<(String, Range<usize>)>> {
+        let v = self.get(key)?;
+        let want = "a string or an array of strings";
+        match v.get_ref() {
+            DeValue::String(s) => Some(vec![(s.to_string(), v.span())]),
+            DeValue::Array(items) => {
+                let mut out = Vec::new();
+                for item in items {
+                    match item.get_ref() {
+                        DeValue::String(s) => out.push((s.to_string(), item.span())),
+                        other => {
+                            let msg = format!(
+                                "expected {want}, found an array holding {}",
+                                type_name(other)
+                            );
+                            doc.problem(&item.span(), &self.key_path(key), msg);
+                            return None;
+                        }
+                    }
+                }
+                if out.is_empty() {
+                    doc.problem(
+                        &v.span(),
+                        &self.key_path(key),
+                        "an empty list matches nothing",
+                    );
+                    return None;
+                }
+                Some(out)
+            }
+            _ => {
+                self.wrong_type(doc, key, v, want);
+                None
+            }
+        }
+    }
+
     pub fn boolean(&mut self, doc: &mut Doc<'_>, key: &'static str) -> Option<bool> {
         let v = self.get(key)?;
         match v.get_ref() {

@@ -35,8 +35,8 @@ impl Needs {
 /// All matchers of a rule must match.
 #[derive(Debug, Clone, Default)]
 pub struct Matcher {
-    /// Exact comm (≤ 15 bytes, as the kernel stores it).
-    pub comm: Option<String>,
+    /// Exact comm (≤ 15 bytes, as the kernel stores it); any of these. Empty: any comm.
+    pub comm: Vec<String>,
     pub cmdline: Option<regex_lite::Regex>,
     pub exe: Option<String>,
     pub uid: Option<u32>,
@@ -91,7 +91,7 @@ pub struct Standing {
 impl Rule {
     pub fn matches(&self, comm: &str, attrs: &Attrs) -> bool {
         let m = &self.matcher;
-        m.comm.as_deref().is_none_or(|c| c == comm)
+        (m.comm.is_empty() || m.comm.iter().any(|c| c == comm))
             && m.cmdline
                 .as_ref()
                 .is_none_or(|re| attrs.cmdline.as_deref().is_some_and(|c| re.is_match(c)))
@@ -162,7 +162,7 @@ mod tests {
         let rules = vec![
             rule(
                 Matcher {
-                    comm: Some("sshd".into()),
+                    comm: vec!["sshd".into(), "Xorg".into()],
                     ..Default::default()
                 },
                 Effect::Protect,
@@ -171,6 +171,7 @@ mod tests {
         ];
         let none = Attrs::default();
         assert!(standing(&rules, "sshd", &none, 0).protected);
+        assert!(standing(&rules, "Xorg", &none, 0).protected);
         let other = standing(&rules, "chrome", &none, 800);
         assert_eq!((other.effective_adj, other.rule), (1000, Some(1)));
         let unkillable = standing(&rules, "chrome", &none, -1000);

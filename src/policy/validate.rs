@@ -341,17 +341,18 @@ fn read_rule(doc: &mut Doc<'_>, t: &mut Table<'_, '_>, index: usize) -> Option<R
     let name = t
         .string(doc, "name")
         .map_or_else(|| format!("rule[{}]", index + 1), |(n, _)| n);
-    let comm = t.string(doc, "comm").and_then(|(c, span)| {
+    let mut comm = Vec::new();
+    for (c, span) in t.strings(doc, "comm").unwrap_or_default() {
         if c.is_empty() || c.len() > COMM_MAX {
             doc.problem(
                 &span,
                 &t.key_path("comm"),
                 format!("{c:?} can never match: the kernel keeps 1-15 bytes of a process name (use `cmdline` or `exe` for longer names)"),
             );
-            return None;
+        } else {
+            comm.push(c);
         }
-        Some(c)
-    });
+    }
     let cmdline = t
         .string(doc, "cmdline")
         .and_then(|(c, span)| match regex_lite::Regex::new(&c) {

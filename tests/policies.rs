@@ -1,0 +1,242 @@
+//! Policy files: the shipped ones validate, the built-in default is policies/default.toml,
+//! every kind of bad file gets its expected error text (golden files), and the decision and
+//! ranking keep their promises for any input (property tests).
+//!
+//! Regenerate the golden files after an intended message change with
+//! `UPDATE_GOLDEN=1 cargo test --test policies` and review the diff.
+
+use std::path::{Path, PathBuf};
+
+use lowmemd::monitor::{MemSnapshot, PsiFired, Sample};
+use lowmemd::policy::Policy;
+use lowmemd::policy::decide::decide;
+use lowmemd::policy::validate::{LoadError, load};
+use lowmemd::procs::ProcInfo;
+use lowmemd::rank::{Exclusion, RankContext, rank};
+use proptest::prelude::*;
+
+fn shipped() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir("policies")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_shipped_policy_validates() {
+    let files = shipped();
+    let names: Vec<_> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap())
+        .collect();
+    for want in [
+        "android.toml",
+        "container.toml",
+        "default.toml",
+        "desktop.toml",
+        "embedded.toml",
+    ] {
+        assert!(names.contains(&want), "policies/{want} missing: {names:?}");
+    }
+    for f in files {
+        if let Err(e) = load(&f) {
+            panic!("{} is invalid:\n{e}", f.display());
+        }
+    }
+}
+
+#[test]
+fn builtin_default_is_policies_default_toml() {
+    let (from_disk, _) = load(Path::new("policies/default.toml")).unwrap();
+    assert_eq!(Policy::default(), from_disk);
+}
+
+#[test]
+fn bad_policies_match_their_golden_errors() {
+    let dir = Path::new("tests/bad-policies");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut checked = 0;
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    inputs.sort();
+    for input in inputs {
+        let got = match load(&input) {
+            Ok(_) => panic!("{} was accepted", input.display()),
+            Err(e) => format!("{e}\n"),
+        };
+        let golden = input.with_extension("expected");
+        if update {
+            std::fs::write(&golden, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(&golden)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", golden.display()));
+        assert_eq!(got, want, "{}", input.display());
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} bad policies");
+}
+
+#[test]
+fn directories_and_huge_files_are_refused_without_reading_them() {
+    assert!(matches!(
+        load(Path::new("policies")),
+        Err(LoadError::Directory { .. })
+    ));
+    let tmp = tempfile::tempdir().unwrap();
+    let big = tmp.path().join("big.toml");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(100 << 20).unwrap();
+    let e = load(&big).unwrap_err();
+    assert!(matches!(e, LoadError::TooLarge { .. }), "{e}");
+    assert!(e.to_string().contains("big.toml"), "{e}");
+}
+
+#[test]
+fn check_command_exit_codes() {
+    let bin = env!("CARGO_BIN_EXE_lowmemd");
+    let ok = std::process::Command::new(bin)
+        .args(["check", "--explain"])
+        .args(shipped())
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        text.contains("low: kill adj ≥ 900 when available < 15 % of"),
+        "{text}"
+    );
+    assert!(text.contains("session (line"), "{text}");
+    let bad = std::process::Command::new(bin)
+        .args([
+            "check",
+            "policies/default.toml",
+            "tests/bad-policies/unknown-key.toml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains(
+            "unknown-key.toml:6:1: level[1].min_ajd: unknown key (did you mean `min_adj`?)"
+        ),
+        "{err}"
+    );
+    // `run` refuses to start on an invalid policy.
+    let run = std::process::Command::new(bin)
+        .args([
+            "run",
+            "--dry-run",
+            "--policy",
+            "tests/bad-policies/adj-range.toml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("adj-range.toml:4:11"));
+}
+
+// ---- property tests ----
+
+fn sample(policy: &Policy, avail_kib: u64, psi_fired: &[bool], thrash: Option<f64>) -> Sample {
+    Sample {
+        at_ms: 100_000,
+        mem: MemSnapshot {
+            total_kib: 1 << 20,
+            available_kib: avail_kib,
+            swap_total_kib: 0,
+            swap_free_kib: 0,
+        },
+        psi: policy
+            .psi_conditions()
+            .into_iter()
+            .enumerate()
+            .map(|(i, condition)| PsiFired {
+                condition,
+                window_ms: 2000,
+                last_fired_ms: psi_fired.get(i).copied().unwrap_or(false).then_some(99_500),
+            })
+            .collect(),
+        vmpressure_ms: None,
+        thrashing_pct: thrash,
+    }
+}
+
+/// Severity: lower level index is more severe; no decision is the least severe.
+fn severity(policy: &Policy, s: &Sample) -> usize {
+    decide(s, policy, None).map_or(usize::MAX, |d| d.level)
+}
+
+proptest! {
+    /// Less available memory, more PSI events or more thrashing never yields a milder level.
+    #[test]
+    fn decide_is_monotone(
+        which in 0usize..5,
+        avail in 0u64..(1 << 20),
+        less in 0u64..(1 << 20),
+        fired in proptest::collection::vec(any::<bool>(), 4),
+        more in proptest::collection::vec(any::<bool>(), 4),
+        thrash in 0.0f64..300.0,
+        extra in 0.0f64..300.0,
+    ) {
+        let policy = load(&shipped()[which]).unwrap().0;
+        let base = sample(&policy, avail, &fired, Some(thrash));
+        let fired2: Vec<bool> = fired.iter().zip(&more).map(|(a, b)| *a || *b).collect();
+        let worse = sample(&policy, avail.saturating_sub(less), &fired2, Some(thrash + extra));
+        prop_assert!(severity(&policy, &worse) <= severity(&policy, &base));
+    }
+
+    /// A protected process is never a candidate; prefer/avoid move a process exactly by
+    /// their amount; the candidates are ordered by effective adj.
+    #[test]
+    fn ranking_respects_rules(
+        adjs in proptest::collection::vec(-999i16..=1000, 1..40),
+        shift in 1i16..500,
+    ) {
+        let text = format!(
+            "[[level]]\nname = \"l\"\naction = \"kill\"\nmin_adj = -999\navailable_below_pct = 5\n\
+             [[rule]]\ncomm = \"keep\"\nprotect = true\n\
+             [[rule]]\ncomm = \"pref\"\nprefer = {shift}\n\
+             [[rule]]\ncomm = \"avoid\"\navoid = {shift}\n"
+        );
+        let policy = lowmemd::policy::validate::compile(Path::new("p.toml"), &text).unwrap();
+        let names = ["keep", "pref", "avoid", "plain"];
+        let procs: Vec<ProcInfo> = adjs.iter().enumerate().map(|(i, adj)| ProcInfo {
+            pid: 100 + i as i32,
+            comm: names[i % 4].to_string(),
+            state: 'S',
+            flags: 0,
+            starttime: i as u64,
+            oom_score_adj: *adj,
+            rss_kib: 1000 + i as u64,
+            swap_kib: 0,
+            attrs: Default::default(),
+        }).collect();
+        let ctx = RankContext { rules: &policy.rules, ..Default::default() };
+        let ranked = rank(procs, &ctx);
+        let mut last = i16::MAX;
+        for r in &ranked {
+            let raw = r.proc.oom_score_adj;
+            match r.proc.comm.as_str() {
+                "keep" => prop_assert_eq!(r.excluded, Some(Exclusion::Protected)),
+                "pref" => prop_assert_eq!(r.proc.effective_adj, (raw + shift).min(1000)),
+                "avoid" => prop_assert_eq!(r.proc.effective_adj, (raw - shift).max(-999)),
+                _ => prop_assert_eq!(r.proc.effective_adj, raw),
+            }
+            if r.excluded.is_none() {
+                prop_assert!(r.proc.effective_adj <= last);
+                last = r.proc.effective_adj;
+            }
+        }
+    }
+}
