@@ -28,6 +28,10 @@ struct Args {
     /// Allocation rate in MiB/s; 0 allocates as fast as possible.
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// After allocating, map this file (shared, read-only) and read every page of it over
+    /// and over: in a memcg smaller than the file, the page cache thrashes.
+    #[arg(long, value_name = "FILE")]
+    reread: Option<std::path::PathBuf>,
 }
 
 const CHUNK: usize = 1 << 20;
@@ -70,6 +74,18 @@ fn main() {
         }
     }
     say("ready");
+    if let Some(path) = &args.reread {
+        let map = match lowmemd::sys::MappedFile::open(path) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("lowmemd-workload: {}: {e}", path.display());
+                std::process::exit(2);
+            }
+        };
+        loop {
+            std::hint::black_box(map.touch_pages());
+        }
+    }
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }

@@ -45,3 +45,74 @@ pub fn has_process_mrelease() -> bool {
 pub fn has_process_madvise() -> bool {
     syscall_exists_fd_first(libc::SYS_process_madvise)
 }
+
+/// A read-only shared mapping of a whole file (for load generators that re-read mapped
+/// pages, the way programs fault in their code). Unmapped on drop.
+pub struct MappedFile {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned; reading it from another thread is as sound as
+// reading any shared immutable memory.
+unsafe impl Send for MappedFile {}
+
+impl MappedFile {
+    pub fn open(path: &std::path::Path) -> io::Result<Self> {
+        let file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len() as usize;
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty file"));
+        }
+        // SAFETY: a fresh mapping (null hint) of `len` bytes of an open file, read-only and
+        // shared; the kernel picks the address. The fd may be closed after mmap returns.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        Ok(MappedFile { ptr, len })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Reads one byte of every page (faulting it in if it was evicted); returns their sum so
+    /// the reads cannot be optimised away.
+    pub fn touch_pages(&self) -> u64 {
+        let page = rustix::param::page_size();
+        let mut sum = 0u64;
+        let mut off = 0;
+        while off < self.len {
+            // SAFETY: `off < len`, inside the mapping this value owns; volatile because the
+            // point is the page fault, not the value.
+            sum += unsafe { std::ptr::read_volatile(self.ptr.as_ptr().add(off)) } as u64;
+            off += page;
+        }
+        sum
+    }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the region mmap returned; no reference into it outlives
+        // `self` (touch_pages hands out no pointers).
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
