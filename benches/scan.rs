@@ -127,6 +127,7 @@ fn decide_pure(b: Bencher) {
         psi: Vec::new(),
         vmpressure_ms: None,
         thrashing_pct: None,
+        thrashing_since_ms: 0,
     };
     b.bench(|| black_box(decide(black_box(&sample), &policy, Some(9_000))));
 }

@@ -61,8 +61,11 @@ pub struct Sample {
     /// When a vmpressure notification last woke us (v1 memcg scopes).
     pub vmpressure_ms: Option<u64>,
     /// File refaults over the thrashing window, in percent of the file cache; `None` when
-    /// the policy does not ask or the window has not filled yet.
+    /// the policy does not ask or there is no second reading yet.
     pub thrashing_pct: Option<f64>,
+    /// When the readings behind `thrashing_pct` start: a measure that began before the last
+    /// kill still counts refaults that kill answered.
+    pub thrashing_since_ms: u64,
 }
 
 /// CLOCK_MONOTONIC in milliseconds.
@@ -128,9 +131,10 @@ pub struct ThrashMeter {
 }
 
 impl ThrashMeter {
-    /// Adds a reading at `now_ms`; returns the refaults since the oldest reading inside the
-    /// window, as a percent of the current file cache. `None` until two readings exist.
-    pub fn update(&mut self, now_ms: u64, r: Refaults, window_ms: u64) -> Option<f64> {
+    /// Adds a reading at `now_ms`; returns the refaults since the oldest reading kept (the
+    /// last one at or before the window start), as a percent of the current file cache, and
+    /// that reading's time. `None` until two readings exist.
+    pub fn update(&mut self, now_ms: u64, r: Refaults, window_ms: u64) -> Option<(f64, u64)> {
         // Keep one reading at or before the window start, so the delta covers the window.
         while self.history.len() >= 2 && self.history[1].0 + window_ms <= now_ms {
             self.history.pop_front();
@@ -144,9 +148,11 @@ impl ThrashMeter {
             self.history.clear();
         }
         self.history.push_back((now_ms, r.refault_file));
-        let (_, oldest) = *self.history.front()?;
-        (self.history.len() >= 2)
-            .then(|| (r.refault_file - oldest) as f64 * 100.0 / r.file_pages.max(1) as f64)
+        let (since, oldest) = *self.history.front()?;
+        (self.history.len() >= 2).then(|| {
+            let pct = (r.refault_file - oldest) as f64 * 100.0 / r.file_pages.max(1) as f64;
+            (pct, since)
+        })
     }
 }
 
@@ -347,7 +353,7 @@ impl Monitor {
         at_ms: u64,
         mem: MemSnapshot,
         vmpressure_ms: Option<u64>,
-        thrashing_pct: Option<f64>,
+        thrashing: Option<(f64, u64)>,
     ) -> Sample {
         Sample {
             at_ms,
@@ -363,7 +369,8 @@ impl Monitor {
                 })
                 .collect(),
             vmpressure_ms,
-            thrashing_pct,
+            thrashing_pct: thrashing.map(|t| t.0),
+            thrashing_since_ms: thrashing.map_or(0, |t| t.1),
         }
     }
 
@@ -463,7 +470,7 @@ impl Monitor {
             }
             mem.swap_free_kib =
                 effective_swap_free_kib(mem.swap_free_kib, mem.available_kib, self.zram_ratio);
-            let thrashing_pct = match (refaults, self.thrashing_window_ms) {
+            let thrashing = match (refaults, self.thrashing_window_ms) {
                 (Some(r), Some(w)) => self.thrash.update(now, r, w),
                 _ => None,
             };
@@ -485,7 +492,7 @@ impl Monitor {
             if let Some(w) = self.thrashing_window_ms {
                 interval_ms = interval_ms.min((w / 10).max(FAST_POLL_MS));
             }
-            let sample = self.sample(now, mem, last_vmp_ms, thrashing_pct);
+            let sample = self.sample(now, mem, last_vmp_ms, thrashing);
             if !send_latest(&tx, &rx, sample) {
                 return;
             }
@@ -584,10 +591,10 @@ mod tests {
             file_pages: 1000,
         };
         assert_eq!(m.update(0, r(100), 1000), None);
-        assert_eq!(m.update(500, r(300), 1000), Some(20.0));
+        assert_eq!(m.update(500, r(300), 1000), Some((20.0, 0)));
         // At 1600 the window starts at 600: the reading at 500 is the last one before it,
         // so the delta covers 500..1600.
-        assert_eq!(m.update(1600, r(400), 1000), Some(10.0));
+        assert_eq!(m.update(1600, r(400), 1000), Some((10.0, 500)));
         // A counter reset starts over.
         assert_eq!(m.update(1700, r(5), 1000), None);
     }

@@ -132,13 +132,18 @@ fn evaluate(
         }),
         c.swap_free_below_pct.is_some(),
     );
+    // Only refaults measured after the last action count: the ones before it were answered.
+    let thrash_fresh = last_action_ms.is_none_or(|t| sample.thrashing_since_ms >= t);
     check(
         c.thrashing_above_pct.and_then(|w| {
-            sample.thrashing_pct.filter(|t| *t > w).map(|t| Fired {
-                reason: Reason::Thrashing,
-                value: t,
-                threshold: w,
-            })
+            sample
+                .thrashing_pct
+                .filter(|t| thrash_fresh && *t > w)
+                .map(|t| Fired {
+                    reason: Reason::Thrashing,
+                    value: t,
+                    threshold: w,
+                })
         }),
         c.thrashing_above_pct.is_some(),
     );
@@ -227,6 +232,7 @@ mod tests {
                 .collect(),
             vmpressure_ms: None,
             thrashing_pct: None,
+            thrashing_since_ms: 0,
         }
     }
 
@@ -326,6 +332,13 @@ mod tests {
         assert_eq!(decide(&s, &p, None), None);
         let any = one_level(p.levels[0].conditions.clone(), Combine::Any);
         assert_eq!(decide(&s, &any, None).unwrap().reason, Reason::Thrashing);
+        // Measured from before the last action: not evidence of thrashing now.
+        assert_eq!(decide(&s, &any, Some(500)), None);
+        s.thrashing_since_ms = 600;
+        assert_eq!(
+            decide(&s, &any, Some(500)).unwrap().reason,
+            Reason::Thrashing
+        );
     }
 
     #[test]
