@@ -306,6 +306,19 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
     for w in warnings {
         log::warn!("{w}");
     }
+    // Handlers and the file watch go in before we say we run: a SIGHUP or an edit right
+    // after start-up must neither kill the daemon (SIGHUP's default) nor be missed.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])
+    .map_err(|e| (exit::RUNTIME, format!("installing signal handlers: {e}")))?;
+    let notify_waker = waker.clone();
+    let _watch = reload::watch(
+        store.clone(),
+        Box::new(move || monitor::wake(&*notify_waker)),
+    );
     let mem = scope
         .read_memory()
         .map_err(|e| (exit::RUNTIME, e.to_string()))?;
@@ -325,17 +338,6 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
         }
     );
 
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-    ])
-    .map_err(|e| (exit::RUNTIME, format!("installing signal handlers: {e}")))?;
-    let notify_waker = waker.clone();
-    let _watch = reload::watch(
-        store.clone(),
-        Box::new(move || monitor::wake(&*notify_waker)),
-    );
     let (tx, rx) = crossbeam_channel::bounded(1);
     let rx_monitor = rx.clone();
     let monitor = std::thread::Builder::new()

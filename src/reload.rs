@@ -23,7 +23,10 @@ pub fn reload(store: &PolicyStore, why: &str, notify: &dyn Fn()) {
             );
             notify();
         }
-        Ok(false) => log::debug!("policy reload ({why}): unchanged, {}", store.describe()),
+        Ok(false) => log::info!(
+            "policy reload ({why}): file unchanged, keeping {}",
+            store.describe()
+        ),
         Err(e) => log::error!(
             "policy reload ({why}) failed, keeping {}:\n{e}",
             store.describe()

@@ -20,13 +20,19 @@ fn mib(kib: f64) -> String {
     format!("{:.0} MiB", kib / 1024.0)
 }
 
-/// The conditions of a level in words; `total_kib` turns percentages into sizes.
+/// The conditions of a level in words; `total_kib` turns percentages into sizes; without
+/// windows (the start-up line, where the monitor reports the windows in force) PSI and
+/// thrashing are given as shares only.
 fn conditions_words(
     l: &Level,
     total_kib: Option<u64>,
-    psi_window_ms: u64,
-    thrash_window_ms: u64,
+    windows_ms: Option<(u64, u64)>,
 ) -> Vec<String> {
+    let over = |ms: Option<u64>| {
+        ms.map(|w| format!(" over {:.1} s", w as f64 / 1000.0))
+            .unwrap_or_default()
+    };
+    let (psi_window_ms, thrash_window_ms) = (windows_ms.map(|w| w.0), windows_ms.map(|w| w.1));
     let c = &l.conditions;
     let mut out = Vec::new();
     if let Some(p) = c.available_below_pct {
@@ -44,10 +50,10 @@ fn conditions_words(
     }
     for psi in [c.psi_some, c.psi_full].into_iter().flatten() {
         out.push(format!(
-            "PSI {} > {:.0} % over {:.1} s",
+            "PSI {} > {:.0} %{}",
             psi.kind.as_str(),
             psi.stall_pct,
-            psi_window_ms as f64 / 1000.0
+            over(psi_window_ms)
         ));
     }
     if let Some(p) = c.swap_free_below_pct {
@@ -55,8 +61,8 @@ fn conditions_words(
     }
     if let Some(p) = c.thrashing_above_pct {
         out.push(format!(
-            "file refaults > {p} % of the file cache over {:.1} s",
-            thrash_window_ms as f64 / 1000.0
+            "file refaults > {p} % of the file cache{}",
+            over(thrash_window_ms)
         ));
     }
     if let Some(ms) = c.pressure_after_kill_ms {
@@ -67,7 +73,7 @@ fn conditions_words(
 
 /// "critical: kill adj ≥ 0 when available<5% or psi_full>50%" — one short line per level.
 pub fn level_short(l: &Level) -> String {
-    let words = conditions_words(l, None, 1000, 1000);
+    let words = conditions_words(l, None, None);
     let join = if l.combine == Combine::All {
         " and "
     } else {
@@ -96,7 +102,7 @@ pub fn explain(p: &Policy, total_kib: Option<u64>) -> String {
         } else {
             " or "
         };
-        let words = conditions_words(l, total_kib, p.psi_window_ms, p.thrashing_window_ms);
+        let words = conditions_words(l, total_kib, Some((p.psi_window_ms, p.thrashing_window_ms)));
         let _ = writeln!(
             s,
             "  {}: {} when {}",
