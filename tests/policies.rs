@@ -169,6 +169,7 @@ fn sample(policy: &Policy, avail_kib: u64, psi_fired: &[bool], thrash: Option<f6
             .collect(),
         vmpressure_ms: None,
         thrashing_pct: thrash,
+        thrashing_since_ms: 0,
     }
 }
 

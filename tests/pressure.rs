@@ -134,7 +134,8 @@ fn calm_usage_kills_nothing() {
 
 #[test]
 fn dry_run_logs_would_kill_and_signals_nothing() {
-    let Some(mut sc) = Scenario::start("dryrun", LIMIT_MIB, &["--dry-run"]) else {
+    let Some(mut sc) = Scenario::start("dryrun", LIMIT_MIB, &[std::ffi::OsStr::new("--dry-run")])
+    else {
         return;
     };
     let cg = &sc.cg;

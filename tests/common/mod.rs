@@ -155,9 +155,22 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// Spawns a workload in `cg` and waits for it to report `ready` when `wait_ready`.
+    /// Spawns a workload in `cg` that allocates `mib` MiB at `rate` MiB/s (0: at once).
     pub fn spawn(cg: &TestCgroup, name: &str, adj: i32, mib: u64, rate: u64) -> Workload {
+        Self::spawn_with(cg, name, adj, mib, rate, &[])
+    }
+
+    /// [`Workload::spawn`] with more lowmemd-workload arguments (e.g. `--reread FILE`).
+    pub fn spawn_with(
+        cg: &TestCgroup,
+        name: &str,
+        adj: i32,
+        mib: u64,
+        rate: u64,
+        extra: &[&std::ffi::OsStr],
+    ) -> Workload {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lowmemd-workload"));
+        cmd.args(extra);
         for f in cg.procs_files() {
             cmd.arg("--cgroup-procs").arg(f);
         }
@@ -221,7 +234,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `lowmemd run --cgroup <cg> --event-log <tmp> <extra>` and waits for its
     /// start-up line.
-    pub fn start(cg: &TestCgroup, extra: &[&str]) -> Daemon {
+    pub fn start(cg: &TestCgroup, extra: &[&std::ffi::OsStr]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let events = dir.path().join("events.jsonl");
         let mut child = Command::new(env!("CARGO_BIN_EXE_lowmemd"))
@@ -258,6 +271,38 @@ impl Daemon {
         d
     }
 
+    /// Whether some stderr line contains `needle`, waiting up to `timeout` for it.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self
+                .stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(needle))
+            {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        if let Some(p) = Pid::from_raw(self.child.id() as i32)
+            && let Ok(fd) = pidfd_open(p, PidfdFlags::empty())
+        {
+            let _ = pidfd_send_signal(&fd, sig);
+        }
+    }
+
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// The events logged so far.
     pub fn events(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.events)
@@ -271,11 +316,7 @@ impl Daemon {
 
     /// SIGTERM and wait; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
-        if let Some(p) = Pid::from_raw(self.child.id() as i32)
-            && let Ok(fd) = pidfd_open(p, PidfdFlags::empty())
-        {
-            let _ = pidfd_send_signal(&fd, Signal::TERM);
-        }
+        self.signal(Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -306,7 +347,7 @@ pub struct Scenario {
 
 impl Scenario {
     /// `None` when this machine cannot run real-kernel tests (locally; in CI it panics).
-    pub fn start(name: &str, limit_mib: u64, daemon_args: &[&str]) -> Option<Scenario> {
+    pub fn start(name: &str, limit_mib: u64, daemon_args: &[&std::ffi::OsStr]) -> Option<Scenario> {
         let serial = serial();
         if !real_kernel_available(name) {
             return None;
