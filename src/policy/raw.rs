@@ -225,19 +225,7 @@ impl<'t, 'i> Table<'t, 'i> {
                 return None;
             }
         };
-        match n {
-            Some(n) if range.contains(&n) => Some(n),
-            _ => {
-                let msg = format!(
-                    "{} is out of range: use {}..={} ({unit})",
-                    v.get_ref().integer_text(),
-                    range.start(),
-                    range.end()
-                );
-                doc.problem(&v.span(), &self.key_path(key), msg);
-                None
-            }
-        }
+        self.in_range(doc, key, v, n, range, unit)
     }
 
     /// A number (integer or float) in `range`.
@@ -259,12 +247,25 @@ impl<'t, 'i> Table<'t, 'i> {
                 return None;
             }
         };
+        self.in_range(doc, key, v, n, range, unit)
+    }
+
+    /// `n` if it parsed and lies in `range`; otherwise a problem that names the valid range.
+    fn in_range<T: PartialOrd + std::fmt::Display>(
+        &self,
+        doc: &mut Doc<'_>,
+        key: &str,
+        v: &Spanned<DeValue<'_>>,
+        n: Option<T>,
+        range: RangeInclusive<T>,
+        unit: &str,
+    ) -> Option<T> {
         match n {
             Some(n) if range.contains(&n) => Some(n),
             _ => {
                 let msg = format!(
                     "{} is out of range: use {}..={} ({unit})",
-                    v.get_ref().integer_text(),
+                    v.get_ref().value_text(),
                     range.start(),
                     range.end()
                 );
@@ -328,12 +329,12 @@ impl<'t, 'i> Table<'t, 'i> {
     }
 }
 
-trait IntegerText {
-    fn integer_text(&self) -> String;
+trait ValueText {
+    fn value_text(&self) -> String;
 }
 
-impl IntegerText for DeValue<'_> {
-    fn integer_text(&self) -> String {
+impl ValueText for DeValue<'_> {
+    fn value_text(&self) -> String {
         match self {
             DeValue::Integer(i) => i.to_string(),
             DeValue::Float(f) => f.to_string(),

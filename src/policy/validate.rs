@@ -373,17 +373,12 @@ fn read_rule(doc: &mut Doc<'_>, t: &mut Table<'_, '_>, index: usize) -> Option<R
                 None
             }
         });
-    let exe = t.string(doc, "exe").and_then(|(e, span)| {
-        if !e.starts_with('/') {
-            doc.problem(
-                &span,
-                &t.key_path("exe"),
-                format!("{e:?}: use an absolute path, as /proc/PID/exe shows it"),
-            );
-            return None;
-        }
-        Some(e)
-    });
+    let exe = absolute(
+        doc,
+        t,
+        "exe",
+        "use an absolute path, as /proc/PID/exe shows it",
+    );
     let mut uid = t
         .int(doc, "uid", 0..=u32::MAX as i64, "user id")
         .map(|u| u as u32);
@@ -400,17 +395,12 @@ fn read_rule(doc: &mut Doc<'_>, t: &mut Table<'_, '_>, index: usize) -> Option<R
             ),
         }
     }
-    let cgroup = t.string(doc, "cgroup").and_then(|(c, span)| {
-        if !c.starts_with('/') {
-            doc.problem(
-                &span,
-                &t.key_path("cgroup"),
-                format!("{c:?}: use a path as in /proc/PID/cgroup, starting with '/'"),
-            );
-            return None;
-        }
-        Some(c)
-    });
+    let cgroup = absolute(
+        doc,
+        t,
+        "cgroup",
+        "use a path as in /proc/PID/cgroup, starting with '/'",
+    );
     let matcher = Matcher {
         comm,
         cmdline,
@@ -472,6 +462,21 @@ fn read_rule(doc: &mut Doc<'_>, t: &mut Table<'_, '_>, index: usize) -> Option<R
             None
         }
     }
+}
+
+/// A string key that must hold an absolute path; `hint` says what would be valid.
+fn absolute(
+    doc: &mut Doc<'_>,
+    t: &mut Table<'_, '_>,
+    key: &'static str,
+    hint: &str,
+) -> Option<String> {
+    let (v, span) = t.string(doc, key)?;
+    if v.starts_with('/') {
+        return Some(v);
+    }
+    doc.problem(&span, &t.key_path(key), format!("{v:?}: {hint}"));
+    None
 }
 
 /// The uid of `user` from /etc/passwd.
