@@ -6,6 +6,7 @@ use rustix::io::Errno;
 use rustix::process::{Signal, pidfd_send_signal};
 
 use crate::caps::KernelCaps;
+use crate::procs::is_gone;
 use crate::target::Target;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,4 +48,39 @@ pub fn kill(target: &Target, caps: &KernelCaps) -> Result<Reap, ActError> {
             Ok(Reap::NotReleased)
         }
     }
+}
+
+/// What a page-out did, as the kernel reported it (what it freed is measured by the caller).
+#[derive(Debug, Default)]
+pub struct PageoutCalls {
+    /// Bytes the kernel accepted (short counts included).
+    pub advised_bytes: u64,
+    pub calls: u32,
+    /// The process exited meanwhile.
+    pub exited: bool,
+    /// The kernel refused us (EPERM: no CAP_SYS_NICE; EACCES: no ptrace access): the tier
+    /// cannot work and should be switched off.
+    pub refused: Option<std::io::Error>,
+}
+
+/// Asks the kernel to page out `batches` (each one process_madvise call) of the pinned
+/// victim. A mapping that changed since smaps was read (EINVAL, ENOMEM) costs only its call.
+pub fn pageout(target: &Target, batches: &[Vec<(u64, u64)>]) -> PageoutCalls {
+    let mut out = PageoutCalls::default();
+    for batch in batches {
+        out.calls += 1;
+        match crate::sys::process_madvise_pageout(target.as_fd(), batch) {
+            Ok(n) => out.advised_bytes += n as u64,
+            Err(e) if is_gone(&e) => {
+                out.exited = true;
+                break;
+            }
+            Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::PERM | Errno::ACCESS)) => {
+                out.refused = Some(e);
+                break;
+            }
+            Err(e) => log::debug!("process_madvise(pid {}): {e}", target.proc.pid),
+        }
+    }
+    out
 }

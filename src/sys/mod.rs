@@ -24,6 +24,40 @@ pub fn process_mrelease(pidfd: BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
+/// `process_madvise(2)` (Linux 5.10) with `MADV_PAGEOUT` (5.4) on address ranges of the
+/// process behind `pidfd`. Returns the bytes the kernel processed: a short count is a
+/// partial success (it stopped at a range it could not handle), not an error.
+///
+/// The ranges are addresses in the *target's* address space; they are passed to the kernel
+/// as numbers and never dereferenced here.
+pub fn process_madvise_pageout(pidfd: BorrowedFd<'_>, ranges: &[(u64, u64)]) -> io::Result<usize> {
+    let iov: Vec<libc::iovec> = ranges
+        .iter()
+        .map(|&(start, len)| libc::iovec {
+            iov_base: start as usize as *mut libc::c_void,
+            iov_len: len as usize,
+        })
+        .collect();
+    // SAFETY: `iov` is a live, properly aligned array of `iov.len()` iovecs for the duration
+    // of the call; the kernel only reads it. The addresses inside are interpreted in the
+    // target process (via the pidfd), not ours, so their values cannot corrupt our memory.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_process_madvise,
+            pidfd.as_raw_fd(),
+            iov.as_ptr(),
+            iov.len(),
+            libc::MADV_PAGEOUT,
+            0u32,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
 /// Whether the kernel implements syscall `nr`, asked without side effects: the call is made
 /// with an invalid fd (-1), so a kernel that has it answers `EBADF` and one that lacks it
 /// answers `ENOSYS`. Only for syscalls whose first argument is an fd and that validate it
