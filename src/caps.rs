@@ -24,6 +24,35 @@ pub struct KernelCaps {
     pub process_madvise: bool,
     /// Effective capability set of lowmemd.
     pub cap_eff: u64,
+    /// Active swap devices and files.
+    pub swaps: Vec<SwapDevice>,
+}
+
+/// One line of /proc/swaps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SwapDevice {
+    pub name: String,
+    pub size_kib: u64,
+    pub used_kib: u64,
+    /// Compressed RAM (zram): swapping there costs RAM too, only less.
+    pub zram: bool,
+}
+
+/// Parses /proc/swaps (header line, then `name type size used priority`).
+pub fn parse_swaps(text: &str) -> Vec<SwapDevice> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let name = (*f.first()?).to_string();
+            Some(SwapDevice {
+                zram: name.starts_with("/dev/zram"),
+                size_kib: f.get(2)?.parse().ok()?,
+                used_kib: f.get(3)?.parse().ok()?,
+                name,
+            })
+        })
+        .collect()
 }
 
 impl KernelCaps {
@@ -42,7 +71,42 @@ impl KernelCaps {
                 .ok()
                 .and_then(|s| parse_cap_eff(&s))
                 .unwrap_or(0),
+            swaps: parse_swaps(&std::fs::read_to_string("/proc/swaps").unwrap_or_default()),
         }
+    }
+
+    /// Why the page-out tier cannot work here, if it cannot.
+    pub fn pageout_unavailable(&self) -> Option<String> {
+        if !self.process_madvise {
+            Some(format!(
+                "kernel {} lacks process_madvise (Linux 5.10+)",
+                self.kernel_release
+            ))
+        } else if !self.has_cap(CAP_SYS_NICE) {
+            Some("process_madvise needs CAP_SYS_NICE".into())
+        } else {
+            None
+        }
+    }
+
+    /// "none", or each device with its kind and use.
+    pub fn swap_summary(&self) -> String {
+        if self.swaps.is_empty() {
+            return "none".into();
+        }
+        self.swaps
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} ({}, {} MiB, {} MiB used)",
+                    d.name,
+                    if d.zram { "zram" } else { "disk" },
+                    d.size_kib / 1024,
+                    d.used_kib / 1024
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     pub fn has_cap(&self, cap: u32) -> bool {
@@ -53,14 +117,16 @@ impl KernelCaps {
     pub fn summary(&self) -> String {
         let yn = |b: bool| if b { "yes" } else { "no" };
         format!(
-            "kernel {}: psi={} pidfd={} process_mrelease={} process_madvise={} CAP_KILL={} CAP_SYS_RESOURCE={}",
+            "kernel {}: psi={} pidfd={} process_mrelease={} process_madvise={} CAP_KILL={} CAP_SYS_NICE={} CAP_SYS_RESOURCE={}; swap: {}",
             self.kernel_release,
             yn(self.psi),
             yn(self.pidfd),
             yn(self.process_mrelease),
             yn(self.process_madvise),
             yn(self.has_cap(CAP_KILL)),
+            yn(self.has_cap(CAP_SYS_NICE)),
             yn(self.has_cap(CAP_SYS_RESOURCE)),
+            self.swap_summary(),
         )
     }
 }
@@ -86,6 +152,7 @@ mod tests {
             process_mrelease: true,
             process_madvise: true,
             cap_eff: c,
+            swaps: Vec::new(),
         };
         assert!(caps.has_cap(CAP_KILL));
         assert_eq!(
@@ -93,5 +160,15 @@ mod tests {
             Some(1 << CAP_KILL)
         );
         assert_eq!(parse_cap_eff("CapEff:\tzz\n"), None);
+    }
+
+    #[test]
+    fn swaps_tell_zram_from_disk() {
+        let t = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n/dev/zram0 partition\t524284\t1024\t100\n/swapfile file 1048572 0 -2\n";
+        let s = parse_swaps(t);
+        assert_eq!(s.len(), 2);
+        assert!(s[0].zram && !s[1].zram);
+        assert_eq!((s[0].size_kib, s[0].used_kib), (524284, 1024));
+        assert!(parse_swaps("Filename Type Size Used Priority\n").is_empty());
     }
 }

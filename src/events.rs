@@ -44,6 +44,39 @@ pub struct ActionEvent {
     pub available_after_kib: Option<u64>,
 }
 
+/// One page-out. Field names are a public interface (documented in the README).
+#[derive(Debug, Clone, Serialize)]
+pub struct PageoutEvent {
+    pub ts_ms: u64,
+    /// Always `pageout`.
+    pub action: &'static str,
+    pub pid: i32,
+    pub comm: String,
+    pub oom_score_adj: i16,
+    pub effective_adj: i16,
+    pub rule: Option<String>,
+    /// Resident size of the ranges asked for (from smaps), this event.
+    pub requested_kib: u64,
+    /// Resident memory the process lost, measured (RssAnon + RssFile + RssShmem before −
+    /// after): what the kernel really reclaimed, not what it accepted.
+    pub freed_kib: u64,
+    pub rss_anon_before_kib: u64,
+    pub rss_anon_after_kib: u64,
+    pub rss_file_before_kib: u64,
+    pub rss_file_after_kib: u64,
+    /// Growth of the process's swapped-out memory (anonymous pages sent to swap).
+    pub swap_delta_kib: u64,
+    /// The scope's available memory before and after.
+    pub scope_available_before_kib: u64,
+    pub scope_available_after_kib: Option<u64>,
+    /// More of this process is left for the next event (the per-event cap was reached).
+    pub unfinished: bool,
+    pub duration_ms: u64,
+    pub reason: &'static str,
+    pub condition: String,
+    pub level: String,
+}
+
 /// Where events go: nowhere, stdout, or an appended file.
 pub struct EventLog {
     out: Option<Mutex<Box<dyn Write + Send>>>,

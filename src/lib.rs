@@ -11,6 +11,7 @@ pub mod confirm;
 pub mod events;
 pub mod logger;
 pub mod monitor;
+pub mod pageout;
 pub mod pipeline;
 pub mod policy;
 pub mod procs;

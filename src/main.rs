@@ -345,7 +345,8 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
         .spawn(move || mon.run(tx, rx_monitor))
         .map_err(|e| (exit::RUNTIME, e.to_string()))?;
     let cache_capacity = lowmemd::procs::cache_capacity(lowmemd::procs::raise_fd_limit());
-    let pipeline = Pipeline::new(
+    let pageout_off = caps.pageout_unavailable();
+    let mut pipeline = Pipeline::new(
         scope,
         store.clone(),
         caps,
@@ -353,6 +354,9 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
         events,
         cache_capacity,
     );
+    if let Some(why) = pageout_off {
+        pipeline.disable_pageout(why);
+    }
     let pipeline = std::thread::Builder::new()
         .name("pipeline".into())
         .spawn(move || pipeline.run(rx))

@@ -2,6 +2,7 @@
 //! time. Runs on its own thread, fed samples by the monitor. The policy is taken from the
 //! store once per sample, so a reload lands between decisions.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
@@ -9,16 +10,36 @@ use crossbeam_channel::Receiver;
 use crate::act;
 use crate::caps::KernelCaps;
 use crate::confirm::{self, Outcome};
-use crate::events::{ActionEvent, EventLog, wall_ms};
+use crate::events::{ActionEvent, EventLog, PageoutEvent, wall_ms};
 use crate::monitor::{Sample, monotonic_ms};
+use crate::pageout::{self, Region};
 use crate::policy::decide::{Decision, decide};
 use crate::policy::rules::{self, Effect, standing};
 use crate::policy::store::PolicyStore;
-use crate::policy::{Action, Policy};
+use crate::policy::{Action, Level, Policy};
 use crate::procs::ProcCache;
+use crate::procs::{ProcError, ProcRoot};
 use crate::rank::{RankContext, RankedProc, candidates};
 use crate::scope::Scope;
 use crate::target::{self, PinError, Target};
+
+/// A page-out that freed less than this found nothing worth the work (binary text, a few
+/// pages): the process is not tried again until it grows.
+const PAGEOUT_NOTHING_KIB: u64 = 1024;
+/// Bytes per process_madvise call: bounds how long one call holds the target's mmap lock.
+const PAGEOUT_CALL_BYTES: u64 = 32 << 20;
+/// The kernel takes at most this many iovecs per call (UIO_MAXIOV).
+const MAX_IOV: usize = 1024;
+
+/// What was done to one incarnation last time it was paged out.
+#[derive(Debug, Clone, Copy)]
+struct PageoutRecord {
+    at_ms: u64,
+    rss_after_kib: u64,
+    freed_kib: u64,
+    /// Bytes of its plan already advised, when an event's cap stopped part-way.
+    cursor_bytes: u64,
+}
 
 /// How long an empty candidate list silences a level: rescanning /proc every 10 ms for
 /// nothing would burn the CPU the machine is short of.
@@ -37,6 +58,8 @@ pub struct Counters {
     /// The victim's rule standing changed between ranking and pinning (e.g. after exec).
     pub skipped_changed: u64,
     pub kill_errors: u64,
+    pub pageouts: u64,
+    pub pageout_freed_kib: u64,
 }
 
 pub struct Pipeline {
@@ -54,6 +77,10 @@ pub struct Pipeline {
     procs: ProcCache,
     /// Per level name: no rescan before this time after a scan found nothing to kill.
     empty_until_ms: Vec<(String, u64)>,
+    /// Per incarnation (pid, starttime): the last page-out.
+    pageouts: HashMap<(i32, u64), PageoutRecord>,
+    /// Why the page-out tier is off, if it is (said once).
+    pageout_off: Option<String>,
     pub counters: Counters,
 }
 
@@ -78,7 +105,19 @@ impl Pipeline {
             last_action_ms: None,
             recent: Vec::new(),
             empty_until_ms: Vec::new(),
+            pageouts: HashMap::new(),
+            pageout_off: None,
             counters: Counters::default(),
+        }
+    }
+
+    /// Switches the page-out tier off for good, with the reason (logged once).
+    pub fn disable_pageout(&mut self, why: String) {
+        if self.pageout_off.is_none() {
+            log::warn!(
+                "page-out tier disabled: {why}; levels with action \"pageout\" do nothing, kill levels still apply"
+            );
+            self.pageout_off = Some(why);
         }
     }
 
@@ -106,7 +145,8 @@ impl Pipeline {
             .empty_until_ms
             .iter()
             .any(|(name, until)| *name == level.name && sample.at_ms < *until);
-        if level.action == Action::None || silenced {
+        let pageout_off = level.action == Action::Pageout && self.pageout_off.is_some();
+        if level.action == Action::None || silenced || pageout_off {
             return;
         }
         for _ in 0..level.max_victims {
@@ -139,8 +179,134 @@ impl Pipeline {
                 self.empty_until_ms.push((name, now + EMPTY_BACKOFF_MS));
                 return;
             };
-            self.act(&policy, &decision, &sample, &fresh, target);
+            match decision.level(&policy).action {
+                Action::Pageout => self.page_out(&policy, &decision, &fresh, target),
+                _ => self.act(&policy, &decision, &sample, &fresh, target),
+            }
         }
+    }
+
+    /// A page-out candidate: never paged out, or part-way through, or left alone long enough,
+    /// or grown back since. One that yielded nothing waits until it grows.
+    fn pageout_eligible(&self, p: &RankedProc, level: &Level, now: u64) -> bool {
+        let Some(r) = self.pageouts.get(&(p.pid, p.starttime)) else {
+            return true;
+        };
+        let grown =
+            p.rss_kib as f64 > r.rss_after_kib as f64 * (1.0 + level.pageout.regrow_pct / 100.0);
+        if r.cursor_bytes > 0 {
+            return true;
+        }
+        if r.freed_kib < PAGEOUT_NOTHING_KIB {
+            return grown;
+        }
+        grown || now.saturating_sub(r.at_ms) >= level.pageout.again_after_ms
+    }
+
+    /// Pages out what the kernel can reclaim of the pinned `target`, up to the level's
+    /// per-event cap, and measures what really left RAM.
+    fn page_out(&mut self, policy: &Policy, decision: &Decision, fresh: &Sample, target: Target) {
+        let level = decision.level(policy);
+        let p = target.proc.clone();
+        let key = (p.pid, p.starttime);
+        let started = monotonic_ms();
+        let proc = &self.scope.proc;
+        let (before, regions) = match (proc.mem_detail(p.pid), read_smaps(proc, p.pid)) {
+            (Ok(b), Ok(r)) => (b, r),
+            (Err(e), _) | (_, Err(e)) => {
+                log::debug!("page-out of pid {} skipped: {e}", p.pid);
+                return;
+            }
+        };
+        let page = rustix::param::page_size() as u64;
+        let planned = pageout::plan(&regions, self.scope.swap_active(), page);
+        let ranges: Vec<(u64, u64)> = planned.iter().map(|&(s, l, _)| (s, l)).collect();
+        let total_bytes: u64 = ranges.iter().map(|r| r.1).sum();
+        let cursor = self.pageouts.get(&key).map_or(0, |r| r.cursor_bytes);
+        let cap = level.pageout.max_kib_per_event * 1024;
+        let batches = pageout::batches(&ranges, cursor, PAGEOUT_CALL_BYTES, cap, MAX_IOV, page);
+        let this_event: u64 = batches.iter().flatten().map(|r| r.1).sum();
+        let requested_kib = planned_resident_kib(&planned, cursor, this_event);
+        // A dry run plans and reports, and advises nothing.
+        let calls = if self.dry_run {
+            act::PageoutCalls::default()
+        } else {
+            act::pageout(&target, &batches)
+        };
+        if let Some(e) = calls.refused {
+            self.disable_pageout(format!("process_madvise refused ({e}): it needs CAP_SYS_NICE and ptrace access to the target"));
+            return;
+        }
+        let after = proc.mem_detail(p.pid).unwrap_or_default();
+        let end = monotonic_ms();
+        let freed_kib = before.resident_kib().saturating_sub(after.resident_kib());
+        let next_cursor = cursor + this_event;
+        let unfinished = !calls.exited && next_cursor < total_bytes;
+        self.pageouts.insert(
+            key,
+            PageoutRecord {
+                at_ms: end,
+                rss_after_kib: after.resident_kib(),
+                freed_kib,
+                cursor_bytes: if unfinished { next_cursor } else { 0 },
+            },
+        );
+        // Forget incarnations not seen for a long time (exited ones never come back).
+        let horizon = 10 * level.pageout.again_after_ms.max(60_000);
+        self.pageouts
+            .retain(|_, r| end.saturating_sub(r.at_ms) < horizon);
+        self.counters.pageouts += 1;
+        self.counters.pageout_freed_kib += freed_kib;
+        let available_after = self.scope.read_memory().ok().map(|m| m.available_kib);
+        let event = PageoutEvent {
+            ts_ms: wall_ms(),
+            action: if self.dry_run {
+                "would_pageout"
+            } else {
+                "pageout"
+            },
+            pid: p.pid,
+            comm: p.comm.clone(),
+            oom_score_adj: p.oom_score_adj,
+            effective_adj: p.effective_adj,
+            rule: p.rule.clone(),
+            requested_kib,
+            freed_kib,
+            rss_anon_before_kib: before.rss_anon_kib,
+            rss_anon_after_kib: after.rss_anon_kib,
+            rss_file_before_kib: before.rss_file_kib,
+            rss_file_after_kib: after.rss_file_kib,
+            swap_delta_kib: after.swap_kib.saturating_sub(before.swap_kib),
+            scope_available_before_kib: fresh.mem.available_kib,
+            scope_available_after_kib: available_after,
+            unfinished,
+            duration_ms: end.saturating_sub(started),
+            reason: decision.reason.as_str(),
+            condition: decision.fired.to_string(),
+            level: level.name.clone(),
+        };
+        let verdict = if self.dry_run {
+            " (dry run: nothing advised)"
+        } else if freed_kib < PAGEOUT_NOTHING_KIB {
+            " — nothing worth it: not again until it grows"
+        } else {
+            ""
+        };
+        log::warn!(
+            "paged out pid {} ({}) adj {}: {} KiB freed of {} KiB asked in {} ms ({} at level {}: {}){}",
+            p.pid,
+            p.comm,
+            p.effective_adj,
+            freed_kib,
+            requested_kib,
+            event.duration_ms,
+            event.reason,
+            level.name,
+            event.condition,
+            verdict
+        );
+        self.events.record(&event);
+        self.last_action_ms = Some(end);
     }
 
     /// Ranks the scope's processes and pins the first candidate that is still itself.
@@ -173,7 +339,11 @@ impl Pipeline {
             recent: &recent,
             rules: &policy.rules,
         };
-        let cands: Vec<RankedProc> = candidates(scan.procs, &ctx);
+        let now = fresh.at_ms;
+        let cands: Vec<RankedProc> = candidates(scan.procs, &ctx)
+            .into_iter()
+            .filter(|c| level.action != Action::Pageout || self.pageout_eligible(c, level, now))
+            .collect();
         if cands.is_empty() {
             log::warn!(
                 "level {} ({}) fired but no process in scope has an effective oom_score_adj >= {}",
@@ -320,4 +490,29 @@ impl Pipeline {
         self.events.record(&event);
         self.last_action_ms = Some(end);
     }
+}
+
+/// The victim's mappings with their resident sizes and flags.
+fn read_smaps(proc: &ProcRoot, pid: i32) -> Result<Vec<Region>, ProcError> {
+    let path = proc.file(pid, "smaps");
+    let file = std::fs::File::open(&path).map_err(|e| ProcError::Io {
+        path: path.clone(),
+        source: e,
+    })?;
+    pageout::parse_smaps(std::io::BufReader::new(file))
+        .map_err(|what| ProcError::Malformed { path, what })
+}
+
+/// The resident KiB inside the planned ranges that this event covers (bytes `cursor` to
+/// `cursor + len` of the plan), assuming residency spread evenly within each range.
+fn planned_resident_kib(planned: &[(u64, u64, u64)], cursor: u64, len: u64) -> u64 {
+    let (mut at, mut kib) = (0u64, 0f64);
+    for &(_, bytes, rss_kib) in planned {
+        let (lo, hi) = (at.max(cursor), (at + bytes).min(cursor + len));
+        if hi > lo {
+            kib += rss_kib as f64 * (hi - lo) as f64 / bytes as f64;
+        }
+        at += bytes;
+    }
+    kib.round() as u64
 }

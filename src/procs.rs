@@ -68,6 +68,39 @@ impl ProcInfo {
     }
 }
 
+/// Where a process's memory is, from `/proc/PID/status` (read for one process at a time:
+/// before and after a page-out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemDetail {
+    pub rss_anon_kib: u64,
+    pub rss_file_kib: u64,
+    pub rss_shmem_kib: u64,
+    pub swap_kib: u64,
+}
+
+impl MemDetail {
+    pub fn resident_kib(&self) -> u64 {
+        self.rss_anon_kib + self.rss_file_kib + self.rss_shmem_kib
+    }
+
+    /// Parses the `Rss*` and `VmSwap` lines of a status file.
+    pub fn parse(status: &str) -> MemDetail {
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        MemDetail {
+            rss_anon_kib: kib("RssAnon:"),
+            rss_file_kib: kib("RssFile:"),
+            rss_shmem_kib: kib("RssShmem:"),
+            swap_kib: kib("VmSwap:"),
+        }
+    }
+}
+
 /// The few fields of `/proc/PID/stat` we use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatLite {
@@ -204,6 +237,14 @@ impl ProcRoot {
                 .collect();
         }
         a
+    }
+
+    /// Where `pid`'s memory is (resident anon/file/shmem, swapped).
+    pub fn mem_detail(&self, pid: i32) -> Result<MemDetail, ProcError> {
+        let path = self.file(pid, "status");
+        let mut buf = Vec::new();
+        read_into(&path, pid, &mut buf)?;
+        Ok(MemDetail::parse(&String::from_utf8_lossy(&buf)))
     }
 
     /// Reads and parses `/proc/PID/stat`.
@@ -608,6 +649,16 @@ mod tests {
         assert_eq!(parse_adj(b"1001\n"), None);
         assert_eq!(parse_adj(b"x\n"), None);
         assert_eq!(parse_adj(b""), None);
+    }
+
+    #[test]
+    fn mem_detail_from_status() {
+        let d = MemDetail::parse(
+            "Name:\tx\nRssAnon:\t  100 kB\nRssFile:\t 2000 kB\nRssShmem:\t 3 kB\nVmSwap:\t 50 kB\n",
+        );
+        assert_eq!(d.resident_kib(), 2103);
+        assert_eq!(d.swap_kib, 50);
+        assert_eq!(MemDetail::parse("garbage"), MemDetail::default());
     }
 
     #[test]

@@ -174,6 +174,12 @@ impl Scope {
         }
     }
 
+    /// Whether the machine has swap with room in it (swap is system-wide even for a memcg
+    /// scope): anonymous memory can only be paged out to swap.
+    pub fn swap_active(&self) -> bool {
+        read_meminfo(&self.proc).is_ok_and(|m| m.swap_total_kib > 0 && m.swap_free_kib > 0)
+    }
+
     /// The pressure file PSI triggers go on, if the kernel has one for this scope.
     pub fn psi_path(&self) -> Option<PathBuf> {
         match &self.cgroup {

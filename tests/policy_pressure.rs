@@ -6,11 +6,10 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Scenario, Workload, actions};
+use common::{ColdFile, Scenario, Workload, actions};
 use rustix::process::Signal;
 
 const LIMIT_MIB: u64 = 256;
@@ -79,21 +78,6 @@ fn rules_protect_and_prefer_change_the_kill_order() {
     assert_eq!(sc.cg.oom_kills(), 0);
 }
 
-/// A file twice the memcg's size, written outside the memcg and dropped from the page cache,
-/// so the workload's reads fault it in (and evict it) inside the memcg.
-fn cold_file(mib: usize) -> PathBuf {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("lowmemd-reread-{}.bin", std::process::id()));
-    let mut f = std::fs::File::create(&path).unwrap();
-    let chunk = vec![0x5au8; 1 << 20];
-    for _ in 0..mib {
-        f.write_all(&chunk).unwrap();
-    }
-    f.sync_all().unwrap();
-    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-    path
-}
-
 #[test]
 fn thrashing_condition_kills_a_page_cache_thrasher() {
     let dir = tempfile::tempdir().unwrap();
@@ -107,14 +91,8 @@ fn thrashing_condition_kills_a_page_cache_thrasher() {
     else {
         return;
     };
-    let file = cold_file(128);
-    struct Remove(PathBuf);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let _file = Remove(file.clone());
+    // Twice the memcg's size: it can never all stay cached.
+    let file = ColdFile::new("reread", 128);
     let mut small = Workload::spawn(&sc.cg, "small", 0, 4, 0);
     assert!(small.wait_ready());
     let mut reader = Workload::spawn_with(
@@ -123,7 +101,7 @@ fn thrashing_condition_kills_a_page_cache_thrasher() {
         0,
         4,
         0,
-        &[OsStr::new("--reread"), file.as_os_str()],
+        &[OsStr::new("--reread"), file.0.as_os_str()],
     );
     assert!(reader.wait_ready());
     let died = reader.wait_dead(Duration::from_secs(20));

@@ -30,8 +30,13 @@ struct Args {
     rate: u64,
     /// After allocating, map this file (shared, read-only) and read every page of it over
     /// and over: in a memcg smaller than the file, the page cache thrashes.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "hold_file")]
     reread: Option<std::path::PathBuf>,
+    /// After allocating, read this file twice (so its pages land on the *active* file list,
+    /// which neither the kernel nor lowmemd counts as cheaply reclaimable), then map it
+    /// shared and hold the mapping: hot file pages that only a page-out gives back.
+    #[arg(long, value_name = "FILE")]
+    hold_file: Option<std::path::PathBuf>,
 }
 
 const CHUNK: usize = 1 << 20;
@@ -73,15 +78,30 @@ fn main() {
             }
         }
     }
-    say("ready");
-    if let Some(path) = &args.reread {
-        let map = match lowmemd::sys::MappedFile::open(path) {
-            Ok(m) => m,
-            Err(e) => {
+    if let Some(path) = &args.hold_file {
+        for _ in 0..2 {
+            let copied = std::fs::File::open(path)
+                .and_then(|mut f| std::io::copy(&mut f, &mut std::io::sink()));
+            if let Err(e) = copied {
                 eprintln!("lowmemd-workload: {}: {e}", path.display());
                 std::process::exit(2);
             }
-        };
+        }
+    }
+    let map = args
+        .reread
+        .as_ref()
+        .or(args.hold_file.as_ref())
+        .map(|path| {
+            let map = lowmemd::sys::MappedFile::open(path).unwrap_or_else(|e| {
+                eprintln!("lowmemd-workload: {}: {e}", path.display());
+                std::process::exit(2);
+            });
+            std::hint::black_box(map.touch_pages());
+            map
+        });
+    say("ready");
+    if let (Some(map), true) = (&map, args.reread.is_some()) {
         loop {
             std::hint::black_box(map.touch_pages());
         }

@@ -12,6 +12,12 @@ fn action_words(l: &Level) -> String {
             l.max_victims, l.min_adj
         ),
         Action::Kill => format!("kill adj ≥ {}", l.min_adj),
+        Action::Pageout => format!(
+            "page out up to {} processes with adj ≥ {} (at most {} MiB per event)",
+            l.max_victims,
+            l.min_adj,
+            l.pageout.max_kib_per_event / 1024
+        ),
         Action::None => "log only".to_string(),
     }
 }

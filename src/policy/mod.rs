@@ -93,8 +93,32 @@ impl Reason {
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Kill,
+    /// Push the victims' reclaimable pages out with process_madvise(MADV_PAGEOUT).
+    Pageout,
     /// Watch and log only.
     None,
+}
+
+/// How much a page-out level does, and how often to the same process.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PageoutLimits {
+    /// At most this much address space advised per event (the rest waits for the next
+    /// event), so page-out never holds the pipeline long.
+    pub max_kib_per_event: u64,
+    /// A process paged out is left alone this long...
+    pub again_after_ms: u64,
+    /// ...unless its resident size grew back by this percent since.
+    pub regrow_pct: f64,
+}
+
+impl Default for PageoutLimits {
+    fn default() -> Self {
+        PageoutLimits {
+            max_kib_per_event: 128 * 1024,
+            again_after_ms: 60_000,
+            regrow_pct: 20.0,
+        }
+    }
 }
 
 /// How a level's conditions combine.
@@ -138,6 +162,8 @@ pub struct Level {
     pub cooldown_ms: u64,
     pub combine: Combine,
     pub conditions: Conditions,
+    /// For `action = "pageout"` levels.
+    pub pageout: PageoutLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::raw::{Doc, Problem, Table};
 use super::rules::{Effect, Matcher, Rule};
-use super::{Action, Combine, Conditions, Level, Policy, PsiCondition, PsiKind};
+use super::{Action, Combine, Conditions, Level, PageoutLimits, Policy, PsiCondition, PsiKind};
 
 /// The kernel's PSI trigger window bounds (privileged; unprivileged windows are widened to
 /// 2 s multiples at run time).
@@ -183,16 +183,21 @@ fn read_level(doc: &mut Doc<'_>, t: &mut Table<'_, '_>, window_ms: u64) -> Optio
     let action = match t.string(doc, "action") {
         Some((a, _)) if a == "kill" => Action::Kill,
         Some((a, _)) if a == "none" => Action::None,
+        Some((a, _)) if a == "pageout" => Action::Pageout,
         Some((a, span)) => {
             doc.problem(
                 &span,
                 &t.key_path("action"),
-                format!("{a:?}: use \"kill\" or \"none\""),
+                format!("{a:?}: use \"kill\", \"pageout\" or \"none\""),
             );
             Action::None
         }
         None => {
-            doc.problem(&t.span, &t.path, "missing `action` (\"kill\" or \"none\")");
+            doc.problem(
+                &t.span,
+                &t.path,
+                "missing `action` (\"kill\", \"pageout\" or \"none\")",
+            );
             Action::None
         }
     };
@@ -253,6 +258,43 @@ fn read_level(doc: &mut Doc<'_>, t: &mut Table<'_, '_>, window_ms: u64) -> Optio
             .int(doc, "pressure_after_kill_ms", 1..=3_600_000, "milliseconds")
             .map(|m| m as u64),
     };
+    let defaults = PageoutLimits::default();
+    let pageout = PageoutLimits {
+        max_kib_per_event: t
+            .int(doc, "pageout_max_mib", 1..=1 << 20, "MiB advised per event")
+            .map_or(defaults.max_kib_per_event, |m| m as u64 * 1024),
+        again_after_ms: t
+            .int(
+                doc,
+                "pageout_again_after_ms",
+                0..=86_400_000,
+                "milliseconds",
+            )
+            .map_or(defaults.again_after_ms, |m| m as u64),
+        regrow_pct: t
+            .number(
+                doc,
+                "pageout_regrow_pct",
+                0.0..=1000.0,
+                "percent of the size after the last page-out",
+            )
+            .unwrap_or(defaults.regrow_pct),
+    };
+    if action != Action::Pageout {
+        for key in [
+            "pageout_max_mib",
+            "pageout_again_after_ms",
+            "pageout_regrow_pct",
+        ] {
+            if t.has(key) {
+                doc.problem(
+                    &t.span,
+                    &t.key_path(key),
+                    "only for action = \"pageout\" levels",
+                );
+            }
+        }
+    }
     if conditions == Conditions::default() && doc.problems.len() == before {
         doc.problem(
             &t.span,
@@ -269,11 +311,13 @@ fn read_level(doc: &mut Doc<'_>, t: &mut Table<'_, '_>, window_ms: u64) -> Optio
         cooldown_ms: cooldown_ms as u64,
         combine,
         conditions,
+        pageout,
     })
 }
 
-/// Levels come most severe first: a later level fires at more available memory, touches no
-/// lower adj, and names are unique.
+/// Levels come most severe first: a later level fires at more available memory, a later
+/// kill level touches no lower adj than an earlier one (page-out levels may reach lower:
+/// paging out is gentler than killing), and names are unique.
 fn check_level_order(doc: &mut Doc<'_>, levels: &[Level], spans: &[(Range<usize>, String)]) {
     for (i, l) in levels.iter().enumerate() {
         let (span, path) = &spans[i];
@@ -322,7 +366,7 @@ fn check_level_order(doc: &mut Doc<'_>, levels: &[Level], spans: &[(Range<usize>
                 _ => {}
             }
         }
-        if l.min_adj < prev.min_adj {
+        if l.action == Action::Kill && prev.action == Action::Kill && l.min_adj < prev.min_adj {
             doc.problem(
                 span,
                 &format!("{path}.min_adj"),

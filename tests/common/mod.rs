@@ -362,6 +362,42 @@ impl Scenario {
     }
 }
 
+/// A file written outside any test memcg and dropped from the page cache, so a workload's
+/// reads fault it in (and get it charged) inside its memcg. Removed on Drop.
+pub struct ColdFile(pub PathBuf);
+
+impl ColdFile {
+    pub fn new(tag: &str, mib: usize) -> ColdFile {
+        use std::io::Write;
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("lowmemd-{tag}-{}.bin", std::process::id()));
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0x5au8; 1 << 20];
+        for _ in 0..mib {
+            f.write_all(&chunk).unwrap();
+        }
+        f.sync_all().unwrap();
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        ColdFile(path)
+    }
+}
+
+impl Drop for ColdFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `Key:   N kB` from /proc/PID/status.
+pub fn status_kib(pid: i32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Events with the given `action` (`kill`, `would_kill`).
 pub fn actions<'a>(events: &'a [serde_json::Value], action: &str) -> Vec<&'a serde_json::Value> {
     events.iter().filter(|e| e["action"] == action).collect()
