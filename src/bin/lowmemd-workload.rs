@@ -41,6 +41,24 @@ struct Args {
 
 const CHUNK: usize = 1 << 20;
 
+/// 1 MiB of memory that compresses like program data (~2:1): each 4 KiB page is half
+/// pseudo-random bytes, half zeros. Every page is written, so all are really faulted in (a
+/// zero fill could map the shared zero page), and zram cannot store them as "same-filled"
+/// pages for free, which would make swap look faster than it is.
+fn chunk(seed: &mut u64) -> Vec<u8> {
+    let mut v = vec![0u8; CHUNK];
+    for page in v.chunks_mut(4096) {
+        for word in page[..2048].chunks_mut(8) {
+            // xorshift64
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            word.copy_from_slice(&seed.to_ne_bytes());
+        }
+    }
+    v
+}
+
 fn main() {
     let args = Args::parse();
     let pid = std::process::id().to_string();
@@ -68,9 +86,9 @@ fn main() {
     if args.mib == 0 {
         say("ready");
     }
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
     while args.mib == 0 || (held.len() as u64) < args.mib {
-        // A non-zero fill so every page is really faulted in (zero fills may map the zero page).
-        held.push(vec![0x5a; CHUNK]);
+        held.push(chunk(&mut seed));
         if args.rate > 0 {
             let due = Duration::from_secs_f64(held.len() as f64 / args.rate as f64);
             if let Some(wait) = due.checked_sub(start.elapsed()) {
