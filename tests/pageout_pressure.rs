@@ -6,11 +6,9 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{ColdFile, Scenario, Workload, actions, status_kib};
+use common::{ColdFile, Scenario, Workload, ZramSwap, actions, status_kib};
 
 const LIMIT_MIB: u64 = 256;
 
@@ -184,42 +182,6 @@ fn anonymous_memory_without_swap_escalates_to_kills() {
         0,
         "escalation must come before the kernel OOM killer"
     );
-}
-
-/// /dev/zram0 as swap for the test's lifetime; the previous (unused) state is restored on
-/// Drop.
-struct ZramSwap;
-
-impl ZramSwap {
-    fn set_up() -> Result<ZramSwap, String> {
-        let dev = Path::new("/sys/block/zram0");
-        if !dev.exists() {
-            return Err("no /dev/zram0 (modprobe zram)".into());
-        }
-        let size = std::fs::read_to_string(dev.join("disksize")).map_err(|e| e.to_string())?;
-        if size.trim() != "0" {
-            return Err(format!("/dev/zram0 is in use (disksize {})", size.trim()));
-        }
-        let guard = ZramSwap;
-        std::fs::write(dev.join("disksize"), "512M").map_err(|e| format!("disksize: {e}"))?;
-        for (cmd, args) in [("mkswap", ["/dev/zram0"]), ("swapon", ["/dev/zram0"])] {
-            let out = Command::new(cmd)
-                .args(args)
-                .output()
-                .map_err(|e| format!("{cmd}: {e}"))?;
-            if !out.status.success() {
-                return Err(format!("{cmd}: {}", String::from_utf8_lossy(&out.stderr)));
-            }
-        }
-        Ok(guard)
-    }
-}
-
-impl Drop for ZramSwap {
-    fn drop(&mut self) {
-        let _ = Command::new("swapoff").arg("/dev/zram0").output();
-        let _ = std::fs::write("/sys/block/zram0/reset", "1");
-    }
 }
 
 #[test]

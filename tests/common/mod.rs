@@ -398,6 +398,42 @@ pub fn status_kib(pid: i32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// /dev/zram0 as swap for a test's lifetime; the previous (unused) state is restored on
+/// Drop.
+pub struct ZramSwap;
+
+impl ZramSwap {
+    pub fn set_up() -> Result<ZramSwap, String> {
+        let dev = Path::new("/sys/block/zram0");
+        if !dev.exists() {
+            return Err("no /dev/zram0 (modprobe zram)".into());
+        }
+        let size = std::fs::read_to_string(dev.join("disksize")).map_err(|e| e.to_string())?;
+        if size.trim() != "0" {
+            return Err(format!("/dev/zram0 is in use (disksize {})", size.trim()));
+        }
+        let guard = ZramSwap;
+        std::fs::write(dev.join("disksize"), "512M").map_err(|e| format!("disksize: {e}"))?;
+        for (cmd, args) in [("mkswap", ["/dev/zram0"]), ("swapon", ["/dev/zram0"])] {
+            let out = Command::new(cmd)
+                .args(args)
+                .output()
+                .map_err(|e| format!("{cmd}: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("{cmd}: {}", String::from_utf8_lossy(&out.stderr)));
+            }
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for ZramSwap {
+    fn drop(&mut self) {
+        let _ = Command::new("swapoff").arg("/dev/zram0").output();
+        let _ = std::fs::write("/sys/block/zram0/reset", "1");
+    }
+}
+
 /// Events with the given `action` (`kill`, `would_kill`).
 pub fn actions<'a>(events: &'a [serde_json::Value], action: &str) -> Vec<&'a serde_json::Value> {
     events.iter().filter(|e| e["action"] == action).collect()
