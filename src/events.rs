@@ -33,6 +33,13 @@ pub struct ActionEvent {
     pub scope_total_kib: u64,
     /// Available memory re-read right before the signal.
     pub available_at_kill_kib: u64,
+    /// The rest of the triggering snapshot: PSI avg10 of the scope (read right after the
+    /// signal, so it never delays it; null without PSI), free swap (zram-aware) and the
+    /// thrashing measure (null when the policy does not ask for it).
+    pub psi_some_avg10: Option<f64>,
+    pub psi_full_avg10: Option<f64>,
+    pub swap_free_kib: u64,
+    pub thrashing_pct: Option<f64>,
     /// The pidfd became readable before the deadline.
     pub exit_confirmed: bool,
     /// From the signal to the pidfd readable; null when not confirmed or a dry run.

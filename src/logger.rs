@@ -1,5 +1,7 @@
-//! A small stderr logger: one line per record, `lowmemd[LEVEL]: message`. journald and
-//! syslog both take this as is.
+//! Logging: to the journal with native fields when systemd connected our stderr to it
+//! (PRIORITY from the level, plus LOWMEMD_ACTION, LOWMEMD_PID, LOWMEMD_COMM, LOWMEMD_REASON,
+//! LOWMEMD_LEVEL on action records); otherwise one syslog-friendly line per record on
+//! stderr, `lowmemd[level]: message`.
 
 use std::io::Write;
 
@@ -28,7 +30,12 @@ impl Log for Stderr {
 
 pub fn init(level: LevelFilter) {
     static LOGGER: Stderr = Stderr;
-    if log::set_logger(&LOGGER).is_ok() {
+    let journal = systemd_journal_logger::connected_to_journal()
+        .then(|| systemd_journal_logger::JournalLog::new().ok())
+        .flatten()
+        .map(|j| j.with_syslog_identifier("lowmemd".into()).install().is_ok())
+        .unwrap_or(false);
+    if journal || log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(level);
     }
 }

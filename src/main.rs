@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use lowmemd::caps::{CAP_KILL, KernelCaps};
 use lowmemd::events::EventLog;
+use lowmemd::metrics::Metrics;
 use lowmemd::monitor::MemSnapshot;
 use lowmemd::monitor::{self, Monitor};
 use lowmemd::pipeline::Pipeline;
@@ -18,8 +19,8 @@ use lowmemd::policy::store::PolicyStore;
 use lowmemd::policy::validate::load;
 use lowmemd::procs::ProcRoot;
 use lowmemd::rank::{RankContext, Ranked, rank};
-use lowmemd::reload;
 use lowmemd::scope::{Scope, ScopeError};
+use lowmemd::{http, reload};
 
 /// Exit codes: a public interface, never renumber.
 mod exit {
@@ -72,6 +73,18 @@ enum Command {
     Rank(RankArgs),
     /// Validate policy files (exit 0 when all are valid, 2 otherwise).
     Check(CheckArgs),
+    /// Ask a running daemon what it sees and did (through its metrics endpoint).
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    /// The daemon's --metrics-listen address.
+    #[arg(long, default_value = http::DEFAULT_ADDR, value_name = "HOST:PORT")]
+    addr: String,
+    /// Print the daemon's JSON as is.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -112,6 +125,9 @@ struct RunArgs {
     /// Append one JSON object per action to FILE (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     event_log: Option<String>,
+    /// Serve /metrics (Prometheus) and /status (JSON) on this address, or `off`.
+    #[arg(long, default_value = http::DEFAULT_ADDR, value_name = "HOST:PORT|off")]
+    metrics_listen: String,
 }
 
 #[derive(Args, Debug)]
@@ -132,6 +148,7 @@ fn main() -> ExitCode {
         Some(Command::Rank(a)) => cmd_rank(&a),
         Some(Command::Run(a)) => cmd_run(&a),
         Some(Command::Check(a)) => cmd_check(&a),
+        Some(Command::Status(a)) => cmd_status(&a),
         None => cmd_run(&cli.run),
     };
     match result {
@@ -293,6 +310,31 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
         Some(f) => EventLog::open(f).map_err(|e| (exit::USAGE, format!("--event-log {f}: {e}")))?,
         None => EventLog::none(),
     };
+    let metrics = Arc::new(Metrics::new(&caps));
+    metrics.adopt_policy(&store.get(), &scope.describe(), &store.describe());
+    let metrics_addr = match args.metrics_listen.as_str() {
+        "off" => None,
+        addr => {
+            let parsed: std::net::SocketAddr = addr.parse().map_err(|e| {
+                (
+                    exit::USAGE,
+                    format!(
+                        "--metrics-listen {addr:?}: {e} (use HOST:PORT, e.g. {}, or off)",
+                        http::DEFAULT_ADDR
+                    ),
+                )
+            })?;
+            let bound = http::spawn(parsed, metrics.clone(), scope.psi_path()).map_err(|e| {
+                (
+                    exit::USAGE,
+                    format!(
+                        "--metrics-listen {addr}: {e} (another lowmemd? use another address or off)"
+                    ),
+                )
+            })?;
+            Some(bound)
+        }
+    };
     for w in lowmemd::protect::protect_self(&caps) {
         log::warn!("{w}");
     }
@@ -302,7 +344,13 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
             .map_err(|e| (exit::RUNTIME, e.to_string()))?,
     );
     let stop = Arc::new(AtomicBool::new(false));
-    let (mon, warnings) = Monitor::open(scope.clone(), store.clone(), wake, stop.clone());
+    let (mon, warnings) = Monitor::open(
+        scope.clone(),
+        store.clone(),
+        wake,
+        stop.clone(),
+        metrics.clone(),
+    );
     for w in warnings {
         log::warn!("{w}");
     }
@@ -317,6 +365,7 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
     let notify_waker = waker.clone();
     let _watch = reload::watch(
         store.clone(),
+        metrics.clone(),
         Box::new(move || monitor::wake(&*notify_waker)),
     );
     let mem = scope
@@ -324,6 +373,9 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
         .map_err(|e| (exit::RUNTIME, e.to_string()))?;
     log::info!("{}", caps.summary());
     log::info!("policy in force: {}", store.describe());
+    if let Some(addr) = metrics_addr {
+        log::info!("metrics on http://{addr}/metrics, status on http://{addr}/status");
+    }
     log::info!(
         "monitoring {}: {} of {} MiB available; sources: {}; levels: {}{}",
         scope.describe(),
@@ -352,6 +404,7 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
         caps,
         args.dry_run,
         events,
+        metrics.clone(),
         cache_capacity,
     );
     if let Some(why) = pageout_off {
@@ -364,7 +417,7 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
 
     for sig in signals.forever() {
         if sig == signal_hook::consts::SIGHUP {
-            reload::reload(&store, "SIGHUP", &|| monitor::wake(&*waker));
+            reload::reload(&store, &metrics, "SIGHUP", &|| monitor::wake(&*waker));
             continue;
         }
         log::info!("signal {sig}: stopping");
@@ -373,9 +426,30 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
     stop.store(true, Ordering::Release);
     monitor::wake(&*waker);
     let _ = monitor.join();
-    let counters = pipeline
+    pipeline
         .join()
         .map_err(|_| (exit::RUNTIME, "pipeline thread panicked".to_string()))?;
-    log::info!("stopped: {counters:?}");
+    log::info!("stopped");
+    Ok(())
+}
+
+fn cmd_status(args: &StatusArgs) -> CmdResult {
+    let fail = |e: String| {
+        (
+            exit::RUNTIME,
+            format!(
+                "{}: {e} (is lowmemd running with --metrics-listen {}?)",
+                args.addr, args.addr
+            ),
+        )
+    };
+    let body = lowmemd::status::fetch(&args.addr).map_err(fail)?;
+    if args.json {
+        println!("{body}");
+        return Ok(());
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| fail(format!("not a lowmemd status: {e}")))?;
+    print!("{}", lowmemd::status::render(&v));
     Ok(())
 }

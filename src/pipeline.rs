@@ -11,6 +11,7 @@ use crate::act;
 use crate::caps::KernelCaps;
 use crate::confirm::{self, Outcome};
 use crate::events::{ActionEvent, EventLog, PageoutEvent, wall_ms};
+use crate::metrics::Metrics;
 use crate::monitor::{Sample, monotonic_ms};
 use crate::pageout::{self, Region};
 use crate::policy::decide::{Decision, decide};
@@ -45,23 +46,6 @@ struct PageoutRecord {
 /// nothing would burn the CPU the machine is short of.
 const EMPTY_BACKOFF_MS: u64 = 1000;
 
-/// Counters of what the pipeline did and skipped (for logs now, metrics later).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Counters {
-    pub kills: u64,
-    pub would_kills: u64,
-    pub unconfirmed: u64,
-    pub recovered_before_kill: u64,
-    pub skipped_recycled: u64,
-    pub skipped_vanished: u64,
-    pub skipped_out_of_scope: u64,
-    /// The victim's rule standing changed between ranking and pinning (e.g. after exec).
-    pub skipped_changed: u64,
-    pub kill_errors: u64,
-    pub pageouts: u64,
-    pub pageout_freed_kib: u64,
-}
-
 pub struct Pipeline {
     scope: Arc<Scope>,
     store: Arc<PolicyStore>,
@@ -81,7 +65,7 @@ pub struct Pipeline {
     pageouts: HashMap<(i32, u64), PageoutRecord>,
     /// Why the page-out tier is off, if it is (said once).
     pageout_off: Option<String>,
-    pub counters: Counters,
+    metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
@@ -91,6 +75,7 @@ impl Pipeline {
         caps: KernelCaps,
         dry_run: bool,
         events: EventLog,
+        metrics: Arc<Metrics>,
         cache_capacity: usize,
     ) -> Self {
         let procs = ProcCache::new(scope.proc.clone(), cache_capacity);
@@ -107,8 +92,14 @@ impl Pipeline {
             empty_until_ms: Vec::new(),
             pageouts: HashMap::new(),
             pageout_off: None,
-            counters: Counters::default(),
+            metrics,
         }
+    }
+
+    /// Writes an action to the event log and the `/status` ring.
+    fn record(&self, event: &impl serde::Serialize) {
+        self.events.record(event);
+        self.metrics.push_action(event);
     }
 
     /// Switches the page-out tier off for good, with the reason (logged once).
@@ -121,11 +112,10 @@ impl Pipeline {
         }
     }
 
-    pub fn run(mut self, samples: Receiver<Sample>) -> Counters {
+    pub fn run(mut self, samples: Receiver<Sample>) {
         for sample in samples {
             self.handle(sample);
         }
-        self.counters
     }
 
     /// Handles one sample: at most one decision, each of its actions confirmed before the
@@ -137,7 +127,11 @@ impl Pipeline {
             return;
         }
         let policy = self.store.get();
-        let Some(decision) = decide(&sample, &policy, self.last_action_ms) else {
+        let decision = decide(&sample, &policy, self.last_action_ms);
+        let level_name = decision.as_ref().map(|d| d.level(&policy).name.as_str());
+        self.metrics
+            .observe_memory(&sample.mem, level_name, &policy);
+        let Some(decision) = decision else {
             return;
         };
         let level = decision.level(&policy);
@@ -161,7 +155,7 @@ impl Pipeline {
             }
             fresh.at_ms = monotonic_ms();
             let Some(now_decision) = decide(&fresh, &policy, self.last_action_ms) else {
-                self.counters.recovered_before_kill += 1;
+                self.metrics.recovered.inc();
                 log::debug!("pressure passed before the kill");
                 return;
             };
@@ -255,8 +249,16 @@ impl Pipeline {
         let horizon = 10 * level.pageout.again_after_ms.max(60_000);
         self.pageouts
             .retain(|_, r| end.saturating_sub(r.at_ms) < horizon);
-        self.counters.pageouts += 1;
-        self.counters.pageout_freed_kib += freed_kib;
+        if !self.dry_run {
+            self.metrics
+                .pageouts
+                .with_label_values(&[&level.name])
+                .inc();
+            self.metrics
+                .pageout_bytes
+                .with_label_values(&[&level.name])
+                .inc_by(freed_kib * 1024);
+        }
         let available_after = self.scope.read_memory().ok().map(|m| m.available_kib);
         let event = PageoutEvent {
             ts_ms: wall_ms(),
@@ -293,6 +295,8 @@ impl Pipeline {
             ""
         };
         log::warn!(
+            lowmemd_action = event.action, lowmemd_pid = p.pid, lowmemd_comm = p.comm.as_str(),
+            lowmemd_reason = event.reason, lowmemd_level = level.name.as_str();
             "paged out pid {} ({}) adj {}: {} KiB freed of {} KiB asked in {} ms ({} at level {}: {}){}",
             p.pid,
             p.comm,
@@ -305,7 +309,7 @@ impl Pipeline {
             event.condition,
             verdict
         );
-        self.events.record(&event);
+        self.record(&event);
         self.last_action_ms = Some(end);
     }
 
@@ -326,6 +330,7 @@ impl Pipeline {
         let floor = (!rules_can_raise).then_some(level.min_adj);
         let needs = rules::needs(&policy.rules);
         // VmSwap costs a `status` read per process: only worth it when swap is in use.
+        let scan_started = std::time::Instant::now();
         let scan = self
             .procs
             .scan_with(pids, floor, fresh.mem.swap_used_kib() > 0, needs);
@@ -344,6 +349,10 @@ impl Pipeline {
             .into_iter()
             .filter(|c| level.action != Action::Pageout || self.pageout_eligible(c, level, now))
             .collect();
+        self.metrics
+            .scan
+            .observe(scan_started.elapsed().as_secs_f64());
+        self.metrics.candidates.set(cands.len() as i64);
         if cands.is_empty() {
             log::warn!(
                 "level {} ({}) fired but no process in scope has an effective oom_score_adj >= {}",
@@ -357,20 +366,31 @@ impl Pipeline {
             match target::pin(&self.scope.proc, &self.scope, cand) {
                 Ok(t) if self.still_eligible(policy, level.min_adj, &t) => return Some(t),
                 Ok(t) => {
-                    self.counters.skipped_changed += 1;
+                    self.metrics
+                        .skipped
+                        .with_label_values(&["rule_changed"])
+                        .inc();
                     log::info!(
                         "skipped pid {} ({}): its rule standing changed since ranking",
                         t.proc.pid,
                         t.proc.comm
                     );
                 }
-                Err(PinError::Vanished(_)) => self.counters.skipped_vanished += 1,
+                Err(PinError::Vanished(_)) => {
+                    self.metrics.skipped.with_label_values(&["vanished"]).inc()
+                }
                 Err(e @ PinError::Recycled { .. }) => {
-                    self.counters.skipped_recycled += 1;
+                    self.metrics
+                        .skipped
+                        .with_label_values(&["identity_changed"])
+                        .inc();
                     log::info!("skipped: {e}");
                 }
                 Err(e @ PinError::OutOfScope(_)) => {
-                    self.counters.skipped_out_of_scope += 1;
+                    self.metrics
+                        .skipped
+                        .with_label_values(&["out_of_scope"])
+                        .inc();
                     log::info!("skipped: {e}");
                 }
                 Err(e) => log::warn!("cannot pin a victim: {e}"),
@@ -420,6 +440,10 @@ impl Pipeline {
             scope_available_kib: sample.mem.available_kib,
             scope_total_kib: sample.mem.total_kib,
             available_at_kill_kib: fresh.mem.available_kib,
+            psi_some_avg10: None,
+            psi_full_avg10: None,
+            swap_free_kib: sample.mem.swap_free_kib,
+            thrashing_pct: sample.thrashing_pct,
             exit_confirmed: false,
             kill_to_exit_ms: None,
             sample_to_kill_ms: signal_ms.saturating_sub(sample.at_ms),
@@ -437,37 +461,56 @@ impl Pipeline {
             p.size_kib()
         );
         if self.dry_run {
-            self.counters.would_kills += 1;
+            self.metrics
+                .would_kills
+                .with_label_values(&[event.reason, &level.name])
+                .inc();
             log::warn!(
+                lowmemd_action = "would_kill", lowmemd_pid = p.pid, lowmemd_comm = p.comm.as_str(),
+                lowmemd_reason = event.reason, lowmemd_level = level.name.as_str();
                 "would kill {who}: {} at level {} ({})",
                 event.reason,
                 level.name,
                 event.condition
             );
-            self.events.record(&event);
+            self.record(&event);
             // Nothing will exit: pace as if the kill had run into its deadline.
             self.last_action_ms = Some(signal_ms + level.wait_ms);
             self.recent.push((p.pid, p.starttime, u64::MAX));
             return;
         }
         if let Err(e) = act::kill(&target, &self.caps) {
-            self.counters.kill_errors += 1;
+            self.metrics.skipped.with_label_values(&["denied"]).inc();
             log::error!("{e}");
             self.last_action_ms = Some(monotonic_ms());
             self.recent
                 .push((p.pid, p.starttime, signal_ms + level.wait_ms));
             return;
         }
-        self.counters.kills += 1;
+        self.metrics
+            .kills
+            .with_label_values(&[event.reason, &level.name])
+            .inc();
+        self.metrics
+            .decision_to_signal
+            .observe(event.sample_to_kill_ms as f64 / 1000.0);
+        let psi = self
+            .scope
+            .psi_path()
+            .and_then(|p| crate::monitor::psi::read_avg10(&p));
+        (event.psi_some_avg10, event.psi_full_avg10) = (psi.map(|p| p.0), psi.map(|p| p.1));
         let outcome = confirm::wait_exit(&target, signal_ms + level.wait_ms);
         let end = monotonic_ms();
         match outcome {
             Outcome::Exited { at_ms } => {
                 event.exit_confirmed = true;
                 event.kill_to_exit_ms = Some(at_ms.saturating_sub(signal_ms));
+                self.metrics
+                    .signal_to_exit
+                    .observe(at_ms.saturating_sub(signal_ms) as f64 / 1000.0);
             }
             Outcome::TimedOut => {
-                self.counters.unconfirmed += 1;
+                self.metrics.kills_unconfirmed.inc();
                 // Still dying (e.g. in uninterruptible I/O): don't pick it again for a while.
                 self.recent
                     .push((p.pid, p.starttime, end + 10 * level.wait_ms));
@@ -475,6 +518,8 @@ impl Pipeline {
         }
         event.available_after_kib = self.scope.read_memory().ok().map(|m| m.available_kib);
         log::warn!(
+            lowmemd_action = "kill", lowmemd_pid = p.pid, lowmemd_comm = p.comm.as_str(),
+            lowmemd_reason = event.reason, lowmemd_level = level.name.as_str();
             "killed {who}: {} at level {} ({}); {}",
             event.reason,
             level.name,
@@ -487,7 +532,7 @@ impl Pipeline {
                 None => format!("NOT confirmed within {} ms", level.wait_ms),
             }
         );
-        self.events.record(&event);
+        self.record(&event);
         self.last_action_ms = Some(end);
     }
 }

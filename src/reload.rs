@@ -10,34 +10,46 @@ use std::sync::Arc;
 
 use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
 
+use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
 
 /// Reloads and reports; `notify` is called when a new policy is in force (to wake the
 /// monitor, which re-registers its triggers).
-pub fn reload(store: &PolicyStore, why: &str, notify: &dyn Fn()) {
-    match store.reload() {
+pub fn reload(store: &PolicyStore, metrics: &Metrics, why: &str, notify: &dyn Fn()) {
+    let result = match store.reload() {
         Ok(true) => {
             log::info!(
                 "policy reloaded ({why}): now in force: {}",
                 store.describe()
             );
+            let scope = metrics.scope_name();
+            metrics.adopt_policy(&store.get(), &scope, &store.describe());
             notify();
+            "applied"
         }
-        Ok(false) => log::info!(
-            "policy reload ({why}): file unchanged, keeping {}",
-            store.describe()
-        ),
-        Err(e) => log::error!(
-            "policy reload ({why}) failed, keeping {}:\n{e}",
-            store.describe()
-        ),
-    }
+        Ok(false) => {
+            log::info!(
+                "policy reload ({why}): file unchanged, keeping {}",
+                store.describe()
+            );
+            "unchanged"
+        }
+        Err(e) => {
+            log::error!(
+                "policy reload ({why}) failed, keeping {}:\n{e}",
+                store.describe()
+            );
+            "failed"
+        }
+    };
+    metrics.reloads.with_label_values(&[result]).inc();
 }
 
 /// Starts a thread that reloads `store` when its file changes. `None` for the built-in
 /// policy; an inotify failure is reported and leaves SIGHUP as the way to reload.
 pub fn watch(
     store: Arc<PolicyStore>,
+    metrics: Arc<Metrics>,
     notify: Box<dyn Fn() + Send>,
 ) -> Option<std::thread::JoinHandle<()>> {
     let path = store.source()?.to_owned();
@@ -89,7 +101,7 @@ pub fn watch(
                 if hit {
                     // An editor's save is several events (write, rename); let them land.
                     std::thread::sleep(std::time::Duration::from_millis(50));
-                    reload(&store, "file changed", &*notify);
+                    reload(&store, &metrics, "file changed", &*notify);
                 }
             }
         });

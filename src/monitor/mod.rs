@@ -16,6 +16,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use serde::Serialize;
 
+use crate::metrics::Metrics;
 use crate::policy::PsiCondition;
 use crate::policy::store::PolicyStore;
 use crate::scope::Scope;
@@ -219,6 +220,7 @@ pub struct Monitor {
     stop: Arc<AtomicBool>,
     swap_seen_kib: Option<u64>,
     zram_ratio: Option<f64>,
+    metrics: Arc<Metrics>,
 }
 
 impl Monitor {
@@ -230,6 +232,7 @@ impl Monitor {
         store: Arc<PolicyStore>,
         wake: OwnedFd,
         stop: Arc<AtomicBool>,
+        metrics: Arc<Metrics>,
     ) -> (Self, Vec<String>) {
         let mut warnings = Vec::new();
         let mut vmp = Vec::new();
@@ -255,6 +258,7 @@ impl Monitor {
             stop,
             swap_seen_kib: None,
             zram_ratio: None,
+            metrics,
         };
         warnings.extend(monitor.configure());
         (monitor, warnings)
@@ -424,12 +428,24 @@ impl Monitor {
                 } else if rev.contains(PollFlags::PRI) {
                     self.psi_fired[i] = Some(now);
                     last_event_ms = Some(now);
+                    let source = match self.psi[i].condition.kind {
+                        crate::policy::PsiKind::Some => "psi_some",
+                        crate::policy::PsiKind::Full => "psi_full",
+                    };
+                    self.metrics
+                        .pressure_events
+                        .with_label_values(&[source])
+                        .inc();
                 }
             }
             for (v, rev) in self.vmpressure.iter().zip(&woke[1 + psi_revents.len()..]) {
                 if rev.contains(PollFlags::IN) && v.drain() > 0 {
                     last_vmp_ms = Some(now);
                     last_event_ms = Some(now);
+                    self.metrics
+                        .pressure_events
+                        .with_label_values(&["vmpressure"])
+                        .inc();
                 }
             }
             for i in dead.into_iter().rev() {
@@ -474,6 +490,20 @@ impl Monitor {
                 (Some(r), Some(w)) => self.thrash.update(now, r, w),
                 _ => None,
             };
+            if let Some((_, p)) = prev {
+                let (was, is) = (p.available_pct(), mem.available_pct());
+                let crossed = self
+                    .watermarks_pct
+                    .iter()
+                    .filter(|w| was >= **w && is < **w)
+                    .count();
+                if crossed > 0 {
+                    self.metrics
+                        .pressure_events
+                        .with_label_values(&["watermark"])
+                        .inc_by(crossed as u64);
+                }
+            }
             let fill_rate = match prev {
                 Some((t, p)) if now > t => {
                     p.available_kib.saturating_sub(mem.available_kib) as f64 * 1000.0

@@ -115,6 +115,14 @@ impl PsiTrigger {
     }
 }
 
+/// `some` and `full` avg10 of a pressure file.
+pub fn read_avg10(path: &std::path::Path) -> Option<(f64, f64)> {
+    use procfs_core::FromBufRead;
+    let text = std::fs::read(path).ok()?;
+    let p = procfs_core::MemoryPressure::from_buf_read(&text[..]).ok()?;
+    Some((p.some.avg10 as f64, p.full.avg10 as f64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

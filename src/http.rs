@@ -1,0 +1,205 @@
+//! The metrics endpoint: `/metrics` (Prometheus text format), `/status` (JSON) and `/`.
+//!
+//! A deliberately small server on its own threads: requests are parsed with httparse, each
+//! connection gets a 2 s read timeout and a 5 s overall deadline, headers are capped at
+//! 8 KiB, and at most 16 connections are served at once (more get a 503 and are closed).
+//! Nothing here takes a lock the pipeline holds for longer than a copy, so a slow,
+//! malformed or flooding client cannot delay a decision.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::metrics::Metrics;
+
+/// Outside Prometheus' exporter range 9100-9999, which is fully allocated.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:10104";
+const MAX_CONNECTIONS: usize = 16;
+const HEADER_CAP: usize = 8 * 1024;
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// PSI averages are read at most this often: reading the pressure file that holds our
+/// triggers can delay them (DESIGN.md §4).
+const PSI_READ_EVERY: Duration = Duration::from_secs(5);
+
+struct Shared {
+    metrics: Arc<Metrics>,
+    psi_path: Option<PathBuf>,
+    psi_read: Mutex<Option<Instant>>,
+    active: AtomicUsize,
+}
+
+/// Binds `addr` and serves on a background thread.
+pub fn spawn(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    psi_path: Option<PathBuf>,
+) -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    let shared = Arc::new(Shared {
+        metrics,
+        psi_path,
+        psi_read: Mutex::new(None),
+        active: AtomicUsize::new(0),
+    });
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || accept_loop(listener, shared))?;
+    Ok(bound)
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for conn in listener.incoming() {
+        let Ok(mut stream) = conn else { continue };
+        if shared.active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+            shared.active.fetch_sub(1, Ordering::AcqRel);
+            // Best effort, never blocking the accept loop.
+            let _ = stream.set_nonblocking(true);
+            let _ = stream.write(response(503, "text/plain", b"busy\n", false).as_slice());
+            continue;
+        }
+        let shared2 = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("http-conn".into())
+            .spawn(move || {
+                let _ = serve(&mut stream, &shared2);
+                shared2.active.fetch_sub(1, Ordering::AcqRel);
+            });
+        if spawned.is_err() {
+            shared.active.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+fn response(code: u16, content_type: &str, body: &[u8], head: bool) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {code} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n",
+        reason_phrase(code),
+        body.len(),
+        if code == 405 { "Allow: GET, HEAD\r\n" } else { "" }
+    )
+    .into_bytes();
+    if !head {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// Reads one request (or gives up), answers it, closes.
+fn serve(stream: &mut TcpStream, shared: &Shared) -> io::Result<()> {
+    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    stream.set_write_timeout(Some(READ_TIMEOUT))?;
+    let started = Instant::now();
+    let mut buf = vec![0u8; HEADER_CAP];
+    let mut len = 0;
+    let (method, path) = loop {
+        if started.elapsed() > REQUEST_DEADLINE {
+            return stream.write_all(&response(408, "text/plain", b"too slow\n", false));
+        }
+        if len == buf.len() {
+            return stream.write_all(&response(431, "text/plain", b"headers over 8 KiB\n", false));
+        }
+        let n = match stream.read(&mut buf[len..]) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return stream.write_all(&response(408, "text/plain", b"too slow\n", false));
+            }
+            Err(e) => return Err(e),
+        };
+        len += n;
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf[..len]) {
+            Ok(httparse::Status::Complete(_)) => {
+                break (
+                    req.method.unwrap_or("").to_string(),
+                    req.path.unwrap_or("").to_string(),
+                );
+            }
+            Ok(httparse::Status::Partial) => continue,
+            Err(httparse::Error::TooManyHeaders) => {
+                return stream.write_all(&response(
+                    431,
+                    "text/plain",
+                    b"too many headers\n",
+                    false,
+                ));
+            }
+            Err(e) => {
+                let body = format!("malformed request: {e}\n");
+                return stream.write_all(&response(400, "text/plain", body.as_bytes(), false));
+            }
+        }
+    };
+    let head = method == "HEAD";
+    if method != "GET" && !head {
+        return stream.write_all(&response(405, "text/plain", b"GET or HEAD only\n", false));
+    }
+    let path = path.split('?').next().unwrap_or("");
+    let reply = match path {
+        "/metrics" => {
+            refresh_psi(shared);
+            response(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                &shared.metrics.render(),
+                head,
+            )
+        }
+        "/status" => response(200, "application/json", &shared.metrics.status_json(), head),
+        "/" => response(
+            200,
+            "text/plain; charset=utf-8",
+            b"lowmemd: /metrics (Prometheus), /status (JSON)\n",
+            head,
+        ),
+        _ => response(
+            404,
+            "text/plain",
+            b"not found: try /metrics or /status\n",
+            head,
+        ),
+    };
+    stream.write_all(&reply)
+}
+
+/// Updates the PSI avg10 gauges from the scope's pressure file, at most every 5 s.
+fn refresh_psi(shared: &Shared) {
+    let Some(path) = &shared.psi_path else { return };
+    {
+        let mut last = shared.psi_read.lock();
+        if last.is_some_and(|t| t.elapsed() < PSI_READ_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+    }
+    if let Some((some, full)) = crate::monitor::psi::read_avg10(path) {
+        shared.metrics.psi_some_avg10.set(some);
+        shared.metrics.psi_full_avg10.set(full);
+    }
+}
