@@ -234,12 +234,14 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `lowmemd run --cgroup <cg> --event-log <tmp> <extra>` and waits for its
     /// start-up line.
+    /// The metrics endpoint listens on a free loopback port (see `metrics_addr`).
     pub fn start(cg: &TestCgroup, extra: &[&std::ffi::OsStr]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let events = dir.path().join("events.jsonl");
         let mut child = Command::new(env!("CARGO_BIN_EXE_lowmemd"))
             .args(["run", "--cgroup", &cg.name, "--event-log"])
             .arg(&events)
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(extra)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -269,6 +271,16 @@ impl Daemon {
             panic!("lowmemd did not start: {:?}", d.stderr.lock().unwrap());
         }
         d
+    }
+
+    /// HOST:PORT of the daemon's metrics endpoint, from its start-up line.
+    pub fn metrics_addr(&self) -> String {
+        let lines = self.stderr.lock().unwrap();
+        let line = lines
+            .iter()
+            .find_map(|l| l.split("metrics on http://").nth(1))
+            .expect("metrics endpoint announced");
+        line.split('/').next().unwrap().to_string()
     }
 
     /// Whether some stderr line contains `needle`, waiting up to `timeout` for it.
@@ -432,6 +444,36 @@ impl Drop for ZramSwap {
         let _ = Command::new("swapoff").arg("/dev/zram0").output();
         let _ = std::fs::write("/sys/block/zram0/reset", "1");
     }
+}
+
+/// A plain HTTP/1.1 GET: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, body.to_string()))
+}
+
+/// The value of one sample line (`name{labels} value`) summed over all label sets of
+/// `name` in a Prometheus text exposition.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Events with the given `action` (`kill`, `would_kill`).
