@@ -36,7 +36,7 @@ fn pin_workload(w: &Workload) -> Target {
     let proc = ProcRoot::default();
     let scope = Scope::system(proc.clone()).unwrap();
     let info = proc.scan([w.pid], false).procs.remove(0);
-    pin(&proc, &scope, RankedProc::from(info)).unwrap()
+    pin(&proc, &scope, RankedProc::from(info), true).unwrap()
 }
 
 /// One page-out of a whole workload: (MiB freed, seconds, calls).
@@ -77,8 +77,8 @@ fn kill_once(w: &Workload) -> (f64, f64) {
         .resident_kib();
     let t0 = monotonic_ms();
     let start = Instant::now();
-    lowmemd::act::kill(&target, &KernelCaps::probe()).unwrap();
-    let out = lowmemd::confirm::wait_exit(&target, t0 + 5000);
+    lowmemd::act::kill(&target, &KernelCaps::probe(), &ProcRoot::default()).unwrap();
+    let out = lowmemd::confirm::wait_target(&target, &ProcRoot::default(), t0 + 5000);
     assert!(matches!(out, lowmemd::confirm::Outcome::Exited { .. }));
     (rss as f64 / 1024.0, start.elapsed().as_secs_f64())
 }

@@ -60,11 +60,11 @@ fn bare_kill_once(i: usize, mib: u64) -> f64 {
     let proc = ProcRoot::default();
     let scope = Scope::system(proc.clone()).unwrap();
     let info = proc.scan([w.pid], false).procs.remove(0);
-    let target = lowmemd::target::pin(&proc, &scope, RankedProc::from(info)).unwrap();
+    let target = lowmemd::target::pin(&proc, &scope, RankedProc::from(info), true).unwrap();
     let caps = KernelCaps::probe();
     let t0 = monotonic_ms();
-    lowmemd::act::kill(&target, &caps).unwrap();
-    let out = lowmemd::confirm::wait_exit(&target, t0 + 5000);
+    lowmemd::act::kill(&target, &caps, &proc).unwrap();
+    let out = lowmemd::confirm::wait_target(&target, &ProcRoot::default(), t0 + 5000);
     let lowmemd::confirm::Outcome::Exited { at_ms } = out else {
         panic!("bare kill not confirmed")
     };

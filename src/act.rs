@@ -1,18 +1,22 @@
 //! Acting on a pinned victim, only ever through its pidfd.
 
-use std::os::fd::AsFd;
-
 use rustix::io::Errno;
 use rustix::process::{Signal, pidfd_send_signal};
 
 use crate::caps::KernelCaps;
-use crate::procs::is_gone;
+use crate::procs::{ProcRoot, is_gone};
 use crate::target::Target;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActError {
     #[error("pidfd_send_signal(SIGKILL) to pid {pid}: {source}")]
     Signal { pid: i32, source: std::io::Error },
+    #[error("kill({pid}, SIGKILL): {source}")]
+    PidSignal { pid: i32, source: std::io::Error },
+    #[error(
+        "pid {pid} changed identity right before the signal (starttime {found}, ranked {expected}): not killed"
+    )]
+    Recycled { pid: i32, expected: u64, found: u64 },
 }
 
 /// What happened after the signal.
@@ -26,8 +30,11 @@ pub enum Reap {
 
 /// SIGKILL through the pidfd, then reap its memory right away where the kernel can.
 /// A victim that already exited (ESRCH) counts as killed: its memory is coming back.
-pub fn kill(target: &Target, caps: &KernelCaps) -> Result<Reap, ActError> {
-    match pidfd_send_signal(target, Signal::KILL) {
+pub fn kill(target: &Target, caps: &KernelCaps, proc: &ProcRoot) -> Result<Reap, ActError> {
+    let Some(pidfd) = target.pidfd() else {
+        return kill_by_pid(target, proc);
+    };
+    match pidfd_send_signal(pidfd, Signal::KILL) {
         Ok(()) | Err(Errno::SRCH) => {}
         Err(e) => {
             return Err(ActError::Signal {
@@ -41,12 +48,36 @@ pub fn kill(target: &Target, caps: &KernelCaps) -> Result<Reap, ActError> {
     }
     // EINVAL would mean "not dying yet": impossible after a delivered SIGKILL unless the
     // victim was a vfork child sharing its parent's mm; then we simply wait for the exit.
-    match crate::sys::process_mrelease(target.as_fd()) {
+    match crate::sys::process_mrelease(pidfd) {
         Ok(()) => Ok(Reap::Released),
         Err(e) => {
             log::debug!("process_mrelease(pid {}): {e}", target.proc.pid);
             Ok(Reap::NotReleased)
         }
+    }
+}
+
+/// The no-pidfd fallback: re-check the starttime, then kill(2) by pid. The window between
+/// the two is the recycling race pidfds close; `allow_pid_kill` is the policy's consent.
+fn kill_by_pid(target: &Target, proc: &ProcRoot) -> Result<Reap, ActError> {
+    let pid = target.proc.pid;
+    let mut buf = Vec::with_capacity(512);
+    match proc.read_stat(pid, &mut buf) {
+        Ok(stat) if stat.starttime != target.proc.starttime => {
+            return Err(ActError::Recycled {
+                pid,
+                expected: target.proc.starttime,
+                found: stat.starttime,
+            });
+        }
+        Ok(_) => {}
+        // Gone already: its memory is coming back.
+        Err(_) => return Ok(Reap::NotReleased),
+    }
+    match crate::sys::kill_by_pid_unpinned(pid) {
+        Ok(()) => Ok(Reap::NotReleased),
+        Err(e) if is_gone(&e) => Ok(Reap::NotReleased),
+        Err(source) => Err(ActError::PidSignal { pid, source }),
     }
 }
 
@@ -67,9 +98,13 @@ pub struct PageoutCalls {
 /// victim. A mapping that changed since smaps was read (EINVAL, ENOMEM) costs only its call.
 pub fn pageout(target: &Target, batches: &[Vec<(u64, u64)>]) -> PageoutCalls {
     let mut out = PageoutCalls::default();
+    let Some(pidfd) = target.pidfd() else {
+        out.refused = Some(std::io::Error::other("no pidfd: process_madvise needs one"));
+        return out;
+    };
     for batch in batches {
         out.calls += 1;
-        match crate::sys::process_madvise_pageout(target.as_fd(), batch) {
+        match crate::sys::process_madvise_pageout(pidfd, batch) {
             Ok(n) => out.advised_bytes += n as u64,
             Err(e) if is_gone(&e) => {
                 out.exited = true;

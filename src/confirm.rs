@@ -8,6 +8,8 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 
 use crate::monitor::monotonic_ms;
+use crate::procs::ProcRoot;
+use crate::target::Target;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -15,6 +17,36 @@ pub enum Outcome {
     Exited { at_ms: u64 },
     /// Still there at the deadline.
     TimedOut,
+}
+
+/// Waits until the target exits or `deadline_ms` (monotonic) passes: on its pidfd, or, on
+/// the no-pidfd fallback, by watching its /proc entry.
+pub fn wait_target(target: &Target, proc: &ProcRoot, deadline_ms: u64) -> Outcome {
+    match target.pidfd() {
+        Some(fd) => wait_exit(fd, deadline_ms),
+        None => wait_proc_gone(proc, target.proc.pid, target.proc.starttime, deadline_ms),
+    }
+}
+
+/// Without a pidfd: gone when its /proc entry is, when it is a zombie (the memory is freed
+/// before the exit status is), or when its pid belongs to a new incarnation.
+fn wait_proc_gone(proc: &ProcRoot, pid: i32, starttime: u64, deadline_ms: u64) -> Outcome {
+    let mut buf = Vec::with_capacity(512);
+    loop {
+        let gone = match proc.read_stat(pid, &mut buf) {
+            Ok(s) => s.starttime != starttime || matches!(s.state, 'Z' | 'X'),
+            Err(_) => true,
+        };
+        let now = monotonic_ms();
+        if gone {
+            return Outcome::Exited { at_ms: now };
+        }
+        if now >= deadline_ms {
+            return Outcome::TimedOut;
+        }
+        // 5 ms: the kill of a 1 GiB process takes ~20 ms here.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// Waits until `pidfd` is readable or `deadline_ms` (monotonic) passes.

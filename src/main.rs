@@ -125,6 +125,10 @@ struct RunArgs {
     /// Append one JSON object per action to FILE (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     event_log: Option<String>,
+    /// Behave as if the kernel lacked these features (comma-separated: psi, pidfd,
+    /// process_mrelease, process_madvise, madv_pageout), to exercise the fallbacks.
+    #[arg(long, value_name = "FEATURES", value_delimiter = ',', hide = true)]
+    pretend_missing: Vec<String>,
     /// Serve /metrics (Prometheus) and /status (JSON) on this address, or `off`.
     #[arg(long, default_value = http::DEFAULT_ADDR, value_name = "HOST:PORT|off")]
     metrics_listen: String,
@@ -288,13 +292,16 @@ fn print_rank(
 fn cmd_run(args: &RunArgs) -> CmdResult {
     let store = Arc::new(load_store(&args.policy)?);
     let scope = Arc::new(resolve_scope(&args.scope, &store.get())?);
-    let caps = KernelCaps::probe();
+    let mut caps = KernelCaps::probe();
+    caps.pretend_missing(&args.pretend_missing)
+        .map_err(|e| (exit::USAGE, format!("--pretend-missing: {e}")))?;
+    let allow_pid_kill = store.get().allow_pid_kill;
     if !args.dry_run {
-        if !caps.pidfd {
+        if !caps.pidfd && !allow_pid_kill {
             return Err((
                 exit::KERNEL,
                 format!(
-                    "kernel {} has no pidfd_open (Linux 5.3+): lowmemd will not kill by raw pid; use --dry-run to watch only",
+                    "kernel {} has no pidfds (pidfd_open, Linux 5.3+): lowmemd will not kill by raw pid unless the policy says allow_pid_kill = true; use --dry-run to watch only",
                     caps.kernel_release
                 ),
             ));
@@ -350,7 +357,11 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
         wake,
         stop.clone(),
         metrics.clone(),
+        caps.psi,
     );
+    for f in caps.fallbacks(allow_pid_kill) {
+        log::warn!("fallback: {f}");
+    }
     for w in warnings {
         log::warn!("{w}");
     }
@@ -408,7 +419,7 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
         cache_capacity,
     );
     if let Some(why) = pageout_off {
-        pipeline.disable_pageout(why);
+        pipeline.disable_pageout(why, true);
     }
     let pipeline = std::thread::Builder::new()
         .name("pipeline".into())

@@ -363,6 +363,7 @@ mod tests {
             kernel_release: "test".into(),
             psi: true,
             pidfd: true,
+            madv_pageout: true,
             process_mrelease: false,
             process_madvise: true,
             cap_eff: 0,

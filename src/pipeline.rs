@@ -102,12 +102,15 @@ impl Pipeline {
         self.metrics.push_action(event);
     }
 
-    /// Switches the page-out tier off for good, with the reason (logged once).
-    pub fn disable_pageout(&mut self, why: String) {
+    /// Switches the page-out tier off for good. `announced`: the reason was already said
+    /// (the start-up fallbacks); otherwise it is logged here, once.
+    pub fn disable_pageout(&mut self, why: String, announced: bool) {
         if self.pageout_off.is_none() {
-            log::warn!(
-                "page-out tier disabled: {why}; levels with action \"pageout\" do nothing, kill levels still apply"
-            );
+            if !announced {
+                log::warn!(
+                    "page-out tier disabled: {why}; levels with action \"pageout\" do nothing, kill levels still apply"
+                );
+            }
             self.pageout_off = Some(why);
         }
     }
@@ -228,7 +231,10 @@ impl Pipeline {
             act::pageout(&target, &batches)
         };
         if let Some(e) = calls.refused {
-            self.disable_pageout(format!("process_madvise refused ({e}): it needs CAP_SYS_NICE and ptrace access to the target"));
+            let why = format!(
+                "process_madvise refused ({e}): it needs CAP_SYS_NICE and ptrace access to the target"
+            );
+            self.disable_pageout(why, false);
             return;
         }
         let after = proc.mem_detail(p.pid).unwrap_or_default();
@@ -363,7 +369,7 @@ impl Pipeline {
             return None;
         }
         for cand in cands {
-            match target::pin(&self.scope.proc, &self.scope, cand) {
+            match target::pin(&self.scope.proc, &self.scope, cand, self.caps.pidfd) {
                 Ok(t) if self.still_eligible(policy, level.min_adj, &t) => return Some(t),
                 Ok(t) => {
                     self.metrics
@@ -479,7 +485,7 @@ impl Pipeline {
             self.recent.push((p.pid, p.starttime, u64::MAX));
             return;
         }
-        if let Err(e) = act::kill(&target, &self.caps) {
+        if let Err(e) = act::kill(&target, &self.caps, &self.scope.proc) {
             self.metrics.skipped.with_label_values(&["denied"]).inc();
             log::error!("{e}");
             self.last_action_ms = Some(monotonic_ms());
@@ -499,7 +505,7 @@ impl Pipeline {
             .psi_path()
             .and_then(|p| crate::monitor::psi::read_avg10(&p));
         (event.psi_some_avg10, event.psi_full_avg10) = (psi.map(|p| p.0), psi.map(|p| p.1));
-        let outcome = confirm::wait_exit(&target, signal_ms + level.wait_ms);
+        let outcome = confirm::wait_target(&target, &self.scope.proc, signal_ms + level.wait_ms);
         let end = monotonic_ms();
         match outcome {
             Outcome::Exited { at_ms } => {

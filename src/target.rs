@@ -3,6 +3,10 @@
 //! `pidfd_open` pins whatever process has the pid *now*; re-reading `stat` after it and
 //! finding the same starttime proves that process is the incarnation we ranked (a recycled
 //! pid gets a new starttime). From then on the pidfd cannot be redirected to another process.
+//!
+//! On kernels without pidfds (< 5.3), and only when the policy says `allow_pid_kill`, a
+//! target is "identified" instead: the same starttime check, without a pidfd; the kill
+//! path checks once more right before signalling by pid (`act::kill`).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -27,16 +31,18 @@ pub enum PinError {
     Proc(ProcError),
 }
 
-/// A process held by its pidfd, known to be the incarnation that was ranked.
+/// A process known to be the incarnation that was ranked, held by its pidfd when the
+/// kernel has pidfds.
 #[derive(Debug)]
 pub struct Target {
-    pidfd: OwnedFd,
+    pidfd: Option<OwnedFd>,
     pub proc: RankedProc,
 }
 
-impl AsFd for Target {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.pidfd.as_fd()
+impl Target {
+    /// The pidfd; `None` only on the no-pidfd fallback.
+    pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.pidfd.as_ref().map(|fd| fd.as_fd())
     }
 }
 
@@ -46,18 +52,28 @@ pub fn same_incarnation(expected_starttime: u64, found_starttime: u64) -> bool {
 }
 
 /// Pins `cand`: pidfd first, identity check second (the order is what makes it race-free).
-pub fn pin(proc: &ProcRoot, scope: &Scope, cand: RankedProc) -> Result<Target, PinError> {
+/// With `use_pidfd` false (no pidfds, `allow_pid_kill`), only the identity check.
+pub fn pin(
+    proc: &ProcRoot,
+    scope: &Scope,
+    cand: RankedProc,
+    use_pidfd: bool,
+) -> Result<Target, PinError> {
     let pid = cand.pid;
     let raw = Pid::from_raw(pid).ok_or(PinError::Vanished(pid))?;
-    let pidfd = match pidfd_open(raw, PidfdFlags::empty()) {
-        Ok(fd) => fd,
-        Err(Errno::SRCH) => return Err(PinError::Vanished(pid)),
-        Err(e) => {
-            return Err(PinError::Pidfd {
-                pid,
-                source: e.into(),
-            });
+    let pidfd = if use_pidfd {
+        match pidfd_open(raw, PidfdFlags::empty()) {
+            Ok(fd) => Some(fd),
+            Err(Errno::SRCH) => return Err(PinError::Vanished(pid)),
+            Err(e) => {
+                return Err(PinError::Pidfd {
+                    pid,
+                    source: e.into(),
+                });
+            }
         }
+    } else {
+        None
     };
     let mut buf = Vec::with_capacity(512);
     let stat = proc.read_stat(pid, &mut buf).map_err(|e| match e {

@@ -176,7 +176,7 @@ fn pin_refuses_a_recycled_pid() {
     let mut cand = candidates(scan.procs, &RankContext::default()).remove(0);
     // Ranked with the real starttime, checked against the "recycled" one.
     cand.starttime = stat.starttime;
-    match pin(&fake_root, &scope, cand.clone()) {
+    match pin(&fake_root, &scope, cand.clone(), true) {
         Err(PinError::Recycled {
             expected, found, ..
         }) => {
@@ -186,7 +186,7 @@ fn pin_refuses_a_recycled_pid() {
     }
     // The same process under the real /proc is the same incarnation.
     let real_scope = Scope::system(real.clone()).unwrap();
-    let target = pin(&real, &real_scope, cand).expect("same incarnation pins");
+    let target = pin(&real, &real_scope, cand, true).expect("same incarnation pins");
     assert_eq!(target.proc.pid, pid);
     child.kill().unwrap();
     child.wait().unwrap();

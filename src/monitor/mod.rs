@@ -221,6 +221,8 @@ pub struct Monitor {
     swap_seen_kib: Option<u64>,
     zram_ratio: Option<f64>,
     metrics: Arc<Metrics>,
+    /// False when the kernel has no PSI (or it is pretended away): watermarks only.
+    psi_allowed: bool,
 }
 
 impl Monitor {
@@ -233,6 +235,7 @@ impl Monitor {
         wake: OwnedFd,
         stop: Arc<AtomicBool>,
         metrics: Arc<Metrics>,
+        psi_allowed: bool,
     ) -> (Self, Vec<String>) {
         let mut warnings = Vec::new();
         let mut vmp = Vec::new();
@@ -259,6 +262,7 @@ impl Monitor {
             swap_seen_kib: None,
             zram_ratio: None,
             metrics,
+            psi_allowed,
         };
         warnings.extend(monitor.configure());
         (monitor, warnings)
@@ -294,7 +298,8 @@ impl Monitor {
             .into_iter()
             .filter(|c| !self.psi.iter().any(|t| t.condition == *c))
             .collect();
-        if missing.is_empty() {
+        if missing.is_empty() || !self.psi_allowed {
+            // Without PSI the start-up line already said so, once.
             return warnings;
         }
         let Some(path) = self.scope.psi_path() else {

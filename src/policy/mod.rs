@@ -178,6 +178,9 @@ pub struct Policy {
     pub levels: Vec<Level>,
     /// First match wins.
     pub rules: Vec<Rule>,
+    /// On kernels without pidfds (< 5.3), kill by pid after a starttime re-check. Off by
+    /// default: without a pidfd a recycled pid can be hit in the gap.
+    pub allow_pid_kill: bool,
 }
 
 impl Default for Policy {

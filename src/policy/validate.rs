@@ -149,7 +149,9 @@ fn read_policy(doc: &mut Doc<'_>, t: &mut Table<'_, '_>) -> Option<Policy> {
         }
         rt.finish(doc);
     }
+    let allow_pid_kill = t.boolean(doc, "allow_pid_kill").unwrap_or(false);
     Some(Policy {
+        allow_pid_kill,
         scope,
         psi_window_ms,
         thrashing_window_ms,

@@ -150,3 +150,63 @@ impl Drop for MappedFile {
         }
     }
 }
+
+/// `pidfd_send_signal(2)` (5.1) exists: signal 0 to our own pidfd checks without sending.
+pub fn has_pidfd_send_signal(own_pidfd: BorrowedFd<'_>) -> bool {
+    // SAFETY: signal 0 with a null siginfo and no flags only checks permission; the fd is a
+    // live pidfd of our own process.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            own_pidfd.as_raw_fd(),
+            0i32,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    rc == 0
+}
+
+/// `MADV_PAGEOUT` (5.4) is known to the kernel: advise one page of a fresh private mapping
+/// of our own. EINVAL means the advice is unknown.
+pub fn has_madv_pageout() -> bool {
+    let len = rustix::param::page_size();
+    // SAFETY: a fresh anonymous private mapping of one page at a kernel-chosen address; we
+    // only advise and unmap it, never read or write through the pointer.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return false;
+        }
+        let ok = libc::madvise(p, len, libc::MADV_PAGEOUT) == 0;
+        libc::munmap(p, len);
+        ok
+    }
+}
+
+/// SIGKILL by raw pid: **only** for kernels without pidfds (< 5.3), only when the policy
+/// says `allow_pid_kill = true`, and only right after the caller re-checked the victim's
+/// starttime. Everywhere else lowmemd signals through a pidfd, which cannot hit a recycled
+/// pid; this can, in the window between that check and this call.
+pub fn kill_by_pid_unpinned(pid: i32) -> io::Result<()> {
+    if pid <= 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "refusing pid <= 1",
+        ));
+    }
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
