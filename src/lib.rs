@@ -8,6 +8,7 @@
 pub mod act;
 pub mod caps;
 pub mod confirm;
+pub mod doctor;
 pub mod events;
 pub mod http;
 pub mod logger;

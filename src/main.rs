@@ -75,6 +75,20 @@ enum Command {
     Check(CheckArgs),
     /// Ask a running daemon what it sees and did (through its metrics endpoint).
     Status(StatusArgs),
+    /// What this machine offers lowmemd, and what lowmemd will do here (exit 1 only when it
+    /// could not protect the machine at all).
+    Doctor(DoctorArgs),
+}
+
+#[derive(Args, Debug)]
+struct DoctorArgs {
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, value_name = "FEATURES", value_delimiter = ',', hide = true)]
+    pretend_missing: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -153,6 +167,7 @@ fn main() -> ExitCode {
         Some(Command::Run(a)) => cmd_run(&a),
         Some(Command::Check(a)) => cmd_check(&a),
         Some(Command::Status(a)) => cmd_status(&a),
+        Some(Command::Doctor(a)) => cmd_doctor(&a),
         None => cmd_run(&cli.run),
     };
     match result {
@@ -441,6 +456,28 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
         .join()
         .map_err(|_| (exit::RUNTIME, "pipeline thread panicked".to_string()))?;
     log::info!("stopped");
+    Ok(())
+}
+
+fn cmd_doctor(args: &DoctorArgs) -> CmdResult {
+    let policy = load_store(&args.policy)?.get();
+    let mut caps = KernelCaps::probe();
+    caps.pretend_missing(&args.pretend_missing)
+        .map_err(|e| (exit::USAGE, format!("--pretend-missing: {e}")))?;
+    let report = lowmemd::doctor::examine(&caps, &policy);
+    if args.json {
+        let text =
+            serde_json::to_string_pretty(&report).map_err(|e| (exit::RUNTIME, e.to_string()))?;
+        println!("{text}");
+    } else {
+        print!("{}", lowmemd::doctor::render(&report));
+    }
+    if !report.can_protect {
+        return Err((
+            exit::RUNTIME,
+            "lowmemd could not protect this machine as it is".into(),
+        ));
+    }
     Ok(())
 }
 

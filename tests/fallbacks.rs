@@ -21,7 +21,11 @@ fn runaway(name: &str, args: &[&OsStr]) -> Option<(Vec<serde_json::Value>, Vec<S
     std::thread::sleep(Duration::from_millis(300));
     let events = sc.daemon.events();
     sc.daemon.stop();
-    assert_eq!(sc.cg.oom_kills(), 0, "lowmemd, not the kernel, must have killed it");
+    assert_eq!(
+        sc.cg.oom_kills(),
+        0,
+        "lowmemd, not the kernel, must have killed it"
+    );
     assert!(small.alive());
     let kills = actions(&events, "kill");
     assert_eq!(kills.len(), 1, "{events:#?}");
@@ -37,19 +41,28 @@ fn count(log: &[String], needle: &str) -> usize {
 
 #[test]
 fn without_psi_watermarks_alone_catch_a_runaway() {
-    let Some((_, log)) = runaway("fb-psi", &[OsStr::new("--pretend-missing"), OsStr::new("psi")]) else {
+    let Some((_, log)) = runaway(
+        "fb-psi",
+        &[OsStr::new("--pretend-missing"), OsStr::new("psi")],
+    ) else {
         return;
     };
     assert_eq!(count(&log, "fallback: no PSI"), 1, "{log:#?}");
     let sources = log.iter().find(|l| l.contains("sources:")).unwrap();
-    assert!(!sources.contains("psi_"), "no trigger may be registered: {sources}");
+    assert!(
+        !sources.contains("psi_"),
+        "no trigger may be registered: {sources}"
+    );
 }
 
 #[test]
 fn without_process_mrelease_the_kill_is_still_confirmed() {
     let Some((_, log)) = runaway(
         "fb-mrelease",
-        &[OsStr::new("--pretend-missing"), OsStr::new("process_mrelease")],
+        &[
+            OsStr::new("--pretend-missing"),
+            OsStr::new("process_mrelease"),
+        ],
     ) else {
         return;
     };
@@ -59,16 +72,29 @@ fn without_process_mrelease_the_kill_is_still_confirmed() {
 #[test]
 fn without_pidfds_lowmemd_refuses_to_kill_unless_the_policy_allows_it() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lowmemd"))
-        .args(["run", "--pretend-missing", "pidfd", "--metrics-listen", "off"])
+        .args([
+            "run",
+            "--pretend-missing",
+            "pidfd",
+            "--metrics-listen",
+            "off",
+        ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(3), "exit 3: the kernel lacks a required feature");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "exit 3: the kernel lacks a required feature"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("allow_pid_kill"), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("pidkill.toml");
-    let text = format!("allow_pid_kill = true\n\n{}", lowmemd::policy::DEFAULT_TOML.replace("scope = \"system\"", ""));
+    let text = format!(
+        "allow_pid_kill = true\n\n{}",
+        lowmemd::policy::DEFAULT_TOML.replace("scope = \"system\"", "")
+    );
     std::fs::write(&policy, text).unwrap();
     let Some((events, log)) = runaway(
         "fb-pidfd",
@@ -91,7 +117,10 @@ fn without_process_madvise_page_out_levels_do_nothing_and_kills_still_happen() {
     let Some(mut sc) = Scenario::start(
         "fb-madvise",
         256,
-        &[OsStr::new("--pretend-missing"), OsStr::new("process_madvise")],
+        &[
+            OsStr::new("--pretend-missing"),
+            OsStr::new("process_madvise"),
+        ],
     ) else {
         return;
     };
@@ -105,7 +134,11 @@ fn without_process_madvise_page_out_levels_do_nothing_and_kills_still_happen() {
     sc.daemon.stop();
     let log = sc.daemon.stderr.lock().unwrap().clone();
     assert_eq!(count(&log, "page-out tier off"), 1, "said once: {log:#?}");
-    assert_eq!(count(&log, "page-out tier disabled"), 0, "not said again: {log:#?}");
+    assert_eq!(
+        count(&log, "page-out tier disabled"),
+        0,
+        "not said again: {log:#?}"
+    );
     assert!(actions(&events, "pageout").is_empty(), "{events:#?}");
     assert_eq!(actions(&events, "kill").len(), 1, "{events:#?}");
     assert!(!bg.alive() && fg.alive() && small.alive());

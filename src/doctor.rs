@@ -1,0 +1,265 @@
+//! `lowmemd doctor`: what this machine offers lowmemd and what lowmemd will do here, in
+//! plain words (or JSON for scripts).
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::caps::{
+    CAP_IPC_LOCK, CAP_KILL, CAP_SYS_NICE, CAP_SYS_PTRACE, CAP_SYS_RESOURCE, KernelCaps, SwapDevice,
+};
+use crate::monitor::psi::{PsiTrigger, candidate_windows};
+use crate::policy::{Policy, PsiCondition, PsiKind};
+
+/// CAP_FOWNER (include/uapi/linux/capability.h): lets page-out reclaim file pages of files
+/// lowmemd does not own.
+pub const CAP_FOWNER: u32 = 3;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub kernel: String,
+    pub psi: Psi,
+    pub syscalls: Syscalls,
+    pub cgroups: Cgroups,
+    pub swap: Vec<SwapDevice>,
+    pub capabilities: Vec<(String, bool)>,
+    /// What lowmemd will do here, in words.
+    pub plan: Vec<String>,
+    /// The fallbacks in force.
+    pub fallbacks: Vec<String>,
+    /// False when lowmemd could not protect this machine at all.
+    pub can_protect: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Psi {
+    pub present: bool,
+    /// The shortest trigger window the kernel accepted from us (500 ms with
+    /// CAP_SYS_RESOURCE, 2 s without), if triggers work.
+    pub shortest_window_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Syscalls {
+    pub pidfd_open_and_send_signal: bool,
+    pub process_madvise: bool,
+    pub process_mrelease: bool,
+    pub madv_pageout: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Cgroups {
+    /// `v1`, `v2`, `hybrid` (v1 controllers plus a cgroup2 mount) or `none`.
+    pub layout: String,
+    pub memory_controller: Option<String>,
+    pub cgroup2_mount: Option<String>,
+}
+
+fn shortest_psi_window() -> Option<u64> {
+    let path = Path::new("/proc/pressure/memory");
+    let cond = PsiCondition {
+        kind: PsiKind::Some,
+        stall_pct: 10.0,
+    };
+    // Ask for the kernel's minimum; `register` widens until accepted.
+    let first = *candidate_windows(500).first()?;
+    PsiTrigger::register(path, cond, first)
+        .ok()
+        .map(|t| t.window_ms)
+}
+
+fn cgroups() -> Cgroups {
+    let mounts = std::fs::File::open("/proc/self/mountinfo")
+        .ok()
+        .and_then(|f| crate::scope::parse_mounts(std::io::BufReader::new(f)).ok())
+        .unwrap_or_default();
+    let v1_any = std::fs::read_to_string("/proc/self/mountinfo")
+        .is_ok_and(|m| m.lines().any(|l| l.contains(" - cgroup ")));
+    let layout = match (v1_any, mounts.v2.is_some()) {
+        (true, true) => "hybrid",
+        (true, false) => "v1",
+        (false, true) => "v2",
+        (false, false) => "none",
+    };
+    let memory_controller = mounts
+        .v1_memory
+        .as_ref()
+        .map(|(p, _)| format!("v1 at {}", p.display()))
+        .or_else(|| {
+            let (p, _) = mounts.v2.as_ref()?;
+            let ctrls = std::fs::read_to_string(p.join("cgroup.controllers")).ok()?;
+            ctrls
+                .split_whitespace()
+                .any(|c| c == "memory")
+                .then(|| format!("v2 at {}", p.display()))
+        });
+    Cgroups {
+        layout: layout.into(),
+        memory_controller,
+        cgroup2_mount: mounts.v2.map(|(p, _)| p.display().to_string()),
+    }
+}
+
+/// Probes this machine and explains what lowmemd (with `policy`) will do on it.
+pub fn examine(caps: &KernelCaps, policy: &Policy) -> Report {
+    let psi = Psi {
+        present: caps.psi,
+        shortest_window_ms: if caps.psi {
+            shortest_psi_window()
+        } else {
+            None
+        },
+    };
+    let syscalls = Syscalls {
+        pidfd_open_and_send_signal: caps.pidfd,
+        process_madvise: caps.process_madvise,
+        process_mrelease: caps.process_mrelease,
+        madv_pageout: caps.madv_pageout,
+    };
+    let capabilities: Vec<(String, bool)> = [
+        ("CAP_KILL", CAP_KILL),
+        ("CAP_SYS_NICE", CAP_SYS_NICE),
+        ("CAP_SYS_PTRACE", CAP_SYS_PTRACE),
+        ("CAP_SYS_RESOURCE", CAP_SYS_RESOURCE),
+        ("CAP_IPC_LOCK", CAP_IPC_LOCK),
+        ("CAP_FOWNER", CAP_FOWNER),
+    ]
+    .into_iter()
+    .map(|(n, c)| (n.to_string(), caps.has_cap(c)))
+    .collect();
+    let cgroups = cgroups();
+    let can_kill = caps.has_cap(CAP_KILL) && (caps.pidfd || policy.allow_pid_kill);
+    let mut plan = Vec::new();
+    plan.push(match psi.shortest_window_ms {
+        Some(w) => format!("watch PSI triggers (window {w} ms) and memory watermarks"),
+        None => "watch memory watermarks only (polling; no PSI triggers)".into(),
+    });
+    if can_kill && caps.pidfd {
+        plan.push(format!(
+            "kill through pidfds, {}",
+            if caps.process_mrelease {
+                "reaping the victim's memory at once with process_mrelease"
+            } else {
+                "then wait for the victim to free its memory"
+            }
+        ));
+    } else if can_kill {
+        plan.push(
+            "kill by pid after a starttime re-check (the policy allows it; no pidfds here)".into(),
+        );
+    } else {
+        plan.push(format!(
+            "NOT kill: {}",
+            if !caps.has_cap(CAP_KILL) {
+                "no CAP_KILL (run as root or grant CAP_KILL)"
+            } else {
+                "no pidfds, and the policy does not allow kills by pid"
+            }
+        ));
+    }
+    plan.push(match caps.pageout_unavailable() {
+        None => format!(
+            "page out background processes where the policy says so ({})",
+            if caps.swaps.is_empty() {
+                "file pages only: no swap"
+            } else if caps.swaps.iter().all(|s| s.zram) {
+                "file pages, and anonymous pages to zram"
+            } else {
+                "file pages, and anonymous pages to swap"
+            }
+        ),
+        Some(why) => format!("not page out: {why}"),
+    });
+    if caps.has_cap(CAP_IPC_LOCK) {
+        plan.push("lock its own memory (mlockall) so it keeps working under pressure".into());
+    }
+    if !caps.has_cap(CAP_SYS_RESOURCE) {
+        plan.push("run with its inherited oom_score_adj: without CAP_SYS_RESOURCE it cannot set -1000 (use OOMScoreAdjust=-1000 in systemd)".into());
+    }
+    // Memory must be readable, and something must be able to act.
+    let can_protect = Path::new("/proc/meminfo").exists() && can_kill;
+    Report {
+        kernel: caps.kernel_release.clone(),
+        psi,
+        syscalls,
+        cgroups,
+        swap: caps.swaps.clone(),
+        capabilities,
+        plan,
+        fallbacks: caps.fallbacks(policy.allow_pid_kill),
+        can_protect,
+    }
+}
+
+/// The report in words.
+pub fn render(r: &Report) -> String {
+    use std::fmt::Write as _;
+    let yn = |b: bool| if b { "yes" } else { "no" };
+    let mut s = String::new();
+    let _ = writeln!(s, "kernel:        {}", r.kernel);
+    let _ = writeln!(
+        s,
+        "PSI:           {}{}",
+        yn(r.psi.present),
+        r.psi
+            .shortest_window_ms
+            .map(|w| format!(", shortest trigger window {w} ms"))
+            .unwrap_or_default()
+    );
+    let c = &r.syscalls;
+    let _ = writeln!(
+        s,
+        "syscalls:      pidfd {}, process_mrelease {}, process_madvise {}, MADV_PAGEOUT {}",
+        yn(c.pidfd_open_and_send_signal),
+        yn(c.process_mrelease),
+        yn(c.process_madvise),
+        yn(c.madv_pageout)
+    );
+    let _ = writeln!(
+        s,
+        "cgroups:       {} (memory controller: {}; cgroup2: {})",
+        r.cgroups.layout,
+        r.cgroups.memory_controller.as_deref().unwrap_or("none"),
+        r.cgroups.cgroup2_mount.as_deref().unwrap_or("not mounted")
+    );
+    let swap = if r.swap.is_empty() {
+        "none".to_string()
+    } else {
+        r.swap
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} ({}, {} MiB)",
+                    d.name,
+                    if d.zram { "zram" } else { "disk" },
+                    d.size_kib / 1024
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(s, "swap:          {swap}");
+    let caps: Vec<String> = r
+        .capabilities
+        .iter()
+        .map(|(n, b)| format!("{n} {}", yn(*b)))
+        .collect();
+    let _ = writeln!(s, "capabilities:  {}", caps.join(", "));
+    let _ = writeln!(s, "\nlowmemd will here:");
+    for p in &r.plan {
+        let _ = writeln!(s, "  - {p}");
+    }
+    if !r.fallbacks.is_empty() {
+        let _ = writeln!(s, "fallbacks in force:");
+        for f in &r.fallbacks {
+            let _ = writeln!(s, "  - {f}");
+        }
+    }
+    if !r.can_protect {
+        let _ = writeln!(
+            s,
+            "\nlowmemd cannot protect this machine as it is (see above)."
+        );
+    }
+    s
+}
