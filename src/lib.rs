@@ -14,6 +14,7 @@ pub mod http;
 pub mod logger;
 pub mod metrics;
 pub mod monitor;
+pub mod notify;
 pub mod pageout;
 pub mod pipeline;
 pub mod policy;

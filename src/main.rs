@@ -441,12 +441,16 @@ fn cmd_run(args: &RunArgs) -> CmdResult {
         .spawn(move || pipeline.run(rx))
         .map_err(|e| (exit::RUNTIME, e.to_string()))?;
 
+    lowmemd::notify::get().send("READY=1\nSTATUS=watching memory pressure");
     for sig in signals.forever() {
         if sig == signal_hook::consts::SIGHUP {
+            lowmemd::notify::reloading();
             reload::reload(&store, &metrics, "SIGHUP", &|| monitor::wake(&*waker));
+            lowmemd::notify::get().send("READY=1");
             continue;
         }
         log::info!("signal {sig}: stopping");
+        lowmemd::notify::get().send("STOPPING=1");
         break;
     }
     stop.store(true, Ordering::Release);

@@ -98,19 +98,35 @@ fn rank_table_survives_a_closed_pipe() {
 #[test]
 fn doctor_explains_the_machine_and_fails_only_when_it_cannot_protect() {
     let out = lowmemd(&["doctor", "--json"]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor --json is JSON");
-    for key in ["kernel", "psi", "syscalls", "cgroups", "swap", "capabilities", "plan", "fallbacks"] {
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("doctor --json is JSON");
+    for key in [
+        "kernel",
+        "psi",
+        "syscalls",
+        "cgroups",
+        "swap",
+        "capabilities",
+        "plan",
+        "fallbacks",
+    ] {
         assert!(!report[key].is_null(), "{key} missing: {report}");
     }
     let root = rustix::process::geteuid().is_root();
     assert_eq!(out.status.success(), report["can_protect"] == true);
     if root {
-        assert_eq!(report["can_protect"], true, "root on a modern kernel can protect: {report}");
+        assert_eq!(
+            report["can_protect"], true,
+            "root on a modern kernel can protect: {report}"
+        );
     }
     let text = String::from_utf8(lowmemd(&["doctor"]).stdout).unwrap();
     assert!(text.contains("lowmemd will here:"), "{text}");
     let crippled = lowmemd(&["doctor", "--pretend-missing", "pidfd,psi"]);
     assert_eq!(crippled.status.code(), Some(1));
     let text = String::from_utf8_lossy(&crippled.stdout);
-    assert!(text.contains("NOT kill") && text.contains("watermarks only"), "{text}");
+    assert!(
+        text.contains("NOT kill") && text.contains("watermarks only"),
+        "{text}"
+    );
 }

@@ -416,6 +416,8 @@ impl Monitor {
                 }
             };
             let now = monotonic_ms();
+            // The watchdog hears from the loop that must never stall.
+            crate::notify::get().watchdog(now);
             if !woke[0].is_empty() {
                 let mut buf = [0u8; 8];
                 let _ = rustix::io::read(&self.wake, &mut buf);
@@ -523,6 +525,9 @@ impl Monitor {
                 fill_rate,
                 last_event_ms.map(|t| now - t),
             );
+            if let Some(every) = crate::notify::get().watchdog_every_ms() {
+                interval_ms = interval_ms.min(every);
+            }
             // Refaults are a rate: sample them at least 10 times per window.
             if let Some(w) = self.thrashing_window_ms {
                 interval_ms = interval_ms.min((w / 10).max(FAST_POLL_MS));
