@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
 
 use lowmemd::caps::{CAP_KILL, KernelCaps};
 use lowmemd::events::EventLog;
@@ -33,131 +33,9 @@ mod exit {
     pub const PRIVILEGE: u8 = 4;
 }
 
-const AFTER_HELP: &str = "\
-Exit codes:
-  0  clean stop (SIGTERM/SIGINT) or success (check: every file valid)
-  1  runtime error
-  2  bad usage or configuration (an invalid policy, a cgroup that does not exist)
-  3  the kernel lacks a required feature (pidfd_open, Linux 5.3, to kill)
-  4  missing privilege (CAP_KILL to kill; try --dry-run to watch only)
+mod cli;
 
-Examples:
-  lowmemd rank                                what would be killed first, system-wide
-  sudo lowmemd run --dry-run                  decide and log, never signal
-  lowmemd check --explain policies/desktop.toml
-  sudo lowmemd run --policy /etc/lowmemd/policy.toml --event-log /var/log/lowmemd.jsonl
-  sudo kill -HUP $(pidof lowmemd)             reload the policy (it also reloads on save)";
-
-/// lowmemd: acts on memory pressure before the kernel OOM killer and before the machine
-/// freezes. Watches PSI, vmpressure and available memory of the system or of one cgroup,
-/// kills the most expendable process (highest oom_score_adj, then largest) through a pidfd,
-/// and confirms its exit.
-#[derive(Parser, Debug)]
-#[command(version, args_conflicts_with_subcommands = true, after_help = AFTER_HELP)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    /// `lowmemd` alone is `lowmemd run`.
-    #[command(flatten)]
-    run: RunArgs,
-    /// Log verbosity: error, warn, info, debug or trace.
-    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
-    log_level: log::LevelFilter,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Watch memory and kill on pressure (the default command).
-    Run(RunArgs),
-    /// Print the current kill order, most killable first, with why others are excluded.
-    Rank(RankArgs),
-    /// Validate policy files (exit 0 when all are valid, 2 otherwise).
-    Check(CheckArgs),
-    /// Ask a running daemon what it sees and did (through its metrics endpoint).
-    Status(StatusArgs),
-    /// What this machine offers lowmemd, and what lowmemd will do here (exit 1 only when it
-    /// could not protect the machine at all).
-    Doctor(DoctorArgs),
-}
-
-#[derive(Args, Debug)]
-struct DoctorArgs {
-    #[command(flatten)]
-    policy: PolicyArgs,
-    /// Print JSON for scripts.
-    #[arg(long)]
-    json: bool,
-    #[arg(long, value_name = "FEATURES", value_delimiter = ',', hide = true)]
-    pretend_missing: Vec<String>,
-}
-
-#[derive(Args, Debug)]
-struct StatusArgs {
-    /// The daemon's --metrics-listen address.
-    #[arg(long, default_value = http::DEFAULT_ADDR, value_name = "HOST:PORT")]
-    addr: String,
-    /// Print the daemon's JSON as is.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Args, Debug, Clone)]
-struct PolicyArgs {
-    /// The policy file (TOML; see policies/README.md). Default: the built-in
-    /// policies/default.toml.
-    #[arg(long, value_name = "FILE")]
-    policy: Option<std::path::PathBuf>,
-}
-
-#[derive(Args, Debug)]
-struct CheckArgs {
-    /// Also print each valid policy in plain words.
-    #[arg(long)]
-    explain: bool,
-    /// Policy files to validate.
-    #[arg(required = true, value_name = "FILE")]
-    files: Vec<std::path::PathBuf>,
-}
-
-#[derive(Args, Debug, Clone)]
-struct ScopeArgs {
-    /// Protect one cgroup subtree, named as in /proc/PID/cgroup (e.g. /box) instead of the
-    /// whole system. Overrides the policy's `scope`.
-    #[arg(long, value_name = "PATH")]
-    cgroup: Option<String>,
-}
-
-#[derive(Args, Debug, Clone)]
-struct RunArgs {
-    #[command(flatten)]
-    scope: ScopeArgs,
-    #[command(flatten)]
-    policy: PolicyArgs,
-    /// Decide, rank and log as usual, but never send a signal (events say `would_kill`).
-    #[arg(long)]
-    dry_run: bool,
-    /// Append one JSON object per action to FILE (`-` for stdout).
-    #[arg(long, value_name = "FILE")]
-    event_log: Option<String>,
-    /// Behave as if the kernel lacked these features (comma-separated: psi, pidfd,
-    /// process_mrelease, process_madvise, madv_pageout), to exercise the fallbacks.
-    #[arg(long, value_name = "FEATURES", value_delimiter = ',', hide = true)]
-    pretend_missing: Vec<String>,
-    /// Serve /metrics (Prometheus) and /status (JSON) on this address, or `off`.
-    #[arg(long, default_value = http::DEFAULT_ADDR, value_name = "HOST:PORT|off")]
-    metrics_listen: String,
-}
-
-#[derive(Args, Debug)]
-struct RankArgs {
-    #[command(flatten)]
-    scope: ScopeArgs,
-    #[command(flatten)]
-    policy: PolicyArgs,
-    /// Print JSON (one array) instead of a table.
-    #[arg(long)]
-    json: bool,
-}
+use cli::{CheckArgs, Cli, Command, DoctorArgs, PolicyArgs, RankArgs, RunArgs, ScopeArgs, StatusArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -504,4 +382,12 @@ fn cmd_status(args: &StatusArgs) -> CmdResult {
         serde_json::from_str(&body).map_err(|e| fail(format!("not a lowmemd status: {e}")))?;
     print!("{}", lowmemd::status::render(&v));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_default_metrics_address_is_the_servers() {
+        assert_eq!(super::cli::DEFAULT_METRICS_ADDR, lowmemd::http::DEFAULT_ADDR);
+    }
 }
