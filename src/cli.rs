@@ -133,4 +133,3 @@ pub struct RankArgs {
     #[arg(long)]
     pub json: bool,
 }
-

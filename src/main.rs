@@ -35,7 +35,9 @@ mod exit {
 
 mod cli;
 
-use cli::{CheckArgs, Cli, Command, DoctorArgs, PolicyArgs, RankArgs, RunArgs, ScopeArgs, StatusArgs};
+use cli::{
+    CheckArgs, Cli, Command, DoctorArgs, PolicyArgs, RankArgs, RunArgs, ScopeArgs, StatusArgs,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -388,6 +390,9 @@ fn cmd_status(args: &StatusArgs) -> CmdResult {
 mod tests {
     #[test]
     fn cli_default_metrics_address_is_the_servers() {
-        assert_eq!(super::cli::DEFAULT_METRICS_ADDR, lowmemd::http::DEFAULT_ADDR);
+        assert_eq!(
+            super::cli::DEFAULT_METRICS_ADDR,
+            lowmemd::http::DEFAULT_ADDR
+        );
     }
 }

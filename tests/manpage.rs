@@ -19,7 +19,10 @@ fn man_page_matches_the_cli() {
         std::fs::write(path, &out).unwrap();
     }
     let want = std::fs::read(path).expect("deploy/man/lowmemd.8 (generate with UPDATE_GOLDEN=1)");
-    assert!(want == out, "deploy/man/lowmemd.8 is out of date: UPDATE_GOLDEN=1 cargo test --test manpage");
+    assert!(
+        want == out,
+        "deploy/man/lowmemd.8 is out of date: UPDATE_GOLDEN=1 cargo test --test manpage"
+    );
     let text = String::from_utf8(out).unwrap();
     for needle in ["lowmemd", "doctor", "check", "Exit codes"] {
         assert!(text.contains(needle), "{needle}");
