@@ -8,13 +8,12 @@ use std::path::Path;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-/// One action. Field names are a public interface (documented in the README).
+use crate::policy::decide::Decision;
+use crate::rank::RankedProc;
+
+/// Whom an action was taken on: the victim as ranked (kill and page-out records share it).
 #[derive(Debug, Clone, Serialize)]
-pub struct ActionEvent {
-    /// Wall-clock time of the signal (or would-be signal), ms since the Unix epoch.
-    pub ts_ms: u64,
-    /// `kill` or `would_kill` (dry run).
-    pub action: &'static str,
+pub struct Victim {
     pub pid: i32,
     pub comm: String,
     pub oom_score_adj: i16,
@@ -22,12 +21,52 @@ pub struct ActionEvent {
     pub effective_adj: i16,
     /// The rule that matched the victim, if any.
     pub rule: Option<String>,
-    pub rss_kib: u64,
-    pub swap_kib: u64,
+}
+
+impl From<&RankedProc> for Victim {
+    fn from(p: &RankedProc) -> Self {
+        Victim {
+            pid: p.pid,
+            comm: p.comm.clone(),
+            oom_score_adj: p.oom_score_adj,
+            effective_adj: p.effective_adj,
+            rule: p.rule.clone(),
+        }
+    }
+}
+
+/// Why: the reason name, the condition that fired (in words, with what was measured) and
+/// the policy level that decided.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cause {
     pub reason: &'static str,
-    /// The condition that fired, in words with its measured value.
     pub condition: String,
     pub level: String,
+}
+
+impl Cause {
+    pub fn new(decision: &Decision, level: &str) -> Self {
+        Cause {
+            reason: decision.reason.as_str(),
+            condition: decision.fired.to_string(),
+            level: level.to_string(),
+        }
+    }
+}
+
+/// One action. Field names are a public interface (documented in the README).
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionEvent {
+    /// Wall-clock time of the signal (or would-be signal), ms since the Unix epoch.
+    pub ts_ms: u64,
+    /// `kill` or `would_kill` (dry run).
+    pub action: &'static str,
+    #[serde(flatten)]
+    pub victim: Victim,
+    pub rss_kib: u64,
+    pub swap_kib: u64,
+    #[serde(flatten)]
+    pub cause: Cause,
     /// The scope's available memory in the sample that decided.
     pub scope_available_kib: u64,
     pub scope_total_kib: u64,
@@ -55,13 +94,10 @@ pub struct ActionEvent {
 #[derive(Debug, Clone, Serialize)]
 pub struct PageoutEvent {
     pub ts_ms: u64,
-    /// Always `pageout`.
+    /// `pageout`, or `would_pageout` in a dry run.
     pub action: &'static str,
-    pub pid: i32,
-    pub comm: String,
-    pub oom_score_adj: i16,
-    pub effective_adj: i16,
-    pub rule: Option<String>,
+    #[serde(flatten)]
+    pub victim: Victim,
     /// Resident size of the ranges asked for (from smaps), this event.
     pub requested_kib: u64,
     /// Resident memory the process lost, measured (RssAnon + RssFile + RssShmem before −
@@ -79,9 +115,8 @@ pub struct PageoutEvent {
     /// More of this process is left for the next event (the per-event cap was reached).
     pub unfinished: bool,
     pub duration_ms: u64,
-    pub reason: &'static str,
-    pub condition: String,
-    pub level: String,
+    #[serde(flatten)]
+    pub cause: Cause,
 }
 
 /// Where events go: nowhere, stdout, or an appended file.

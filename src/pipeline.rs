@@ -10,7 +10,7 @@ use crossbeam_channel::Receiver;
 use crate::act;
 use crate::caps::KernelCaps;
 use crate::confirm::{self, Outcome};
-use crate::events::{ActionEvent, EventLog, PageoutEvent, wall_ms};
+use crate::events::{ActionEvent, Cause, EventLog, PageoutEvent, Victim, wall_ms};
 use crate::metrics::Metrics;
 use crate::monitor::{Sample, monotonic_ms};
 use crate::pageout::{self, Region};
@@ -273,11 +273,7 @@ impl Pipeline {
             } else {
                 "pageout"
             },
-            pid: p.pid,
-            comm: p.comm.clone(),
-            oom_score_adj: p.oom_score_adj,
-            effective_adj: p.effective_adj,
-            rule: p.rule.clone(),
+            victim: Victim::from(&p),
             requested_kib,
             freed_kib,
             rss_anon_before_kib: before.rss_anon_kib,
@@ -289,9 +285,7 @@ impl Pipeline {
             scope_available_after_kib: available_after,
             unfinished,
             duration_ms: end.saturating_sub(started),
-            reason: decision.reason.as_str(),
-            condition: decision.fired.to_string(),
-            level: level.name.clone(),
+            cause: Cause::new(decision, &level.name),
         };
         let verdict = if self.dry_run {
             " (dry run: nothing advised)"
@@ -302,7 +296,7 @@ impl Pipeline {
         };
         log::warn!(
             lowmemd_action = event.action, lowmemd_pid = p.pid, lowmemd_comm = p.comm.as_str(),
-            lowmemd_reason = event.reason, lowmemd_level = level.name.as_str();
+            lowmemd_reason = event.cause.reason, lowmemd_level = level.name.as_str();
             "paged out pid {} ({}) adj {}: {} KiB freed of {} KiB asked in {} ms ({} at level {}: {}){}",
             p.pid,
             p.comm,
@@ -310,9 +304,9 @@ impl Pipeline {
             freed_kib,
             requested_kib,
             event.duration_ms,
-            event.reason,
+            event.cause.reason,
             level.name,
-            event.condition,
+            event.cause.condition,
             verdict
         );
         self.record(&event);
@@ -433,16 +427,10 @@ impl Pipeline {
         let mut event = ActionEvent {
             ts_ms: wall_ms(),
             action: if self.dry_run { "would_kill" } else { "kill" },
-            pid: p.pid,
-            comm: p.comm.clone(),
-            oom_score_adj: p.oom_score_adj,
-            effective_adj: p.effective_adj,
-            rule: p.rule.clone(),
+            victim: Victim::from(&p),
             rss_kib: p.rss_kib,
             swap_kib: p.swap_kib,
-            reason: decision.reason.as_str(),
-            condition: decision.fired.to_string(),
-            level: level.name.clone(),
+            cause: Cause::new(decision, &level.name),
             scope_available_kib: sample.mem.available_kib,
             scope_total_kib: sample.mem.total_kib,
             available_at_kill_kib: fresh.mem.available_kib,
@@ -469,15 +457,15 @@ impl Pipeline {
         if self.dry_run {
             self.metrics
                 .would_kills
-                .with_label_values(&[event.reason, &level.name])
+                .with_label_values(&[event.cause.reason, &level.name])
                 .inc();
             log::warn!(
                 lowmemd_action = "would_kill", lowmemd_pid = p.pid, lowmemd_comm = p.comm.as_str(),
-                lowmemd_reason = event.reason, lowmemd_level = level.name.as_str();
+                lowmemd_reason = event.cause.reason, lowmemd_level = level.name.as_str();
                 "would kill {who}: {} at level {} ({})",
-                event.reason,
+                event.cause.reason,
                 level.name,
-                event.condition
+                event.cause.condition
             );
             self.record(&event);
             // Nothing will exit: pace as if the kill had run into its deadline.
@@ -495,7 +483,7 @@ impl Pipeline {
         }
         self.metrics
             .kills
-            .with_label_values(&[event.reason, &level.name])
+            .with_label_values(&[event.cause.reason, &level.name])
             .inc();
         self.metrics
             .decision_to_signal
@@ -525,11 +513,11 @@ impl Pipeline {
         event.available_after_kib = self.scope.read_memory().ok().map(|m| m.available_kib);
         log::warn!(
             lowmemd_action = "kill", lowmemd_pid = p.pid, lowmemd_comm = p.comm.as_str(),
-            lowmemd_reason = event.reason, lowmemd_level = level.name.as_str();
+            lowmemd_reason = event.cause.reason, lowmemd_level = level.name.as_str();
             "killed {who}: {} at level {} ({}); {}",
-            event.reason,
+            event.cause.reason,
             level.name,
-            event.condition,
+            event.cause.condition,
             match event.kill_to_exit_ms {
                 Some(ms) => format!(
                     "exited {ms} ms after the signal, {} ms after the sample",
