@@ -287,27 +287,26 @@ impl Pipeline {
             duration_ms: end.saturating_sub(started),
             cause: Cause::new(decision, &level.name),
         };
-        let verdict = if self.dry_run {
-            " (dry run: nothing advised)"
+        let what = if self.dry_run {
+            format!("would page out {requested_kib} KiB (dry run: nothing advised)")
         } else if freed_kib < PAGEOUT_NOTHING_KIB {
-            " — nothing worth it: not again until it grows"
+            format!(
+                "paged out {freed_kib} KiB of {requested_kib} KiB asked: nothing worth it, not again until it grows"
+            )
         } else {
-            ""
+            format!("paged out {freed_kib} KiB of {requested_kib} KiB asked")
         };
         log::warn!(
             lowmemd_action = event.action, lowmemd_pid = p.pid, lowmemd_comm = p.comm.as_str(),
             lowmemd_reason = event.cause.reason, lowmemd_level = level.name.as_str();
-            "paged out pid {} ({}) adj {}: {} KiB freed of {} KiB asked in {} ms ({} at level {}: {}){}",
+            "pid {} ({}) adj {}: {what} in {} ms ({} at level {}: {})",
             p.pid,
             p.comm,
             p.effective_adj,
-            freed_kib,
-            requested_kib,
             event.duration_ms,
             event.cause.reason,
             level.name,
             event.cause.condition,
-            verdict
         );
         self.record(&event);
         self.last_action_ms = Some(end);
