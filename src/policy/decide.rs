@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::monitor::Sample;
-use crate::policy::{Action, Combine, Level, Policy, PsiCondition, PsiKind, Reason};
+use crate::policy::{Action, Combine, Level, Policy, PsiCondition, Reason};
 
 /// Which condition fired, with what it measured, for logs and the event log.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -193,20 +193,11 @@ pub fn decide(sample: &Sample, policy: &Policy, last_action_ms: Option<u64>) -> 
     None
 }
 
-/// `PsiKind` of a PSI reason (for tests and explanations).
-pub fn psi_kind(reason: Reason) -> Option<PsiKind> {
-    match reason {
-        Reason::PsiSome => Some(PsiKind::Some),
-        Reason::PsiFull => Some(PsiKind::Full),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::monitor::{MemSnapshot, PsiFired};
-    use crate::policy::Conditions;
+    use crate::policy::{Conditions, PsiKind};
 
     const CRITICAL: usize = 0;
     const LOW: usize = 1;
