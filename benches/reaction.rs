@@ -55,8 +55,7 @@ fn runaway_once(i: usize) -> Option<(f64, f64, f64)> {
 /// Baseline: kill a process of `mib` MiB directly through lowmemd's own pin/kill/confirm.
 fn bare_kill_once(i: usize, mib: u64) -> f64 {
     let cg = TestCgroup::create(&format!("bench-bare{i}"), 512);
-    let mut w = Workload::spawn(&cg, "victim", 0, mib, 0);
-    assert!(w.wait_ready());
+    let mut w = Workload::ready(&cg, "victim", 0, mib);
     let proc = ProcRoot::default();
     let scope = Scope::system(proc.clone()).unwrap();
     let info = proc.scan([w.pid], false).procs.remove(0);

@@ -13,8 +13,7 @@ use common::{Scenario, Workload, actions};
 /// A runaway leak in a 256 MiB memcg watched with `args`; returns (events, stderr lines).
 fn runaway(name: &str, args: &[&OsStr]) -> Option<(Vec<serde_json::Value>, Vec<String>)> {
     let mut sc = Scenario::start(name, 256, args)?;
-    let mut small = Workload::spawn(&sc.cg, "small", 0, 8, 0);
-    assert!(small.wait_ready());
+    let small = Workload::ready(&sc.cg, "small", 0, 8);
     let mut leak = Workload::spawn(&sc.cg, "leak", 0, 0, 100);
     assert!(leak.wait_ready());
     assert!(leak.wait_dead(Duration::from_secs(8)), "the leak must die");

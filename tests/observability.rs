@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Scenario, Workload, actions, http_get, metric_sum};
+use common::{Scenario, Workload, actions, cached_apps, http_get, metric_sum};
 
 /// promtool, from Debian's prometheus package (.ci/run installs it). Locally it may be
 /// missing: then the test says so and skips; in CI it fails.
@@ -198,23 +198,13 @@ fn counters_agree_with_the_event_log() {
     let Some(mut sc) = Scenario::start("metrics", 256, &[]) else {
         return;
     };
-    let cg = &sc.cg;
-    let mut small = Workload::spawn(cg, "small", 0, 8, 0);
-    assert!(small.wait_ready());
-    let mut bg = Vec::new();
-    for adj in [900, 950, 1000] {
-        let mut w = Workload::spawn(cg, &format!("bg{adj}"), adj, 30, 0);
-        assert!(w.wait_ready());
-        bg.push(w);
-    }
-    let mut fg = Workload::spawn(cg, "fg", 0, 170, 100);
-    fg.wait_ready();
-    std::thread::sleep(Duration::from_secs(2));
+    let apps = cached_apps(&sc.cg, 170);
     let events = sc.daemon.events();
     let (code, text) = http_get(&sc.daemon.metrics_addr(), "/metrics").unwrap();
     let (_, status) = http_get(&sc.daemon.metrics_addr(), "/status").unwrap();
     sc.daemon.stop();
     assert_eq!(code, 200);
+    assert!(apps.fg.alive() && apps.small.alive());
     let kills = actions(&events, "kill");
     assert!(kills.len() >= 2, "{events:#?}");
     let confirmed = kills.iter().filter(|k| k["exit_confirmed"] == true).count();
@@ -284,8 +274,7 @@ fn hostile_http_clients_do_not_delay_a_kill() {
             (flood, garbage, big)
         })
     };
-    let mut small = Workload::spawn(&sc.cg, "small", 0, 8, 0);
-    assert!(small.wait_ready());
+    let small = Workload::ready(&sc.cg, "small", 0, 8);
     let mut leak = Workload::spawn(&sc.cg, "leak", 0, 0, 100);
     assert!(leak.wait_ready());
     let died = leak.wait_dead(Duration::from_secs(8));

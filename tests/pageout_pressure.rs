@@ -8,7 +8,7 @@ mod common;
 use std::ffi::OsStr;
 use std::time::Duration;
 
-use common::{ColdFile, Scenario, Workload, ZramSwap, actions, status_kib};
+use common::{ColdFile, Scenario, Workload, ZramSwap, actions, background, status_kib};
 
 const LIMIT_MIB: u64 = 256;
 
@@ -47,8 +47,7 @@ fn file_backed_memory_is_paged_out_instead_of_killing() {
         ColdFile::new("pageout-b", 60),
     ];
     let cg = &sc.cg;
-    let mut small = Workload::spawn(cg, "small", 0, 8, 0);
-    assert!(small.wait_ready());
+    let small = Workload::ready(cg, "small", 0, 8);
     let mut bg = Vec::new();
     for (adj, file) in [1000, 950].into_iter().zip(&files) {
         let mut w = Workload::spawn_with(
@@ -142,14 +141,8 @@ fn anonymous_memory_without_swap_escalates_to_kills() {
         panic!("this test needs a machine without active swap (see /proc/swaps)");
     }
     let cg = &sc.cg;
-    let mut small = Workload::spawn(cg, "small", 0, 8, 0);
-    assert!(small.wait_ready());
-    let mut bg = Vec::new();
-    for adj in [1000, 950] {
-        let mut w = Workload::spawn(cg, &format!("bg{adj}"), adj, 30, 0);
-        assert!(w.wait_ready());
-        bg.push(w);
-    }
+    let small = Workload::ready(cg, "small", 0, 8);
+    let bg = background(cg, &[1000, 950], 30);
     // 8 + 60 + 180 MiB would not fit: only a kill makes room.
     let mut fg = Workload::spawn(cg, "fg", 0, 180, 100);
     fg.wait_ready();
@@ -200,14 +193,8 @@ fn anonymous_memory_goes_to_zram_swap_before_any_kill() {
         }
     };
     let cg = &sc.cg;
-    let mut small = Workload::spawn(cg, "small", 0, 8, 0);
-    assert!(small.wait_ready());
-    let mut bg = Vec::new();
-    for adj in [1000, 950] {
-        let mut w = Workload::spawn(cg, &format!("bg{adj}"), adj, 60, 0);
-        assert!(w.wait_ready());
-        bg.push(w);
-    }
+    let small = Workload::ready(cg, "small", 0, 8);
+    let bg = background(cg, &[1000, 950], 60);
     // 8 + 120 + 60 MiB: ~26 % available, inside the page-out level.
     let mut fg = Workload::spawn(cg, "fg", 0, 60, 100);
     assert!(fg.wait_ready());

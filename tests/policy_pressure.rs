@@ -47,8 +47,7 @@ fn rules_protect_and_prefer_change_the_kill_order() {
         return;
     };
     let cg = &sc.cg;
-    let mut small = Workload::spawn(cg, "small", 0, 8, 0);
-    assert!(small.wait_ready());
+    let small = Workload::ready(cg, "small", 0, 8);
     // Highest adj, but protected by a rule.
     let mut keeper = Workload::spawn(cg, "keeper", 1000, 30, 0);
     // adj 800 is below the low level's floor; the rule lifts it to 990.
@@ -93,8 +92,7 @@ fn thrashing_condition_kills_a_page_cache_thrasher() {
     };
     // Twice the memcg's size: it can never all stay cached.
     let file = ColdFile::new("reread", 128);
-    let mut small = Workload::spawn(&sc.cg, "small", 0, 4, 0);
-    assert!(small.wait_ready());
+    let small = Workload::ready(&sc.cg, "small", 0, 4);
     let mut reader = Workload::spawn_with(
         &sc.cg,
         "reread",
@@ -192,8 +190,7 @@ fn reload_keeps_the_old_policy_on_errors_and_applies_valid_ones() {
         "valid policy not applied"
     );
     // 8 + 190 + 30 MiB: inside the low level again, which now only watches.
-    let mut bg2 = Workload::spawn(cg, "bg2", 1000, 30, 0);
-    assert!(bg2.wait_ready());
+    let bg2 = Workload::ready(cg, "bg2", 1000, 30);
     std::thread::sleep(Duration::from_secs(2));
     assert!(bg2.alive(), "the reloaded policy's low level must not kill");
 

@@ -5,38 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Scenario, TestCgroup, Workload, actions};
+use common::{Scenario, Workload, actions, cached_apps};
 
 const LIMIT_MIB: u64 = 256;
-
-/// The "cached apps" set-up: a small foreground-class process, three background processes
-/// (adj 900, 950, 1000, 30 MiB each) and a foreground process growing at 100 MiB/s.
-///
-/// Arithmetic (256 MiB, low watermark 15 % = 38 MiB): 8 + 90 + 170 MiB would not fit. The
-/// first kill (adj 1000) comes at ~218 MiB used; the second (adj 950) when the foreground
-/// has grown another 30 MiB; after it, 8 + 30 + 170 = 208 MiB leaves 48 MiB (19 %): no third.
-struct CachedApps {
-    small: Workload,
-    bg: Vec<Workload>,
-    fg: Workload,
-}
-
-fn cached_apps(cg: &TestCgroup, fg_mib: u64) -> CachedApps {
-    let mut small = Workload::spawn(cg, "small", 0, 8, 0);
-    assert!(small.wait_ready(), "small workload died");
-    let mut bg = Vec::new();
-    for adj in [900, 950, 1000] {
-        let mut w = Workload::spawn(cg, &format!("bg{adj}"), adj, 30, 0);
-        assert!(w.wait_ready(), "bg{adj} died while allocating");
-        bg.push(w);
-    }
-    let mut fg = Workload::spawn(cg, "fg", 0, fg_mib, 100);
-    let grew = fg.wait_ready();
-    // Let lowmemd see the final state and settle.
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(grew || !fg.alive(), "fg neither finished nor died");
-    CachedApps { small, bg, fg }
-}
 
 #[test]
 fn cached_apps_make_room_highest_adj_first() {
@@ -91,8 +62,7 @@ fn runaway_is_killed_before_the_kernel_oom_killer() {
         return;
     };
     let cg = &sc.cg;
-    let mut small = Workload::spawn(cg, "small", 0, 8, 0);
-    assert!(small.wait_ready());
+    let small = Workload::ready(cg, "small", 0, 8);
     let mut leak = Workload::spawn(cg, "leak", 0, 0, 100);
     assert!(leak.wait_ready());
     // Unbounded at 100 MiB/s, the leak hits the 256 MiB limit within ~3 s.
@@ -123,8 +93,7 @@ fn calm_usage_kills_nothing() {
     };
     let cg = &sc.cg;
     // ~60 % of the limit, held steady.
-    let mut w = Workload::spawn(cg, "steady", 1000, 150, 0);
-    assert!(w.wait_ready());
+    let w = Workload::ready(cg, "steady", 1000, 150);
     std::thread::sleep(Duration::from_secs(10));
     let events = sc.daemon.events();
     sc.daemon.stop();

@@ -160,6 +160,16 @@ impl Workload {
         Self::spawn_with(cg, name, adj, mib, rate, &[])
     }
 
+    /// A workload that allocated `mib` MiB at once and said `ready` (panics if it died).
+    pub fn ready(cg: &TestCgroup, name: &str, adj: i32, mib: u64) -> Workload {
+        let mut w = Self::spawn(cg, name, adj, mib, 0);
+        assert!(
+            w.wait_ready(),
+            "workload {name} died while allocating {mib} MiB"
+        );
+        w
+    }
+
     /// [`Workload::spawn`] with more lowmemd-workload arguments (e.g. `--reread FILE`).
     pub fn spawn_with(
         cg: &TestCgroup,
@@ -474,6 +484,36 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
         .filter(|l| l.split(['{', ' ']).next() == Some(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Background processes `bg<adj>` holding `mib` MiB each, ready, in the order given.
+pub fn background(cg: &TestCgroup, adjs: &[i32], mib: u64) -> Vec<Workload> {
+    adjs.iter()
+        .map(|adj| Workload::ready(cg, &format!("bg{adj}"), *adj, mib))
+        .collect()
+}
+
+/// The "cached apps" set-up: a small foreground-class process, three background processes
+/// (adj 900, 950, 1000, 30 MiB each) and a foreground process growing at 100 MiB/s.
+///
+/// Arithmetic (256 MiB, low watermark 15 % = 38 MiB): 8 + 90 + 170 MiB would not fit. The
+/// first kill (adj 1000) comes at ~218 MiB used; the second (adj 950) when the foreground
+/// has grown another 30 MiB; after it, 8 + 30 + 170 = 208 MiB leaves 48 MiB (19 %): no third.
+pub struct CachedApps {
+    pub small: Workload,
+    pub bg: Vec<Workload>,
+    pub fg: Workload,
+}
+
+pub fn cached_apps(cg: &TestCgroup, fg_mib: u64) -> CachedApps {
+    let small = Workload::ready(cg, "small", 0, 8);
+    let bg = background(cg, &[900, 950, 1000], 30);
+    let mut fg = Workload::spawn(cg, "fg", 0, fg_mib, 100);
+    let grew = fg.wait_ready();
+    // Let lowmemd see the final state and settle.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(grew || !fg.alive(), "fg neither finished nor died");
+    CachedApps { small, bg, fg }
 }
 
 /// Events with the given `action` (`kill`, `would_kill`).
