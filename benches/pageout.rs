@@ -16,12 +16,13 @@ use std::time::Instant;
 
 use common::{ColdFile, TestCgroup, Workload, ZramSwap};
 use lowmemd::caps::KernelCaps;
-use lowmemd::monitor::monotonic_ms;
-use lowmemd::pageout;
+use lowmemd::clock::monotonic_ms;
+use lowmemd::pipeline::pageout::plan::{batches, plan};
+use lowmemd::pipeline::pin::{Target, pin};
+use lowmemd::pipeline::rank::RankedProc;
 use lowmemd::procs::ProcRoot;
-use lowmemd::rank::RankedProc;
+use lowmemd::procs::parse_smaps;
 use lowmemd::scope::Scope;
-use lowmemd::target::{Target, pin};
 
 const MIB: u64 = 64;
 const RUNS: usize = 5;
@@ -46,14 +47,14 @@ fn pageout_once(w: &Workload, swap: bool) -> (f64, f64, u32) {
     let before = proc.mem_detail(w.pid).unwrap().resident_kib();
     let t0 = Instant::now();
     let smaps = std::fs::File::open(format!("/proc/{}/smaps", w.pid)).unwrap();
-    let regions = pageout::parse_smaps(std::io::BufReader::new(smaps)).unwrap();
+    let regions = parse_smaps(std::io::BufReader::new(smaps)).unwrap();
     let page = rustix::param::page_size() as u64;
-    let ranges: Vec<(u64, u64)> = pageout::plan(&regions, swap, page)
+    let ranges: Vec<(u64, u64)> = plan(&regions, swap, page)
         .iter()
         .map(|r| (r.0, r.1))
         .collect();
-    let batches = pageout::batches(&ranges, 0, CALL_BYTES, u64::MAX, 1024, page);
-    let calls = lowmemd::act::pageout(&target, &batches);
+    let batches = batches(&ranges, 0, CALL_BYTES, u64::MAX, 1024, page);
+    let calls = lowmemd::pipeline::pageout::advise(&target, &batches);
     let secs = t0.elapsed().as_secs_f64();
     assert!(
         calls.refused.is_none(),
@@ -77,9 +78,13 @@ fn kill_once(w: &Workload) -> (f64, f64) {
         .resident_kib();
     let t0 = monotonic_ms();
     let start = Instant::now();
-    lowmemd::act::kill(&target, &KernelCaps::probe(), &ProcRoot::default()).unwrap();
-    let out = lowmemd::confirm::wait_target(&target, &ProcRoot::default(), t0 + 5000);
-    assert!(matches!(out, lowmemd::confirm::Outcome::Exited { .. }));
+    lowmemd::pipeline::kill::kill_target(&target, &KernelCaps::probe(), &ProcRoot::default())
+        .unwrap();
+    let out = lowmemd::pipeline::confirm::wait_target(&target, &ProcRoot::default(), t0 + 5000);
+    assert!(matches!(
+        out,
+        lowmemd::pipeline::confirm::Outcome::Exited { .. }
+    ));
     (rss as f64 / 1024.0, start.elapsed().as_secs_f64())
 }
 

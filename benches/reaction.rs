@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use common::{Daemon, TestCgroup, Workload, actions};
 use lowmemd::caps::KernelCaps;
-use lowmemd::monitor::monotonic_ms;
+use lowmemd::clock::monotonic_ms;
+use lowmemd::pipeline::rank::RankedProc;
 use lowmemd::procs::ProcRoot;
-use lowmemd::rank::RankedProc;
 use lowmemd::scope::Scope;
 
 const RUNS: usize = 5;
@@ -59,12 +59,12 @@ fn bare_kill_once(i: usize, mib: u64) -> f64 {
     let proc = ProcRoot::default();
     let scope = Scope::system(proc.clone()).unwrap();
     let info = proc.scan([w.pid], false).procs.remove(0);
-    let target = lowmemd::target::pin(&proc, &scope, RankedProc::from(info), true).unwrap();
+    let target = lowmemd::pipeline::pin::pin(&proc, &scope, RankedProc::from(info), true).unwrap();
     let caps = KernelCaps::probe();
     let t0 = monotonic_ms();
-    lowmemd::act::kill(&target, &caps, &proc).unwrap();
-    let out = lowmemd::confirm::wait_target(&target, &ProcRoot::default(), t0 + 5000);
-    let lowmemd::confirm::Outcome::Exited { at_ms } = out else {
+    lowmemd::pipeline::kill::kill_target(&target, &caps, &proc).unwrap();
+    let out = lowmemd::pipeline::confirm::wait_target(&target, &ProcRoot::default(), t0 + 5000);
+    let lowmemd::pipeline::confirm::Outcome::Exited { at_ms } = out else {
         panic!("bare kill not confirmed")
     };
     let _ = w.child.wait();

@@ -9,11 +9,11 @@ use std::sync::OnceLock;
 
 use divan::counter::ItemsCount;
 use divan::{Bencher, black_box};
-use lowmemd::monitor::{MemSnapshot, Sample};
+use lowmemd::pipeline::rank::{RankContext, candidates};
 use lowmemd::policy::Policy;
 use lowmemd::policy::decide::decide;
 use lowmemd::procs::{ProcCache, ProcRoot, raise_fd_limit};
-use lowmemd::rank::{RankContext, candidates};
+use lowmemd::sample::{MemSnapshot, Sample};
 use procfs_core::FromBufRead;
 
 /// Sleeping processes spawned so the table has ~2,000 entries, as on a busy desktop.

@@ -6,6 +6,8 @@ use std::os::fd::AsFd;
 use rustix::process::{PidfdFlags, getpid, pidfd_open};
 use serde::Serialize;
 
+use crate::scope::swap::{self, SwapDevice};
+
 /// Capability bits (include/uapi/linux/capability.h).
 pub const CAP_KILL: u32 = 5;
 pub const CAP_IPC_LOCK: u32 = 14;
@@ -32,33 +34,6 @@ pub struct KernelCaps {
     pub swaps: Vec<SwapDevice>,
 }
 
-/// One line of /proc/swaps.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SwapDevice {
-    pub name: String,
-    pub size_kib: u64,
-    pub used_kib: u64,
-    /// Compressed RAM (zram): swapping there costs RAM too, only less.
-    pub zram: bool,
-}
-
-/// Parses /proc/swaps (header line, then `name type size used priority`).
-pub fn parse_swaps(text: &str) -> Vec<SwapDevice> {
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let name = (*f.first()?).to_string();
-            Some(SwapDevice {
-                zram: name.starts_with("/dev/zram"),
-                size_kib: f.get(2)?.parse().ok()?,
-                used_kib: f.get(3)?.parse().ok()?,
-                name,
-            })
-        })
-        .collect()
-}
-
 impl KernelCaps {
     pub fn probe() -> Self {
         let kernel_release = rustix::system::uname()
@@ -77,7 +52,7 @@ impl KernelCaps {
                 .ok()
                 .and_then(|s| parse_cap_eff(&s))
                 .unwrap_or(0),
-            swaps: parse_swaps(&std::fs::read_to_string("/proc/swaps").unwrap_or_default()),
+            swaps: swap::devices(),
         }
     }
 
@@ -242,15 +217,5 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown feature")
         );
-    }
-
-    #[test]
-    fn swaps_tell_zram_from_disk() {
-        let t = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n/dev/zram0 partition\t524284\t1024\t100\n/swapfile file 1048572 0 -2\n";
-        let s = parse_swaps(t);
-        assert_eq!(s.len(), 2);
-        assert!(s[0].zram && !s[1].zram);
-        assert_eq!((s[0].size_kib, s[0].used_kib), (524284, 1024));
-        assert!(parse_swaps("Filename Type Size Used Priority\n").is_empty());
     }
 }

@@ -1,28 +1,29 @@
-//! lowmemd: a low-memory-killer daemon. The pipeline, in the order data flows:
+//! lowmemd: a low-memory-killer daemon. The pipeline, in the order data flows, one folder a
+//! stage (imports point down this list, never up; `tests/layout.rs` checks it):
 //!
-//! `monitor` (samples) → `policy::decide` (level) → `procs` + `rank` (victim order) →
-//! `target` (pidfd pin) → `act` (SIGKILL + mrelease) → `confirm` (pidfd readable) → `events`.
-//! `pipeline` is the only module that knows that order.
+//! - `sys`, `clock`, `sample`: raw syscalls; the clocks; what one sample holds (data only).
+//! - `procs`: the process table (pure parsers, the stateless reader, the fd cache).
+//! - `scope`: what is protected, the system or one cgroup: its memory, PSI file, swap.
+//! - `caps`: what the kernel and our privileges allow, probed once.
+//! - `policy`: raw TOML → validated `Policy`; the pure `decide`; rules.
+//! - `monitor`: the sensing thread (PSI, vmpressure, watermarks) → `Sample`s.
+//! - `pipeline`: rank → pin → kill or page out → confirm, one victim at a time, each fact
+//!   handed to an `Observer`.
+//! - `report`: the observer: records, event log, metrics + HTTP, logging, sd_notify.
+//! - `reload`, `protect`: the daemon keeping itself current and alive.
+//!
+//! The `lowmemd` binary (`main.rs`, `cli.rs`, `commands/`) wires them together.
 #![deny(unsafe_code)]
 
-pub mod act;
 pub mod caps;
-pub mod confirm;
-pub mod doctor;
-pub mod events;
-pub mod http;
-pub mod logger;
-pub mod metrics;
+pub mod clock;
 pub mod monitor;
-pub mod notify;
-pub mod pageout;
 pub mod pipeline;
 pub mod policy;
 pub mod procs;
 pub mod protect;
-pub mod rank;
 pub mod reload;
+pub mod report;
+pub mod sample;
 pub mod scope;
-pub mod status;
 pub mod sys;
-pub mod target;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
 
-use crate::metrics::Metrics;
-use crate::policy::store::PolicyStore;
+use crate::policy::store::{PolicyStore, ReloadResult};
+use crate::report::metrics::Metrics;
 
 /// Reloads and reports; `notify` is called when a new policy is in force (to wake the
 /// monitor, which re-registers its triggers).
@@ -25,24 +25,24 @@ pub fn reload(store: &PolicyStore, metrics: &Metrics, why: &str, notify: &dyn Fn
             let scope = metrics.scope_name();
             metrics.adopt_policy(&store.get(), &scope, &store.describe());
             notify();
-            "applied"
+            ReloadResult::Applied
         }
         Ok(false) => {
             log::info!(
                 "policy reload ({why}): file unchanged, keeping {}",
                 store.describe()
             );
-            "unchanged"
+            ReloadResult::Unchanged
         }
         Err(e) => {
             log::error!(
                 "policy reload ({why}) failed, keeping {}:\n{e}",
                 store.describe()
             );
-            "failed"
+            ReloadResult::Failed
         }
     };
-    metrics.reloads.with_label_values(&[result]).inc();
+    metrics.reloads.with_label_values(&[result.as_str()]).inc();
 }
 
 /// Starts a thread that reloads `store` when its file changes. `None` for the built-in

@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
+use lowmemd::pipeline::pin::{PinError, pin};
+use lowmemd::pipeline::rank::{Exclusion, RankContext, candidates, rank};
 use lowmemd::procs::{ProcError, ProcRoot};
-use lowmemd::rank::{Exclusion, RankContext, candidates, rank};
 use lowmemd::scope::Scope;
-use lowmemd::target::{PinError, pin};
 
 const PF_KTHREAD: u32 = 0x0020_0000;
 

@@ -7,12 +7,12 @@
 
 use std::path::{Path, PathBuf};
 
-use lowmemd::monitor::{MemSnapshot, PsiFired, Sample};
+use lowmemd::pipeline::rank::{Exclusion, RankContext, rank};
 use lowmemd::policy::Policy;
 use lowmemd::policy::decide::decide;
 use lowmemd::policy::validate::{LoadError, load};
 use lowmemd::procs::ProcInfo;
-use lowmemd::rank::{Exclusion, RankContext, rank};
+use lowmemd::sample::{MemSnapshot, PsiFired, Sample};
 use proptest::prelude::*;
 
 fn shipped() -> Vec<PathBuf> {

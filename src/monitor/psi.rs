@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::policy::PsiCondition;
+use crate::sample::PsiCondition;
 
 /// The kernel's bounds on a trigger window.
 const MAX_WINDOW_MS: u64 = 10_000;
@@ -115,18 +115,10 @@ impl PsiTrigger {
     }
 }
 
-/// `some` and `full` avg10 of a pressure file.
-pub fn read_avg10(path: &std::path::Path) -> Option<(f64, f64)> {
-    use procfs_core::FromBufRead;
-    let text = std::fs::read(path).ok()?;
-    let p = procfs_core::MemoryPressure::from_buf_read(&text[..]).ok()?;
-    Some((p.some.avg10 as f64, p.full.avg10 as f64))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::PsiKind;
+    use crate::sample::PsiKind;
 
     #[test]
     fn windows_fall_back_to_two_second_multiples() {

@@ -3,8 +3,8 @@
 
 use std::fmt;
 
-use crate::monitor::Sample;
 use crate::policy::{Action, Combine, Level, Policy, PsiCondition, Reason};
+use crate::sample::Sample;
 
 /// Which condition fired, with what it measured, for logs and the event log.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -196,8 +196,8 @@ pub fn decide(sample: &Sample, policy: &Policy, last_action_ms: Option<u64>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::monitor::{MemSnapshot, PsiFired};
     use crate::policy::{Conditions, PsiKind};
+    use crate::sample::{MemSnapshot, PsiFired};
 
     const CRITICAL: usize = 0;
     const LOW: usize = 1;

@@ -3,7 +3,7 @@
 //!
 //! A policy file goes raw (`raw.rs`: the spanned TOML as written) → validated and compiled
 //! (`validate.rs`: every problem with file:line:column, or this type) → used by the pure
-//! decision (`decide.rs`) and ranking (`crate::rank`). The built-in policy is
+//! decision (`decide.rs`) and ranking (`pipeline/rank.rs`). The built-in policy is
 //! `policies/default.toml`, compiled into the binary.
 
 pub mod decide;
@@ -17,37 +17,12 @@ use std::path::Path;
 
 use serde::Serialize;
 
+pub use crate::sample::{PsiCondition, PsiKind};
 pub use raw::Problem;
 pub use rules::{Effect, Matcher, Rule};
 
 /// The built-in policy's text (a bare `lowmemd` runs on it).
 pub const DEFAULT_TOML: &str = include_str!("../../policies/default.toml");
-
-/// Which PSI line a condition watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PsiKind {
-    /// Some tasks stalled on memory.
-    Some,
-    /// All non-idle tasks stalled on memory at once.
-    Full,
-}
-
-impl PsiKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PsiKind::Some => "some",
-            PsiKind::Full => "full",
-        }
-    }
-}
-
-/// "PSI `kind` stall above `stall_pct` % of the trigger window".
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct PsiCondition {
-    pub kind: PsiKind,
-    pub stall_pct: f64,
-}
 
 /// Why a level fired. The strings are a public interface (event log, logs, metrics labels):
 /// never rename one.

@@ -4,33 +4,7 @@
 
 use serde::Serialize;
 
-/// What rules may look at beyond `stat`/`oom_score_adj`. Read only when some rule needs it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Attrs {
-    /// NUL-separated arguments joined with spaces.
-    pub cmdline: Option<String>,
-    /// Target of /proc/PID/exe.
-    pub exe: Option<String>,
-    /// Owner of /proc/PID (the effective uid).
-    pub uid: Option<u32>,
-    /// Every cgroup path of /proc/PID/cgroup (one per hierarchy).
-    pub cgroups: Vec<String>,
-}
-
-/// Which attributes the rules of a policy need.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Needs {
-    pub cmdline: bool,
-    pub exe: bool,
-    pub uid: bool,
-    pub cgroup: bool,
-}
-
-impl Needs {
-    pub fn any(&self) -> bool {
-        self.cmdline || self.exe || self.uid || self.cgroup
-    }
-}
+use crate::procs::{Attrs, Needs, is_within};
 
 /// All matchers of a rule must match.
 #[derive(Debug, Clone, Default)]
@@ -101,7 +75,7 @@ impl Rule {
             && m.uid.is_none_or(|u| attrs.uid == Some(u))
             && m.cgroup
                 .as_deref()
-                .is_none_or(|cg| attrs.cgroups.iter().any(|p| crate::scope::is_within(p, cg)))
+                .is_none_or(|cg| attrs.cgroups.iter().any(|p| is_within(p, cg)))
     }
 }
 

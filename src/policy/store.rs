@@ -17,6 +17,31 @@ pub struct PolicyStore {
     hash: Mutex<String>,
 }
 
+/// How a reload ended: the `result` label of `lowmemd_policy_reloads_total`. The strings
+/// are a public interface: never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    Applied,
+    Unchanged,
+    Failed,
+}
+
+impl ReloadResult {
+    pub const ALL: [ReloadResult; 3] = [
+        ReloadResult::Applied,
+        ReloadResult::Unchanged,
+        ReloadResult::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Applied => "applied",
+            ReloadResult::Unchanged => "unchanged",
+            ReloadResult::Failed => "failed",
+        }
+    }
+}
+
 /// A short content hash (FNV-1a, 64 bit) naming which text is in force. Not a security
 /// measure: it tells an operator whether the file they edited is the one running.
 pub fn content_hash(text: &str) -> String {

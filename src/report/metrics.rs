@@ -15,24 +15,15 @@ use prometheus::{
 use serde::Serialize;
 
 use crate::caps::KernelCaps;
-use crate::monitor::MemSnapshot;
+use crate::clock::wall_ms;
+use crate::monitor::Source;
+use crate::pipeline::outcome::Skip;
+use crate::policy::store::ReloadResult;
 use crate::policy::{Policy, Reason};
+use crate::sample::MemSnapshot;
 
 /// Actions kept for `/status`.
 const RING: usize = 32;
-/// Pressure event sources (the `source` label).
-pub const SOURCES: [&str; 4] = ["psi_some", "psi_full", "vmpressure", "watermark"];
-/// Why a ranked victim was skipped (the `why` label).
-pub const SKIPS: [&str; 5] = [
-    "identity_changed",
-    "vanished",
-    "out_of_scope",
-    "rule_changed",
-    "denied",
-];
-/// Policy reload outcomes (the `result` label).
-pub const RELOADS: [&str; 3] = ["applied", "unchanged", "failed"];
-
 pub struct Metrics {
     registry: Registry,
     pub kills: IntCounterVec,
@@ -250,7 +241,7 @@ impl Metrics {
             status: Mutex::new(Status {
                 version: env!("CARGO_PKG_VERSION"),
                 current_level: "none".into(),
-                started_unix_ms: crate::events::wall_ms(),
+                started_unix_ms: wall_ms(),
                 ..Default::default()
             }),
         };
@@ -268,15 +259,15 @@ impl Metrics {
                 option_env!("LOWMEMD_COMMIT").unwrap_or("unknown"),
             ])
             .set(1);
-        m.start_time.set(crate::events::wall_ms() as f64 / 1000.0);
-        for s in SOURCES {
-            m.pressure_events.with_label_values(&[s]);
+        m.start_time.set(wall_ms() as f64 / 1000.0);
+        for s in Source::ALL {
+            m.pressure_events.with_label_values(&[s.as_str()]);
         }
-        for s in SKIPS {
-            m.skipped.with_label_values(&[s]);
+        for s in Skip::ALL {
+            m.skipped.with_label_values(&[s.as_str()]);
         }
-        for s in RELOADS {
-            m.reloads.with_label_values(&[s]);
+        for r in ReloadResult::ALL {
+            m.reloads.with_label_values(&[r.as_str()]);
         }
         m
     }
@@ -347,7 +338,7 @@ impl Metrics {
     /// The `/status` document.
     pub fn status_json(&self) -> Vec<u8> {
         let st = self.status.lock().clone();
-        let uptime_s = crate::events::wall_ms().saturating_sub(st.started_unix_ms) / 1000;
+        let uptime_s = wall_ms().saturating_sub(st.started_unix_ms) / 1000;
         let mut v = serde_json::to_value(&st).unwrap_or_default();
         v["uptime_s"] = uptime_s.into();
         serde_json::to_vec_pretty(&v).unwrap_or_default()

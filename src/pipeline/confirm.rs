@@ -7,9 +7,10 @@ use std::os::fd::AsFd;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 
-use crate::monitor::monotonic_ms;
+use crate::clock::monotonic_ms;
 use crate::procs::ProcRoot;
-use crate::target::Target;
+
+use super::pin::Target;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

@@ -4,6 +4,9 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use super::{CmdResult, exit};
+use crate::cli::StatusArgs;
+
 /// GETs `/status` from `addr` (HOST:PORT); the body, or what went wrong.
 pub fn fetch(addr: &str) -> Result<String, String> {
     let sock = addr
@@ -92,4 +95,25 @@ pub fn render(v: &serde_json::Value) -> String {
         }
     }
     s
+}
+
+pub fn run(args: &StatusArgs) -> CmdResult {
+    let fail = |e: String| {
+        (
+            exit::RUNTIME,
+            format!(
+                "{}: {e} (is lowmemd running with --metrics-listen {}?)",
+                args.addr, args.addr
+            ),
+        )
+    };
+    let body = fetch(&args.addr).map_err(fail)?;
+    if args.json {
+        println!("{body}");
+        return Ok(());
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| fail(format!("not a lowmemd status: {e}")))?;
+    print!("{}", render(&v));
+    Ok(())
 }

@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use super::MemSnapshot;
+use super::ScopeError;
+use crate::sample::{MemSnapshot, Refaults};
 
 /// The file names differ between the two cgroup versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,9 +49,9 @@ impl Version {
 
 /// File refaults so far and the file cache now, for the thrashing measure, from
 /// `memory.stat` (bytes there, pages here).
-pub fn refaults(version: Version, stat: &str, page_size: u64) -> Option<super::Refaults> {
+pub fn refaults(version: Version, stat: &str, page_size: u64) -> Option<Refaults> {
     let key = |n: &str| parse_stat_key(stat, &version.stat_key(n));
-    Some(super::Refaults {
+    Some(Refaults {
         refault_file: key("workingset_refault_file")?,
         file_pages: (key("active_file")? + key("inactive_file")?) / page_size,
     })
@@ -117,18 +118,22 @@ pub fn read(
     version: Version,
     system_total_kib: u64,
     want_refaults: bool,
-) -> Result<(MemSnapshot, Option<super::Refaults>), String> {
+) -> Result<(MemSnapshot, Option<Refaults>), ScopeError> {
     let read = |name: &str| {
-        let p = dir.join(name);
-        std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|source| ScopeError::Io { path, source })
     };
     let (limit, usage, stat) = (
         read(version.limit_file())?,
         read(version.usage_file())?,
         read("memory.stat")?,
     );
-    let mem = snapshot(version, &limit, &usage, &stat, system_total_kib)
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mem = snapshot(version, &limit, &usage, &stat, system_total_kib).map_err(|what| {
+        ScopeError::Malformed {
+            path: dir.to_owned(),
+            what,
+        }
+    })?;
     let page = rustix::param::page_size() as u64;
     Ok((
         mem,

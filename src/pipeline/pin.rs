@@ -6,7 +6,7 @@
 //!
 //! On kernels without pidfds (< 5.3), and only when the policy says `allow_pid_kill`, a
 //! target is "identified" instead: the same starttime check, without a pidfd; the kill
-//! path checks once more right before signalling by pid (`act::kill`).
+//! path checks once more right before signalling by pid (`kill.rs`).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -14,8 +14,10 @@ use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, pidfd_open};
 
 use crate::procs::{ProcError, ProcRoot};
-use crate::rank::RankedProc;
 use crate::scope::Scope;
+
+use super::outcome::Skip;
+use super::rank::RankedProc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
@@ -29,6 +31,19 @@ pub enum PinError {
     Pidfd { pid: i32, source: std::io::Error },
     #[error("{0}")]
     Proc(ProcError),
+}
+
+impl PinError {
+    /// The `lowmemd_victims_skipped_total` reason this counts as; `None` for failures that
+    /// are lowmemd's or the kernel's, not the victim's.
+    pub fn skip(&self) -> Option<Skip> {
+        match self {
+            PinError::Vanished(_) => Some(Skip::Vanished),
+            PinError::Recycled { .. } => Some(Skip::IdentityChanged),
+            PinError::OutOfScope(_) => Some(Skip::OutOfScope),
+            PinError::Pidfd { .. } | PinError::Proc(_) => None,
+        }
+    }
 }
 
 /// A process known to be the incarnation that was ranked, held by its pidfd when the

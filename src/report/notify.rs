@@ -72,6 +72,6 @@ pub fn get() -> &'static Notifier {
 
 /// `RELOADING=1` with the monotonic timestamp systemd ≥ 253 asks for.
 pub fn reloading() {
-    let usec = crate::monitor::monotonic_ms() * 1000;
+    let usec = crate::clock::monotonic_ms() * 1000;
     get().send(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
 }

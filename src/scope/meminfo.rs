@@ -4,7 +4,7 @@ use std::io::BufRead;
 
 use procfs_core::{FromBufRead, Meminfo};
 
-use super::MemSnapshot;
+use crate::sample::{MemSnapshot, Refaults};
 
 /// Parses `/proc/meminfo` into a snapshot. Kernels before 3.14 lack `MemAvailable`; there we
 /// fall back to free + inactive file pages, the same estimate the kernel itself refines.
@@ -28,14 +28,14 @@ pub fn parse(r: impl BufRead) -> Result<MemSnapshot, String> {
 
 /// File refaults and file cache from `/proc/vmstat` (kernel 5.9+ splits refaults into
 /// anon and file; older kernels have one `workingset_refault`, all file-backed without swap).
-pub fn parse_vmstat_refaults(text: &str) -> Option<super::Refaults> {
+pub fn parse_vmstat_refaults(text: &str) -> Option<Refaults> {
     let key = |k: &str| {
         text.lines().find_map(|l| {
             let (name, v) = l.split_once(' ')?;
             (name == k).then(|| v.trim().parse::<u64>().ok())?
         })
     };
-    Some(super::Refaults {
+    Some(Refaults {
         refault_file: key("workingset_refault_file").or_else(|| key("workingset_refault"))?,
         file_pages: key("nr_active_file")? + key("nr_inactive_file")?,
     })

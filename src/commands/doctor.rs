@@ -5,11 +5,16 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::caps::{
-    CAP_IPC_LOCK, CAP_KILL, CAP_SYS_NICE, CAP_SYS_PTRACE, CAP_SYS_RESOURCE, KernelCaps, SwapDevice,
+use lowmemd::caps::{
+    CAP_IPC_LOCK, CAP_KILL, CAP_SYS_NICE, CAP_SYS_PTRACE, CAP_SYS_RESOURCE, KernelCaps,
 };
-use crate::monitor::psi::{PsiTrigger, candidate_windows};
-use crate::policy::{Policy, PsiCondition, PsiKind};
+use lowmemd::monitor::psi::{PsiTrigger, candidate_windows};
+use lowmemd::policy::{Policy, PsiCondition, PsiKind};
+use lowmemd::scope::mounts::parse_mounts;
+use lowmemd::scope::swap::SwapDevice;
+
+use super::{CmdResult, exit, load_store};
+use crate::cli::DoctorArgs;
 
 /// CAP_FOWNER (include/uapi/linux/capability.h): lets page-out reclaim file pages of files
 /// lowmemd does not own.
@@ -71,7 +76,7 @@ fn shortest_psi_window() -> Option<u64> {
 fn cgroups() -> Cgroups {
     let mounts = std::fs::File::open("/proc/self/mountinfo")
         .ok()
-        .and_then(|f| crate::scope::parse_mounts(std::io::BufReader::new(f)).ok())
+        .and_then(|f| parse_mounts(std::io::BufReader::new(f)).ok())
         .unwrap_or_default();
     let v1_any = std::fs::read_to_string("/proc/self/mountinfo")
         .is_ok_and(|m| m.lines().any(|l| l.contains(" - cgroup ")));
@@ -262,4 +267,26 @@ pub fn render(r: &Report) -> String {
         );
     }
     s
+}
+
+pub fn run(args: &DoctorArgs) -> CmdResult {
+    let policy = load_store(&args.policy)?.get();
+    let mut caps = KernelCaps::probe();
+    caps.pretend_missing(&args.pretend_missing)
+        .map_err(|e| (exit::USAGE, format!("--pretend-missing: {e}")))?;
+    let report = examine(&caps, &policy);
+    if args.json {
+        let text =
+            serde_json::to_string_pretty(&report).map_err(|e| (exit::RUNTIME, e.to_string()))?;
+        println!("{text}");
+    } else {
+        print!("{}", render(&report));
+    }
+    if !report.can_protect {
+        return Err((
+            exit::RUNTIME,
+            "lowmemd could not protect this machine as it is".into(),
+        ));
+    }
+    Ok(())
 }

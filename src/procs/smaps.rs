@@ -1,6 +1,5 @@
-//! Planning a page-out: which address ranges of a process `process_madvise(MADV_PAGEOUT)`
-//! may usefully be asked to reclaim, read from `/proc/PID/smaps`, and how to batch them.
-//! Pure: parsing and planning take text and numbers, so hostile input is unit-tested.
+//! `/proc/PID/smaps`: a process's mappings, what backs each, how much of it is resident and
+//! its VmFlags, for planning a page-out. Pure: text in, regions out, hostile input unit-tested.
 //!
 //! The maps parser is our own rather than procfs-core's: that one slices SysV shm names at
 //! fixed offsets and panics on a mapping of a file named like `/SYSVx`, and a process must
@@ -141,83 +140,11 @@ pub fn parse_smaps(r: impl BufRead) -> Result<Vec<Region>, String> {
     Ok(regions)
 }
 
-/// Whether page-out can reclaim anything of `r`: file pages always (written back or simply
-/// dropped), private anonymous memory only when there is swap to put it in. Never locked,
-/// hugetlb, device or kernel-provided regions, and nothing with no resident pages.
-pub fn worth_paging(r: &Region, swap_active: bool) -> bool {
-    if r.locked || r.hugetlb || r.device || r.rss_kib == 0 {
-        return false;
-    }
-    match &r.backing {
-        Backing::File { .. } => true,
-        Backing::Anon => swap_active && !r.shared,
-        Backing::Shmem | Backing::Special(_) => false,
-    }
-}
-
-/// The address ranges to page out, page-aligned, in address order, with the resident size
-/// each is expected to yield at most.
-pub fn plan(regions: &[Region], swap_active: bool, page_size: u64) -> Vec<(u64, u64, u64)> {
-    regions
-        .iter()
-        .filter(|r| worth_paging(r, swap_active))
-        .filter_map(|r| {
-            let start = r.start.next_multiple_of(page_size);
-            let end = r.end - r.end % page_size;
-            (end > start).then_some((start, end - start, r.rss_kib))
-        })
-        .collect()
-}
-
-/// Splits `ranges` (start, len) into calls of at most `max_iov` iovecs and `call_bytes`
-/// bytes each, skipping the first `skip_bytes` (work done at an earlier event) and stopping
-/// after `event_bytes`. A range larger than a call's budget is split at page boundaries.
-pub fn batches(
-    ranges: &[(u64, u64)],
-    skip_bytes: u64,
-    call_bytes: u64,
-    event_bytes: u64,
-    max_iov: usize,
-    page_size: u64,
-) -> Vec<Vec<(u64, u64)>> {
-    let call_bytes = call_bytes.max(page_size);
-    let mut calls: Vec<Vec<(u64, u64)>> = Vec::new();
-    let mut cur: Vec<(u64, u64)> = Vec::new();
-    let (mut cur_bytes, mut total, mut skip) = (0u64, 0u64, skip_bytes);
-    for &(start, len) in ranges {
-        let (mut start, mut len) = (start, len);
-        if skip >= len {
-            skip -= len;
-            continue;
-        }
-        start += skip - skip % page_size;
-        len -= skip - skip % page_size;
-        skip = 0;
-        while len > 0 && total < event_bytes {
-            if cur.len() == max_iov || cur_bytes == call_bytes {
-                calls.push(std::mem::take(&mut cur));
-                cur_bytes = 0;
-            }
-            let room = (call_bytes - cur_bytes).min(event_bytes - total);
-            let take = len.min(room.max(page_size));
-            cur.push((start, take));
-            cur_bytes += take;
-            total += take;
-            start += take;
-            len -= take;
-        }
-    }
-    if !cur.is_empty() {
-        calls.push(cur);
-    }
-    calls
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const SMAPS: &str = "\
+    pub(crate) const SMAPS: &str = "\
 55d0c0000000-55d0c0021000 r-xp 00000000 08:01 1234                       /usr/bin/my app
 Rss:                 100 kB
 VmFlags: rd ex mr mw me dw
@@ -276,23 +203,6 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
     }
 
     #[test]
-    fn plan_takes_files_always_and_private_anon_only_with_swap() {
-        let r = parse_smaps(SMAPS.as_bytes()).unwrap();
-        let no_swap: Vec<u64> = plan(&r, false, 4096).iter().map(|p| p.0).collect();
-        assert_eq!(no_swap, [0x55d0c0000000, 0x7f0000000000]);
-        let swap: Vec<u64> = plan(&r, true, 4096).iter().map(|p| p.0).collect();
-        assert_eq!(
-            swap,
-            [
-                0x55d0c0000000,
-                0x55d0c1000000,
-                0x7f0000000000,
-                0x7ffd00000000
-            ]
-        );
-    }
-
-    #[test]
     fn hostile_lines_are_errors_not_panics() {
         for bad in [
             "Rss: 4 kB\n",
@@ -316,32 +226,5 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
                 deleted: true
             }
         );
-    }
-
-    #[test]
-    fn batches_respect_iovec_call_and_event_caps() {
-        let p = 4096;
-        let ranges: Vec<(u64, u64)> = (0..3000).map(|i| (i * 2 * p, p)).collect();
-        let calls = batches(&ranges, 0, u64::MAX, u64::MAX, 1024, p);
-        assert_eq!(
-            calls.iter().map(Vec::len).collect::<Vec<_>>(),
-            [1024, 1024, 952]
-        );
-        // A 10-page range with 4 pages per call and 9 pages per event.
-        let calls = batches(&[(0, 10 * p)], 0, 4 * p, 9 * p, 1024, p);
-        assert_eq!(
-            calls,
-            [vec![(0, 4 * p)], vec![(4 * p, 4 * p)], vec![(8 * p, p)]]
-        );
-        // Continuing where the last event stopped.
-        let calls = batches(
-            &[(0, 10 * p), (100 * p, 2 * p)],
-            9 * p,
-            4 * p,
-            100 * p,
-            1024,
-            p,
-        );
-        assert_eq!(calls, [vec![(9 * p, p), (100 * p, 2 * p)]]);
     }
 }

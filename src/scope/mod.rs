@@ -2,14 +2,18 @@
 //! (as written in /proc/PID/cgroup) to the memory-controller directory (v1 `memory` or v2)
 //! and the cgroup2 directory whose `memory.pressure` gives the subtree's PSI.
 
-use std::io::BufReader;
+pub mod memcg;
+pub mod meminfo;
+pub mod mounts;
+pub mod swap;
+
+use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 
-use procfs_core::FromBufRead;
-use procfs_core::process::MountInfos;
-
-use crate::monitor::{MemSnapshot, Refaults, cgroup, meminfo};
-use crate::procs::ProcRoot;
+use crate::procs::{ProcError, ProcRoot, is_within};
+use crate::sample::{MemSnapshot, Refaults};
+use memcg::Version;
+use mounts::{dir_under, parse_mounts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScopeError {
@@ -21,8 +25,12 @@ pub enum ScopeError {
     NoMemoryController(String),
     #[error("cgroup {cgroup} does not exist: no directory {dir}")]
     NoSuchCgroup { cgroup: String, dir: PathBuf },
-    #[error("{0}")]
-    Read(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {what}")]
+    Malformed { path: PathBuf, what: String },
+    #[error(transparent)]
+    Proc(#[from] ProcError),
 }
 
 /// Where the memory controller of a cgroup scope lives.
@@ -30,7 +38,7 @@ pub enum ScopeError {
 pub struct CgroupScope {
     /// The name the user gave, e.g. `/box`.
     pub name: String,
-    pub version: cgroup::Version,
+    pub version: Version,
     /// The memcg directory (v1 memory hierarchy or v2).
     pub memcg_dir: PathBuf,
     /// The same cgroup in the unified hierarchy, for `memory.pressure`, if mounted.
@@ -43,42 +51,6 @@ pub struct Scope {
     pub cgroup: Option<CgroupScope>,
     /// MemTotal of the machine, bounding an unlimited memcg.
     pub system_total_kib: u64,
-}
-
-/// The cgroup mounts found in mountinfo: (mount point, root inside the hierarchy).
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct CgroupMounts {
-    pub v1_memory: Option<(PathBuf, PathBuf)>,
-    pub v2: Option<(PathBuf, PathBuf)>,
-}
-
-/// Finds the v1 memory hierarchy and the cgroup2 mount in a mountinfo file.
-pub fn parse_mounts(mountinfo: impl std::io::BufRead) -> Result<CgroupMounts, String> {
-    let infos = MountInfos::from_buf_read(mountinfo).map_err(|e| format!("mountinfo: {e}"))?;
-    let mut m = CgroupMounts::default();
-    for mi in infos {
-        let entry = Some((mi.mount_point.clone(), mi.root.clone().into()));
-        match mi.fs_type.as_str() {
-            "cgroup" if mi.super_options.contains_key("memory") => {
-                m.v1_memory = m.v1_memory.or(entry)
-            }
-            "cgroup2" => m.v2 = m.v2.or(entry),
-            _ => {}
-        }
-    }
-    Ok(m)
-}
-
-/// Maps a cgroup path to its directory under a mount whose hierarchy root is `root` (not `/`
-/// inside a container with a cgroup namespace-less bind mount).
-fn dir_under(mount: &(PathBuf, PathBuf), cgroup: &str) -> PathBuf {
-    let (point, root) = mount;
-    let rel = Path::new(cgroup).strip_prefix(root).unwrap_or_else(|_| {
-        Path::new(cgroup)
-            .strip_prefix("/")
-            .unwrap_or(Path::new(cgroup))
-    });
-    point.join(rel)
 }
 
 impl Scope {
@@ -98,12 +70,17 @@ impl Scope {
             return Err(ScopeError::NotAbsolute(name.into()));
         }
         let mi_path = proc.path().join("self/mountinfo");
-        let file = std::fs::File::open(&mi_path)
-            .map_err(|e| ScopeError::Read(format!("{}: {e}", mi_path.display())))?;
-        let mounts = parse_mounts(BufReader::new(file)).map_err(ScopeError::Read)?;
+        let file = std::fs::File::open(&mi_path).map_err(|source| ScopeError::Io {
+            path: mi_path.clone(),
+            source,
+        })?;
+        let mounts = parse_mounts(BufReader::new(file)).map_err(|what| ScopeError::Malformed {
+            path: mi_path.clone(),
+            what,
+        })?;
         let (version, memcg_dir) = match (&mounts.v1_memory, &mounts.v2) {
-            (Some(v1), _) => (cgroup::Version::V1, dir_under(v1, name)),
-            (None, Some(v2)) => (cgroup::Version::V2, dir_under(v2, name)),
+            (Some(v1), _) => (Version::V1, dir_under(v1, name)),
+            (None, Some(v2)) => (Version::V2, dir_under(v2, name)),
             (None, None) => {
                 return Err(ScopeError::NoMemoryController(
                     mi_path.display().to_string(),
@@ -157,20 +134,19 @@ impl Scope {
                 let refaults = if want_refaults {
                     let path = self.proc.path().join("vmstat");
                     let text = std::fs::read_to_string(&path)
-                        .map_err(|e| ScopeError::Read(format!("{}: {e}", path.display())))?;
+                        .map_err(|source| ScopeError::Io { path, source })?;
                     meminfo::parse_vmstat_refaults(&text)
                 } else {
                     None
                 };
                 Ok((mem, refaults))
             }
-            Some(c) => cgroup::read(
+            Some(c) => memcg::read(
                 &c.memcg_dir,
                 c.version,
                 self.system_total_kib,
                 want_refaults,
-            )
-            .map_err(ScopeError::Read),
+            ),
         }
     }
 
@@ -188,21 +164,26 @@ impl Scope {
         }
     }
 
+    /// `some` and `full` avg10 of the scope's pressure file, if it has one.
+    pub fn psi_avg10(&self) -> Option<(f64, f64)> {
+        use procfs_core::FromBufRead;
+        let text = std::fs::read(self.psi_path()?).ok()?;
+        let p = procfs_core::MemoryPressure::from_buf_read(&text[..]).ok()?;
+        Some((p.some.avg10 as f64, p.full.avg10 as f64))
+    }
+
     /// The v1 memcg directory, where vmpressure notifications can be registered.
     pub fn vmpressure_dir(&self) -> Option<&Path> {
         self.cgroup
             .as_ref()
-            .filter(|c| c.version == cgroup::Version::V1)
+            .filter(|c| c.version == Version::V1)
             .map(|c| c.memcg_dir.as_path())
     }
 
     /// The pids in scope: all of them, or the processes of the cgroup and its descendants.
     pub fn pids(&self) -> Result<Vec<i32>, ScopeError> {
         let Some(c) = &self.cgroup else {
-            return self
-                .proc
-                .pids()
-                .map_err(|e| ScopeError::Read(e.to_string()));
+            return Ok(self.proc.pids()?);
         };
         let mut pids = Vec::new();
         let mut dirs = vec![c.memcg_dir.clone()];
@@ -214,7 +195,12 @@ impl Scope {
                 Err(e) if dir != c.memcg_dir && e.kind() == std::io::ErrorKind::NotFound => {
                     continue;
                 }
-                Err(e) => return Err(ScopeError::Read(format!("{}: {e}", procs.display()))),
+                Err(source) => {
+                    return Err(ScopeError::Io {
+                        path: procs,
+                        source,
+                    });
+                }
             }
             if let Ok(rd) = std::fs::read_dir(&dir) {
                 dirs.extend(
@@ -234,8 +220,8 @@ impl Scope {
     pub fn contains(&self, pid: i32) -> bool {
         let Some(c) = &self.cgroup else { return true };
         let controller = match c.version {
-            cgroup::Version::V1 => Some("memory"),
-            cgroup::Version::V2 => None,
+            Version::V1 => Some("memory"),
+            Version::V2 => None,
         };
         match self.proc.cgroup_of(pid, controller) {
             Ok(path) => is_within(&path, &c.name),
@@ -246,70 +232,15 @@ impl Scope {
     /// The kernel OOM killer's kill count in this memcg, if it is one.
     pub fn oom_kills(&self) -> Option<u64> {
         let c = self.cgroup.as_ref()?;
-        cgroup::oom_kills(&c.memcg_dir, c.version)
+        memcg::oom_kills(&c.memcg_dir, c.version)
     }
-}
-
-/// `path` is `scope` or below it, by whole components (`/box2` is not within `/box`).
-pub fn is_within(path: &str, scope: &str) -> bool {
-    let scope = scope.trim_end_matches('/');
-    scope.is_empty()
-        || path == scope
-        || path
-            .strip_prefix(scope)
-            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 fn read_meminfo(proc: &ProcRoot) -> Result<MemSnapshot, ScopeError> {
     let path = proc.path().join("meminfo");
-    let file = std::fs::File::open(&path)
-        .map_err(|e| ScopeError::Read(format!("{}: {e}", path.display())))?;
-    meminfo::parse(BufReader::new(file))
-        .map_err(|e| ScopeError::Read(format!("{}: {e}", path.display())))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MOUNTINFO: &str = "\
-31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
-35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-";
-
-    #[test]
-    fn finds_hybrid_layout() {
-        let m = parse_mounts(MOUNTINFO.as_bytes()).unwrap();
-        let v1 = m.v1_memory.unwrap();
-        assert_eq!(v1.0, PathBuf::from("/sys/fs/cgroup/memory"));
-        assert_eq!(m.v2.unwrap().0, PathBuf::from("/sys/fs/cgroup/unified"));
-        assert_eq!(
-            dir_under(&v1, "/box/app"),
-            PathBuf::from("/sys/fs/cgroup/memory/box/app")
-        );
-    }
-
-    #[test]
-    fn mount_root_is_stripped() {
-        let mount = (
-            PathBuf::from("/sys/fs/cgroup"),
-            PathBuf::from("/kubepods/pod1"),
-        );
-        assert_eq!(
-            dir_under(&mount, "/kubepods/pod1/c1"),
-            PathBuf::from("/sys/fs/cgroup/c1")
-        );
-    }
-
-    #[test]
-    fn within_is_by_component() {
-        assert!(is_within("/box", "/box"));
-        assert!(is_within("/box/app", "/box"));
-        assert!(is_within("/box/app", "/box/"));
-        assert!(!is_within("/box2", "/box"));
-        assert!(!is_within("/", "/box"));
-        assert!(is_within("/anything", "/"));
-    }
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(source) => return Err(ScopeError::Io { path, source }),
+    };
+    meminfo::parse(BufReader::new(file)).map_err(|what| ScopeError::Malformed { path, what })
 }

@@ -8,14 +8,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::metrics::Metrics;
+use super::metrics::Metrics;
+use crate::scope::Scope;
 
 /// Outside Prometheus' exporter range 9100-9999, which is fully allocated.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:10104";
@@ -29,22 +29,18 @@ const PSI_READ_EVERY: Duration = Duration::from_secs(5);
 
 struct Shared {
     metrics: Arc<Metrics>,
-    psi_path: Option<PathBuf>,
+    scope: Arc<Scope>,
     psi_read: Mutex<Option<Instant>>,
     active: AtomicUsize,
 }
 
 /// Binds `addr` and serves on a background thread.
-pub fn spawn(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    psi_path: Option<PathBuf>,
-) -> io::Result<SocketAddr> {
+pub fn spawn(addr: SocketAddr, metrics: Arc<Metrics>, scope: Arc<Scope>) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     let shared = Arc::new(Shared {
         metrics,
-        psi_path,
+        scope,
         psi_read: Mutex::new(None),
         active: AtomicUsize::new(0),
     });
@@ -190,7 +186,6 @@ fn serve(stream: &mut TcpStream, shared: &Shared) -> io::Result<()> {
 
 /// Updates the PSI avg10 gauges from the scope's pressure file, at most every 5 s.
 fn refresh_psi(shared: &Shared) {
-    let Some(path) = &shared.psi_path else { return };
     {
         let mut last = shared.psi_read.lock();
         if last.is_some_and(|t| t.elapsed() < PSI_READ_EVERY) {
@@ -198,7 +193,7 @@ fn refresh_psi(shared: &Shared) {
         }
         *last = Some(Instant::now());
     }
-    if let Some((some, full)) = crate::monitor::psi::read_avg10(path) {
+    if let Some((some, full)) = shared.scope.psi_avg10() {
         shared.metrics.psi_some_avg10.set(some);
         shared.metrics.psi_full_avg10.set(full);
     }

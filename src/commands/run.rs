@@ -1,0 +1,180 @@
+//! `lowmemd run`: the daemon. Start-up probes, then the threads: the monitor (sensing),
+//! the pipeline (deciding and acting), the metrics server and the policy watch; the main
+//! thread waits for signals (SIGHUP reloads, SIGTERM/SIGINT stop).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use lowmemd::caps::{CAP_KILL, KernelCaps};
+use lowmemd::monitor::{self, Monitor, Outlets};
+use lowmemd::pipeline::Pipeline;
+use lowmemd::report::eventlog::EventLog;
+use lowmemd::report::metrics::Metrics;
+use lowmemd::report::{Reporter, http, notify};
+use lowmemd::{procs, protect, reload};
+
+use super::{CmdResult, exit, load_store, resolve_scope};
+use crate::cli::RunArgs;
+
+pub fn run(args: &RunArgs) -> CmdResult {
+    let store = Arc::new(load_store(&args.policy)?);
+    let scope = Arc::new(resolve_scope(&args.scope, &store.get())?);
+    let mut caps = KernelCaps::probe();
+    caps.pretend_missing(&args.pretend_missing)
+        .map_err(|e| (exit::USAGE, format!("--pretend-missing: {e}")))?;
+    let allow_pid_kill = store.get().allow_pid_kill;
+    if !args.dry_run {
+        if !caps.pidfd && !allow_pid_kill {
+            return Err((
+                exit::KERNEL,
+                format!(
+                    "kernel {} has no pidfds (pidfd_open, Linux 5.3+): lowmemd will not kill by raw pid unless the policy says allow_pid_kill = true; use --dry-run to watch only",
+                    caps.kernel_release
+                ),
+            ));
+        }
+        if !caps.has_cap(CAP_KILL) {
+            return Err((
+                exit::PRIVILEGE,
+                "killing other users' processes needs CAP_KILL (run as root, or with --dry-run to watch only)".into(),
+            ));
+        }
+    }
+    let events = match &args.event_log {
+        Some(f) => EventLog::open(f).map_err(|e| (exit::USAGE, format!("--event-log {f}: {e}")))?,
+        None => EventLog::none(),
+    };
+    let metrics = Arc::new(Metrics::new(&caps));
+    metrics.adopt_policy(&store.get(), &scope.describe(), &store.describe());
+    let metrics_addr = match args.metrics_listen.as_str() {
+        "off" => None,
+        addr => {
+            let parsed: std::net::SocketAddr = addr.parse().map_err(|e| {
+                (
+                    exit::USAGE,
+                    format!(
+                        "--metrics-listen {addr:?}: {e} (use HOST:PORT, e.g. {}, or off)",
+                        http::DEFAULT_ADDR
+                    ),
+                )
+            })?;
+            let bound = http::spawn(parsed, metrics.clone(), scope.clone()).map_err(|e| {
+                (
+                    exit::USAGE,
+                    format!(
+                        "--metrics-listen {addr}: {e} (another lowmemd? use another address or off)"
+                    ),
+                )
+            })?;
+            Some(bound)
+        }
+    };
+    for w in protect::protect_self(&caps) {
+        log::warn!("{w}");
+    }
+    let wake = monitor::wake_fd().map_err(|e| (exit::RUNTIME, format!("eventfd: {e}")))?;
+    let waker = Arc::new(
+        wake.try_clone()
+            .map_err(|e| (exit::RUNTIME, e.to_string()))?,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let outlets = Outlets {
+        pressure_events: metrics.pressure_events.clone(),
+        alive: Box::new(|now| notify::get().watchdog(now)),
+        max_sleep_ms: notify::get().watchdog_every_ms(),
+    };
+    let (mon, warnings) = Monitor::open(
+        scope.clone(),
+        store.clone(),
+        wake,
+        stop.clone(),
+        outlets,
+        caps.psi,
+    );
+    for f in caps.fallbacks(allow_pid_kill) {
+        log::warn!("fallback: {f}");
+    }
+    for w in warnings {
+        log::warn!("{w}");
+    }
+    // Handlers and the file watch go in before we say we run: a SIGHUP or an edit right
+    // after start-up must neither kill the daemon (SIGHUP's default) nor be missed.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])
+    .map_err(|e| (exit::RUNTIME, format!("installing signal handlers: {e}")))?;
+    let notify_waker = waker.clone();
+    let _watch = reload::watch(
+        store.clone(),
+        metrics.clone(),
+        Box::new(move || monitor::wake(&*notify_waker)),
+    );
+    let mem = scope
+        .read_memory()
+        .map_err(|e| (exit::RUNTIME, e.to_string()))?;
+    log::info!("{}", caps.summary());
+    log::info!("policy in force: {}", store.describe());
+    if let Some(addr) = metrics_addr {
+        log::info!("metrics on http://{addr}/metrics, status on http://{addr}/status");
+    }
+    log::info!(
+        "monitoring {}: {} of {} MiB available; sources: {}; levels: {}{}",
+        scope.describe(),
+        mem.available_kib / 1024,
+        mem.total_kib / 1024,
+        mon.sources(),
+        store.get().summary(),
+        if args.dry_run {
+            " (dry run: no signals)"
+        } else {
+            ""
+        }
+    );
+
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let rx_monitor = rx.clone();
+    let monitor = std::thread::Builder::new()
+        .name("monitor".into())
+        .spawn(move || mon.run(tx, rx_monitor))
+        .map_err(|e| (exit::RUNTIME, e.to_string()))?;
+    let cache_capacity = procs::cache_capacity(procs::raise_fd_limit());
+    let pageout_off = caps.pageout_unavailable();
+    let mut pipeline = Pipeline::new(
+        scope,
+        store.clone(),
+        caps,
+        args.dry_run,
+        Box::new(Reporter::new(metrics.clone(), events)),
+        cache_capacity,
+    );
+    if let Some(why) = pageout_off {
+        pipeline.disable_pageout(why, true);
+    }
+    let pipeline = std::thread::Builder::new()
+        .name("pipeline".into())
+        .spawn(move || pipeline.run(rx))
+        .map_err(|e| (exit::RUNTIME, e.to_string()))?;
+
+    notify::get().send("READY=1\nSTATUS=watching memory pressure");
+    for sig in signals.forever() {
+        if sig == signal_hook::consts::SIGHUP {
+            notify::reloading();
+            reload::reload(&store, &metrics, "SIGHUP", &|| monitor::wake(&*waker));
+            notify::get().send("READY=1");
+            continue;
+        }
+        log::info!("signal {sig}: stopping");
+        notify::get().send("STOPPING=1");
+        break;
+    }
+    stop.store(true, Ordering::Release);
+    monitor::wake(&*waker);
+    let _ = monitor.join();
+    pipeline
+        .join()
+        .map_err(|_| (exit::RUNTIME, "pipeline thread panicked".to_string()))?;
+    log::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! The thrashing measure: file refaults over a sliding window, in percent of the file cache
+//! (lmkd's measure). A cache that keeps re-reading what it just evicted is thrashing even
+//! when "available" memory looks fine.
+
+use std::collections::VecDeque;
+
+use crate::sample::Refaults;
+
+/// One reading of the refault counter.
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    at_ms: u64,
+    refault_file: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct ThrashMeter {
+    history: VecDeque<Reading>,
+}
+
+impl ThrashMeter {
+    /// Adds a reading at `now_ms`; returns the refaults since the oldest reading kept (the
+    /// last one at or before the window start), as a percent of the current file cache, and
+    /// that reading's time. `None` until two readings exist.
+    pub fn update(&mut self, now_ms: u64, r: Refaults, window_ms: u64) -> Option<(f64, u64)> {
+        // Keep one reading at or before the window start, so the delta covers the window.
+        while self.history.len() >= 2 && self.history[1].at_ms + window_ms <= now_ms {
+            self.history.pop_front();
+        }
+        // A counter that went backwards (cgroup re-created) restarts the measure.
+        if self
+            .history
+            .back()
+            .is_some_and(|last| last.refault_file > r.refault_file)
+        {
+            self.history.clear();
+        }
+        self.history.push_back(Reading {
+            at_ms: now_ms,
+            refault_file: r.refault_file,
+        });
+        let oldest = *self.history.front()?;
+        (self.history.len() >= 2).then(|| {
+            let pct =
+                (r.refault_file - oldest.refault_file) as f64 * 100.0 / r.file_pages.max(1) as f64;
+            (pct, oldest.at_ms)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thrashing_is_refaults_over_the_window_per_file_cache() {
+        let mut m = ThrashMeter::default();
+        let r = |refault_file| Refaults {
+            refault_file,
+            file_pages: 1000,
+        };
+        assert_eq!(m.update(0, r(100), 1000), None);
+        assert_eq!(m.update(500, r(300), 1000), Some((20.0, 0)));
+        // At 1600 the window starts at 600: the reading at 500 is the last one before it,
+        // so the delta covers 500..1600.
+        assert_eq!(m.update(1600, r(400), 1000), Some((10.0, 500)));
+        // A counter reset starts over.
+        assert_eq!(m.update(1700, r(5), 1000), None);
+    }
+}

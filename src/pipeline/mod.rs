@@ -1,0 +1,250 @@
+//! The one place that knows the order, one victim at a time, one stage per file:
+//! decide (`policy::decide`) → rank (`rank.rs`) → pin (`pin.rs`) → kill (`kill.rs`) or page
+//! out (`pageout/`) → confirm (`confirm.rs`) → tell the observer (`outcome.rs`). Runs on its
+//! own thread, fed samples by the monitor. The policy is taken from the store once per
+//! sample, so a reload lands between decisions.
+
+pub mod confirm;
+pub mod kill;
+pub mod outcome;
+pub mod pageout;
+pub mod pin;
+pub mod rank;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+
+use crate::caps::KernelCaps;
+use crate::clock::monotonic_ms;
+use crate::policy::decide::{Decision, decide};
+use crate::policy::rules::{self, Effect, standing};
+use crate::policy::store::PolicyStore;
+use crate::policy::{Action, Policy};
+use crate::procs::ProcCache;
+use crate::sample::Sample;
+use crate::scope::Scope;
+use outcome::{Observer, Skip};
+use pin::{PinError, Target};
+use rank::{RankContext, RankedProc, candidates};
+
+/// How long an empty candidate list silences a level: rescanning /proc every 10 ms for
+/// nothing would burn the CPU the machine is short of.
+const EMPTY_BACKOFF_MS: u64 = 1000;
+
+/// An incarnation acted on, not to be picked again before `until_ms`.
+#[derive(Debug, Clone, Copy)]
+struct Recent {
+    pid: i32,
+    starttime: u64,
+    until_ms: u64,
+}
+
+impl Recent {
+    fn of(p: &RankedProc, until_ms: u64) -> Self {
+        Recent {
+            pid: p.pid,
+            starttime: p.starttime,
+            until_ms,
+        }
+    }
+}
+
+pub struct Pipeline {
+    scope: Arc<Scope>,
+    store: Arc<PolicyStore>,
+    caps: KernelCaps,
+    dry_run: bool,
+    observer: Box<dyn Observer>,
+    self_pid: i32,
+    /// End of the last action (confirmed exit, deadline, or a dry run's pretend deadline).
+    last_action_ms: Option<u64>,
+    recent: Vec<Recent>,
+    /// The process table reader, kept across decisions (open fds per process).
+    procs: ProcCache,
+    /// Per level name: no rescan before this time after a scan found nothing to act on.
+    empty_until_ms: HashMap<String, u64>,
+    pageouts: pageout::tracker::Tracker,
+    /// Why the page-out tier is off, if it is (said once).
+    pageout_off: Option<String>,
+}
+
+impl Pipeline {
+    pub fn new(
+        scope: Arc<Scope>,
+        store: Arc<PolicyStore>,
+        caps: KernelCaps,
+        dry_run: bool,
+        observer: Box<dyn Observer>,
+        cache_capacity: usize,
+    ) -> Self {
+        let procs = ProcCache::new(scope.proc.clone(), cache_capacity);
+        Pipeline {
+            procs,
+            scope,
+            store,
+            caps,
+            dry_run,
+            observer,
+            self_pid: std::process::id() as i32,
+            last_action_ms: None,
+            recent: Vec::new(),
+            empty_until_ms: HashMap::new(),
+            pageouts: Default::default(),
+            pageout_off: None,
+        }
+    }
+
+    pub fn run(mut self, samples: Receiver<Sample>) {
+        for sample in samples {
+            self.handle(sample);
+        }
+    }
+
+    /// Handles one sample: at most one decision, each of its actions confirmed before the
+    /// next.
+    pub fn handle(&mut self, sample: Sample) {
+        // A sample taken before the last action ended does not show its effect: wait for a
+        // fresh one rather than kill twice for the same shortage.
+        if self.last_action_ms.is_some_and(|t| sample.at_ms <= t) {
+            return;
+        }
+        let policy = self.store.get();
+        let decision = decide(&sample, &policy, self.last_action_ms);
+        let level_name = decision.as_ref().map(|d| d.level(&policy).name.as_str());
+        self.observer.sampled(&sample.mem, level_name, &policy);
+        let Some(decision) = decision else {
+            return;
+        };
+        let level = decision.level(&policy);
+        let silenced = self
+            .empty_until_ms
+            .get(&level.name)
+            .is_some_and(|until| sample.at_ms < *until);
+        let pageout_off = level.action == Action::Pageout && self.pageout_off.is_some();
+        if level.action == Action::None || silenced || pageout_off {
+            return;
+        }
+        for _ in 0..level.max_victims {
+            // Re-read memory right before acting: the shortage may have passed since the
+            // sample (or since the previous victim of this decision).
+            let mut fresh = sample.clone();
+            match self.scope.read_memory() {
+                Ok(mem) => fresh.mem = mem,
+                Err(e) => {
+                    log::warn!("re-reading memory before a kill failed: {e}; using the sample")
+                }
+            }
+            fresh.at_ms = monotonic_ms();
+            let Some(now_decision) = decide(&fresh, &policy, self.last_action_ms) else {
+                self.observer.recovered();
+                log::debug!("pressure passed before the kill");
+                return;
+            };
+            // Act at the level that holds now, never at a more severe one than decided.
+            let decision = if now_decision.level >= decision.level {
+                now_decision
+            } else {
+                decision.clone()
+            };
+            let now = fresh.at_ms;
+            self.recent.retain(|r| r.until_ms > now);
+            let Some(target) = self.pick(&policy, &decision, &fresh) else {
+                let name = decision.level(&policy).name.clone();
+                self.empty_until_ms.insert(name, now + EMPTY_BACKOFF_MS);
+                return;
+            };
+            match decision.level(&policy).action {
+                Action::Pageout => self.page_out(&policy, &decision, &fresh, target),
+                _ => self.kill(&policy, &decision, &sample, &fresh, target),
+            }
+        }
+    }
+
+    /// Ranks the scope's processes and pins the first candidate that is still itself.
+    fn pick(&mut self, policy: &Policy, decision: &Decision, fresh: &Sample) -> Option<Target> {
+        let level = decision.level(policy);
+        let pids = match self.scope.pids() {
+            Ok(p) => p,
+            Err(e) => {
+                log::error!("cannot list the scope's processes: {e}");
+                return None;
+            }
+        };
+        // Processes below the floor are not sized, unless a rule could lift them over it.
+        let rules_can_raise = policy.rules.iter().any(|r| {
+            matches!(r.effect, Effect::SetAdj(_)) || matches!(r.effect, Effect::Shift(n) if n > 0)
+        });
+        let floor = (!rules_can_raise).then_some(level.min_adj);
+        let needs = rules::needs(&policy.rules);
+        // VmSwap costs a `status` read per process: only worth it when swap is in use.
+        let scan_started = std::time::Instant::now();
+        let scan = self
+            .procs
+            .scan_with(pids, floor, fresh.mem.swap_used_kib() > 0, needs);
+        for e in &scan.errors {
+            log::debug!("skipping unreadable process: {e}");
+        }
+        let recent: Vec<(i32, u64)> = self.recent.iter().map(|r| (r.pid, r.starttime)).collect();
+        let ctx = RankContext {
+            self_pid: self.self_pid,
+            min_adj: Some(level.min_adj),
+            recent: &recent,
+            rules: &policy.rules,
+        };
+        let now = fresh.at_ms;
+        let cands: Vec<RankedProc> = candidates(scan.procs, &ctx)
+            .into_iter()
+            .filter(|c| level.action != Action::Pageout || self.pageouts.eligible(c, level, now))
+            .collect();
+        self.observer.ranked(scan_started.elapsed(), cands.len());
+        if cands.is_empty() {
+            log::warn!(
+                "level {} ({}) fired but no process in scope has an effective oom_score_adj >= {}",
+                level.name,
+                decision.reason.as_str(),
+                level.min_adj
+            );
+            return None;
+        }
+        for cand in cands {
+            match pin::pin(&self.scope.proc, &self.scope, cand, self.caps.pidfd) {
+                Ok(t) if self.still_eligible(policy, level.min_adj, &t) => return Some(t),
+                Ok(t) => {
+                    self.observer.skipped(Skip::RuleChanged);
+                    log::info!(
+                        "skipped pid {} ({}): its rule standing changed since ranking",
+                        t.proc.pid,
+                        t.proc.comm
+                    );
+                }
+                Err(e) => match e.skip() {
+                    Some(why) => {
+                        self.observer.skipped(why);
+                        // A process that exits by itself is the normal race: not worth a line.
+                        if !matches!(e, PinError::Vanished(_)) {
+                            log::info!("skipped: {e}");
+                        }
+                    }
+                    None => log::warn!("cannot pin a victim: {e}"),
+                },
+            }
+        }
+        None
+    }
+
+    /// Rule attributes were read when the process was first seen; an exec since may have
+    /// changed what it is. Re-read them for the pinned victim and apply the rules again.
+    fn still_eligible(&self, policy: &Policy, min_adj: i16, t: &Target) -> bool {
+        if policy.rules.is_empty() {
+            return true;
+        }
+        let attrs = self
+            .scope
+            .proc
+            .read_attrs(t.proc.pid, rules::needs(&policy.rules));
+        let st = standing(&policy.rules, &t.proc.comm, &attrs, t.proc.oom_score_adj);
+        !st.protected && st.effective_adj >= min_adj
+    }
+}

@@ -1,0 +1,123 @@
+//! What the pipeline tells the rest of the daemon: one typed fact per thing that happened
+//! (a sample decided on, a ranking, a skipped victim, a kill, a page-out), handed to an
+//! [`Observer`]. The pipeline knows nothing of metrics, event logs or journald: `report`
+//! implements the observer and builds the records, so imports point one way.
+
+use std::time::Duration;
+
+use crate::policy::decide::Decision;
+use crate::policy::{Level, Policy};
+use crate::procs::MemDetail;
+use crate::sample::{MemSnapshot, Sample};
+
+use super::rank::RankedProc;
+
+/// Why a ranked victim was not acted on: the `why` label of
+/// `lowmemd_victims_skipped_total`. The strings are a public interface: never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Its pid now belongs to another process (a different starttime).
+    IdentityChanged,
+    /// It exited before it could be pinned.
+    Vanished,
+    /// It left the scope's cgroup.
+    OutOfScope,
+    /// An exec since ranking changed what the policy's rules say of it.
+    RuleChanged,
+    /// The kernel refused the signal.
+    Denied,
+}
+
+impl Skip {
+    pub const ALL: [Skip; 5] = [
+        Skip::IdentityChanged,
+        Skip::Vanished,
+        Skip::OutOfScope,
+        Skip::RuleChanged,
+        Skip::Denied,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::IdentityChanged => "identity_changed",
+            Skip::Vanished => "vanished",
+            Skip::OutOfScope => "out_of_scope",
+            Skip::RuleChanged => "rule_changed",
+            Skip::Denied => "denied",
+        }
+    }
+}
+
+/// How a kill ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// A dry run: nothing was signalled.
+    DryRun,
+    /// The pidfd became readable this long after the signal.
+    Exited { signal_to_exit_ms: u64 },
+    /// Still there at the deadline.
+    Unconfirmed,
+}
+
+/// One kill (or, in a dry run, one the pipeline would have made), after it ended.
+#[derive(Debug)]
+pub struct Kill<'a> {
+    pub victim: &'a RankedProc,
+    pub decision: &'a Decision,
+    pub level: &'a Level,
+    /// The sample that decided.
+    pub sample: &'a Sample,
+    /// Available memory re-read right before the signal.
+    pub available_at_kill_kib: u64,
+    /// Wall-clock time of the signal, ms since the Unix epoch.
+    pub signal_wall_ms: u64,
+    /// From the sample to the signal.
+    pub sample_to_signal_ms: u64,
+    /// From the sample to the end (the exit seen, or the deadline).
+    pub sample_to_end_ms: u64,
+    /// PSI `some` and `full` avg10 of the scope, read right after the signal.
+    pub psi_avg10: Option<(f64, f64)>,
+    pub ending: Ending,
+    /// Available memory read after the end.
+    pub available_after_kib: Option<u64>,
+}
+
+/// One page-out (or, in a dry run, its plan), after it ended.
+#[derive(Debug)]
+pub struct Pageout<'a> {
+    pub victim: &'a RankedProc,
+    pub decision: &'a Decision,
+    pub level: &'a Level,
+    pub dry_run: bool,
+    /// Wall-clock time of the end, ms since the Unix epoch.
+    pub wall_ms: u64,
+    /// Resident size of the ranges asked for this event (from smaps).
+    pub requested_kib: u64,
+    /// Resident memory the process lost, measured from its status before and after.
+    pub freed_kib: u64,
+    /// Less than a page-out is worth: the process is not tried again until it grows.
+    pub worthless: bool,
+    pub before: MemDetail,
+    pub after: MemDetail,
+    pub scope_available_before_kib: u64,
+    pub scope_available_after_kib: Option<u64>,
+    /// More of this process is left for the next event (the per-event cap was reached).
+    pub unfinished: bool,
+    pub duration_ms: u64,
+}
+
+/// Where the pipeline's facts go. Implemented by `report`; called on the pipeline thread,
+/// so an implementation must not block.
+pub trait Observer: Send {
+    /// A sample the pipeline decided on: its memory and the level it fell in, if any.
+    fn sampled(&self, mem: &MemSnapshot, level: Option<&str>, policy: &Policy);
+    /// A decision dropped because memory recovered before the action.
+    fn recovered(&self);
+    /// A ranking of the scope: how long listing, reading and ranking took, and how many
+    /// candidates it found.
+    fn ranked(&self, took: Duration, candidates: usize);
+    /// A ranked victim not acted on.
+    fn skipped(&self, why: Skip);
+    fn killed(&self, kill: &Kill<'_>);
+    fn paged_out(&self, pageout: &Pageout<'_>);
+}

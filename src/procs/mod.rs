@@ -1,0 +1,134 @@
+//! The process table: the few per-process facts ranking and rules need, read from a proc
+//! tree under an injectable root (`/proc` in production, a fixture directory in tests).
+//!
+//! `parse` and `smaps` are pure parsers; [`ProcRoot`] (`root.rs`) is the stateless reader;
+//! [`ProcCache`] (`cache.rs`) is the pipeline's hot path, keeping files open across scans.
+
+mod cache;
+mod parse;
+mod root;
+pub mod smaps;
+
+use std::io;
+use std::path::PathBuf;
+
+pub use cache::{ProcCache, cache_capacity, raise_fd_limit};
+pub use parse::{MemDetail, StatLite, parse_stat};
+pub use root::ProcRoot;
+pub use smaps::{Backing, Region, parse_smaps};
+
+/// `PF_KTHREAD` from include/linux/sched.h: set in `stat` flags for kernel threads.
+const PF_KTHREAD: u32 = 0x0020_0000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    /// The process exited between listing and reading: a normal race, counted, not warned.
+    #[error("pid {pid} vanished while being read")]
+    Vanished { pid: i32 },
+    #[error("{path}: {what}")]
+    Malformed { path: PathBuf, what: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// What ranking needs to know about one process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub pid: i32,
+    pub comm: String,
+    /// Process state letter from `stat` (`R`, `S`, `Z`, ...).
+    pub state: char,
+    /// `stat` flags; see [`ProcInfo::is_kernel_thread`].
+    pub flags: u32,
+    /// Start time in clock ticks since boot: with the pid, the identity of one incarnation.
+    pub starttime: u64,
+    pub oom_score_adj: i16,
+    pub rss_kib: u64,
+    pub swap_kib: u64,
+    /// What policy rules look at; filled only with what the rules need.
+    pub attrs: Attrs,
+}
+
+impl ProcInfo {
+    pub fn is_kernel_thread(&self) -> bool {
+        self.flags & PF_KTHREAD != 0
+    }
+
+    pub fn is_zombie(&self) -> bool {
+        // X (dead) is transient but just as unkillable as Z.
+        matches!(self.state, 'Z' | 'X')
+    }
+
+    /// The size a kill would give back: resident plus swapped-out memory.
+    pub fn size_kib(&self) -> u64 {
+        self.rss_kib + self.swap_kib
+    }
+}
+
+/// What rules may look at beyond `stat`/`oom_score_adj`. Read only when some rule needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attrs {
+    /// NUL-separated arguments joined with spaces.
+    pub cmdline: Option<String>,
+    /// Target of /proc/PID/exe.
+    pub exe: Option<String>,
+    /// Owner of /proc/PID (the effective uid).
+    pub uid: Option<u32>,
+    /// Every cgroup path of /proc/PID/cgroup (one per hierarchy).
+    pub cgroups: Vec<String>,
+}
+
+/// Which attributes the rules of a policy need.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub cmdline: bool,
+    pub exe: bool,
+    pub uid: bool,
+    pub cgroup: bool,
+}
+
+impl Needs {
+    pub fn any(&self) -> bool {
+        self.cmdline || self.exe || self.uid || self.cgroup
+    }
+}
+
+/// The outcome of reading many pids: what was read, and how many raced away.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub procs: Vec<ProcInfo>,
+    pub vanished: usize,
+    /// Unreadable or unparsable entries (each names its path); the scan goes on without them.
+    pub errors: Vec<ProcError>,
+}
+
+/// ENOENT (the pid directory went away) or ESRCH (the task died while we read its file).
+pub fn is_gone(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    matches!(Errno::from_io_error(e), Some(Errno::NOENT | Errno::SRCH))
+}
+
+/// `path` is `cgroup` or below it, by whole components (`/box2` is not within `/box`).
+pub fn is_within(path: &str, cgroup: &str) -> bool {
+    let cgroup = cgroup.trim_end_matches('/');
+    cgroup.is_empty()
+        || path == cgroup
+        || path
+            .strip_prefix(cgroup)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn within_is_by_component() {
+        assert!(is_within("/box", "/box"));
+        assert!(is_within("/box/app", "/box"));
+        assert!(is_within("/box/app", "/box/"));
+        assert!(!is_within("/box2", "/box"));
+        assert!(!is_within("/", "/box"));
+        assert!(is_within("/anything", "/"));
+    }
+}

@@ -1,0 +1,212 @@
+//! Pure parsers for the /proc/PID files the process table reads: bytes in, values out, an
+//! error naming what was wrong; never a panic on hostile input (a process chooses its own
+//! comm, cmdline and cgroup names).
+
+use procfs_core::FromRead;
+use procfs_core::process::Stat;
+
+/// The few fields of `/proc/PID/stat` we use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatLite {
+    pub comm: String,
+    pub state: char,
+    pub flags: u32,
+    pub starttime: u64,
+    pub rss_pages: u64,
+}
+
+/// Parses `stat` with procfs-core after checking the shape its parser slices by: it indexes
+/// around the first '(' and the last ')' and would panic on a line without them (only a
+/// hostile or broken proc tree has one, but we never panic on input).
+pub fn parse_stat(buf: &[u8]) -> Result<StatLite, String> {
+    let open = buf.iter().position(|&b| b == b'(');
+    let close = buf.iter().rposition(|&b| b == b')');
+    let trimmed_len = buf.trim_ascii_end().len();
+    match (open, close) {
+        (Some(o), Some(c)) if o >= 2 && c > o && c + 2 < trimmed_len && buf[c + 1] == b' ' => {}
+        _ => return Err("not a stat line: expected `pid (comm) state ...`".into()),
+    }
+    let stat = Stat::from_read(buf).map_err(|e| format!("unparsable stat line: {e}"))?;
+    Ok(StatLite {
+        comm: stat.comm,
+        state: stat.state,
+        flags: stat.flags,
+        starttime: stat.starttime,
+        rss_pages: stat.rss,
+    })
+}
+
+/// `oom_score_adj`: a number in -1000..=1000.
+pub fn parse_adj(buf: &[u8]) -> Result<i16, String> {
+    std::str::from_utf8(buf)
+        .ok()
+        .and_then(|t| t.trim().parse::<i16>().ok())
+        .filter(|adj| (-1000..=1000).contains(adj))
+        .ok_or_else(|| {
+            format!(
+                "oom_score_adj {:?} is not a number in -1000..=1000",
+                String::from_utf8_lossy(buf).trim()
+            )
+        })
+}
+
+/// The first two fields of `statm`: total and resident pages.
+pub fn parse_statm(buf: &[u8]) -> Result<(u64, u64), String> {
+    let fields = || {
+        let mut f = std::str::from_utf8(buf).ok()?.split_ascii_whitespace();
+        Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+    };
+    fields().ok_or_else(|| {
+        format!(
+            "statm {:?} is not `size resident ...`",
+            String::from_utf8_lossy(buf).trim()
+        )
+    })
+}
+
+/// `VmSwap:` from `status`, in KiB; 0 when absent (kernel threads, old kernels).
+pub fn parse_vm_swap_kib(buf: &[u8]) -> u64 {
+    buf.split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"VmSwap:"))
+        .and_then(|rest| std::str::from_utf8(rest).ok())
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Where a process's memory is, from `/proc/PID/status` (read for one process at a time:
+/// before and after a page-out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemDetail {
+    pub rss_anon_kib: u64,
+    pub rss_file_kib: u64,
+    pub rss_shmem_kib: u64,
+    pub swap_kib: u64,
+}
+
+impl MemDetail {
+    pub fn resident_kib(&self) -> u64 {
+        self.rss_anon_kib + self.rss_file_kib + self.rss_shmem_kib
+    }
+
+    /// Parses the `Rss*` and `VmSwap` lines of a status file.
+    pub fn parse(status: &str) -> MemDetail {
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        MemDetail {
+            rss_anon_kib: kib("RssAnon:"),
+            rss_file_kib: kib("RssFile:"),
+            rss_shmem_kib: kib("RssShmem:"),
+            swap_kib: kib("VmSwap:"),
+        }
+    }
+}
+
+/// Every cgroup path of a `cgroup` file: one per hierarchy, as rules match them.
+pub fn cgroup_paths(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The cgroup path in the hierarchy that has `controller` (v1), or in the unified hierarchy
+/// when `controller` is `None`.
+pub fn cgroup_path_of(text: &str, controller: Option<&str>) -> Option<String> {
+    text.lines().find_map(|line| {
+        // "hierarchy-ID:controller-list:cgroup-path"; the path may itself contain ':'.
+        let mut parts = line.splitn(3, ':');
+        let (_id, ctrls, cg) = (parts.next()?, parts.next()?, parts.next()?);
+        let hit = match controller {
+            Some(c) => ctrls.split(',').any(|x| x == c),
+            None => ctrls.is_empty(),
+        };
+        hit.then(|| cg.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_hostile_comm_parses_by_last_paren() {
+        let line = b"42 (a) Z 1 (b) S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 777 1000 25 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(s.comm, "a) Z 1 (b");
+        assert_eq!(s.state, 'S');
+        assert_eq!(s.starttime, 777);
+        assert_eq!(s.rss_pages, 25);
+    }
+
+    #[test]
+    fn broken_stat_lines_are_errors_not_panics() {
+        for bad in [
+            &b""[..],
+            b"(",
+            b")",
+            b"1 (x)",
+            b"1 (x) ",
+            b"(x) S 1",
+            b"1 )x( S",
+            b"1 (x)\xffS 1",
+            b"1 (x) S",
+            &[0xff; 64],
+        ] {
+            assert!(
+                parse_stat(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn adj_must_be_in_range() {
+        assert_eq!(parse_adj(b"900\n"), Ok(900));
+        assert_eq!(parse_adj(b"-1000\n"), Ok(-1000));
+        assert!(parse_adj(b"1001\n").unwrap_err().contains("\"1001\""));
+        assert!(parse_adj(b"x\n").is_err());
+        assert!(parse_adj(b"").is_err());
+    }
+
+    #[test]
+    fn mem_detail_from_status() {
+        let d = MemDetail::parse(
+            "Name:\tx\nRssAnon:\t  100 kB\nRssFile:\t 2000 kB\nRssShmem:\t 3 kB\nVmSwap:\t 50 kB\n",
+        );
+        assert_eq!(d.resident_kib(), 2103);
+        assert_eq!(d.swap_kib, 50);
+        assert_eq!(MemDetail::parse("garbage"), MemDetail::default());
+    }
+
+    #[test]
+    fn statm_fields() {
+        assert_eq!(parse_statm(b"2000 150 100 1 0 50 0\n"), Ok((2000, 150)));
+        assert_eq!(parse_statm(b"0 0 0 0 0 0 0\n"), Ok((0, 0)));
+        assert!(parse_statm(b"12\n").is_err());
+    }
+
+    #[test]
+    fn vm_swap_is_read_from_status() {
+        assert_eq!(parse_vm_swap_kib(b"Name:\tx\nVmSwap:\t  1234 kB\n"), 1234);
+        assert_eq!(parse_vm_swap_kib(b"Name:\tkthreadd\n"), 0);
+    }
+
+    #[test]
+    fn cgroup_lines_by_hierarchy() {
+        let text = "12:memory:/box/app\n4:cpu,cpuacct:/x\n0::/box/a:b\n";
+        assert_eq!(
+            cgroup_path_of(text, Some("memory")).as_deref(),
+            Some("/box/app")
+        );
+        assert_eq!(cgroup_path_of(text, Some("cpu")).as_deref(), Some("/x"));
+        assert_eq!(cgroup_path_of(text, None).as_deref(), Some("/box/a:b"));
+        assert_eq!(cgroup_path_of("garbage", None), None);
+        assert_eq!(cgroup_paths(text), ["/box/app", "/x", "/box/a:b"]);
+    }
+}

@@ -1,0 +1,100 @@
+//! What leaves the daemon: the records of actions (`events.rs`) and their log
+//! (`eventlog.rs`), Prometheus metrics and `/status` (`metrics.rs`, served by `http.rs`),
+//! log lines to stderr or the journal (`logger.rs`), and the service manager (`notify.rs`).
+//! [`Reporter`] turns what the pipeline observed into all of these.
+
+pub mod eventlog;
+pub mod events;
+pub mod http;
+pub mod logger;
+pub mod metrics;
+pub mod notify;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::pipeline::outcome::{Ending, Kill, Observer, Pageout, Skip};
+use crate::policy::Policy;
+use crate::sample::MemSnapshot;
+use eventlog::EventLog;
+use events::{ActionEvent, PageoutEvent};
+use metrics::Metrics;
+
+/// The pipeline's observer: metrics, the event log, the `/status` ring and the log line of
+/// every action.
+pub struct Reporter {
+    metrics: Arc<Metrics>,
+    events: EventLog,
+}
+
+impl Reporter {
+    pub fn new(metrics: Arc<Metrics>, events: EventLog) -> Self {
+        Reporter { metrics, events }
+    }
+
+    /// Writes an action to the event log and the `/status` ring.
+    fn record(&self, event: &impl Serialize) {
+        self.events.record(event);
+        self.metrics.push_action(event);
+    }
+}
+
+impl Observer for Reporter {
+    fn sampled(&self, mem: &MemSnapshot, level: Option<&str>, policy: &Policy) {
+        self.metrics.observe_memory(mem, level, policy);
+    }
+
+    fn recovered(&self) {
+        self.metrics.recovered.inc();
+    }
+
+    fn ranked(&self, took: Duration, candidates: usize) {
+        self.metrics.scan.observe(took.as_secs_f64());
+        self.metrics.candidates.set(candidates as i64);
+    }
+
+    fn skipped(&self, why: Skip) {
+        self.metrics
+            .skipped
+            .with_label_values(&[why.as_str()])
+            .inc();
+    }
+
+    fn killed(&self, k: &Kill<'_>) {
+        let event = ActionEvent::from_kill(k);
+        let m = &self.metrics;
+        let labels = [event.cause.reason, k.level.name.as_str()];
+        match k.ending {
+            Ending::DryRun => m.would_kills.with_label_values(&labels).inc(),
+            ending => {
+                m.kills.with_label_values(&labels).inc();
+                m.decision_to_signal
+                    .observe(k.sample_to_signal_ms as f64 / 1000.0);
+                match ending {
+                    Ending::Exited { signal_to_exit_ms } => {
+                        m.signal_to_exit.observe(signal_to_exit_ms as f64 / 1000.0)
+                    }
+                    _ => m.kills_unconfirmed.inc(),
+                }
+            }
+        }
+        events::log_kill(k, &event);
+        self.record(&event);
+    }
+
+    fn paged_out(&self, p: &Pageout<'_>) {
+        let event = PageoutEvent::from_pageout(p);
+        if !p.dry_run {
+            let level = [p.level.name.as_str()];
+            self.metrics.pageouts.with_label_values(&level).inc();
+            self.metrics
+                .pageout_bytes
+                .with_label_values(&level)
+                .inc_by(p.freed_kib * 1024);
+        }
+        events::log_pageout(p, &event);
+        self.record(&event);
+    }
+}
