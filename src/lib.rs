@@ -13,7 +13,6 @@
 //! - `reload`, `protect`: the daemon keeping itself current and alive.
 //!
 //! The `lowmemd` binary (`main.rs`, `cli.rs`, `commands/`) wires them together.
-#![deny(unsafe_code)]
 
 pub mod caps;
 pub mod clock;
