@@ -3,6 +3,7 @@
 
 use lowmemd::pipeline::rank::{RankContext, Ranked, rank};
 use lowmemd::policy::rules;
+use lowmemd::procs::printable;
 use lowmemd::sample::MemSnapshot;
 use lowmemd::scope::Scope;
 
@@ -66,7 +67,7 @@ fn print_rank(
             r.proc.oom_score_adj,
             r.proc.effective_adj,
             r.proc.size_kib() as f64 / 1024.0,
-            r.proc.comm,
+            printable(&r.proc.comm),
             r.proc.rule.as_deref().unwrap_or("-"),
             r.excluded.map(|e| e.to_string()).unwrap_or_default()
         )?;

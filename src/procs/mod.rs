@@ -108,6 +108,25 @@ pub fn is_gone(e: &io::Error) -> bool {
     matches!(Errno::from_io_error(e), Some(Errno::NOENT | Errno::SRCH))
 }
 
+/// A process-chosen string (comm, cmdline) made safe to print: every control character,
+/// newline included, escaped (`\u{a}`), so it can neither forge a log line nor send escape
+/// sequences to a terminal.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 /// `path` is `cgroup` or below it, by whole components (`/box2` is not within `/box`).
 pub fn is_within(path: &str, cgroup: &str) -> bool {
     let cgroup = cgroup.trim_end_matches('/');
@@ -121,6 +140,15 @@ pub fn is_within(path: &str, cgroup: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_names_print_without_control_characters() {
+        assert_eq!(printable("firefox"), "firefox");
+        assert_eq!(
+            printable("a\nlowmemd[info]: b\u{1b}[31m"),
+            "a\\u{a}lowmemd[info]: b\\u{1b}[31m"
+        );
+    }
 
     #[test]
     fn within_is_by_component() {

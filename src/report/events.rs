@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::pipeline::outcome::{Ending, Kill, Pageout};
 use crate::pipeline::rank::RankedProc;
 use crate::policy::decide::Decision;
+use crate::procs::printable;
 
 /// Whom an action was taken on: the victim as ranked (kill and page-out records share it).
 #[derive(Debug, Clone, Serialize)]
@@ -177,10 +178,10 @@ impl PageoutEvent {
 pub fn log_kill(k: &Kill<'_>, event: &ActionEvent) {
     let p = k.victim;
     let level = k.level.name.as_str();
+    let comm = printable(&p.comm);
     let who = format!(
-        "pid {} ({}) adj {}{} size {} KiB",
+        "pid {} ({comm}) adj {}{} size {} KiB",
         p.pid,
-        p.comm,
         p.effective_adj,
         p.rule
             .as_ref()
@@ -192,7 +193,7 @@ pub fn log_kill(k: &Kill<'_>, event: &ActionEvent) {
     let ended = match k.ending {
         Ending::DryRun => {
             log::warn!(
-                lowmemd_action = event.action, lowmemd_pid = p.pid, lowmemd_comm = p.comm.as_str(),
+                lowmemd_action = event.action, lowmemd_pid = p.pid, lowmemd_comm = comm.as_ref(),
                 lowmemd_reason = reason, lowmemd_level = level;
                 "would kill {who}: {reason} at level {level} ({condition})"
             );
@@ -205,7 +206,7 @@ pub fn log_kill(k: &Kill<'_>, event: &ActionEvent) {
         Ending::Unconfirmed => format!("NOT confirmed within {} ms", k.level.wait_ms),
     };
     log::warn!(
-        lowmemd_action = event.action, lowmemd_pid = p.pid, lowmemd_comm = p.comm.as_str(),
+        lowmemd_action = event.action, lowmemd_pid = p.pid, lowmemd_comm = comm.as_ref(),
         lowmemd_reason = reason, lowmemd_level = level;
         "killed {who}: {reason} at level {level} ({condition}); {ended}"
     );
@@ -225,12 +226,12 @@ pub fn log_pageout(p: &Pageout<'_>, event: &PageoutEvent) {
         format!("paged out {freed_kib} KiB of {requested_kib} KiB asked")
     };
     let level = p.level.name.as_str();
+    let comm = printable(&v.comm);
     log::warn!(
-        lowmemd_action = event.action, lowmemd_pid = v.pid, lowmemd_comm = v.comm.as_str(),
+        lowmemd_action = event.action, lowmemd_pid = v.pid, lowmemd_comm = comm.as_ref(),
         lowmemd_reason = event.cause.reason, lowmemd_level = level;
-        "pid {} ({}) adj {}: {what} in {} ms ({} at level {level}: {})",
+        "pid {} ({comm}) adj {}: {what} in {} ms ({} at level {level}: {})",
         v.pid,
-        v.comm,
         v.effective_adj,
         event.duration_ms,
         event.cause.reason,
