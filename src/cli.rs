@@ -118,6 +118,10 @@ pub struct RunArgs {
     /// process_mrelease, process_madvise, madv_pageout), to exercise the fallbacks.
     #[arg(long, value_name = "FEATURES", value_delimiter = ',', hide = true)]
     pub pretend_missing: Vec<String>,
+    /// Make the monitor fail as a poll error would, after this many samples, to exercise
+    /// what the daemon does when a worker thread dies (it must exit non-zero).
+    #[arg(long, value_name = "SAMPLES", hide = true)]
+    pub fail_monitor_after: Option<u64>,
     /// Serve /metrics (Prometheus) and /status (JSON) on this address, or `off`.
     #[arg(long, default_value = DEFAULT_METRICS_ADDR, value_name = "HOST:PORT|off")]
     pub metrics_listen: String,

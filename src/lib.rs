@@ -1,7 +1,8 @@
 //! lowmemd: a low-memory-killer daemon. The pipeline, in the order data flows, one folder a
 //! stage (imports point down this list, never up; `tests/layout.rs` checks it):
 //!
-//! - `sys`, `clock`, `sample`: raw syscalls; the clocks; what one sample holds (data only).
+//! - `sys`, `clock`, `sample`, `health`: raw syscalls; the clocks; what one sample holds
+//!   (data only); whether the worker threads make progress.
 //! - `procs`: the process table (pure parsers, the stateless reader, the fd cache).
 //! - `scope`: what is protected, the system or one cgroup: its memory, PSI file, swap.
 //! - `caps`: what the kernel and our privileges allow, probed once.
@@ -16,6 +17,7 @@
 
 pub mod caps;
 pub mod clock;
+pub mod health;
 pub mod monitor;
 pub mod pipeline;
 pub mod policy;

@@ -4,13 +4,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use lowmemd::caps::{CAP_KILL, KernelCaps};
+use lowmemd::clock::monotonic_ms;
+use lowmemd::health::Health;
 use lowmemd::monitor::{self, Monitor, Outlets};
 use lowmemd::pipeline::Pipeline;
 use lowmemd::report::eventlog::EventLog;
 use lowmemd::report::metrics::Metrics;
-use lowmemd::report::{Reporter, http, notify};
+use lowmemd::report::{Reporter, http, logger, notify};
 use lowmemd::{procs, protect, reload};
 
 use super::{CmdResult, exit, load_store, resolve_scope};
@@ -44,7 +47,8 @@ pub fn run(args: &RunArgs) -> CmdResult {
         Some(f) => EventLog::open(f).map_err(|e| (exit::USAGE, format!("--event-log {f}: {e}")))?,
         None => EventLog::none(),
     };
-    let metrics = Arc::new(Metrics::new(&caps));
+    let health = Arc::new(Health::new(monotonic_ms()));
+    let metrics = Arc::new(Metrics::new(&caps, health.clone()));
     metrics.adopt_policy(&store.get(), &scope.describe(), &store.describe());
     let metrics_addr = match args.metrics_listen.as_str() {
         "off" => None,
@@ -80,10 +84,11 @@ pub fn run(args: &RunArgs) -> CmdResult {
     let stop = Arc::new(AtomicBool::new(false));
     let outlets = Outlets {
         pressure_events: metrics.pressure_events.clone(),
-        alive: Box::new(|now| notify::get().watchdog(now)),
+        health: health.clone(),
+        watchdog: Box::new(|now| notify::get().watchdog(now)),
         max_sleep_ms: notify::get().watchdog_every_ms(),
     };
-    let (mon, warnings) = Monitor::open(
+    let (mut mon, warnings) = Monitor::open(
         scope.clone(),
         store.clone(),
         wake,
@@ -91,6 +96,9 @@ pub fn run(args: &RunArgs) -> CmdResult {
         outlets,
         caps.psi,
     );
+    if let Some(n) = args.fail_monitor_after {
+        mon.fail_after_samples(n);
+    }
     for f in caps.fallbacks(allow_pid_kill) {
         log::warn!("fallback: {f}");
     }
@@ -135,9 +143,13 @@ pub fn run(args: &RunArgs) -> CmdResult {
 
     let (tx, rx) = crossbeam_channel::bounded(1);
     let rx_monitor = rx.clone();
+    let on_stop = stop.clone();
     let monitor = std::thread::Builder::new()
         .name("monitor".into())
-        .spawn(move || mon.run(tx, rx_monitor))
+        .spawn(move || {
+            mon.run(tx, rx_monitor);
+            exit_unless_stopping("monitor", &on_stop);
+        })
         .map_err(|e| (exit::RUNTIME, e.to_string()))?;
     let cache_capacity = procs::cache_capacity(procs::raise_fd_limit());
     let pageout_off = caps.pageout_unavailable();
@@ -147,14 +159,19 @@ pub fn run(args: &RunArgs) -> CmdResult {
         caps,
         args.dry_run,
         Box::new(Reporter::new(metrics.clone(), events)),
+        health,
         cache_capacity,
     );
     if let Some(why) = pageout_off {
         pipeline.disable_pageout(why, true);
     }
+    let on_stop = stop.clone();
     let pipeline = std::thread::Builder::new()
         .name("pipeline".into())
-        .spawn(move || pipeline.run(rx))
+        .spawn(move || {
+            pipeline.run(rx);
+            exit_unless_stopping("pipeline", &on_stop);
+        })
         .map_err(|e| (exit::RUNTIME, e.to_string()))?;
 
     notify::get().send("READY=1\nSTATUS=watching memory pressure");
@@ -171,10 +188,29 @@ pub fn run(args: &RunArgs) -> CmdResult {
     }
     stop.store(true, Ordering::Release);
     monitor::wake(&*waker);
-    let _ = monitor.join();
-    pipeline
-        .join()
-        .map_err(|_| (exit::RUNTIME, "pipeline thread panicked".to_string()))?;
+    // The pipeline may be waiting out a victim's deadline: stop within a second anyway
+    // (returning ends the threads with the process).
+    let deadline = Instant::now() + STOP_WITHIN;
+    while !(monitor.is_finished() && pipeline.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     log::info!("stopped");
+    logger::drain(Duration::from_millis(100));
     Ok(())
+}
+
+/// How long SIGTERM waits for the worker threads before the process exits regardless.
+const STOP_WITHIN: Duration = Duration::from_millis(700);
+
+/// A worker thread that ends while nobody asked it to leaves the machine unprotected: exit
+/// non-zero at once, so that systemd, BusyBox or Kubernetes restart lowmemd.
+fn exit_unless_stopping(thread: &str, stopping: &AtomicBool) {
+    if stopping.load(Ordering::Acquire) {
+        return;
+    }
+    log::error!(
+        "the {thread} thread stopped: nothing is protected any more; exiting so that the service manager restarts lowmemd"
+    );
+    logger::drain(Duration::from_millis(200));
+    std::process::exit(i32::from(exit::RUNTIME));
 }

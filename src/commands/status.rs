@@ -4,6 +4,8 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use lowmemd::procs::printable;
+
 use super::{CmdResult, exit};
 use crate::cli::StatusArgs;
 
@@ -47,6 +49,16 @@ pub fn render(v: &serde_json::Value) -> String {
         v["version"].as_str().unwrap_or("?"),
         v["uptime_s"]
     );
+    let _ = writeln!(
+        s,
+        "health:  {}",
+        match (v["healthy"].as_bool(), v["scope_ok"].as_bool()) {
+            (Some(true), _) => "ok",
+            (_, Some(false)) => "NOT PROTECTING: the scope cannot be read (its cgroup is gone?)",
+            (Some(false), _) => "NOT PROTECTING: a worker thread is stuck",
+            _ => "unknown (an older lowmemd)",
+        }
+    );
     let _ = writeln!(s, "scope:   {}", v["scope"].as_str().unwrap_or("?"));
     let _ = writeln!(s, "policy:  {}", v["policy"].as_str().unwrap_or("?"));
     let m = &v["memory"];
@@ -86,7 +98,7 @@ pub fn render(v: &serde_json::Value) -> String {
                 "  {} pid {} ({}) adj {}: {} at {} — {}",
                 a["action"].as_str().unwrap_or("?"),
                 a["pid"],
-                a["comm"].as_str().unwrap_or("?"),
+                printable(a["comm"].as_str().unwrap_or("?")),
                 a["effective_adj"],
                 a["reason"].as_str().unwrap_or("?"),
                 a["level"].as_str().unwrap_or("?"),

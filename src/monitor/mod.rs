@@ -50,6 +50,9 @@ pub struct Monitor {
     outlets: Outlets,
     /// False when the kernel has no PSI (or it is pretended away): watermarks only.
     psi_allowed: bool,
+    /// For tests of the daemon's reaction: fail as a poll error would after this many
+    /// samples.
+    fail_after_samples: Option<u64>,
 }
 
 impl Monitor {
@@ -64,16 +67,7 @@ impl Monitor {
         outlets: Outlets,
         psi_allowed: bool,
     ) -> (Self, Vec<String>) {
-        let mut warnings = Vec::new();
-        let mut vmp = Vec::new();
-        if let Some(dir) = scope.vmpressure_dir() {
-            for level in vmpressure::LEVELS {
-                match vmpressure::VmPressure::register(dir, level) {
-                    Ok(v) => vmp.push(v),
-                    Err(e) => warnings.push(format!("vmpressure {level} disabled: {e}")),
-                }
-            }
-        }
+        let (vmp, mut warnings) = open_vmpressure(&scope);
         let mut monitor = Monitor {
             scope,
             store,
@@ -90,6 +84,7 @@ impl Monitor {
             zram_ratio: None,
             outlets,
             psi_allowed,
+            fail_after_samples: None,
         };
         warnings.extend(monitor.configure());
         (monitor, warnings)
@@ -148,6 +143,22 @@ impl Monitor {
                 policy.psi_window_ms, a.trigger.window_ms
             ));
         }
+        warnings
+    }
+
+    /// Makes the monitor fail as a poll error would, after `n` samples (hidden test flag).
+    pub fn fail_after_samples(&mut self, n: u64) {
+        self.fail_after_samples = Some(n);
+    }
+
+    /// Registers every kernel source again: after the scope's cgroup was removed and
+    /// created anew, the old registrations point at the dead cgroup (vmpressure) or were
+    /// dropped on error (PSI).
+    fn reopen_sources(&mut self) -> Vec<String> {
+        let (vmp, mut warnings) = open_vmpressure(&self.scope);
+        self.vmpressure = vmp;
+        self.psi.clear();
+        warnings.extend(self.configure());
         warnings
     }
 
@@ -285,7 +296,18 @@ impl Monitor {
         let mut schedule = Schedule::default();
         let mut interval_ms = FAST_POLL_MS;
         let mut read_failing = false;
+        let mut samples = 0u64;
         loop {
+            let awake = monotonic_ms();
+            let health = &self.outlets.health;
+            health.monitor_sleeps(awake, interval_ms);
+            if health.workers_ok(awake) {
+                (self.outlets.watchdog)(awake);
+            }
+            if self.fail_after_samples.is_some_and(|n| samples >= n) {
+                log::error!("monitor: poll failed: injected failure; stopping the monitor");
+                return;
+            }
             let revents = match self.wait(interval_ms) {
                 Ok(r) => r,
                 Err(e) => {
@@ -294,7 +316,6 @@ impl Monitor {
                 }
             };
             let now = monotonic_ms();
-            (self.outlets.alive)(now);
             if !revents[0].is_empty() {
                 let mut buf = [0u8; 8];
                 let _ = rustix::io::read(&self.wake, &mut buf);
@@ -314,15 +335,25 @@ impl Monitor {
             let (mem, thrashing) = match self.measure(now) {
                 Ok(m) => {
                     if read_failing {
-                        log::info!("scope memory readable again");
                         read_failing = false;
+                        self.outlets.health.set_scope_ok(true);
+                        for w in self.reopen_sources() {
+                            log::warn!("{w}");
+                        }
+                        log::warn!(
+                            "scope memory readable again; sources re-opened: {}",
+                            self.sources()
+                        );
                     }
                     m
                 }
                 Err(e) => {
                     if !read_failing {
-                        log::error!("cannot read the scope's memory: {e}; retrying every second");
+                        log::error!(
+                            "cannot read the scope's memory: {e}; nothing is protected until it is back (retrying every second)"
+                        );
                         read_failing = true;
+                        self.outlets.health.set_scope_ok(false);
                     }
                     interval_ms = SLOW_POLL_MS;
                     continue;
@@ -348,11 +379,26 @@ impl Monitor {
                 interval_ms = interval_ms.min((w / 10).max(FAST_POLL_MS));
             }
             let sample = self.sample(now, mem, thrashing);
+            samples += 1;
             if !send_latest(&tx, &rx, sample) {
                 return;
             }
         }
     }
+}
+
+/// Registers vmpressure notifications on a v1 memcg scope; the warnings say what failed.
+fn open_vmpressure(scope: &Scope) -> (Vec<vmpressure::VmPressure>, Vec<String>) {
+    let (mut vmp, mut warnings) = (Vec::new(), Vec::new());
+    if let Some(dir) = scope.vmpressure_dir() {
+        for level in vmpressure::LEVELS {
+            match vmpressure::VmPressure::register(dir, level) {
+                Ok(v) => vmp.push(v),
+                Err(e) => warnings.push(format!("vmpressure {level} disabled: {e}")),
+            }
+        }
+    }
+    (vmp, warnings)
 }
 
 /// Sends without blocking; when the slot is full, the unread older sample is dropped in

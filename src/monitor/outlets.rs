@@ -2,8 +2,11 @@
 //! source, and that it is alive (for the service manager's watchdog). Handed in by main, so
 //! the monitor knows nothing of metrics or systemd.
 
+use std::sync::Arc;
+
 use prometheus::IntCounterVec;
 
+use crate::health::Health;
 use crate::sample::PsiKind;
 
 /// Where a pressure event came from: the `source` label of
@@ -48,9 +51,11 @@ impl From<PsiKind> for Source {
 pub struct Outlets {
     /// `lowmemd_pressure_events_total`, labelled by [`Source::as_str`].
     pub pressure_events: IntCounterVec,
-    /// Called on every wake-up with the monotonic time: the loop that must never stall is
-    /// the one the watchdog hears from.
-    pub alive: Box<dyn Fn(u64) + Send>,
+    /// Where the monitor says it is awake and whether the scope can be read.
+    pub health: Arc<Health>,
+    /// Called on every wake-up with the monotonic time while both worker threads make
+    /// progress: the service manager's watchdog hears from the loop that must never stall.
+    pub watchdog: Box<dyn Fn(u64) + Send>,
     /// Wake at least this often (half the watchdog interval), if set.
     pub max_sleep_ms: Option<u64>,
 }

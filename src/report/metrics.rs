@@ -6,6 +6,8 @@
 //! Metric and label names are a public interface (README): never rename one.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use parking_lot::Mutex;
 use prometheus::{
@@ -15,12 +17,19 @@ use prometheus::{
 use serde::Serialize;
 
 use crate::caps::KernelCaps;
-use crate::clock::wall_ms;
+use crate::clock::{monotonic_ms, wall_ms};
+use crate::health::Health;
 use crate::monitor::Source;
 use crate::pipeline::outcome::Skip;
 use crate::policy::store::ReloadResult;
 use crate::policy::{Policy, Reason};
 use crate::sample::MemSnapshot;
+
+/// The handoff queues' drop counters, by the `output` label of `lowmemd_log_dropped_total`.
+const DROP_COUNTS: [(&str, &std::sync::atomic::AtomicU64); 2] = [
+    ("log", &super::handoff::LOG_DROPPED),
+    ("event_log", &super::handoff::EVENTS_DROPPED),
+];
 
 /// Actions kept for `/status`.
 const RING: usize = 32;
@@ -47,6 +56,10 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     pub kernel_feature: IntGaugeVec,
     pub level_active: IntGaugeVec,
+    /// Set from the handoff queues' drop counts when rendered.
+    log_dropped: IntCounterVec,
+    scope_up: IntGauge,
+    health: Arc<Health>,
     build_info: IntGaugeVec,
     start_time: Gauge,
     status: Mutex<Status>,
@@ -114,7 +127,7 @@ fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram
 }
 
 impl Metrics {
-    pub fn new(caps: &KernelCaps) -> Self {
+    pub fn new(caps: &KernelCaps, health: Arc<Health>) -> Self {
         let r = Registry::new();
         let m = Metrics {
             kills: counter_vec(
@@ -226,6 +239,18 @@ impl Metrics {
                 "1 for the policy level the last sample fell in.",
                 &["level"],
             ),
+            log_dropped: counter_vec(
+                &r,
+                "lowmemd_log_dropped_total",
+                "Log lines and event records dropped because their writer could not keep up (a reader that stopped reading).",
+                &["output"],
+            ),
+            scope_up: gauge(
+                &r,
+                "lowmemd_scope_up",
+                "1 while the scope's memory can be read (0: its cgroup is gone, nothing is protected).",
+            ),
+            health,
             build_info: gauge_vec(
                 &r,
                 "lowmemd_build_info",
@@ -268,6 +293,9 @@ impl Metrics {
         }
         for r in ReloadResult::ALL {
             m.reloads.with_label_values(&[r.as_str()]);
+        }
+        for (output, _) in DROP_COUNTS {
+            m.log_dropped.with_label_values(&[output]);
         }
         m
     }
@@ -330,6 +358,11 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> Vec<u8> {
+        for (output, count) in DROP_COUNTS {
+            let c = self.log_dropped.with_label_values(&[output]);
+            c.inc_by(count.load(Ordering::Relaxed).saturating_sub(c.get()));
+        }
+        self.scope_up.set(i64::from(self.health.scope_ok()));
         let mut out = Vec::with_capacity(16 * 1024);
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
@@ -341,6 +374,8 @@ impl Metrics {
         let uptime_s = wall_ms().saturating_sub(st.started_unix_ms) / 1000;
         let mut v = serde_json::to_value(&st).unwrap_or_default();
         v["uptime_s"] = uptime_s.into();
+        v["healthy"] = self.health.healthy(monotonic_ms()).into();
+        v["scope_ok"] = self.health.scope_ok().into();
         serde_json::to_vec_pretty(&v).unwrap_or_default()
     }
 }
@@ -364,7 +399,7 @@ mod tests {
 
     #[test]
     fn a_fresh_daemon_shows_zeros_for_every_label_set() {
-        let m = Metrics::new(&caps());
+        let m = Metrics::new(&caps(), Arc::new(Health::new(monotonic_ms())));
         m.adopt_policy(&Policy::default(), "system", "built-in");
         let text = String::from_utf8(m.render()).unwrap();
         assert!(
@@ -379,7 +414,7 @@ mod tests {
 
     #[test]
     fn status_keeps_the_last_actions() {
-        let m = Metrics::new(&caps());
+        let m = Metrics::new(&caps(), Arc::new(Health::new(monotonic_ms())));
         for i in 0..40 {
             m.push_action(&serde_json::json!({ "n": i }));
         }

@@ -5,6 +5,7 @@
 
 pub mod eventlog;
 pub mod events;
+pub mod handoff;
 pub mod http;
 pub mod logger;
 pub mod metrics;
