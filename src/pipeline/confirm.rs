@@ -29,15 +29,36 @@ pub fn wait_target(target: &Target, proc: &ProcRoot, deadline_ms: u64) -> Outcom
     }
 }
 
+/// Whether the target has exited, without waiting.
+pub fn exited(target: &Target, proc: &ProcRoot) -> bool {
+    match target.pidfd() {
+        Some(fd) => {
+            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+            // A zero timeout: poll only reports, never waits.
+            let zero = Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+        }
+        None => proc_gone(proc, target.proc.pid, target.proc.starttime),
+    }
+}
+
 /// Without a pidfd: gone when its /proc entry is, when it is a zombie (the memory is freed
 /// before the exit status is), or when its pid belongs to a new incarnation.
-fn wait_proc_gone(proc: &ProcRoot, pid: i32, starttime: u64, deadline_ms: u64) -> Outcome {
+fn proc_gone(proc: &ProcRoot, pid: i32, starttime: u64) -> bool {
     let mut buf = Vec::with_capacity(512);
+    match proc.read_stat(pid, &mut buf) {
+        Ok(s) => s.starttime != starttime || matches!(s.state, 'Z' | 'X'),
+        Err(_) => true,
+    }
+}
+
+/// Without a pidfd: polls [`proc_gone`] until the deadline.
+fn wait_proc_gone(proc: &ProcRoot, pid: i32, starttime: u64, deadline_ms: u64) -> Outcome {
     loop {
-        let gone = match proc.read_stat(pid, &mut buf) {
-            Ok(s) => s.starttime != starttime || matches!(s.state, 'Z' | 'X'),
-            Err(_) => true,
-        };
+        let gone = proc_gone(proc, pid, starttime);
         let now = monotonic_ms();
         if gone {
             return Outcome::Exited { at_ms: now };
@@ -95,11 +116,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(wait_exit(&fd, monotonic_ms() + 50), Outcome::TimedOut);
+        let target = Target::for_tests(Some(fd.try_clone().unwrap()), child.id() as i32);
+        assert!(!exited(&target, &ProcRoot::default()));
         child.kill().unwrap();
         assert!(matches!(
             wait_exit(&fd, monotonic_ms() + 5000),
             Outcome::Exited { .. }
         ));
+        assert!(exited(&target, &ProcRoot::default()));
         child.wait().unwrap();
     }
 }

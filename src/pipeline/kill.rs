@@ -31,6 +31,8 @@ pub enum KillError {
 /// What happened after the signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reap {
+    /// The victim was gone before the signal (ESRCH): nothing was killed.
+    AlreadyGone,
     /// `process_mrelease` reaped the address space (or found it already gone).
     Released,
     /// The kernel lacks `process_mrelease`, or it refused: the victim frees its memory itself.
@@ -38,13 +40,14 @@ pub enum Reap {
 }
 
 /// SIGKILL through the pidfd, then reap its memory right away where the kernel can.
-/// A victim that already exited (ESRCH) counts as killed: its memory is coming back.
+/// A victim that already exited (ESRCH) was not killed by us: [`Reap::AlreadyGone`].
 pub fn kill_target(target: &Target, caps: &KernelCaps, proc: &ProcRoot) -> Result<Reap, KillError> {
     let Some(pidfd) = target.pidfd() else {
         return kill_by_pid(target, proc);
     };
     match pidfd_send_signal(pidfd, Signal::KILL) {
-        Ok(()) | Err(Errno::SRCH) => {}
+        Ok(()) => {}
+        Err(Errno::SRCH) => return Ok(Reap::AlreadyGone),
         Err(e) => {
             return Err(KillError::Signal {
                 pid: target.proc.pid,
@@ -80,12 +83,12 @@ fn kill_by_pid(target: &Target, proc: &ProcRoot) -> Result<Reap, KillError> {
             });
         }
         Ok(_) => {}
-        // Gone already: its memory is coming back.
-        Err(_) => return Ok(Reap::NotReleased),
+        // Gone already: its memory is coming back, and it was not our kill.
+        Err(_) => return Ok(Reap::AlreadyGone),
     }
     match crate::sys::kill_by_pid_unpinned(pid) {
         Ok(()) => Ok(Reap::NotReleased),
-        Err(e) if is_gone(&e) => Ok(Reap::NotReleased),
+        Err(e) if is_gone(&e) => Ok(Reap::AlreadyGone),
         Err(source) => Err(KillError::PidSignal { pid, source }),
     }
 }
@@ -140,16 +143,16 @@ impl Pipeline {
             Outcome::Exited { at_ms } => Ending::Exited {
                 signal_to_exit_ms: at_ms.saturating_sub(signal_ms),
             },
-            Outcome::TimedOut => {
-                // Still dying (e.g. in uninterruptible I/O): don't pick it again for a while.
-                self.recent
-                    .push(Recent::of(victim, end + 10 * level.wait_ms));
-                Ending::Unconfirmed
-            }
+            Outcome::TimedOut => Ending::Unconfirmed,
         };
         kill.sample_to_end_ms = end.saturating_sub(sample.at_ms);
         kill.available_after_kib = self.scope.read_memory().ok().map(|m| m.available_kib);
         self.observer.killed(&kill);
         self.last_action_ms = Some(end);
+        if outcome == Outcome::TimedOut {
+            // Still there (frozen, or in uninterruptible I/O): kept pinned, so it is never
+            // picked again until its pidfd says it is gone.
+            self.dying.push(target);
+        }
     }
 }

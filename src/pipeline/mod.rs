@@ -11,18 +11,19 @@ pub mod pageout;
 pub mod pin;
 pub mod rank;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
 use crate::caps::KernelCaps;
 use crate::clock::monotonic_ms;
+use crate::health::Health;
 use crate::policy::decide::{Decision, decide};
 use crate::policy::rules::{self, Effect, standing};
 use crate::policy::store::PolicyStore;
 use crate::policy::{Action, Policy};
-use crate::procs::ProcCache;
+use crate::procs::{ProcCache, printable};
 use crate::sample::Sample;
 use crate::scope::Scope;
 use outcome::{Observer, Skip};
@@ -61,6 +62,12 @@ pub struct Pipeline {
     /// End of the last action (confirmed exit, deadline, or a dry run's pretend deadline).
     last_action_ms: Option<u64>,
     recent: Vec<Recent>,
+    /// Victims signalled whose exit was not seen by their deadline, still pinned: never
+    /// picked again until their pidfd says they are gone.
+    dying: Vec<Target>,
+    /// Skip reasons already warned about because every candidate was skipped for them.
+    warned_all_skipped: HashSet<Skip>,
+    health: Arc<Health>,
     /// The process table reader, kept across decisions (open fds per process).
     procs: ProcCache,
     /// Per level name: no rescan before this time after a scan found nothing to act on.
@@ -77,6 +84,7 @@ impl Pipeline {
         caps: KernelCaps,
         dry_run: bool,
         observer: Box<dyn Observer>,
+        health: Arc<Health>,
         cache_capacity: usize,
     ) -> Self {
         let procs = ProcCache::new(scope.proc.clone(), cache_capacity);
@@ -90,6 +98,9 @@ impl Pipeline {
             self_pid: std::process::id() as i32,
             last_action_ms: None,
             recent: Vec::new(),
+            dying: Vec::new(),
+            warned_all_skipped: HashSet::new(),
+            health,
             empty_until_ms: HashMap::new(),
             pageouts: Default::default(),
             pageout_off: None,
@@ -98,7 +109,9 @@ impl Pipeline {
 
     pub fn run(mut self, samples: Receiver<Sample>) {
         for sample in samples {
+            self.health.pipeline_busy(monotonic_ms());
             self.handle(sample);
+            self.health.pipeline_idle();
         }
     }
 
@@ -150,6 +163,14 @@ impl Pipeline {
             };
             let now = fresh.at_ms;
             self.recent.retain(|r| r.until_ms > now);
+            let proc = &self.scope.proc;
+            self.dying.retain(|t| {
+                let gone = confirm::exited(t, proc);
+                if gone {
+                    log::info!("pid {} finally exited", t.proc.pid);
+                }
+                !gone
+            });
             let Some(target) = self.pick(&policy, &decision, &fresh) else {
                 let name = decision.level(&policy).name.clone();
                 self.empty_until_ms.insert(name, now + EMPTY_BACKOFF_MS);
@@ -186,7 +207,12 @@ impl Pipeline {
         for e in &scan.errors {
             log::debug!("skipping unreadable process: {e}");
         }
-        let recent: Vec<(i32, u64)> = self.recent.iter().map(|r| (r.pid, r.starttime)).collect();
+        let recent: Vec<(i32, u64)> = self
+            .recent
+            .iter()
+            .map(|r| (r.pid, r.starttime))
+            .chain(self.dying.iter().map(|t| (t.proc.pid, t.proc.starttime)))
+            .collect();
         let ctx = RankContext {
             self_pid: self.self_pid,
             min_adj: Some(level.min_adj),
@@ -208,19 +234,22 @@ impl Pipeline {
             );
             return None;
         }
+        let mut skips = Vec::new();
         for cand in cands {
             match pin::pin(&self.scope.proc, &self.scope, cand, self.caps.pidfd) {
                 Ok(t) if self.still_eligible(policy, level.min_adj, &t) => return Some(t),
                 Ok(t) => {
+                    skips.push(Skip::RuleChanged);
                     self.observer.skipped(Skip::RuleChanged);
                     log::info!(
                         "skipped pid {} ({}): its rule standing changed since ranking",
                         t.proc.pid,
-                        t.proc.comm
+                        printable(&t.proc.comm)
                     );
                 }
                 Err(e) => match e.skip() {
                     Some(why) => {
+                        skips.push(why);
                         self.observer.skipped(why);
                         // A process that exits by itself is the normal race: not worth a line.
                         if !matches!(e, PinError::Vanished(_)) {
@@ -231,7 +260,23 @@ impl Pipeline {
                 },
             }
         }
+        self.warn_if_all_skipped(&skips, &level.name);
         None
+    }
+
+    /// Every candidate skipped for one reason is a pattern, not a race (a scope named
+    /// differently from /proc/PID/cgroup, a missing capability): said at warn level, once
+    /// per reason.
+    fn warn_if_all_skipped(&mut self, skips: &[Skip], level: &str) {
+        let Some(&first) = skips.first() else { return };
+        if skips.iter().all(|s| *s == first) && self.warned_all_skipped.insert(first) {
+            log::warn!(
+                "level {level}: all {} candidates were skipped as {}: {}; nothing was killed",
+                skips.len(),
+                first.as_str(),
+                first.explain()
+            );
+        }
     }
 
     /// Rule attributes were read when the process was first seen; an exec since may have

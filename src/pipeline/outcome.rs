@@ -14,7 +14,7 @@ use super::rank::RankedProc;
 
 /// Why a ranked victim was not acted on: the `why` label of
 /// `lowmemd_victims_skipped_total`. The strings are a public interface: never rename one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Skip {
     /// Its pid now belongs to another process (a different starttime).
     IdentityChanged,
@@ -26,15 +26,18 @@ pub enum Skip {
     RuleChanged,
     /// The kernel refused the signal.
     Denied,
+    /// SIGKILL is already pending: it is dying (or frozen), another signal frees nothing.
+    Dying,
 }
 
 impl Skip {
-    pub const ALL: [Skip; 5] = [
+    pub const ALL: [Skip; 6] = [
         Skip::IdentityChanged,
         Skip::Vanished,
         Skip::OutOfScope,
         Skip::RuleChanged,
         Skip::Denied,
+        Skip::Dying,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +47,21 @@ impl Skip {
             Skip::OutOfScope => "out_of_scope",
             Skip::RuleChanged => "rule_changed",
             Skip::Denied => "denied",
+            Skip::Dying => "dying",
+        }
+    }
+
+    /// In words, for the warning when every candidate was skipped for this reason.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Skip::IdentityChanged => "their pids were reused by other processes",
+            Skip::Vanished => "they exited before they could be pinned",
+            Skip::OutOfScope => {
+                "they were not inside the scope's cgroup by /proc/PID/cgroup (is the scope named as there?)"
+            }
+            Skip::RuleChanged => "the policy's rules no longer allow them",
+            Skip::Denied => "the kernel refused the signal (CAP_KILL?)",
+            Skip::Dying => "SIGKILL was already pending for each (frozen or stuck exiting)",
         }
     }
 }

@@ -27,6 +27,8 @@ pub enum PinError {
     Recycled { pid: i32, expected: u64, found: u64 },
     #[error("pid {0} is no longer inside the scope")]
     OutOfScope(i32),
+    #[error("pid {0} is already dying (SIGKILL pending)")]
+    Dying(i32),
     #[error("pidfd_open({pid}): {source}")]
     Pidfd { pid: i32, source: std::io::Error },
     #[error("{0}")]
@@ -41,6 +43,7 @@ impl PinError {
             PinError::Vanished(_) => Some(Skip::Vanished),
             PinError::Recycled { .. } => Some(Skip::IdentityChanged),
             PinError::OutOfScope(_) => Some(Skip::OutOfScope),
+            PinError::Dying(_) => Some(Skip::Dying),
             PinError::Pidfd { .. } | PinError::Proc(_) => None,
         }
     }
@@ -55,6 +58,24 @@ pub struct Target {
 }
 
 impl Target {
+    /// A target over `pidfd` for unit tests of the stages that take one.
+    #[cfg(test)]
+    pub(crate) fn for_tests(pidfd: Option<OwnedFd>, pid: i32) -> Self {
+        Target {
+            pidfd,
+            proc: RankedProc {
+                pid,
+                comm: "test".into(),
+                oom_score_adj: 0,
+                effective_adj: 0,
+                rule: None,
+                rss_kib: 1,
+                swap_kib: 0,
+                starttime: 0,
+            },
+        }
+    }
+
     /// The pidfd; `None` only on the no-pidfd fallback.
     pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
         self.pidfd.as_ref().map(|fd| fd.as_fd())
@@ -104,6 +125,11 @@ pub fn pin(
     }
     if !scope.contains(pid) {
         return Err(PinError::OutOfScope(pid));
+    }
+    // Killed already (by us before, by the kernel, by anyone) but not exiting, e.g. frozen:
+    // another SIGKILL frees nothing and would cost a whole wait.
+    if proc.sigkill_pending(pid).unwrap_or(false) {
+        return Err(PinError::Dying(pid));
     }
     // The ranked comm may predate an exec; logs and events should name what we kill.
     let proc = RankedProc {

@@ -30,6 +30,8 @@ pub enum Exclusion {
     BelowFloor,
     #[error("acted on recently")]
     RecentlyActed,
+    #[error("nothing to free (no resident or swapped memory)")]
+    NothingToFree,
 }
 
 /// The context ranking needs besides the process table.
@@ -114,6 +116,10 @@ pub fn exclusion(
         Some(Exclusion::BelowFloor)
     } else if ctx.recent.contains(&(p.pid, p.starttime)) {
         Some(Exclusion::RecentlyActed)
+    } else if p.size_kib() == 0 {
+        // A process whose memory is gone (reaped by process_mrelease while it cannot exit,
+        // say) frees nothing when killed again.
+        Some(Exclusion::NothingToFree)
     } else {
         None
     }

@@ -73,6 +73,20 @@ pub fn parse_vm_swap_kib(buf: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether `status` shows SIGKILL pending, for the thread (`SigPnd`) or the whole process
+/// (`ShdPnd`): hex masks where signal N is bit N-1.
+pub fn sigkill_pending(status: &[u8]) -> bool {
+    const SIGKILL_BIT: u64 = 1 << (9 - 1);
+    status.split(|&b| b == b'\n').any(|line| {
+        let mask = line
+            .strip_prefix(b"SigPnd:")
+            .or_else(|| line.strip_prefix(b"ShdPnd:"));
+        mask.and_then(|m| std::str::from_utf8(m).ok())
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & SIGKILL_BIT != 0)
+    })
+}
+
 /// Where a process's memory is, from `/proc/PID/status` (read for one process at a time:
 /// before and after a page-out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -195,6 +209,20 @@ mod tests {
     fn vm_swap_is_read_from_status() {
         assert_eq!(parse_vm_swap_kib(b"Name:\tx\nVmSwap:\t  1234 kB\n"), 1234);
         assert_eq!(parse_vm_swap_kib(b"Name:\tkthreadd\n"), 0);
+    }
+
+    #[test]
+    fn sigkill_pending_from_either_mask() {
+        assert!(!sigkill_pending(
+            b"SigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n"
+        ));
+        assert!(sigkill_pending(
+            b"SigPnd:\t0000000000000000\nShdPnd:\t0000000000000100\n"
+        ));
+        assert!(sigkill_pending(b"SigPnd:\t0000000000000100\n"));
+        // SIGTERM (15) alone is not SIGKILL.
+        assert!(!sigkill_pending(b"ShdPnd:\t0000000000004000\n"));
+        assert!(!sigkill_pending(b"ShdPnd:\tzz\n"));
     }
 
     #[test]

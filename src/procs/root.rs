@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::parse::{
     MemDetail, StatLite, cgroup_path_of, cgroup_paths, parse_adj, parse_stat, parse_vm_swap_kib,
+    sigkill_pending,
 };
 use super::smaps::{Region, parse_smaps};
 use super::{Attrs, Needs, ProcError, ProcInfo, Scan, is_gone};
@@ -132,6 +133,14 @@ impl ProcRoot {
         let mut buf = Vec::new();
         read_into(&path, pid, &mut buf)?;
         Ok(MemDetail::parse(&String::from_utf8_lossy(&buf)))
+    }
+
+    /// Whether `pid` has SIGKILL pending (it is dying, or frozen with the signal queued).
+    pub fn sigkill_pending(&self, pid: i32) -> Result<bool, ProcError> {
+        let path = self.file(pid, "status");
+        let mut buf = Vec::new();
+        read_into(&path, pid, &mut buf)?;
+        Ok(sigkill_pending(&buf))
     }
 
     /// Reads and parses `/proc/PID/stat`.

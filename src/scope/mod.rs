@@ -64,11 +64,12 @@ impl Scope {
         })
     }
 
-    /// The cgroup subtree `name`, found through `proc`'s `self/mountinfo`.
+    /// The cgroup subtree `name`, found through `proc`'s `self/mountinfo`. `name` is
+    /// normalised first (`//box/./app/..` is `/box`): membership is compared with
+    /// /proc/PID/cgroup, which always spells the canonical form.
     pub fn cgroup(proc: ProcRoot, name: &str) -> Result<Self, ScopeError> {
-        if !name.starts_with('/') {
-            return Err(ScopeError::NotAbsolute(name.into()));
-        }
+        let name = normalise(name)?;
+        let name = name.as_str();
         let mi_path = proc.path().join("self/mountinfo");
         let file = std::fs::File::open(&mi_path).map_err(|source| ScopeError::Io {
             path: mi_path.clone(),
@@ -236,6 +237,25 @@ impl Scope {
     }
 }
 
+/// The canonical spelling of a cgroup path: absolute, no empty, `.` or `..` components,
+/// no trailing slash (the root is `/`).
+pub fn normalise(name: &str) -> Result<String, ScopeError> {
+    if !name.starts_with('/') {
+        return Err(ScopeError::NotAbsolute(name.into()));
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for c in name.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
 fn read_meminfo(proc: &ProcRoot) -> Result<MemSnapshot, ScopeError> {
     let path = proc.path().join("meminfo");
     let file = match std::fs::File::open(&path) {
@@ -243,4 +263,26 @@ fn read_meminfo(proc: &ProcRoot) -> Result<MemSnapshot, ScopeError> {
         Err(source) => return Err(ScopeError::Io { path, source }),
     };
     meminfo::parse(BufReader::new(file)).map_err(|what| ScopeError::Malformed { path, what })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_paths_are_compared_in_canonical_form() {
+        for spelling in [
+            "/box",
+            "//box",
+            "/box/.",
+            "/box/../box",
+            "/box/",
+            "/x/../box//",
+        ] {
+            assert_eq!(normalise(spelling).unwrap(), "/box", "{spelling}");
+        }
+        assert_eq!(normalise("/").unwrap(), "/");
+        assert_eq!(normalise("/..").unwrap(), "/");
+        assert!(matches!(normalise("box"), Err(ScopeError::NotAbsolute(_))));
+    }
 }
