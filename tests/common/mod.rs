@@ -20,23 +20,37 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Whether this machine can run real-kernel tests (root and a v1 memory controller). In CI
-/// (`CI=true`) a missing prerequisite fails the test; locally it skips with a reason.
-pub fn real_kernel_available(test: &str) -> bool {
-    let why = if !rustix::process::geteuid().is_root() {
-        Some("not root")
+/// What this machine lacks for real-kernel tests and benches (root, a v1 memory controller).
+fn real_kernel_missing() -> Option<&'static str> {
+    if !rustix::process::geteuid().is_root() {
+        Some("needs root")
     } else if !Path::new(V1_MEMORY).join("memory.limit_in_bytes").exists() {
-        Some("no cgroup v1 memory controller at /sys/fs/cgroup/memory")
+        Some("needs a cgroup v1 memory controller at /sys/fs/cgroup/memory")
     } else {
         None
-    };
-    match why {
+    }
+}
+
+/// The real-kernel tests are marked `#[ignore = "needs root and a cgroup-v1 memory
+/// controller..."]`, so a plain `cargo test` lists them as ignored with that reason. Once one
+/// runs (`cargo test -- --include-ignored`, as CI does), a missing prerequisite fails it,
+/// naming what is missing: never a silent pass.
+pub fn require_real_kernel(test: &str) {
+    if let Some(why) = real_kernel_missing() {
+        panic!("{test}: real-kernel test cannot run here: {why}");
+    }
+}
+
+/// For the benches (`cargo bench`, no ignore list there): whether they can run here; when
+/// not, says why. In CI (`CI=true`) a missing prerequisite panics.
+pub fn real_kernel_available(bench: &str) -> bool {
+    match real_kernel_missing() {
         None => true,
         Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test}: real-kernel test cannot run in CI: {why}")
+            panic!("{bench}: cannot run in CI: {why}")
         }
         Some(why) => {
-            eprintln!("{test}: skipped locally: {why}");
+            eprintln!("{bench}: not run: {why}");
             false
         }
     }
@@ -368,19 +382,17 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// `None` when this machine cannot run real-kernel tests (locally; in CI it panics).
-    pub fn start(name: &str, limit_mib: u64, daemon_args: &[&std::ffi::OsStr]) -> Option<Scenario> {
+    /// Panics, naming what is missing, when this machine cannot run real-kernel tests.
+    pub fn start(name: &str, limit_mib: u64, daemon_args: &[&std::ffi::OsStr]) -> Scenario {
         let serial = serial();
-        if !real_kernel_available(name) {
-            return None;
-        }
+        require_real_kernel(name);
         let cg = TestCgroup::create(name, limit_mib);
         let daemon = Daemon::start(&cg, daemon_args);
-        Some(Scenario {
+        Scenario {
             daemon,
             cg,
             _serial: serial,
-        })
+        }
     }
 }
 
