@@ -21,13 +21,16 @@ fn main() -> ExitCode {
         Some(Command::Doctor(a)) => commands::doctor::run(&a),
         None => commands::run::run(&cli.run),
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, msg)) => {
             log::error!("{msg}");
             ExitCode::from(code)
         }
-    }
+    };
+    // Log lines are written by a thread of their own: let it say the last ones.
+    lowmemd::report::logger::drain(std::time::Duration::from_millis(500));
+    code
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! on NFS) then blocks only that writer; the thread that produced the line — the pipeline,
 //! in the middle of a kill — drops it and counts the drop instead of waiting.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
@@ -16,6 +17,8 @@ pub static EVENTS_DROPPED: AtomicU64 = AtomicU64::new(0);
 pub struct Handoff<T> {
     tx: Sender<T>,
     dropped: &'static AtomicU64,
+    /// Queued or being written: a drain waits for the write, not only the dequeue.
+    pending: Arc<AtomicUsize>,
 }
 
 impl<T: Send + 'static> Handoff<T> {
@@ -28,32 +31,43 @@ impl<T: Send + 'static> Handoff<T> {
         mut write: impl FnMut(T) + Send + 'static,
     ) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::bounded::<T>(capacity);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let written = pending.clone();
         std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
                 for item in rx {
                     write(item);
+                    written.fetch_sub(1, Ordering::AcqRel);
                 }
             })?;
-        Ok(Handoff { tx, dropped })
+        Ok(Handoff {
+            tx,
+            dropped,
+            pending,
+        })
     }
 
     /// Queues `item` without waiting; a full queue drops it (counted).
     pub fn send(&self, item: T) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
         match self.tx.try_send(item) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
+}
 
-    /// Waits until the writer took everything queued, or `timeout` passed (a stuck writer
+impl<T> Handoff<T> {
+    /// Waits until the writer wrote everything queued, or `timeout` passed (a stuck writer
     /// must not hold up the caller: this is for a clean exit, not a guarantee).
     pub fn drain(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        while !self.tx.is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
+        while self.pending.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 }
@@ -61,10 +75,7 @@ impl<T: Send + 'static> Handoff<T> {
 impl<T> Drop for Handoff<T> {
     /// The last records (a kill's, right before SIGTERM) get a moment to be written.
     fn drop(&mut self) {
-        let deadline = Instant::now() + Duration::from_millis(200);
-        while !self.tx.is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.drain(Duration::from_millis(200));
     }
 }
 

@@ -260,10 +260,15 @@ impl Daemon {
     /// start-up line.
     /// The metrics endpoint listens on a free loopback port (see `metrics_addr`).
     pub fn start(cg: &TestCgroup, extra: &[&std::ffi::OsStr]) -> Daemon {
+        Self::start_as(&cg.name, extra)
+    }
+
+    /// [`Daemon::start`] with the cgroup spelled as given on the command line.
+    pub fn start_as(cgroup: &str, extra: &[&std::ffi::OsStr]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let events = dir.path().join("events.jsonl");
         let mut child = Command::new(env!("CARGO_BIN_EXE_lowmemd"))
-            .args(["run", "--cgroup", &cg.name, "--event-log"])
+            .args(["run", "--cgroup", cgroup, "--event-log"])
             .arg(&events)
             .args(["--metrics-listen", "127.0.0.1:0"])
             .args(extra)
