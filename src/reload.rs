@@ -1,14 +1,16 @@
 //! Hot reload of the policy file: on SIGHUP (from main) and when the file changes on disk.
 //! Editors replace files rather than write them in place, so the directory is watched, and
-//! any create, write, move or delete of the file's name triggers a reload.
+//! any create, write, move or delete of the file's name triggers a reload — or of the name
+//! its symlink goes through, for Kubernetes ConfigMap mounts (see [`names_that_matter`]).
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path};
 use std::sync::Arc;
 
-use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 
 use crate::policy::store::{PolicyStore, ReloadResult};
 use crate::report::metrics::Metrics;
@@ -82,11 +84,17 @@ pub fn watch(
                     // Blocks for the first event, then drains what is buffered.
                     loop {
                         match reader.next() {
-                            Ok(ev) => {
-                                hit |= ev.file_name().is_some_and(|c| {
-                                    OsStr::from_bytes(c.to_bytes()) == name.as_os_str()
-                                });
+                            Ok(ev) if !hit => {
+                                // An overflowed queue lost events that may have mattered.
+                                // The names are read per event: the links they come from
+                                // are what the events change.
+                                hit = ev.events().contains(ReadFlags::QUEUE_OVERFLOW)
+                                    || ev.file_name().is_some_and(|c| {
+                                        let c = OsStr::from_bytes(c.to_bytes());
+                                        names_that_matter(&dir, &name).iter().any(|n| n == c)
+                                    });
                             }
+                            Ok(_) => {}
                             Err(rustix::io::Errno::INTR) => continue,
                             Err(e) => {
                                 log::error!("policy watch stopped: {e}");
@@ -110,6 +118,58 @@ pub fn watch(
         Err(e) => {
             log::warn!("cannot start the policy watch thread ({e}); reload with SIGHUP");
             None
+        }
+    }
+}
+
+/// The names in `dir` whose change can change what `dir/name` resolves to: `name`, and, when
+/// it is a symlink whose relative target starts with another entry of `dir` (`other.toml`,
+/// `..data/policy.toml`), that entry.
+/// kubelet mounts a ConfigMap as `policy.toml -> ..data/policy.toml` with `..data` a symlink
+/// to a timestamped directory, and updates it by renaming a new `..data` over the old one:
+/// `policy.toml` itself sees no event. The same holds for any `current -> release-N`
+/// deployment. Read again for every event, as the links change.
+fn names_that_matter(dir: &Path, name: &OsStr) -> Vec<OsString> {
+    let mut names = vec![name.to_owned()];
+    if let Ok(target) = std::fs::read_link(dir.join(name)) {
+        let first = target
+            .components()
+            .find(|c| !matches!(c, Component::CurDir));
+        if let Some(Component::Normal(first)) = first {
+            names.push(first.to_owned());
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configmap_symlink_makes_its_data_link_matter() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        let name = OsStr::new("policy.toml");
+        std::fs::write(dir.join(name), "").unwrap();
+        assert_eq!(names_that_matter(dir, name), [name]);
+        std::fs::remove_file(dir.join(name)).unwrap();
+        std::os::unix::fs::symlink("..data/policy.toml", dir.join(name)).unwrap();
+        assert_eq!(names_that_matter(dir, name), [name, OsStr::new("..data")]);
+        std::fs::remove_file(dir.join(name)).unwrap();
+        std::os::unix::fs::symlink("./current/policy.toml", dir.join(name)).unwrap();
+        assert_eq!(names_that_matter(dir, name), [name, OsStr::new("current")]);
+        std::fs::remove_file(dir.join(name)).unwrap();
+        std::os::unix::fs::symlink("other.toml", dir.join(name)).unwrap();
+        assert_eq!(
+            names_that_matter(dir, name),
+            [name, OsStr::new("other.toml")]
+        );
+        // Outside `dir`: only the name's own events are seen here (SIGHUP for the rest).
+        for target in ["../etc/policy.toml", "/etc/policy.toml"] {
+            std::fs::remove_file(dir.join(name)).unwrap();
+            std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
+            assert_eq!(names_that_matter(dir, name), [name], "{target}");
         }
     }
 }

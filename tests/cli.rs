@@ -130,3 +130,61 @@ fn doctor_explains_the_machine_and_fails_only_when_it_cannot_protect() {
         "{text}"
     );
 }
+
+/// The write end of a pipe whose read end is already closed: every write is EPIPE, as for
+/// `lowmemd check *.toml | head -1` once head has left, but without the race.
+fn pipe_without_reader() -> std::os::fd::OwnedFd {
+    let mut reader = Command::new("true")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run true");
+    let w = reader.stdin.take().unwrap();
+    reader.wait().unwrap();
+    w.into()
+}
+
+#[test]
+fn check_survives_a_closed_pipe_and_keeps_its_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (i, p) in ["default", "desktop", "embedded", "android", "container"]
+        .iter()
+        .enumerate()
+    {
+        let f = dir.path().join(format!("{i}-{p}.toml"));
+        std::fs::copy(
+            format!("{}/policies/{p}.toml", env!("CARGO_MANIFEST_DIR")),
+            &f,
+        )
+        .unwrap();
+        files.push(f);
+    }
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[level]]\nname = 1\n").unwrap();
+    let check = |files: &[&std::path::Path], both_closed: bool| {
+        let w = pipe_without_reader();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lowmemd"));
+        cmd.args(["check", "--explain"]).args(files);
+        cmd.stdout(w.try_clone().unwrap());
+        if both_closed {
+            cmd.stderr(w);
+        }
+        let out = cmd.output().expect("run lowmemd check");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!err.contains("panicked"), "{err}");
+        (out.status.code(), err)
+    };
+    let good: Vec<_> = files.iter().map(|f| f.as_path()).collect();
+    // stdout closed, stderr read: no panic, all valid.
+    let (code, err) = check(&good, false);
+    assert_eq!(code, Some(0), "{err}");
+    // Both closed: nothing can even be said, and the exit code still tells.
+    assert_eq!(check(&good, true).0, Some(0));
+    let mut mixed = good.clone();
+    mixed.push(&bad);
+    mixed.extend(&good);
+    assert_eq!(check(&mixed, true).0, Some(2));
+    let (code, err) = check(&mixed, false);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("bad.toml:2:8"), "{err}");
+}

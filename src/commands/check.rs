@@ -4,30 +4,33 @@
 use lowmemd::policy::explain::explain;
 use lowmemd::policy::validate::load;
 
-use super::{CmdResult, exit, resolve_scope};
+use super::{CmdResult, exit, resolve_scope, stderr, stdout, write_failed};
 use crate::cli::{CheckArgs, ScopeArgs};
 
 pub fn run(args: &CheckArgs) -> CmdResult {
+    let (mut out, mut err) = (stdout(), stderr());
     let mut invalid = 0;
+    // Every file is checked even when the reader has gone: the exit code still tells.
     for file in &args.files {
         match load(file) {
             Ok((policy, _)) => {
-                println!("{}: ok", file.display());
+                writeln!(out, "{}: ok", file.display()).map_err(write_failed("stdout"))?;
                 if args.explain {
                     // Sizes for the scope the policy names, when it exists here.
                     let total = resolve_scope(&ScopeArgs { cgroup: None }, &policy)
                         .ok()
                         .and_then(|s| s.read_memory().ok())
                         .map(|m| m.total_kib);
-                    print!("{}", explain(&policy, total));
+                    write!(out, "{}", explain(&policy, total)).map_err(write_failed("stdout"))?;
                 }
             }
             Err(e) => {
                 invalid += 1;
-                eprintln!("{e}");
+                writeln!(err, "{e}").map_err(write_failed("stderr"))?;
             }
         }
     }
+    out.flush().map_err(write_failed("stdout"))?;
     if invalid > 0 {
         return Err((
             exit::USAGE,

@@ -13,7 +13,7 @@ use lowmemd::policy::{Policy, PsiCondition, PsiKind};
 use lowmemd::scope::mounts::parse_mounts;
 use lowmemd::scope::swap::SwapDevice;
 
-use super::{CmdResult, exit, load_store};
+use super::{CmdResult, exit, load_store, stdout, write_failed};
 use crate::cli::DoctorArgs;
 
 /// CAP_FOWNER (include/uapi/linux/capability.h): lets page-out reclaim file pages of files
@@ -275,13 +275,16 @@ pub fn run(args: &DoctorArgs) -> CmdResult {
     caps.pretend_missing(&args.pretend_missing)
         .map_err(|e| (exit::USAGE, format!("--pretend-missing: {e}")))?;
     let report = examine(&caps, &policy);
+    let mut out = stdout();
     if args.json {
         let text =
             serde_json::to_string_pretty(&report).map_err(|e| (exit::RUNTIME, e.to_string()))?;
-        println!("{text}");
+        writeln!(out, "{text}")
     } else {
-        print!("{}", render(&report));
+        write!(out, "{}", render(&report))
     }
+    .and_then(|()| out.flush())
+    .map_err(write_failed("stdout"))?;
     if !report.can_protect {
         return Err((
             exit::RUNTIME,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lowmemd::procs::printable;
 
-use super::{CmdResult, exit};
+use super::{CmdResult, exit, stdout, write_failed};
 use crate::cli::StatusArgs;
 
 /// GETs `/status` from `addr` (HOST:PORT); the body, or what went wrong.
@@ -120,12 +120,14 @@ pub fn run(args: &StatusArgs) -> CmdResult {
         )
     };
     let body = fetch(&args.addr).map_err(fail)?;
+    let mut out = stdout();
     if args.json {
-        println!("{body}");
-        return Ok(());
+        writeln!(out, "{body}")
+    } else {
+        let v: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| fail(format!("not a lowmemd status: {e}")))?;
+        write!(out, "{}", render(&v))
     }
-    let v: serde_json::Value =
-        serde_json::from_str(&body).map_err(|e| fail(format!("not a lowmemd status: {e}")))?;
-    print!("{}", render(&v));
-    Ok(())
+    .and_then(|()| out.flush())
+    .map_err(write_failed("stdout"))
 }

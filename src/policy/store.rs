@@ -15,6 +15,10 @@ pub struct PolicyStore {
     generation: AtomicU64,
     source: Option<PathBuf>,
     hash: Mutex<String>,
+    /// Held from reading the file to the swap. SIGHUP (main thread) and the file watch
+    /// reload concurrently; unserialised, the one that read the older text could swap it in
+    /// after the one that read the newer text, and the daemon would run a stale policy.
+    reloading: Mutex<()>,
 }
 
 /// How a reload ended: the `result` label of `lowmemd_policy_reloads_total`. The strings
@@ -73,6 +77,7 @@ impl PolicyStore {
             generation: AtomicU64::new(1),
             source,
             hash: Mutex::new(content_hash(text)),
+            reloading: Mutex::new(()),
         }
     }
 
@@ -104,6 +109,7 @@ impl PolicyStore {
         let Some(path) = &self.source else {
             return Ok(false);
         };
+        let _serial = self.reloading.lock();
         let (policy, text) = load(path)?;
         let hash = content_hash(&text);
         let mut current_hash = self.hash.lock();
@@ -114,5 +120,67 @@ impl PolicyStore {
         *current_hash = hash;
         self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicBool;
+
+    const BASE: &str =
+        "[[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 900\navailable_below_pct = 10\n";
+
+    /// SIGHUP and the file watch reload at the same time while the file keeps changing: the
+    /// text in force must never go back to an older version than one already seen in force.
+    #[test]
+    fn concurrent_reloads_never_install_an_older_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        let tmp = dir.path().join("p.toml.tmp");
+        std::fs::write(&path, format!("{BASE}# 0\n")).unwrap();
+        let store = Arc::new(PolicyStore::from_file(&path).unwrap());
+        let versions = Arc::new(std::sync::Mutex::new(HashMap::new()));
+        versions
+            .lock()
+            .unwrap()
+            .insert(content_hash(&format!("{BASE}# 0\n")), 0u64);
+        let done = Arc::new(AtomicBool::new(false));
+        // (highest version seen in force, times it went back)
+        let seen = Arc::new(std::sync::Mutex::new((0u64, 0u32)));
+        let reloaders: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, versions, done, seen) =
+                    (store.clone(), versions.clone(), done.clone(), seen.clone());
+                std::thread::spawn(move || {
+                    while !done.load(Ordering::Acquire) {
+                        store.reload().unwrap();
+                        // Observed under one lock, so observations are ordered in time.
+                        let mut seen = seen.lock().unwrap();
+                        let now = versions.lock().unwrap()[&*store.hash.lock()];
+                        if now < seen.0 {
+                            seen.1 += 1;
+                        }
+                        seen.0 = seen.0.max(now);
+                    }
+                })
+            })
+            .collect();
+        for n in 1..=3000u64 {
+            let text = format!("{BASE}# {n}\n");
+            versions.lock().unwrap().insert(content_hash(&text), n);
+            std::fs::write(&tmp, &text).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+        }
+        done.store(true, Ordering::Release);
+        for r in reloaders {
+            r.join().unwrap();
+        }
+        assert_eq!(
+            seen.lock().unwrap().1,
+            0,
+            "an older policy text was reinstalled"
+        );
     }
 }

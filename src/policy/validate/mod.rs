@@ -28,31 +28,31 @@ pub enum LoadError {
     },
     #[error("{path}: is a directory, not a policy file")]
     Directory { path: std::path::PathBuf },
+    #[error(
+        "{path}: is {kind}, not a regular file (a policy is a regular file; symlinks are followed)"
+    )]
+    NotRegular {
+        path: std::path::PathBuf,
+        kind: &'static str,
+    },
     #[error("{path}: {size} bytes is too large for a policy file (at most 1 MiB)")]
     TooLarge { path: std::path::PathBuf, size: u64 },
+    /// The file grew past the limit between fstat and read (a log, a /proc or /sys file).
+    #[error("{path}: more than 1 MiB read, too large for a policy file (at most 1 MiB)")]
+    TooLong { path: std::path::PathBuf },
     #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Problem>),
 }
 
 /// Reads and compiles a policy file. Returns the policy and the text (for hashing).
+///
+/// The path is often not ours to trust: an operator's typo, a symlink an orchestrator swaps,
+/// a file a reload finds replaced. Only a regular file (after symlinks) of at most 1 MiB is
+/// read: a FIFO would block the reading thread (a reload, or SIGHUP handling in main)
+/// forever, and /dev/zero reports size 0 and never ends, so a size check by `stat` alone let
+/// the daemon allocate until killed.
 pub fn load(path: &Path) -> Result<(Policy, String), LoadError> {
-    let io = |source| LoadError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let meta = std::fs::metadata(path).map_err(io)?;
-    if meta.is_dir() {
-        return Err(LoadError::Directory {
-            path: path.to_owned(),
-        });
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(LoadError::TooLarge {
-            path: path.to_owned(),
-            size: meta.len(),
-        });
-    }
-    let bytes = std::fs::read(path).map_err(io)?;
+    let bytes = read_limited(path)?;
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -69,6 +69,75 @@ pub fn load(path: &Path) -> Result<(Policy, String), LoadError> {
     };
     let policy = compile(path, &text).map_err(LoadError::Invalid)?;
     Ok((policy, text))
+}
+
+/// The bytes of a regular file of at most [`MAX_FILE_BYTES`], or why not.
+fn read_limited(path: &Path) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let io = |source| LoadError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    // Refuse before opening where we can: opening a device may itself act (a watchdog
+    // starts counting, a tape rewinds, a socket cannot be opened at all).
+    check_regular(path, &std::fs::metadata(path).map_err(io)?)?;
+    // The file may be swapped between that stat and this open. O_NONBLOCK makes opening a
+    // FIFO return at once instead of waiting for a writer, O_NOCTTY keeps a terminal from
+    // becoming ours; the fstat of what was opened is the check that counts.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    check_regular(path, &meta)?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(LoadError::TooLarge {
+            path: path.to_owned(),
+            size: meta.len(),
+        });
+    }
+    // /proc and /sys files are regular but report size 0, and a file may grow while we
+    // read: the limit holds on what is read, not on what fstat said.
+    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(LoadError::TooLong {
+            path: path.to_owned(),
+        });
+    }
+    Ok(bytes)
+}
+
+fn check_regular(path: &Path, meta: &std::fs::Metadata) -> Result<(), LoadError> {
+    use std::os::unix::fs::FileTypeExt;
+
+    let t = meta.file_type();
+    let kind = if t.is_file() {
+        return Ok(());
+    } else if t.is_dir() {
+        return Err(LoadError::Directory {
+            path: path.to_owned(),
+        });
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "of an unknown kind"
+    };
+    Err(LoadError::NotRegular {
+        path: path.to_owned(),
+        kind,
+    })
 }
 
 /// Compiles policy text; `file` only names it in problems.
@@ -193,6 +262,51 @@ mod tests {
             p[2].starts_with("p.toml:6:1: level[1].bogus: unknown key"),
             "{p:#?}"
         );
+    }
+
+    fn load_err(path: &Path) -> String {
+        let started = std::time::Instant::now();
+        let e = load(path).unwrap_err().to_string();
+        assert!(
+            started.elapsed().as_secs() < 2,
+            "{e}: took {:?}",
+            started.elapsed()
+        );
+        e
+    }
+
+    // FIFOs and /dev/zero are in tests/hostile_files.rs, where a regression hangs or
+    // allocates in a child under a timeout and a memory limit, not in the test runner.
+    #[test]
+    fn devices_and_directories_are_refused_without_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let null = dir.path().join("null.toml");
+        std::os::unix::fs::symlink("/dev/null", &null).unwrap();
+        let e = load_err(&null);
+        assert!(
+            e.contains("null.toml: is a character device, not a regular file"),
+            "{e}"
+        );
+        let e = load_err(dir.path());
+        assert!(e.contains("is a directory"), "{e}");
+    }
+
+    #[test]
+    fn size_is_limited_on_what_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; MAX_FILE_BYTES as usize + 1]).unwrap();
+        let e = load_err(&big);
+        assert!(e.contains("1048577 bytes is too large"), "{e}");
+        // Exactly the limit is read (and then is merely not a policy).
+        std::fs::write(&big, vec![b'#'; MAX_FILE_BYTES as usize]).unwrap();
+        assert!(matches!(load(&big), Err(LoadError::Invalid(_))));
+        // /proc files say size 0; kallsyms is several MiB where the kernel has it.
+        let kallsyms = Path::new("/proc/kallsyms");
+        if kallsyms.exists() {
+            let e = load_err(kallsyms);
+            assert!(e.contains("more than 1 MiB read"), "{e}");
+        }
     }
 
     #[test]
