@@ -190,11 +190,12 @@ fn a_killed_victim_that_cannot_exit_is_not_picked_again() {
     // process_mrelease takes its memory anyway.
     let victim = Workload::ready(&s.cg, "frozen", 1000, 60);
     let _frozen = Frozen::freeze(victim.pid);
-    runaway_dies(&s.cg, "runaway1", 100);
+    // 50 MiB/s: slow enough that the one wait the frozen victim costs is survivable.
+    runaway_dies(&s.cg, "runaway1", 50);
     // Long after the first kill's deadline: the frozen victim is still there, still first
     // by adj, and must not be chosen again.
     std::thread::sleep(Duration::from_secs(12));
-    runaway_dies(&s.cg, "runaway2", 100);
+    runaway_dies(&s.cg, "runaway2", 50);
     assert_eq!(s.cg.oom_kills(), 0, "the kernel OOM killer had to step in");
     let events = s.daemon.events();
     let kills_of_frozen = actions(&events, "kill")
@@ -289,13 +290,17 @@ fn a_worker_thread_that_dies_takes_the_daemon_down() {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
-    assert!(err.contains("the monitor thread stopped"), "{err}");
+    // The monitor ends, and with it the pipeline's input: either may say it first.
+    assert!(
+        err.contains("thread stopped: nothing is protected"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_process_name_cannot_forge_lines_or_reach_the_terminal() {
     // comm holds 15 bytes: an escape sequence, a newline and the start of a fake record.
-    let name = "\u{1b}[2Jx\nlowmemd[in";
+    let name = "\u{1b}[2Jx\nlowmemd[i";
     let mut w = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_lowmemd-workload"))
             .args(["--name", name, "--mib", "1"])
@@ -321,13 +326,13 @@ fn a_process_name_cannot_forge_lines_or_reach_the_terminal() {
         .lines()
         .find(|l| l.split_whitespace().next() == Some(pid.as_str()))
         .unwrap_or_else(|| panic!("pid {pid} not ranked:\n{text}"));
-    assert!(row.contains("\\u{1b}[2Jx\\u{a}lowmemd[in"), "{row:?}");
+    assert!(row.contains("\\u{1b}[2Jx\\u{a}lowmemd[i"), "{row:?}");
     assert!(
         !text.contains('\u{1b}'),
         "a raw escape reached the terminal"
     );
     assert!(
-        !text.lines().any(|l| l.starts_with("lowmemd[in")),
+        !text.lines().any(|l| l.starts_with("lowmemd[i")),
         "a forged line:\n{text}"
     );
 }
