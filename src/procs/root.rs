@@ -78,9 +78,7 @@ impl ProcRoot {
         buf: &mut Vec<u8>,
     ) -> Result<ProcInfo, ProcError> {
         let stat = self.read_stat(pid, buf)?;
-        let adj_path = self.file(pid, "oom_score_adj");
-        read_into(&adj_path, pid, buf)?;
-        let oom_score_adj = parse_adj(buf).map_err(|what| ProcError::malformed(adj_path, what))?;
+        let oom_score_adj = self.read_adj_into(pid, buf)?;
         let swap_kib = if with_swap {
             let path = self.file(pid, "status");
             read_into(&path, pid, buf)?;
@@ -130,6 +128,19 @@ impl ProcRoot {
             a.cgroups = cgroup_paths(&text);
         }
         a
+    }
+
+    /// `pid`'s oom_score_adj alone: what the pin stage re-reads of the victim. It is read by
+    /// path, so read it after `pidfd_open` and before the starttime re-check: a match there
+    /// shows the number was still the victim's when its adj was read.
+    pub fn read_adj(&self, pid: i32) -> Result<i16, ProcError> {
+        self.read_adj_into(pid, &mut Vec::with_capacity(16))
+    }
+
+    fn read_adj_into(&self, pid: i32, buf: &mut Vec<u8>) -> Result<i16, ProcError> {
+        let path = self.file(pid, "oom_score_adj");
+        read_into(&path, pid, buf)?;
+        parse_adj(buf).map_err(|what| ProcError::malformed(path, what))
     }
 
     /// Where `pid`'s memory is (resident anon/file/shmem, swapped).
@@ -297,6 +308,33 @@ mod tests {
                 .as_ref()
                 .is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe),
             "{wrote:?}"
+        );
+    }
+
+    #[test]
+    fn read_adj_parses_and_maps_errors_like_the_scan() {
+        let tmp = fixture(&[("oom_score_adj", b"-500\n")]);
+        let root = ProcRoot::new(tmp.path());
+        assert_eq!(root.read_adj(100).unwrap(), -500);
+        // No such process: it vanished, as in a scan.
+        assert!(matches!(
+            root.read_adj(101),
+            Err(ProcError::Vanished { pid: 101 })
+        ));
+        std::fs::write(tmp.path().join("100/oom_score_adj"), "lots\n").unwrap();
+        let err = root.read_adj(100).unwrap_err();
+        assert!(matches!(err, ProcError::Malformed { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("100/oom_score_adj") && msg.contains("lots"),
+            "{msg}"
+        );
+        // And on the running kernel, our own.
+        let me = std::process::id() as i32;
+        let own = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+        assert_eq!(
+            ProcRoot::default().read_adj(me).unwrap().to_string(),
+            own.trim()
         );
     }
 }
