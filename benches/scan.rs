@@ -61,6 +61,17 @@ fn scan_cached_fds(b: Bencher) {
         .bench_local(|| black_box(cache.scan(pids.iter().copied(), None, false)));
 }
 
+/// The first scan of a fresh cache: every process's files opened and its `stat` read once
+/// (what a newly started process costs the pipeline). One cache per sample: each holds two
+/// fds per process until it is dropped, outside the timing.
+#[divan::bench(sample_size = 1, sample_count = 40)]
+fn scan_cached_fds_first(b: Bencher) {
+    let pids = pids();
+    b.counter(ItemsCount::new(pids.len()))
+        .with_inputs(|| ProcCache::new(ProcRoot::default(), 4096))
+        .bench_local_refs(|cache| black_box(cache.scan(pids.iter().copied(), None, false)));
+}
+
 /// The same with a floor of 900 (level `low`): most processes cost one adj read.
 #[divan::bench]
 fn scan_cached_fds_floor_900(b: Bencher) {

@@ -13,6 +13,10 @@ use super::parse::{
 use super::smaps::{Region, parse_smaps};
 use super::{Attrs, Needs, ProcError, ProcInfo, Scan, is_gone};
 
+/// The most of a command line that rules see: one page, all /proc/PID/cmdline showed before
+/// Linux 4.2. Reading and matching a 1 MB command line added 200-400 ms to a kill.
+const CMDLINE_MAX: u64 = 4096;
+
 /// A proc tree: `/proc` or a fixture laid out like it.
 #[derive(Debug, Clone)]
 pub struct ProcRoot {
@@ -75,9 +79,7 @@ impl ProcRoot {
         buf: &mut Vec<u8>,
     ) -> Result<ProcInfo, ProcError> {
         let stat = self.read_stat(pid, buf)?;
-        let adj_path = self.file(pid, "oom_score_adj");
-        read_into(&adj_path, pid, buf)?;
-        let oom_score_adj = parse_adj(buf).map_err(|what| ProcError::malformed(adj_path, what))?;
+        let oom_score_adj = self.read_adj_into(pid, buf)?;
         let swap_kib = if with_swap {
             let path = self.file(pid, "status");
             read_into(&path, pid, buf)?;
@@ -100,14 +102,16 @@ impl ProcRoot {
 
     /// The attributes `needs` asks for. Unreadable ones stay `None` (a rule on them then
     /// does not match): exe of a kernel thread, or of another user's process without
-    /// ptrace access.
+    /// ptrace access. Of the command line, only the first [`CMDLINE_MAX`] bytes.
     pub fn read_attrs(&self, pid: i32, needs: Needs) -> Attrs {
         let mut a = Attrs::default();
         if needs.cmdline {
-            a.cmdline = std::fs::read(self.file(pid, "cmdline")).ok().map(|b| {
-                let s = String::from_utf8_lossy(&b).replace('\0', " ");
-                s.trim_end().to_string()
-            });
+            a.cmdline = read_head(&self.file(pid, "cmdline"), CMDLINE_MAX)
+                .ok()
+                .map(|b| {
+                    let s = String::from_utf8_lossy(&b).replace('\0', " ");
+                    s.trim_end().to_string()
+                });
         }
         if needs.exe {
             a.exe = std::fs::read_link(self.file(pid, "exe"))
@@ -125,6 +129,19 @@ impl ProcRoot {
             a.cgroups = cgroup_paths(&text);
         }
         a
+    }
+
+    /// `pid`'s oom_score_adj alone: what the pin stage re-reads of the victim. It is read by
+    /// path, so read it after `pidfd_open` and before the starttime re-check: a match there
+    /// shows the number was still the victim's when its adj was read.
+    pub fn read_adj(&self, pid: i32) -> Result<i16, ProcError> {
+        self.read_adj_into(pid, &mut Vec::with_capacity(16))
+    }
+
+    fn read_adj_into(&self, pid: i32, buf: &mut Vec<u8>) -> Result<i16, ProcError> {
+        let path = self.file(pid, "oom_score_adj");
+        read_into(&path, pid, buf)?;
+        parse_adj(buf).map_err(|what| ProcError::malformed(path, what))
     }
 
     /// Where `pid`'s memory is (resident anon/file/shmem, swapped).
@@ -212,6 +229,13 @@ pub(super) fn read_into(path: &Path, pid: i32, buf: &mut Vec<u8>) -> Result<(), 
     }
 }
 
+/// At most `max` bytes from the start of a file, without reading the rest.
+fn read_head(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(max as usize);
+    File::open(path)?.take(max).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
 impl ProcError {
     /// `Vanished` when the error says the process is gone, else an I/O error naming `path`.
     pub(super) fn from_io(e: std::io::Error, pid: i32, path: &Path) -> Self {
@@ -227,5 +251,99 @@ impl ProcError {
 
     pub(super) fn malformed(path: PathBuf, what: String) -> Self {
         ProcError::Malformed { path, what }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("100")).unwrap();
+        for (name, text) in files {
+            std::fs::write(tmp.path().join("100").join(name), text).unwrap();
+        }
+        tmp
+    }
+
+    const CMDLINE: Needs = Needs {
+        cmdline: true,
+        exe: false,
+        uid: false,
+        cgroup: false,
+    };
+
+    #[test]
+    fn only_the_head_of_a_long_cmdline_is_read() {
+        let mut cmdline = b"app\0--flag\0".to_vec();
+        cmdline.resize(1 << 20, b'x');
+        let tmp = fixture(&[("cmdline", &cmdline)]);
+        let attrs = ProcRoot::new(tmp.path()).read_attrs(100, CMDLINE);
+        let seen = attrs.cmdline.unwrap();
+        assert!(seen.len() <= 4096, "{} bytes", seen.len());
+        assert!(seen.starts_with("app --flag xxx"), "{seen:.40}");
+    }
+
+    /// The cap bounds what is read, not only what is kept: a cmdline that a writer keeps
+    /// feeding through a FIFO is closed after the first 4 KiB, and the writer's 1 MiB
+    /// (more than the 64 KiB a pipe buffers) breaks off.
+    #[test]
+    fn a_long_cmdline_is_not_read_to_its_end() {
+        let tmp = fixture(&[]);
+        let path = tmp.path().join("100/cmdline");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+        )
+        .unwrap();
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .unwrap()
+                    .write_all(&vec![b'x'; 1 << 20])
+            })
+        };
+        let seen = ProcRoot::new(tmp.path()).read_attrs(100, CMDLINE).cmdline;
+        assert_eq!(seen.map(|c| c.len()), Some(4096));
+        let wrote = writer.join().unwrap();
+        assert!(
+            wrote
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe),
+            "{wrote:?}"
+        );
+    }
+
+    #[test]
+    fn read_adj_parses_and_maps_errors_like_the_scan() {
+        let tmp = fixture(&[("oom_score_adj", b"-500\n")]);
+        let root = ProcRoot::new(tmp.path());
+        assert_eq!(root.read_adj(100).unwrap(), -500);
+        // No such process: it vanished, as in a scan.
+        assert!(matches!(
+            root.read_adj(101),
+            Err(ProcError::Vanished { pid: 101 })
+        ));
+        std::fs::write(tmp.path().join("100/oom_score_adj"), "lots\n").unwrap();
+        let err = root.read_adj(100).unwrap_err();
+        assert!(matches!(err, ProcError::Malformed { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("100/oom_score_adj") && msg.contains("lots"),
+            "{msg}"
+        );
+        // And on the running kernel, our own.
+        let me = std::process::id() as i32;
+        let own = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+        assert_eq!(
+            ProcRoot::default().read_adj(me).unwrap().to_string(),
+            own.trim()
+        );
     }
 }
