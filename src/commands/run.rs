@@ -11,6 +11,7 @@ use lowmemd::clock::monotonic_ms;
 use lowmemd::health::Health;
 use lowmemd::monitor::{self, Monitor, Outlets};
 use lowmemd::pipeline::Pipeline;
+use lowmemd::pipeline::kernel::System;
 use lowmemd::report::eventlog::EventLog;
 use lowmemd::report::metrics::Metrics;
 use lowmemd::report::{Reporter, http, logger, notify};
@@ -154,13 +155,11 @@ pub fn run(args: &RunArgs) -> CmdResult {
     let cache_capacity = procs::cache_capacity(procs::raise_fd_limit());
     let pageout_off = caps.pageout_unavailable();
     let mut pipeline = Pipeline::new(
-        scope,
+        Box::new(System::new(scope, caps, cache_capacity)),
         store.clone(),
-        caps,
         args.dry_run,
         Box::new(Reporter::new(metrics.clone(), events)),
         health,
-        cache_capacity,
     );
     if let Some(why) = pageout_off {
         pipeline.disable_pageout(why, true);

@@ -116,7 +116,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(wait_exit(&fd, monotonic_ms() + 50), Outcome::TimedOut);
-        let target = Target::for_tests(Some(fd.try_clone().unwrap()), child.id() as i32);
+        let proc = crate::pipeline::rank::RankedProc {
+            pid: child.id() as i32,
+            comm: "sleep".into(),
+            oom_score_adj: 0,
+            effective_adj: 0,
+            rule: None,
+            rss_kib: 1,
+            swap_kib: 0,
+            starttime: 0,
+        };
+        let target = Target::for_tests(Some(fd.try_clone().unwrap()), proc);
         assert!(!exited(&target, &ProcRoot::default()));
         child.kill().unwrap();
         assert!(matches!(

@@ -5,13 +5,13 @@ use rustix::io::Errno;
 use rustix::process::{Signal, pidfd_send_signal};
 
 use crate::caps::KernelCaps;
-use crate::clock::{monotonic_ms, wall_ms};
+use crate::clock::wall_ms;
 use crate::policy::Policy;
 use crate::policy::decide::Decision;
 use crate::procs::{ProcRoot, is_gone};
 use crate::sample::Sample;
 
-use super::confirm::{self, Outcome};
+use super::confirm::Outcome;
 use super::outcome::{Ending, Kill, Skip};
 use super::pin::Target;
 use super::{Pipeline, Recent};
@@ -106,7 +106,7 @@ impl Pipeline {
     ) {
         let level = decision.level(policy);
         let victim = &target.proc;
-        let signal_ms = monotonic_ms();
+        let signal_ms = self.kernel.now_ms();
         let mut kill = Kill {
             victim,
             decision,
@@ -127,18 +127,26 @@ impl Pipeline {
             self.recent.push(Recent::of(victim, u64::MAX));
             return;
         }
-        if let Err(e) = kill_target(&target, &self.caps, &self.scope.proc) {
-            self.observer.skipped(Skip::Denied);
-            log::error!("{e}");
-            self.last_action_ms = Some(monotonic_ms());
-            self.recent
-                .push(Recent::of(victim, signal_ms + level.wait_ms));
-            return;
+        match self.kernel.kill(&target) {
+            Ok(Reap::AlreadyGone) => {
+                // It exited between the pin and the signal: not a kill of ours.
+                self.observer.skipped(Skip::Vanished);
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.observer.skipped(Skip::Denied);
+                log::error!("{e}");
+                self.last_action_ms = Some(self.kernel.now_ms());
+                self.recent
+                    .push(Recent::of(victim, signal_ms + level.wait_ms));
+                return;
+            }
         }
         // Read after the signal, so it never delays it.
-        kill.psi_avg10 = self.scope.psi_avg10();
-        let outcome = confirm::wait_target(&target, &self.scope.proc, signal_ms + level.wait_ms);
-        let end = monotonic_ms();
+        kill.psi_avg10 = self.kernel.psi_avg10();
+        let outcome = self.kernel.wait_exit(&target, signal_ms + level.wait_ms);
+        let end = self.kernel.now_ms();
         kill.ending = match outcome {
             Outcome::Exited { at_ms } => Ending::Exited {
                 signal_to_exit_ms: at_ms.saturating_sub(signal_ms),
@@ -146,7 +154,7 @@ impl Pipeline {
             Outcome::TimedOut => Ending::Unconfirmed,
         };
         kill.sample_to_end_ms = end.saturating_sub(sample.at_ms);
-        kill.available_after_kib = self.scope.read_memory().ok().map(|m| m.available_kib);
+        kill.available_after_kib = self.kernel.memory().ok().map(|m| m.available_kib);
         self.observer.killed(&kill);
         self.last_action_ms = Some(end);
         if outcome == Outcome::TimedOut {

@@ -5,27 +5,28 @@
 //! sample, so a reload lands between decisions.
 
 pub mod confirm;
+pub mod kernel;
 pub mod kill;
 pub mod outcome;
 pub mod pageout;
 pub mod pin;
 pub mod rank;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
-use crate::caps::KernelCaps;
-use crate::clock::monotonic_ms;
 use crate::health::Health;
 use crate::policy::decide::{Decision, decide};
 use crate::policy::rules::{self, Effect, standing};
 use crate::policy::store::PolicyStore;
 use crate::policy::{Action, Policy};
-use crate::procs::{ProcCache, printable};
+use crate::procs::printable;
 use crate::sample::Sample;
-use crate::scope::Scope;
+use kernel::Kernel;
 use outcome::{Observer, Skip};
 use pin::{PinError, Target};
 use rank::{RankContext, RankedProc, candidates};
@@ -53,9 +54,8 @@ impl Recent {
 }
 
 pub struct Pipeline {
-    scope: Arc<Scope>,
+    kernel: Box<dyn Kernel>,
     store: Arc<PolicyStore>,
-    caps: KernelCaps,
     dry_run: bool,
     observer: Box<dyn Observer>,
     self_pid: i32,
@@ -68,8 +68,6 @@ pub struct Pipeline {
     /// Skip reasons already warned about because every candidate was skipped for them.
     warned_all_skipped: HashSet<Skip>,
     health: Arc<Health>,
-    /// The process table reader, kept across decisions (open fds per process).
-    procs: ProcCache,
     /// Per level name: no rescan before this time after a scan found nothing to act on.
     empty_until_ms: HashMap<String, u64>,
     pageouts: pageout::tracker::Tracker,
@@ -79,20 +77,15 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(
-        scope: Arc<Scope>,
+        kernel: Box<dyn Kernel>,
         store: Arc<PolicyStore>,
-        caps: KernelCaps,
         dry_run: bool,
         observer: Box<dyn Observer>,
         health: Arc<Health>,
-        cache_capacity: usize,
     ) -> Self {
-        let procs = ProcCache::new(scope.proc.clone(), cache_capacity);
         Pipeline {
-            procs,
-            scope,
+            kernel,
             store,
-            caps,
             dry_run,
             observer,
             self_pid: std::process::id() as i32,
@@ -109,7 +102,7 @@ impl Pipeline {
 
     pub fn run(mut self, samples: Receiver<Sample>) {
         for sample in samples {
-            self.health.pipeline_busy(monotonic_ms());
+            self.health.pipeline_busy(self.kernel.now_ms());
             self.handle(sample);
             self.health.pipeline_idle();
         }
@@ -143,13 +136,13 @@ impl Pipeline {
             // Re-read memory right before acting: the shortage may have passed since the
             // sample (or since the previous victim of this decision).
             let mut fresh = sample.clone();
-            match self.scope.read_memory() {
+            match self.kernel.memory() {
                 Ok(mem) => fresh.mem = mem,
                 Err(e) => {
                     log::warn!("re-reading memory before a kill failed: {e}; using the sample")
                 }
             }
-            fresh.at_ms = monotonic_ms();
+            fresh.at_ms = self.kernel.now_ms();
             let Some(now_decision) = decide(&fresh, &policy, self.last_action_ms) else {
                 self.observer.recovered();
                 log::debug!("pressure passed before the kill");
@@ -163,9 +156,9 @@ impl Pipeline {
             };
             let now = fresh.at_ms;
             self.recent.retain(|r| r.until_ms > now);
-            let proc = &self.scope.proc;
+            let kernel = &self.kernel;
             self.dying.retain(|t| {
-                let gone = confirm::exited(t, proc);
+                let gone = kernel.exited(t);
                 if gone {
                     log::info!("pid {} finally exited", t.proc.pid);
                 }
@@ -186,13 +179,6 @@ impl Pipeline {
     /// Ranks the scope's processes and pins the first candidate that is still itself.
     fn pick(&mut self, policy: &Policy, decision: &Decision, fresh: &Sample) -> Option<Target> {
         let level = decision.level(policy);
-        let pids = match self.scope.pids() {
-            Ok(p) => p,
-            Err(e) => {
-                log::error!("cannot list the scope's processes: {e}");
-                return None;
-            }
-        };
         // Processes below the floor are not sized, unless a rule could lift them over it.
         let rules_can_raise = policy.rules.iter().any(|r| {
             matches!(r.effect, Effect::SetAdj(_)) || matches!(r.effect, Effect::Shift(n) if n > 0)
@@ -201,9 +187,16 @@ impl Pipeline {
         let needs = rules::needs(&policy.rules);
         // VmSwap costs a `status` read per process: only worth it when swap is in use.
         let scan_started = std::time::Instant::now();
-        let scan = self
-            .procs
-            .scan_with(pids, floor, fresh.mem.swap_used_kib() > 0, needs);
+        let scan = match self
+            .kernel
+            .scan(floor, fresh.mem.swap_used_kib() > 0, needs)
+        {
+            Ok(scan) => scan,
+            Err(e) => {
+                log::error!("cannot list the scope's processes: {e}");
+                return None;
+            }
+        };
         for e in &scan.errors {
             log::debug!("skipping unreadable process: {e}");
         }
@@ -236,7 +229,7 @@ impl Pipeline {
         }
         let mut skips = Vec::new();
         for cand in cands {
-            match pin::pin(&self.scope.proc, &self.scope, cand, self.caps.pidfd) {
+            match self.kernel.pin(cand) {
                 Ok(t) if self.still_eligible(policy, level.min_adj, &t) => return Some(t),
                 Ok(t) => {
                     skips.push(Skip::RuleChanged);
@@ -279,17 +272,17 @@ impl Pipeline {
         }
     }
 
-    /// Rule attributes were read when the process was first seen; an exec since may have
-    /// changed what it is. Re-read them for the pinned victim and apply the rules again.
+    /// Rule attributes and oom_score_adj were read when the process was ranked; an exec
+    /// or a new adj since (a process that just made itself -1000) may have changed what
+    /// it is. Re-read both for the pinned victim and apply the rules again.
     fn still_eligible(&self, policy: &Policy, min_adj: i16, t: &Target) -> bool {
-        if policy.rules.is_empty() {
-            return true;
+        let (attrs, adj) = self.kernel.reread(t.proc.pid, rules::needs(&policy.rules));
+        // Unreadable: it is exiting; the signal will tell.
+        let adj = adj.unwrap_or(t.proc.oom_score_adj);
+        if adj <= -1000 {
+            return false;
         }
-        let attrs = self
-            .scope
-            .proc
-            .read_attrs(t.proc.pid, rules::needs(&policy.rules));
-        let st = standing(&policy.rules, &t.proc.comm, &attrs, t.proc.oom_score_adj);
+        let st = standing(&policy.rules, &t.proc.comm, &attrs, adj);
         !st.protected && st.effective_adj >= min_adj
     }
 }

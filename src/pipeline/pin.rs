@@ -58,22 +58,10 @@ pub struct Target {
 }
 
 impl Target {
-    /// A target over `pidfd` for unit tests of the stages that take one.
+    /// A target of `proc` over `pidfd`, for unit tests of the stages that take one.
     #[cfg(test)]
-    pub(crate) fn for_tests(pidfd: Option<OwnedFd>, pid: i32) -> Self {
-        Target {
-            pidfd,
-            proc: RankedProc {
-                pid,
-                comm: "test".into(),
-                oom_score_adj: 0,
-                effective_adj: 0,
-                rule: None,
-                rss_kib: 1,
-                swap_kib: 0,
-                starttime: 0,
-            },
-        }
+    pub(crate) fn for_tests(pidfd: Option<OwnedFd>, proc: RankedProc) -> Self {
+        Target { pidfd, proc }
     }
 
     /// The pidfd; `None` only on the no-pidfd fallback.

@@ -71,6 +71,12 @@ impl PolicyStore {
         Ok(Self::with(policy, Some(path.to_owned()), &text))
     }
 
+    /// A store that holds `policy` and never reloads (for unit tests of its readers).
+    #[cfg(test)]
+    pub(crate) fn fixed(policy: Policy) -> Self {
+        Self::with(policy, None, "")
+    }
+
     fn with(policy: Policy, source: Option<PathBuf>, text: &str) -> Self {
         PolicyStore {
             current: RwLock::new(Arc::new(policy)),

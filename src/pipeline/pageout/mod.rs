@@ -7,7 +7,7 @@ pub mod tracker;
 
 use rustix::io::Errno;
 
-use crate::clock::{monotonic_ms, wall_ms};
+use crate::clock::wall_ms;
 use crate::policy::Policy;
 use crate::policy::decide::Decision;
 use crate::procs::is_gone;
@@ -88,9 +88,9 @@ impl Pipeline {
     ) {
         let level = decision.level(policy);
         let victim = &target.proc;
-        let started = monotonic_ms();
-        let proc = &self.scope.proc;
-        let (before, regions) = match (proc.mem_detail(victim.pid), proc.smaps(victim.pid)) {
+        let started = self.kernel.now_ms();
+        let k = &self.kernel;
+        let (before, regions) = match (k.mem_detail(victim.pid), k.smaps(victim.pid)) {
             (Ok(b), Ok(r)) => (b, r),
             (Err(e), _) | (_, Err(e)) => {
                 log::debug!("page-out of pid {} skipped: {e}", victim.pid);
@@ -98,7 +98,7 @@ impl Pipeline {
             }
         };
         let page = rustix::param::page_size() as u64;
-        let planned = plan(&regions, self.scope.swap_active(), page);
+        let planned = plan(&regions, k.swap_active(), page);
         let ranges: Vec<(u64, u64)> = planned.iter().map(|&(s, l, _)| (s, l)).collect();
         let total_bytes: u64 = ranges.iter().map(|r| r.1).sum();
         let cursor = self.pageouts.cursor(victim);
@@ -110,7 +110,7 @@ impl Pipeline {
         let advised = if self.dry_run {
             Advised::default()
         } else {
-            advise(&target, &batches)
+            k.advise(&target, &batches)
         };
         if let Some(e) = advised.refused {
             let why = format!(
@@ -119,8 +119,8 @@ impl Pipeline {
             self.disable_pageout(why, false);
             return;
         }
-        let after = proc.mem_detail(victim.pid).unwrap_or_default();
-        let end = monotonic_ms();
+        let after = k.mem_detail(victim.pid).unwrap_or_default();
+        let end = k.now_ms();
         let freed_kib = before.resident_kib().saturating_sub(after.resident_kib());
         let next_cursor = cursor + this_event;
         let unfinished = !advised.exited && next_cursor < total_bytes;
@@ -143,7 +143,7 @@ impl Pipeline {
             before,
             after,
             scope_available_before_kib: fresh.mem.available_kib,
-            scope_available_after_kib: self.scope.read_memory().ok().map(|m| m.available_kib),
+            scope_available_after_kib: self.kernel.memory().ok().map(|m| m.available_kib),
             unfinished,
             duration_ms: end.saturating_sub(started),
         };

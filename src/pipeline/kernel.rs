@@ -1,0 +1,129 @@
+//! What the pipeline asks of the running system, behind one trait: the clock, the scope's
+//! memory and processes, pinning, the signal, the wait, page-out. [`System`] is the real
+//! one (/proc, pidfds, process_mrelease, process_madvise); the pipeline's unit tests drive
+//! its logic on a fake with a clock of its own, without root and in milliseconds.
+
+use std::sync::Arc;
+
+use crate::caps::KernelCaps;
+use crate::clock::monotonic_ms;
+use crate::procs::{Attrs, MemDetail, Needs, ProcCache, ProcError, Region, Scan};
+use crate::sample::MemSnapshot;
+use crate::scope::{Scope, ScopeError};
+
+use super::confirm::{self, Outcome};
+use super::kill::{KillError, Reap, kill_target};
+use super::pageout::{Advised, advise};
+use super::pin::{self, PinError, Target};
+use super::rank::RankedProc;
+
+pub trait Kernel: Send {
+    /// Monotonic milliseconds.
+    fn now_ms(&self) -> u64;
+    /// The scope's memory right now.
+    fn memory(&self) -> Result<MemSnapshot, ScopeError>;
+    /// Reads the processes in scope; those with adj below `floor` are not sized.
+    fn scan(
+        &mut self,
+        floor: Option<i16>,
+        with_swap: bool,
+        needs: Needs,
+    ) -> Result<Scan, ScopeError>;
+    /// Pins a ranked candidate: the same incarnation, inside the scope, not dying.
+    fn pin(&self, cand: RankedProc) -> Result<Target, PinError>;
+    /// A pinned victim's rule attributes and oom_score_adj, read again right before acting
+    /// (an exec or a new adj since ranking changes what it is).
+    fn reread(&self, pid: i32, needs: Needs) -> (Attrs, Option<i16>);
+    /// SIGKILL (and process_mrelease where the kernel has it).
+    fn kill(&self, target: &Target) -> Result<Reap, KillError>;
+    /// Waits until the target exited or `deadline_ms` passed.
+    fn wait_exit(&self, target: &Target, deadline_ms: u64) -> Outcome;
+    /// Whether the target has exited, without waiting.
+    fn exited(&self, target: &Target) -> bool;
+    /// PSI `some` and `full` avg10 of the scope.
+    fn psi_avg10(&self) -> Option<(f64, f64)>;
+    /// Where a process's memory is.
+    fn mem_detail(&self, pid: i32) -> Result<MemDetail, ProcError>;
+    /// A process's mappings.
+    fn smaps(&self, pid: i32) -> Result<Vec<Region>, ProcError>;
+    /// Whether anonymous memory can be paged out (swap with room in it).
+    fn swap_active(&self) -> bool;
+    /// process_madvise(MADV_PAGEOUT), one call per batch.
+    fn advise(&self, target: &Target, batches: &[Vec<(u64, u64)>]) -> Advised;
+}
+
+/// The running system, seen through the scope.
+pub struct System {
+    scope: Arc<Scope>,
+    caps: KernelCaps,
+    /// The process table reader, kept across decisions (open fds per process).
+    procs: ProcCache,
+}
+
+impl System {
+    pub fn new(scope: Arc<Scope>, caps: KernelCaps, cache_capacity: usize) -> Self {
+        let procs = ProcCache::new(scope.proc.clone(), cache_capacity);
+        System { scope, caps, procs }
+    }
+}
+
+impl Kernel for System {
+    fn now_ms(&self) -> u64 {
+        monotonic_ms()
+    }
+
+    fn memory(&self) -> Result<MemSnapshot, ScopeError> {
+        self.scope.read_memory()
+    }
+
+    fn scan(
+        &mut self,
+        floor: Option<i16>,
+        with_swap: bool,
+        needs: Needs,
+    ) -> Result<Scan, ScopeError> {
+        let pids = self.scope.pids()?;
+        Ok(self.procs.scan_with(pids, floor, with_swap, needs))
+    }
+
+    fn pin(&self, cand: RankedProc) -> Result<Target, PinError> {
+        pin::pin(&self.scope.proc, &self.scope, cand, self.caps.pidfd)
+    }
+
+    fn reread(&self, pid: i32, needs: Needs) -> (Attrs, Option<i16>) {
+        let proc = &self.scope.proc;
+        (proc.read_attrs(pid, needs), proc.read_adj(pid).ok())
+    }
+
+    fn kill(&self, target: &Target) -> Result<Reap, KillError> {
+        kill_target(target, &self.caps, &self.scope.proc)
+    }
+
+    fn wait_exit(&self, target: &Target, deadline_ms: u64) -> Outcome {
+        confirm::wait_target(target, &self.scope.proc, deadline_ms)
+    }
+
+    fn exited(&self, target: &Target) -> bool {
+        confirm::exited(target, &self.scope.proc)
+    }
+
+    fn psi_avg10(&self) -> Option<(f64, f64)> {
+        self.scope.psi_avg10()
+    }
+
+    fn mem_detail(&self, pid: i32) -> Result<MemDetail, ProcError> {
+        self.scope.proc.mem_detail(pid)
+    }
+
+    fn smaps(&self, pid: i32) -> Result<Vec<Region>, ProcError> {
+        self.scope.proc.smaps(pid)
+    }
+
+    fn swap_active(&self) -> bool {
+        self.scope.swap_active()
+    }
+
+    fn advise(&self, target: &Target, batches: &[Vec<(u64, u64)>]) -> Advised {
+        advise(target, batches)
+    }
+}

@@ -1,0 +1,489 @@
+//! The pipeline's own logic on a fake kernel with a clock of its own: one victim in flight,
+//! stale samples, the wait deadline, victims that never exit, cooldown, dry-run pacing,
+//! `max_victims`, a victim gone before the signal. No root, no /proc, milliseconds.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::confirm::Outcome;
+use super::kernel::Kernel;
+use super::kill::{KillError, Reap};
+use super::outcome::{Ending, Kill, Observer, Pageout, Skip};
+use super::pageout::Advised;
+use super::pin::{PinError, Target};
+use super::rank::RankedProc;
+use super::{Pipeline, PolicyStore};
+use crate::health::Health;
+use crate::policy::Policy;
+use crate::procs::{Attrs, MemDetail, Needs, ProcError, ProcInfo, Region, Scan};
+use crate::sample::{MemSnapshot, Sample};
+use crate::scope::ScopeError;
+
+const MIB: u64 = 1024;
+
+/// How a fake process answers SIGKILL.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Exit {
+    /// Its pidfd becomes readable this long after the signal.
+    After(u64),
+    /// Never (frozen, stuck in D state).
+    Never,
+    /// It was gone before the signal arrived (ESRCH).
+    Gone,
+}
+
+#[derive(Debug, Clone)]
+struct FakeProc {
+    pid: i32,
+    adj: i16,
+    rss_kib: u64,
+    exit: Exit,
+    dead: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    now_ms: u64,
+    total_kib: u64,
+    used_kib: u64,
+    procs: Vec<FakeProc>,
+    /// Pids signalled, in order.
+    signalled: Vec<i32>,
+    /// (pid, adj): the process changes its adj right after the next scan read it.
+    after_scan: Option<(i32, i16)>,
+}
+
+#[derive(Clone)]
+struct Fake(Arc<Mutex<State>>);
+
+impl Fake {
+    fn new(total_mib: u64, used_mib: u64, procs: &[(i32, i16, u64, Exit)]) -> Fake {
+        Fake(Arc::new(Mutex::new(State {
+            now_ms: 1_000_000,
+            total_kib: total_mib * MIB,
+            used_kib: used_mib * MIB,
+            procs: procs
+                .iter()
+                .map(|&(pid, adj, rss_mib, exit)| FakeProc {
+                    pid,
+                    adj,
+                    rss_kib: rss_mib * MIB,
+                    exit,
+                    dead: false,
+                })
+                .collect(),
+            signalled: Vec::new(),
+            after_scan: None,
+        })))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap()
+    }
+
+    /// A sample of the fake's memory now.
+    fn sample(&self) -> Sample {
+        let s = self.state();
+        Sample {
+            at_ms: s.now_ms,
+            mem: mem(&s),
+            psi: Vec::new(),
+            vmpressure_ms: None,
+            thrashing_pct: None,
+            thrashing_since_ms: 0,
+        }
+    }
+
+    fn advance(&self, ms: u64) {
+        self.state().now_ms += ms;
+    }
+
+    fn signalled(&self) -> Vec<i32> {
+        self.state().signalled.clone()
+    }
+}
+
+fn mem(s: &State) -> MemSnapshot {
+    MemSnapshot {
+        total_kib: s.total_kib,
+        available_kib: s.total_kib.saturating_sub(s.used_kib),
+        ..Default::default()
+    }
+}
+
+impl Kernel for Fake {
+    fn now_ms(&self) -> u64 {
+        self.state().now_ms
+    }
+
+    fn memory(&self) -> Result<MemSnapshot, ScopeError> {
+        Ok(mem(&self.state()))
+    }
+
+    fn scan(&mut self, _: Option<i16>, _: bool, _: Needs) -> Result<Scan, ScopeError> {
+        let mut s = self.state();
+        let procs = s
+            .procs
+            .iter()
+            .filter(|p| !p.dead)
+            .map(|p| ProcInfo {
+                pid: p.pid,
+                comm: format!("p{}", p.pid),
+                state: 'S',
+                flags: 0,
+                starttime: 100 + p.pid as u64,
+                oom_score_adj: p.adj,
+                rss_kib: p.rss_kib,
+                swap_kib: 0,
+                attrs: Attrs::default(),
+            })
+            .collect();
+        if let Some((pid, adj)) = s.after_scan.take() {
+            s.procs
+                .iter_mut()
+                .filter(|p| p.pid == pid)
+                .for_each(|p| p.adj = adj);
+        }
+        Ok(Scan {
+            procs,
+            ..Default::default()
+        })
+    }
+
+    fn pin(&self, cand: RankedProc) -> Result<Target, PinError> {
+        let alive = self
+            .state()
+            .procs
+            .iter()
+            .any(|p| p.pid == cand.pid && !p.dead);
+        if !alive {
+            return Err(PinError::Vanished(cand.pid));
+        }
+        Ok(Target::for_tests(None, cand))
+    }
+
+    fn reread(&self, pid: i32, _: Needs) -> (Attrs, Option<i16>) {
+        let adj = self
+            .state()
+            .procs
+            .iter()
+            .find(|p| p.pid == pid)
+            .map(|p| p.adj);
+        (Attrs::default(), adj)
+    }
+
+    fn kill(&self, target: &Target) -> Result<Reap, KillError> {
+        let mut s = self.state();
+        let p = s
+            .procs
+            .iter_mut()
+            .find(|p| p.pid == target.proc.pid)
+            .unwrap();
+        if p.exit == Exit::Gone {
+            p.dead = true;
+            return Ok(Reap::AlreadyGone);
+        }
+        let pid = p.pid;
+        s.signalled.push(pid);
+        Ok(Reap::Released)
+    }
+
+    fn wait_exit(&self, target: &Target, deadline_ms: u64) -> Outcome {
+        let mut s = self.state();
+        let now = s.now_ms;
+        let i = s
+            .procs
+            .iter()
+            .position(|p| p.pid == target.proc.pid)
+            .unwrap();
+        match s.procs[i].exit {
+            Exit::After(ms) if now + ms < deadline_ms => {
+                s.now_ms = now + ms;
+                s.procs[i].dead = true;
+                s.used_kib = s.used_kib.saturating_sub(s.procs[i].rss_kib);
+                Outcome::Exited { at_ms: now + ms }
+            }
+            _ => {
+                s.now_ms = deadline_ms;
+                Outcome::TimedOut
+            }
+        }
+    }
+
+    fn exited(&self, target: &Target) -> bool {
+        self.state()
+            .procs
+            .iter()
+            .any(|p| p.pid == target.proc.pid && p.dead)
+    }
+
+    fn psi_avg10(&self) -> Option<(f64, f64)> {
+        None
+    }
+
+    fn mem_detail(&self, pid: i32) -> Result<MemDetail, ProcError> {
+        Err(ProcError::Vanished { pid })
+    }
+
+    fn smaps(&self, pid: i32) -> Result<Vec<Region>, ProcError> {
+        Err(ProcError::Vanished { pid })
+    }
+
+    fn swap_active(&self) -> bool {
+        false
+    }
+
+    fn advise(&self, _: &Target, _: &[Vec<(u64, u64)>]) -> Advised {
+        Advised::default()
+    }
+}
+
+/// What the pipeline told its observer.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Killed(i32, Ending),
+    Skipped(Skip),
+    Recovered,
+}
+
+#[derive(Clone, Default)]
+struct Record(Arc<Mutex<Vec<Seen>>>);
+
+impl Record {
+    fn seen(&self) -> Vec<Seen> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn kills(&self) -> Vec<(i32, Ending)> {
+        self.seen()
+            .into_iter()
+            .filter_map(|s| match s {
+                Seen::Killed(pid, e) => Some((pid, e)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl Observer for Record {
+    fn sampled(&self, _: &MemSnapshot, _: Option<&str>, _: &Policy) {}
+    fn recovered(&self) {
+        self.0.lock().unwrap().push(Seen::Recovered);
+    }
+    fn ranked(&self, _: Duration, _: usize) {}
+    fn skipped(&self, why: Skip) {
+        self.0.lock().unwrap().push(Seen::Skipped(why));
+    }
+    fn killed(&self, k: &Kill<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(Seen::Killed(k.victim.pid, k.ending));
+    }
+    fn paged_out(&self, _: &Pageout<'_>) {}
+}
+
+/// One kill level below 10 % available, killing adj ≥ 900, waiting 1 s, with `extra` keys.
+fn policy(extra: &str) -> Arc<PolicyStore> {
+    let text = format!(
+        "[[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 900\navailable_below_pct = 10\nwait_ms = 1000\n{extra}"
+    );
+    let policy = crate::policy::validate::compile(Path::new("test.toml"), &text).unwrap();
+    Arc::new(PolicyStore::fixed(policy))
+}
+
+fn pipeline(fake: &Fake, store: Arc<PolicyStore>, dry_run: bool) -> (Pipeline, Record) {
+    let record = Record::default();
+    let now = fake.now_ms();
+    let p = Pipeline::new(
+        Box::new(fake.clone()),
+        store,
+        dry_run,
+        Box::new(record.clone()),
+        Arc::new(Health::new(now)),
+    );
+    (p, record)
+}
+
+#[test]
+fn one_victim_at_a_time_and_never_for_a_stale_sample() {
+    // 5 % available; killing p101 (adj 1000) frees enough to leave the level.
+    let fake = Fake::new(
+        1000,
+        950,
+        &[
+            (101, 1000, 100, Exit::After(20)),
+            (102, 900, 100, Exit::After(20)),
+        ],
+    );
+    let (mut p, seen) = pipeline(&fake, policy(""), false);
+    let stale = fake.sample();
+    p.handle(stale.clone());
+    assert_eq!(fake.signalled(), [101]);
+    assert_eq!(
+        seen.kills(),
+        [(
+            101,
+            Ending::Exited {
+                signal_to_exit_ms: 20
+            }
+        )]
+    );
+    // The same shortage, seen before the kill ended, earns no second kill.
+    p.handle(stale);
+    fake.advance(10);
+    p.handle(fake.sample());
+    assert_eq!(
+        fake.signalled(),
+        [101],
+        "memory recovered: nothing more to do"
+    );
+}
+
+#[test]
+fn a_victim_that_never_exits_is_waited_for_once_and_never_picked_again() {
+    let fake = Fake::new(
+        1000,
+        950,
+        &[
+            (101, 1000, 100, Exit::Never),
+            (102, 900, 10, Exit::After(5)),
+        ],
+    );
+    let (mut p, seen) = pipeline(&fake, policy(""), false);
+    let t0 = fake.now_ms();
+    p.handle(fake.sample());
+    assert_eq!(seen.kills(), [(101, Ending::Unconfirmed)]);
+    assert_eq!(
+        fake.now_ms(),
+        t0 + 1000,
+        "waited exactly until the level's deadline"
+    );
+    // Still short of memory: the next victim is p102, not p101 again.
+    fake.advance(10);
+    p.handle(fake.sample());
+    // Long after: p101 is still there, still first by adj, and still not chosen.
+    for _ in 0..30 {
+        fake.advance(1000);
+        p.handle(fake.sample());
+    }
+    assert_eq!(fake.signalled(), [101, 102]);
+}
+
+#[test]
+fn cooldown_holds_the_level_back_after_an_action() {
+    let fake = Fake::new(
+        1000,
+        990,
+        &[
+            (101, 1000, 10, Exit::After(10)),
+            (102, 950, 10, Exit::After(10)),
+        ],
+    );
+    let (mut p, _) = pipeline(&fake, policy("cooldown_ms = 5000\n"), false);
+    p.handle(fake.sample());
+    fake.advance(100);
+    p.handle(fake.sample());
+    assert_eq!(fake.signalled(), [101], "inside the cooldown");
+    fake.advance(5000);
+    p.handle(fake.sample());
+    assert_eq!(fake.signalled(), [101, 102]);
+}
+
+#[test]
+fn a_dry_run_signals_nothing_and_paces_as_if_each_kill_ran_to_its_deadline() {
+    let fake = Fake::new(
+        1000,
+        990,
+        &[
+            (101, 1000, 10, Exit::After(10)),
+            (102, 950, 10, Exit::After(10)),
+        ],
+    );
+    let (mut p, seen) = pipeline(&fake, policy(""), true);
+    p.handle(fake.sample());
+    fake.advance(500);
+    p.handle(fake.sample());
+    assert_eq!(
+        seen.kills(),
+        [(101, Ending::DryRun)],
+        "within the pretend wait"
+    );
+    fake.advance(600);
+    p.handle(fake.sample());
+    fake.advance(2000);
+    p.handle(fake.sample());
+    assert_eq!(seen.kills(), [(101, Ending::DryRun), (102, Ending::DryRun)]);
+    assert!(fake.signalled().is_empty());
+}
+
+#[test]
+fn max_victims_kills_on_while_memory_stays_short_and_stops_when_it_recovers() {
+    let procs = [
+        (101, 1000, 10, Exit::After(5)),
+        (102, 990, 10, Exit::After(5)),
+        (103, 980, 10, Exit::After(5)),
+        (104, 970, 10, Exit::After(5)),
+    ];
+    let fake = Fake::new(1000, 990, &procs);
+    let (mut p, _) = pipeline(&fake, policy("max_victims = 3\n"), false);
+    p.handle(fake.sample());
+    assert_eq!(
+        fake.signalled(),
+        [101, 102, 103],
+        "three victims for one decision"
+    );
+    // 95 MiB victims: the first kill ends the shortage, the decision stops there.
+    let big: Vec<_> = procs
+        .iter()
+        .map(|&(pid, adj, _, e)| (pid, adj, 95, e))
+        .collect();
+    let fake = Fake::new(1000, 990, &big);
+    let (mut p, seen) = pipeline(&fake, policy("max_victims = 3\n"), false);
+    p.handle(fake.sample());
+    assert_eq!(fake.signalled(), [101]);
+    assert!(seen.seen().contains(&Seen::Recovered));
+}
+
+#[test]
+fn a_victim_gone_before_the_signal_is_not_a_kill() {
+    let fake = Fake::new(
+        1000,
+        990,
+        &[(101, 1000, 10, Exit::Gone), (102, 950, 10, Exit::After(5))],
+    );
+    let (mut p, seen) = pipeline(&fake, policy(""), false);
+    p.handle(fake.sample());
+    assert_eq!(seen.seen(), [Seen::Skipped(Skip::Vanished)]);
+    assert!(fake.signalled().is_empty());
+    fake.advance(10);
+    p.handle(fake.sample());
+    assert_eq!(
+        seen.kills(),
+        [(
+            102,
+            Ending::Exited {
+                signal_to_exit_ms: 5
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_victim_that_made_itself_unkillable_after_ranking_is_skipped() {
+    let fake = Fake::new(
+        1000,
+        990,
+        &[
+            (101, 1000, 10, Exit::After(5)),
+            (102, 950, 10, Exit::After(5)),
+        ],
+    );
+    // Ranked at 1000, then it writes -1000 to its oom_score_adj before the pin.
+    fake.state().after_scan = Some((101, -1000));
+    let (mut p, seen) = pipeline(&fake, policy(""), false);
+    p.handle(fake.sample());
+    assert_eq!(fake.signalled(), [102]);
+    assert_eq!(seen.seen()[0], Seen::Skipped(Skip::RuleChanged));
+}
