@@ -277,7 +277,9 @@ impl Pipeline {
     /// it is. Re-read both for the pinned victim and apply the rules again.
     fn still_eligible(&self, policy: &Policy, min_adj: i16, t: &Target) -> bool {
         let (attrs, adj) = self.kernel.reread(t.proc.pid, rules::needs(&policy.rules));
-        // Unreadable: it is exiting; the signal will tell.
+        // Unreadable: it is exiting; the signal will tell. (Read by path after the pin: a
+        // recycled number could only make us skip, never hit another process: the
+        // signal goes through the pidfd.)
         let adj = adj.unwrap_or(t.proc.oom_score_adj);
         if adj <= -1000 {
             return false;

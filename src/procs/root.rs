@@ -160,14 +160,6 @@ impl ProcRoot {
         Ok(sigkill_pending(&buf))
     }
 
-    /// `pid`'s oom_score_adj now.
-    pub fn read_adj(&self, pid: i32) -> Result<i16, ProcError> {
-        let path = self.file(pid, "oom_score_adj");
-        let mut buf = Vec::new();
-        read_into(&path, pid, &mut buf)?;
-        parse_adj(&buf).map_err(|what| ProcError::malformed(path, what))
-    }
-
     /// Reads and parses `/proc/PID/stat`.
     pub fn read_stat(&self, pid: i32, buf: &mut Vec<u8>) -> Result<StatLite, ProcError> {
         let path = self.file(pid, "stat");
