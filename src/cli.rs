@@ -118,7 +118,7 @@ pub struct RunArgs {
     /// process_mrelease, process_madvise, madv_pageout), to exercise the fallbacks.
     #[arg(long, value_name = "FEATURES", value_delimiter = ',', hide = true)]
     pub pretend_missing: Vec<String>,
-    /// Make the monitor fail as a poll error would, after this many samples, to exercise
+    /// Make the monitor fail as a poll error would, after this many polls, to exercise
     /// what the daemon does when a worker thread dies (it must exit non-zero).
     #[arg(long, value_name = "SAMPLES", hide = true)]
     pub fail_monitor_after: Option<u64>,

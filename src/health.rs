@@ -18,6 +18,8 @@ pub struct Health {
     /// Since when the pipeline is handling a sample; 0 while it waits for one.
     pipeline_busy_since_ms: AtomicU64,
     scope_ok: AtomicBool,
+    /// When the pipeline's last action ended (monotonic ms); 0 before the first.
+    last_action_ms: AtomicU64,
 }
 
 impl Health {
@@ -26,13 +28,15 @@ impl Health {
             monitor_due_ms: AtomicU64::new(now_ms + MONITOR_GRACE_MS),
             pipeline_busy_since_ms: AtomicU64::new(0),
             scope_ok: AtomicBool::new(true),
+            last_action_ms: AtomicU64::new(0),
         }
     }
 
-    /// The monitor is awake at `now_ms` and will sleep at most `sleep_ms`.
-    pub fn monitor_sleeps(&self, now_ms: u64, sleep_ms: u64) {
-        self.monitor_due_ms
-            .store(now_ms + sleep_ms, Ordering::Relaxed);
+    /// The monitor is awake at `now_ms` and will sleep at most `sleep_ms` (`None`: until
+    /// the kernel wakes it, which may be never while memory is fine).
+    pub fn monitor_sleeps(&self, now_ms: u64, sleep_ms: Option<u64>) {
+        let due = sleep_ms.map_or(u64::MAX - MONITOR_GRACE_MS, |s| now_ms + s);
+        self.monitor_due_ms.store(due, Ordering::Relaxed);
     }
 
     pub fn pipeline_busy(&self, now_ms: u64) {
@@ -43,6 +47,16 @@ impl Health {
 
     pub fn pipeline_idle(&self) {
         self.pipeline_busy_since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// The pipeline's last action ended at `ms`: the monitor decides with it whether a
+    /// sample is worth waking the pipeline for (cooldowns, PSI counted once per action).
+    pub fn pipeline_acted(&self, ms: u64) {
+        self.last_action_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    pub fn last_action_ms(&self) -> Option<u64> {
+        Some(self.last_action_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0)
     }
 
     pub fn set_scope_ok(&self, ok: bool) {
@@ -76,13 +90,13 @@ mod tests {
     fn a_stuck_worker_or_a_missing_scope_is_unhealthy() {
         let h = Health::new(1000);
         assert!(h.healthy(1000));
-        h.monitor_sleeps(1000, 60_000);
+        h.monitor_sleeps(1000, Some(60_000));
         assert!(h.healthy(60_000), "a long sleep is not a stall");
         assert!(
             !h.workers_ok(61_000 + MONITOR_GRACE_MS + 1),
             "overdue monitor"
         );
-        h.monitor_sleeps(100_000, 1000);
+        h.monitor_sleeps(100_000, Some(1000));
         h.pipeline_busy(100_000);
         assert!(h.workers_ok(100_000 + 5_000));
         assert!(
@@ -90,7 +104,13 @@ mod tests {
             "pipeline stuck on one sample"
         );
         h.pipeline_idle();
-        h.monitor_sleeps(200_000, 1000);
+        h.monitor_sleeps(200_000, Some(1000));
+        let never = Health::new(0);
+        never.monitor_sleeps(0, None);
+        assert!(
+            never.workers_ok(u64::MAX / 2),
+            "a monitor without a timer is not overdue"
+        );
         assert!(h.healthy(200_000));
         h.set_scope_ok(false);
         assert!(h.workers_ok(200_000) && !h.healthy(200_000));

@@ -278,7 +278,7 @@ fn a_scope_removed_and_created_anew_is_watched_again() {
 fn a_worker_thread_that_dies_takes_the_daemon_down() {
     let child = Command::new(env!("CARGO_BIN_EXE_lowmemd"))
         .args(["run", "--dry-run", "--metrics-listen", "off"])
-        .args(["--fail-monitor-after", "3"])
+        .args(["--fail-monitor-after", "1"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -87,6 +87,10 @@ pub fn run(args: &RunArgs) -> CmdResult {
         pressure_events: metrics.pressure_events.clone(),
         health: health.clone(),
         watchdog: Box::new(|now| notify::get().watchdog(now)),
+        observe: {
+            let metrics = metrics.clone();
+            Box::new(move |mem, level, policy| metrics.observe_memory(mem, level, policy))
+        },
         max_sleep_ms: notify::get().watchdog_every_ms(),
     };
     let (mut mon, warnings) = Monitor::open(
@@ -98,7 +102,7 @@ pub fn run(args: &RunArgs) -> CmdResult {
         caps.psi,
     );
     if let Some(n) = args.fail_monitor_after {
-        mon.fail_after_samples(n);
+        mon.fail_after_polls(n);
     }
     for f in caps.fallbacks(allow_pid_kill) {
         log::warn!("fallback: {f}");

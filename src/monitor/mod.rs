@@ -5,7 +5,9 @@
 pub mod outlets;
 pub mod psi;
 pub mod schedule;
+pub mod sources;
 pub mod thrash;
+pub mod threshold;
 pub mod vmpressure;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -16,18 +18,24 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use rustix::event::{PollFd, PollFlags, Timespec};
 
 use crate::clock::monotonic_ms;
+use crate::policy::decide::decide;
 use crate::policy::store::PolicyStore;
-use crate::sample::{MemSnapshot, PsiCondition, PsiFired, Sample};
+use crate::sample::{MemSnapshot, Refaults, Sample};
 use crate::scope::Scope;
 use crate::scope::swap::{effective_swap_free_kib, zram_swap_ratio};
 pub use outlets::{Outlets, Source};
-use schedule::{FAST_POLL_MS, SLOW_POLL_MS, Schedule};
+use schedule::{FAST_POLL_MS, RETRY_MS, Schedule, Slack};
+use sources::Sources;
 use thrash::ThrashMeter;
 
-/// A registered PSI trigger and when it last fired.
-struct Armed {
-    trigger: psi::PsiTrigger,
-    fired_ms: Option<u64>,
+/// One poll's readings of the scope.
+struct Measured {
+    mem: MemSnapshot,
+    refaults: Option<Refaults>,
+    /// Refaults over the window in percent of the file cache, and since when.
+    thrashing: Option<(f64, u64)>,
+    /// A memcg's usage, for its usage thresholds.
+    usage_kib: Option<u64>,
 }
 
 /// The monitor's resources, opened at start-up on the main thread so that failures are
@@ -39,20 +47,15 @@ pub struct Monitor {
     watermarks_pct: Vec<f64>,
     thrashing_window_ms: Option<u64>,
     thrash: ThrashMeter,
-    psi: Vec<Armed>,
-    vmpressure: Vec<vmpressure::VmPressure>,
-    /// When a vmpressure notification last arrived.
-    vmpressure_ms: Option<u64>,
+    sources: Sources,
     wake: OwnedFd,
     stop: Arc<AtomicBool>,
     swap_seen_kib: Option<u64>,
     zram_ratio: Option<f64>,
     outlets: Outlets,
-    /// False when the kernel has no PSI (or it is pretended away): watermarks only.
-    psi_allowed: bool,
     /// For tests of the daemon's reaction: fail as a poll error would after this many
-    /// samples.
-    fail_after_samples: Option<u64>,
+    /// polls.
+    fail_after_polls: Option<u64>,
 }
 
 impl Monitor {
@@ -67,7 +70,7 @@ impl Monitor {
         outlets: Outlets,
         psi_allowed: bool,
     ) -> (Self, Vec<String>) {
-        let (vmp, mut warnings) = open_vmpressure(&scope);
+        let (sources, mut warnings) = Sources::open(&scope, psi_allowed);
         let mut monitor = Monitor {
             scope,
             store,
@@ -75,16 +78,13 @@ impl Monitor {
             watermarks_pct: Vec::new(),
             thrashing_window_ms: None,
             thrash: ThrashMeter::default(),
-            psi: Vec::new(),
-            vmpressure: vmp,
-            vmpressure_ms: None,
+            sources,
             wake,
             stop,
             swap_seen_kib: None,
             zram_ratio: None,
             outlets,
-            psi_allowed,
-            fail_after_samples: None,
+            fail_after_polls: None,
         };
         warnings.extend(monitor.configure());
         (monitor, warnings)
@@ -93,7 +93,6 @@ impl Monitor {
     /// Brings triggers and thresholds in line with the policy in force: triggers whose
     /// condition is unchanged stay (re-registering would reset their kernel window).
     fn configure(&mut self) -> Vec<String> {
-        let mut warnings = Vec::new();
         self.generation = self.store.generation();
         let policy = self.store.get();
         let total = self.scope.read_memory().map_or(0, |m| m.total_kib);
@@ -105,82 +104,22 @@ impl Monitor {
             self.thrash = ThrashMeter::default();
         }
         self.thrashing_window_ms = window;
-        let wanted = policy.psi_conditions();
-        self.psi.retain(|a| {
-            wanted.contains(&a.trigger.condition) && a.trigger.asked_ms == policy.psi_window_ms
-        });
-        let missing: Vec<PsiCondition> = wanted
-            .into_iter()
-            .filter(|c| !self.psi.iter().any(|a| a.trigger.condition == *c))
-            .collect();
-        if missing.is_empty() || !self.psi_allowed {
-            // Without PSI the start-up line already said so, once.
-            return warnings;
-        }
-        let Some(path) = self.scope.psi_path() else {
-            warnings.push(
-                "no PSI for this scope (kernel < 4.20, psi=0, or no cgroup2 mount): its PSI conditions never fire".to_string(),
-            );
-            return warnings;
-        };
-        for cond in missing {
-            match psi::PsiTrigger::register(&path, cond, policy.psi_window_ms) {
-                Ok(trigger) => self.psi.push(Armed {
-                    trigger,
-                    fired_ms: None,
-                }),
-                Err(e) => warnings.push(format!("PSI trigger disabled: {e}")),
-            }
-        }
-        // Said once, not per trigger: all of them were widened for the same reason.
-        if let Some(a) = self
-            .psi
-            .iter()
-            .find(|a| a.trigger.window_ms != policy.psi_window_ms)
-        {
-            warnings.push(format!(
-                "the kernel refused a {} ms PSI window, using {} ms (shorter windows need CAP_SYS_RESOURCE)",
-                policy.psi_window_ms, a.trigger.window_ms
-            ));
-        }
+        let mut warnings = self.sources.arm(&self.scope, &policy);
+        warnings.extend(
+            self.sources
+                .arm_thresholds(&self.scope, total, &self.watermarks_pct),
+        );
         warnings
     }
 
-    /// Makes the monitor fail as a poll error would, after `n` samples (hidden test flag).
-    pub fn fail_after_samples(&mut self, n: u64) {
-        self.fail_after_samples = Some(n);
-    }
-
-    /// Registers every kernel source again: after the scope's cgroup was removed and
-    /// created anew, the old registrations point at the dead cgroup (vmpressure) or were
-    /// dropped on error (PSI).
-    fn reopen_sources(&mut self) -> Vec<String> {
-        let (vmp, mut warnings) = open_vmpressure(&self.scope);
-        self.vmpressure = vmp;
-        self.psi.clear();
-        warnings.extend(self.configure());
-        warnings
+    /// Makes the monitor fail as a poll error would, after `n` polls (hidden test flag).
+    pub fn fail_after_polls(&mut self, n: u64) {
+        self.fail_after_polls = Some(n);
     }
 
     /// The kernel event sources in force, for the start-up line.
     pub fn sources(&self) -> String {
-        let mut s: Vec<String> = self
-            .psi
-            .iter()
-            .map(|a| {
-                format!(
-                    "psi_{}>{:.0}%/{}ms",
-                    a.trigger.condition.kind.as_str(),
-                    a.trigger.condition.stall_pct,
-                    a.trigger.window_ms
-                )
-            })
-            .collect();
-        s.extend(
-            self.vmpressure
-                .iter()
-                .map(|v| format!("vmpressure_{}", v.level)),
-        );
+        let mut s = self.sources.describe();
         s.push("watermarks".into());
         if self.thrashing_window_ms.is_some() {
             s.push("refaults".into());
@@ -189,26 +128,18 @@ impl Monitor {
     }
 
     /// Sleeps in poll(2) on the wake fd, the PSI triggers and the vmpressure eventfds, at
-    /// most `interval_ms`; returns each fd's revents in that order.
-    fn wait(&self, interval_ms: u64) -> rustix::io::Result<Vec<PollFlags>> {
-        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(self.psi.len() + 4);
+    /// most `sleep_ms` (`None`: until one of them wakes us); returns each fd's revents in
+    /// that order.
+    fn wait(&self, sleep_ms: Option<u64>) -> rustix::io::Result<Vec<PollFlags>> {
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(8);
         fds.push(PollFd::new(&self.wake, PollFlags::IN));
-        fds.extend(
-            self.psi
-                .iter()
-                .map(|a| PollFd::new(&a.trigger, PollFlags::PRI)),
-        );
-        fds.extend(
-            self.vmpressure
-                .iter()
-                .map(|v| PollFd::new(v, PollFlags::IN)),
-        );
-        let timeout = Timespec {
-            tv_sec: (interval_ms / 1000) as i64,
-            tv_nsec: ((interval_ms % 1000) * 1_000_000) as i64,
-        };
+        self.sources.poll_fds(&mut fds);
+        let timeout = sleep_ms.map(|ms| Timespec {
+            tv_sec: (ms / 1000) as i64,
+            tv_nsec: ((ms % 1000) * 1_000_000) as i64,
+        });
         loop {
-            match rustix::event::poll(&mut fds, Some(&timeout)) {
+            match rustix::event::poll(&mut fds, timeout.as_ref()) {
                 Ok(_) => return Ok(fds.iter().map(|f| f.revents()).collect()),
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(e),
@@ -216,46 +147,11 @@ impl Monitor {
         }
     }
 
-    /// Takes note of the kernel events in `revents` (the PSI triggers', then the vmpressure
-    /// fds'); returns whether any arrived. A trigger whose fd reports an error is dropped.
-    fn note_events(&mut self, revents: &[PollFlags], now: u64) -> bool {
-        let (psi_revents, vmp_revents) = revents.split_at(self.psi.len());
-        let mut any = false;
-        let mut dead = Vec::new();
-        for (i, (a, rev)) in self.psi.iter_mut().zip(psi_revents).enumerate() {
-            if rev.intersects(PollFlags::ERR | PollFlags::NVAL) {
-                // The cgroup went away or PSI was switched off: drop this trigger rather
-                // than spin on an fd that is always ready.
-                dead.push(i);
-            } else if rev.contains(PollFlags::PRI) {
-                a.fired_ms = Some(now);
-                any = true;
-                self.outlets.count(a.trigger.condition.kind.into(), 1);
-            }
-        }
-        for (v, rev) in self.vmpressure.iter().zip(vmp_revents) {
-            if rev.contains(PollFlags::IN) && v.drain() > 0 {
-                self.vmpressure_ms = Some(now);
-                any = true;
-                self.outlets.count(Source::Vmpressure, 1);
-            }
-        }
-        for i in dead.into_iter().rev() {
-            let a = self.psi.remove(i);
-            log::warn!(
-                "PSI {} trigger reported an error; watching memory watermarks only for it",
-                a.trigger.condition.kind.as_str()
-            );
-        }
-        any
-    }
-
-    /// The scope's memory (with zram-aware free swap) and the thrashing measure.
-    fn measure(
-        &mut self,
-        now: u64,
-    ) -> Result<(MemSnapshot, Option<(f64, u64)>), crate::scope::ScopeError> {
-        let (mut mem, refaults) = self.scope.read(self.thrashing_window_ms.is_some())?;
+    /// The scope's memory (with zram-aware free swap), the refault counters, and the
+    /// thrashing measure.
+    fn measure(&mut self, now: u64) -> Result<Measured, crate::scope::ScopeError> {
+        let reading = self.scope.read(self.thrashing_window_ms.is_some())?;
+        let (mut mem, refaults) = (reading.mem, reading.refaults);
         if self.swap_seen_kib != Some(mem.swap_total_kib) {
             // Swap was switched on or off: find out again whether it is zram.
             self.swap_seen_kib = Some(mem.swap_total_kib);
@@ -267,23 +163,20 @@ impl Monitor {
             (Some(r), Some(w)) => self.thrash.update(now, r, w),
             _ => None,
         };
-        Ok((mem, thrashing))
+        Ok(Measured {
+            mem,
+            refaults,
+            thrashing,
+            usage_kib: reading.usage_kib,
+        })
     }
 
     fn sample(&self, at_ms: u64, mem: MemSnapshot, thrashing: Option<(f64, u64)>) -> Sample {
         Sample {
             at_ms,
             mem,
-            psi: self
-                .psi
-                .iter()
-                .map(|a| PsiFired {
-                    condition: a.trigger.condition,
-                    window_ms: a.trigger.window_ms,
-                    last_fired_ms: a.fired_ms,
-                })
-                .collect(),
-            vmpressure_ms: self.vmpressure_ms,
+            psi: self.sources.fired(),
+            vmpressure_ms: self.sources.vmpressure_ms(),
             thrashing_pct: thrashing.map(|t| t.0),
             thrashing_since_ms: thrashing.map_or(0, |t| t.1),
         }
@@ -293,22 +186,28 @@ impl Monitor {
     /// the pipeline's receiver, used only to throw away a sample the pipeline has not taken
     /// yet so the newest one can take its place.
     pub fn run(mut self, tx: Sender<Sample>, rx: Receiver<Sample>) {
-        let mut schedule = Schedule::default();
-        let mut interval_ms = FAST_POLL_MS;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut schedule = Schedule::new(cpus);
+        let mut sleep_ms = Some(FAST_POLL_MS);
         let mut read_failing = false;
-        let mut samples = 0u64;
+        let mut polls = 0u64;
+        let mut slack = Slack::default();
+        // The level of the last sample handed over: a change to "none" is handed over too.
+        let mut handed_level: Option<usize> = None;
+        let mut file_pages: Option<u64> = None;
         loop {
             let awake = monotonic_ms();
             let health = &self.outlets.health;
-            health.monitor_sleeps(awake, interval_ms);
+            health.monitor_sleeps(awake, sleep_ms);
             if health.workers_ok(awake) {
                 (self.outlets.watchdog)(awake);
             }
-            if self.fail_after_samples.is_some_and(|n| samples >= n) {
+            if self.fail_after_polls.is_some_and(|n| polls >= n) {
                 log::error!("monitor: poll failed: injected failure; stopping the monitor");
                 return;
             }
-            let revents = match self.wait(interval_ms) {
+            slack.set(sleep_ms);
+            let revents = match self.wait(sleep_ms) {
                 Ok(r) => r,
                 Err(e) => {
                     log::error!("monitor: poll failed: {e}; stopping the monitor");
@@ -316,6 +215,7 @@ impl Monitor {
                 }
             };
             let now = monotonic_ms();
+            polls += 1;
             if !revents[0].is_empty() {
                 let mut buf = [0u8; 8];
                 let _ = rustix::io::read(&self.wake, &mut buf);
@@ -323,7 +223,7 @@ impl Monitor {
             if self.stop.load(Ordering::Acquire) {
                 return;
             }
-            if self.note_events(&revents[1..], now) {
+            if self.sources.note(&revents[1..], now, &self.outlets) {
                 schedule.event(now);
             }
             if self.store.generation() != self.generation {
@@ -332,12 +232,24 @@ impl Monitor {
                 }
                 log::info!("monitor now watching: {}", self.sources());
             }
-            let (mem, thrashing) = match self.measure(now) {
+            let Measured {
+                mem,
+                refaults,
+                thrashing,
+                usage_kib,
+            } = match self.measure(now) {
                 Ok(m) => {
                     if read_failing {
                         read_failing = false;
                         self.outlets.health.set_scope_ok(true);
-                        for w in self.reopen_sources() {
+                        let policy = self.store.get();
+                        let mut warnings = self.sources.reopen(&self.scope, &policy);
+                        warnings.extend(self.sources.arm_thresholds(
+                            &self.scope,
+                            m.mem.total_kib,
+                            &self.watermarks_pct,
+                        ));
+                        for w in warnings {
                             log::warn!("{w}");
                         }
                         log::warn!(
@@ -355,7 +267,7 @@ impl Monitor {
                         read_failing = true;
                         self.outlets.health.set_scope_ok(false);
                     }
-                    interval_ms = SLOW_POLL_MS;
+                    sleep_ms = Some(RETRY_MS);
                     continue;
                 }
             };
@@ -370,35 +282,50 @@ impl Monitor {
                     self.outlets.count(Source::Watermark, crossed as u64);
                 }
             }
-            interval_ms = schedule.next(now, mem, &self.watermarks_pct);
-            if let Some(every) = self.outlets.max_sleep_ms {
-                interval_ms = interval_ms.min(every);
-            }
-            // Refaults are a rate: sample them at least 10 times per window.
+            // Below every usage threshold the kernel wakes us before any watermark can be
+            // crossed.
+            let below_thresholds = self
+                .sources
+                .lowest_threshold_kib()
+                .zip(usage_kib)
+                .is_some_and(|(lowest, usage)| usage < lowest);
+            sleep_ms = schedule.next(now, mem, &self.watermarks_pct, below_thresholds);
+            // Refaults are a rate: while reclaim is active (a kernel event within the
+            // window, or the file cache shrinking), read them at least 10 times per window.
             if let Some(w) = self.thrashing_window_ms {
-                interval_ms = interval_ms.min((w / 10).max(FAST_POLL_MS));
+                let cache_falling = refaults
+                    .zip(file_pages)
+                    .is_some_and(|(r, before)| r.file_pages < before);
+                file_pages = refaults.map(|r| r.file_pages);
+                let reclaiming = cache_falling || schedule.since_event(now).is_some_and(|d| d < w);
+                if reclaiming {
+                    let every = (w / 10).max(FAST_POLL_MS);
+                    sleep_ms = Some(sleep_ms.map_or(every, |s| s.min(every)));
+                }
+            }
+            if let Some(every) = self.outlets.max_sleep_ms {
+                sleep_ms = Some(sleep_ms.map_or(every, |s| s.min(every)));
             }
             let sample = self.sample(now, mem, thrashing);
-            samples += 1;
+            // The decision is pure and takes nanoseconds: take it here, and wake the
+            // pipeline only when a level holds (or just stopped holding).
+            let policy = self.store.get();
+            let decision = decide(&sample, &policy, self.outlets.health.last_action_ms());
+            let level = decision.as_ref().map(|d| d.level);
+            (self.outlets.observe)(
+                &sample.mem,
+                level.map(|l| policy.levels[l].name.as_str()),
+                &policy,
+            );
+            if level.is_none() && handed_level.is_none() {
+                continue;
+            }
+            handed_level = level;
             if !send_latest(&tx, &rx, sample) {
                 return;
             }
         }
     }
-}
-
-/// Registers vmpressure notifications on a v1 memcg scope; the warnings say what failed.
-fn open_vmpressure(scope: &Scope) -> (Vec<vmpressure::VmPressure>, Vec<String>) {
-    let (mut vmp, mut warnings) = (Vec::new(), Vec::new());
-    if let Some(dir) = scope.vmpressure_dir() {
-        for level in vmpressure::LEVELS {
-            match vmpressure::VmPressure::register(dir, level) {
-                Ok(v) => vmp.push(v),
-                Err(e) => warnings.push(format!("vmpressure {level} disabled: {e}")),
-            }
-        }
-    }
-    (vmp, warnings)
 }
 
 /// Sends without blocking; when the slot is full, the unread older sample is dropped in

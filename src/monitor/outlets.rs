@@ -7,7 +7,8 @@ use std::sync::Arc;
 use prometheus::IntCounterVec;
 
 use crate::health::Health;
-use crate::sample::PsiKind;
+use crate::policy::Policy;
+use crate::sample::{MemSnapshot, PsiKind};
 
 /// Where a pressure event came from: the `source` label of
 /// `lowmemd_pressure_events_total`. The strings are a public interface: never rename one.
@@ -46,6 +47,9 @@ impl From<PsiKind> for Source {
     }
 }
 
+/// Takes the scope's memory and the name of the level it falls in (for gauges).
+pub type Observe = Box<dyn Fn(&MemSnapshot, Option<&str>, &Policy) + Send>;
+
 /// What the monitor reports besides samples, wired by main: it counts pressure events and
 /// keeps the service manager's watchdog fed without knowing either.
 pub struct Outlets {
@@ -56,12 +60,15 @@ pub struct Outlets {
     /// Called on every wake-up with the monotonic time while both worker threads make
     /// progress: the service manager's watchdog hears from the loop that must never stall.
     pub watchdog: Box<dyn Fn(u64) + Send>,
+    /// Called on every poll with the scope's memory and the level it falls in: the gauges
+    /// and `/status` stay fresh without waking the pipeline.
+    pub observe: Observe,
     /// Wake at least this often (half the watchdog interval), if set.
     pub max_sleep_ms: Option<u64>,
 }
 
 impl Outlets {
-    pub(super) fn count(&self, source: Source, n: u64) {
+    pub fn count(&self, source: Source, n: u64) {
         self.pressure_events
             .with_label_values(&[source.as_str()])
             .inc_by(n);

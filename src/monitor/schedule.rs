@@ -1,28 +1,43 @@
-//! When the monitor wakes next: how long memory can fall before it could cross the next
-//! watermark, from the headroom, the fill rate seen and an assumed worst case.
+//! When the monitor wakes next. Far from every watermark it sleeps until memory falling at
+//! the fastest rate this machine can fill it could first reach the nearest one; close to
+//! one, inside a level or right after a kernel event it polls fast. Without watermarks it
+//! does not poll at all: the kernel's PSI triggers wake it.
 
 use crate::sample::MemSnapshot;
 
-/// Shortest and longest sleep between two memory polls.
+/// The fast poll: inside or near a level, and after a kernel event.
 pub const FAST_POLL_MS: u64 = 10;
-pub const SLOW_POLL_MS: u64 = 1000;
-/// The fill rate we assume at least when we have not seen memory shrink faster: a single
-/// thread faulting in anonymous pages manages several hundred MiB/s on our machines.
-const ASSUMED_FILL_KIB_PER_S: f64 = 512.0 * 1024.0;
+/// The longest sleep between two polls when memory is far from every watermark (the
+/// watchdog, when there is one, asks for less).
+pub const MAX_SLEEP_MS: u64 = 60_000;
+/// While the scope cannot be read, retry this often.
+pub const RETRY_MS: u64 = 1000;
+/// The fastest one CPU fills memory: anonymous pages faulted in by a tight loop that
+/// writes one byte per page measured 1.8 GiB/s on one thread and 2.1 GiB/s on two here
+/// (kernel 6.18, 2 vCPUs, THP on madvise; with MADV_HUGEPAGE no faster). 2 GiB/s per CPU,
+/// times the CPUs, bounds it with room to spare.
+pub const FILL_KIB_PER_S_PER_CPU: f64 = 2.0 * 1024.0 * 1024.0;
 /// After a PSI or vmpressure event, poll fast this long.
 const AFTER_EVENT_MS: u64 = 1000;
+/// How long a fast fall seen is remembered as the rate to beat.
+const FALL_MEMORY_MS: u64 = 60_000;
 
-/// How long to sleep before the next memory poll: wake at least twice before memory falling
-/// at `fill_kib_per_s` (or the assumed floor rate) could cross the next watermark; poll fast
-/// once inside a level or right after a kernel event.
+/// How long to sleep before the next memory poll: until memory falling at `fill_kib_per_s`
+/// could first cross the nearest watermark below; fast once inside a level or right after
+/// a kernel event. `None`: no timer, because there is no watermark to watch or the kernel
+/// will say when one comes near (`kernel_watches`: usage thresholds armed and not reached).
 pub fn next_interval_ms(
     mem: &MemSnapshot,
     watermarks_pct: &[f64],
     fill_kib_per_s: f64,
     since_event_ms: Option<u64>,
-) -> u64 {
+    kernel_watches: bool,
+) -> Option<u64> {
     if since_event_ms.is_some_and(|d| d < AFTER_EVENT_MS) {
-        return FAST_POLL_MS;
+        return Some(FAST_POLL_MS);
+    }
+    if watermarks_pct.is_empty() || kernel_watches {
+        return None;
     }
     let avail_pct = mem.available_pct();
     // The highest watermark still below us is the next one memory would cross.
@@ -32,23 +47,26 @@ pub fn next_interval_ms(
         .filter(|w| *w <= avail_pct)
         .reduce(f64::max)
     else {
-        return FAST_POLL_MS;
+        return Some(FAST_POLL_MS);
     };
     if watermarks_pct.iter().any(|w| avail_pct < *w) {
         // Already inside a level: every sample may decide a kill.
-        return FAST_POLL_MS;
+        return Some(FAST_POLL_MS);
     }
     let headroom_kib = (avail_pct - next) / 100.0 * mem.total_kib as f64;
-    let rate = fill_kib_per_s.max(ASSUMED_FILL_KIB_PER_S);
-    let ms = headroom_kib / rate * 1000.0 / 2.0;
-    (ms as u64).clamp(FAST_POLL_MS, SLOW_POLL_MS)
+    let ms = headroom_kib / fill_kib_per_s.max(1.0) * 1000.0;
+    Some((ms as u64).clamp(FAST_POLL_MS, MAX_SLEEP_MS))
 }
 
-/// What the schedule remembers between polls: the last reading (for the fill rate) and the
-/// last kernel event.
-#[derive(Debug, Default)]
+/// What the schedule remembers between polls: the last reading, the fastest fall seen
+/// lately, and the last kernel event.
+#[derive(Debug)]
 pub struct Schedule {
+    /// The machine's worst case: [`FILL_KIB_PER_S_PER_CPU`] times its CPUs.
+    machine_fill_kib_per_s: f64,
     prev: Option<Reading>,
+    /// The fastest fall measured between two polls, and when.
+    fastest: Option<(f64, u64)>,
     last_event_ms: Option<u64>,
 }
 
@@ -60,9 +78,23 @@ struct Reading {
 }
 
 impl Schedule {
+    pub fn new(cpus: usize) -> Self {
+        Schedule {
+            machine_fill_kib_per_s: FILL_KIB_PER_S_PER_CPU * cpus.max(1) as f64,
+            prev: None,
+            fastest: None,
+            last_event_ms: None,
+        }
+    }
+
     /// A kernel event (PSI trigger, vmpressure) arrived at `now_ms`.
     pub fn event(&mut self, now_ms: u64) {
         self.last_event_ms = Some(now_ms);
+    }
+
+    /// Milliseconds since the last kernel event.
+    pub fn since_event(&self, now_ms: u64) -> Option<u64> {
+        self.last_event_ms.map(|t| now_ms.saturating_sub(t))
     }
 
     /// The memory of the previous poll.
@@ -70,28 +102,72 @@ impl Schedule {
         self.prev.as_ref().map(|r| &r.mem)
     }
 
-    /// Records this poll's memory and returns how long to sleep before the next one.
-    pub fn next(&mut self, now_ms: u64, mem: MemSnapshot, watermarks_pct: &[f64]) -> u64 {
-        let fill_rate = match self.prev {
-            Some(p) if now_ms > p.at_ms => {
-                p.mem.available_kib.saturating_sub(mem.available_kib) as f64 * 1000.0
-                    / (now_ms - p.at_ms) as f64
+    /// The fill rate to plan for: the machine's worst case, or a faster fall seen lately.
+    pub fn fill_rate(&self, now_ms: u64) -> f64 {
+        let seen = self
+            .fastest
+            .filter(|(_, at)| now_ms.saturating_sub(*at) < FALL_MEMORY_MS)
+            .map_or(0.0, |(rate, _)| rate);
+        self.machine_fill_kib_per_s.max(seen)
+    }
+
+    /// Records this poll's memory and returns how long to sleep before the next one
+    /// (`None`: no timer needed); `kernel_watches` as in [`next_interval_ms`].
+    pub fn next(
+        &mut self,
+        now_ms: u64,
+        mem: MemSnapshot,
+        watermarks_pct: &[f64],
+        kernel_watches: bool,
+    ) -> Option<u64> {
+        if let Some(p) = self.prev
+            && now_ms > p.at_ms
+        {
+            let fall = p.mem.available_kib.saturating_sub(mem.available_kib) as f64 * 1000.0
+                / (now_ms - p.at_ms) as f64;
+            let stale = self
+                .fastest
+                .is_none_or(|(_, at)| now_ms.saturating_sub(at) >= FALL_MEMORY_MS);
+            if stale || self.fastest.is_some_and(|(rate, _)| fall > rate) {
+                self.fastest = Some((fall, now_ms));
             }
-            _ => 0.0,
-        };
+        }
         self.prev = Some(Reading { at_ms: now_ms, mem });
         next_interval_ms(
             &mem,
             watermarks_pct,
-            fill_rate,
-            self.last_event_ms.map(|t| now_ms - t),
+            self.fill_rate(now_ms),
+            self.since_event(now_ms),
+            kernel_watches,
         )
+    }
+}
+
+/// The monitor thread's timer slack: the kernel may defer a long sleep's wake-up by this
+/// much to batch it with others (what a battery wants); fast polls keep the default 50 µs.
+#[derive(Debug, Default)]
+pub struct Slack {
+    idle: bool,
+}
+
+impl Slack {
+    /// Asleep for a second or more (or without a timer): 100 ms of slack, at most 10 % of
+    /// the shortest such sleep.
+    pub fn set(&mut self, sleep_ms: Option<u64>) {
+        let idle = sleep_ms.is_none_or(|ms| ms >= 1000);
+        if idle != self.idle {
+            self.idle = idle;
+            let ns = if idle { 100_000_000 } else { 50_000 };
+            let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(ns));
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const GIB: u64 = 1024 * 1024;
 
     fn mem(total: u64, avail: u64) -> MemSnapshot {
         MemSnapshot {
@@ -102,64 +178,69 @@ mod tests {
     }
 
     #[test]
-    fn far_from_thresholds_polls_once_a_second() {
-        let gib24 = 24 * 1024 * 1024;
+    fn far_from_thresholds_sleeps_until_the_fastest_fill_could_reach_one() {
+        // 24 GiB at 98 %, nearest watermark 25 %: 17.5 GiB at 4 GiB/s is 4.4 s.
+        let m = mem(24 * GIB, 24 * GIB * 98 / 100);
+        let rate = 2.0 * FILL_KIB_PER_S_PER_CPU;
+        let ms = next_interval_ms(&m, &[25.0, 15.0, 5.0], rate, None, false).unwrap();
+        assert!((4300..=4500).contains(&ms), "{ms}");
+        // Never longer than the cap, however much room.
+        let huge = mem(1 << 40, 1 << 40);
         assert_eq!(
-            next_interval_ms(&mem(gib24, gib24 * 9 / 10), &[15.0, 5.0], 0.0, None),
-            1000
+            next_interval_ms(&huge, &[5.0], rate, None, false),
+            Some(MAX_SLEEP_MS)
         );
     }
 
     #[test]
     fn close_to_a_watermark_or_inside_a_level_polls_fast() {
         let m256 = 256 * 1024;
+        let rate = FILL_KIB_PER_S_PER_CPU;
         // 16 % available, low watermark at 15 %: 2.5 MiB of headroom.
         assert_eq!(
-            next_interval_ms(&mem(m256, m256 * 16 / 100), &[15.0, 5.0], 0.0, None),
-            FAST_POLL_MS
+            next_interval_ms(&mem(m256, m256 * 16 / 100), &[15.0, 5.0], rate, None, false),
+            Some(FAST_POLL_MS)
         );
-        // Between low and critical.
+        // Between low and critical, and below everything.
+        for avail in [m256 * 10 / 100, 0] {
+            assert_eq!(
+                next_interval_ms(&mem(m256, avail), &[15.0, 5.0], rate, None, false),
+                Some(FAST_POLL_MS)
+            );
+        }
+    }
+
+    #[test]
+    fn a_recent_event_polls_fast_and_no_watermark_means_no_timer() {
+        let m = mem(24 * GIB, 12 * GIB);
+        let rate = FILL_KIB_PER_S_PER_CPU;
         assert_eq!(
-            next_interval_ms(&mem(m256, m256 * 10 / 100), &[15.0, 5.0], 0.0, None),
-            FAST_POLL_MS
+            next_interval_ms(&m, &[15.0], rate, Some(200), false),
+            Some(FAST_POLL_MS)
         );
-        // Below everything.
+        assert_eq!(next_interval_ms(&m, &[], rate, None, false), None);
         assert_eq!(
-            next_interval_ms(&mem(m256, 0), &[15.0, 5.0], 0.0, None),
-            FAST_POLL_MS
+            next_interval_ms(&m, &[], rate, Some(200), false),
+            Some(FAST_POLL_MS)
         );
     }
 
     #[test]
-    fn a_fast_fill_rate_or_recent_event_shortens_the_sleep() {
-        let gib24 = 24 * 1024 * 1024;
-        let m = mem(gib24, gib24 / 2);
-        let slow = next_interval_ms(&m, &[15.0, 5.0], 0.0, None);
-        let fast = next_interval_ms(&m, &[15.0, 5.0], 40.0 * 1024.0 * 1024.0, None);
-        assert!(fast < slow, "{fast} < {slow}");
-        assert_eq!(
-            next_interval_ms(&m, &[15.0, 5.0], 0.0, Some(200)),
-            FAST_POLL_MS
-        );
-        assert_eq!(next_interval_ms(&m, &[15.0, 5.0], 0.0, Some(5000)), slow);
-    }
-
-    #[test]
-    fn the_schedule_measures_the_fill_rate_between_polls() {
-        let gib24 = 24 * 1024 * 1024;
-        let mut s = Schedule::default();
-        let calm = s.next(0, mem(gib24, gib24 / 2), &[15.0, 5.0]);
-        // 4 GiB gone in 100 ms: 40 GiB/s, far above the assumed floor.
-        let falling = s.next(100, mem(gib24, gib24 / 2 - 4 * 1024 * 1024), &[15.0, 5.0]);
-        assert!(falling < calm, "{falling} < {calm}");
-        assert_eq!(
-            s.previous().unwrap().available_kib,
-            gib24 / 2 - 4 * 1024 * 1024
-        );
+    fn a_fall_faster_than_the_machine_bound_is_planned_for() {
+        let mut s = Schedule::new(1);
+        let w = [15.0, 5.0];
+        let calm = s.next(0, mem(24 * GIB, 20 * GIB), &w, false).unwrap();
+        // 4 GiB gone in 100 ms: 40 GiB/s, far above one CPU's bound.
+        let falling = s.next(100, mem(24 * GIB, 16 * GIB), &w, false).unwrap();
+        assert!(falling < calm / 4, "{falling} < {calm}");
+        assert!(s.fill_rate(200) > 30.0 * GIB as f64);
+        // Forgotten after a minute.
+        assert_eq!(s.fill_rate(100 + FALL_MEMORY_MS), FILL_KIB_PER_S_PER_CPU);
         s.event(150);
         assert_eq!(
-            s.next(200, mem(gib24, gib24 / 2), &[15.0, 5.0]),
-            FAST_POLL_MS
+            s.next(200, mem(24 * GIB, 16 * GIB), &w, false),
+            Some(FAST_POLL_MS)
         );
+        assert_eq!(s.previous().unwrap().available_kib, 16 * GIB);
     }
 }

@@ -27,11 +27,18 @@ impl ThrashMeter {
         while self.history.len() >= 2 && self.history[1].at_ms + window_ms <= now_ms {
             self.history.pop_front();
         }
-        // A counter that went backwards (cgroup re-created) restarts the measure.
-        if self
+        // A counter that went backwards (cgroup re-created) restarts the measure, and so
+        // does a gap of two windows: the monitor reads refaults only while reclaim is active, and a delta
+        // from a reading long before the window would count refaults from outside it.
+        let gap = self
             .history
             .back()
-            .is_some_and(|last| last.refault_file > r.refault_file)
+            .is_some_and(|last| now_ms.saturating_sub(last.at_ms) > 2 * window_ms);
+        if gap
+            || self
+                .history
+                .back()
+                .is_some_and(|last| last.refault_file > r.refault_file)
         {
             self.history.clear();
         }
@@ -66,5 +73,8 @@ mod tests {
         assert_eq!(m.update(1600, r(400), 1000), Some((10.0, 500)));
         // A counter reset starts over.
         assert_eq!(m.update(1700, r(5), 1000), None);
+        // So does a gap of more than two windows: no delta across it.
+        assert_eq!(m.update(1800, r(10), 1000), Some((0.5, 1700)));
+        assert_eq!(m.update(5000, r(900), 1000), None);
     }
 }

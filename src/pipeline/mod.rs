@@ -104,6 +104,9 @@ impl Pipeline {
         for sample in samples {
             self.health.pipeline_busy(self.kernel.now_ms());
             self.handle(sample);
+            if let Some(t) = self.last_action_ms {
+                self.health.pipeline_acted(t);
+            }
             self.health.pipeline_idle();
         }
     }

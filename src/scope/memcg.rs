@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use super::Reading;
 use super::ScopeError;
 use crate::sample::{MemSnapshot, Refaults};
 
@@ -118,7 +119,7 @@ pub fn read(
     version: Version,
     system_total_kib: u64,
     want_refaults: bool,
-) -> Result<(MemSnapshot, Option<Refaults>), ScopeError> {
+) -> Result<Reading, ScopeError> {
     let read = |name: &str| {
         let path = dir.join(name);
         std::fs::read_to_string(&path).map_err(|source| ScopeError::Io { path, source })
@@ -135,12 +136,13 @@ pub fn read(
         }
     })?;
     let page = rustix::param::page_size() as u64;
-    Ok((
+    Ok(Reading {
         mem,
-        want_refaults
+        refaults: want_refaults
             .then(|| refaults(version, &stat, page))
             .flatten(),
-    ))
+        usage_kib: parse_usage(&usage).ok().map(|b| b / 1024),
+    })
 }
 
 /// The kernel OOM killer's kill count for this memcg (`oom_kill` in v1 `memory.oom_control`

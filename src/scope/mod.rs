@@ -45,6 +45,16 @@ pub struct CgroupScope {
     pub unified_dir: Option<PathBuf>,
 }
 
+/// One reading of the scope's memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading {
+    pub mem: MemSnapshot,
+    /// The thrashing counters, when asked for.
+    pub refaults: Option<Refaults>,
+    /// A memcg's usage, which its usage thresholds watch; `None` for the system.
+    pub usage_kib: Option<u64>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Scope {
     pub proc: ProcRoot,
@@ -123,12 +133,12 @@ impl Scope {
 
     /// The scope's memory right now.
     pub fn read_memory(&self) -> Result<MemSnapshot, ScopeError> {
-        self.read(false).map(|(m, _)| m)
+        self.read(false).map(|r| r.mem)
     }
 
     /// The scope's memory and, with `want_refaults`, its thrashing counters (for a memcg from
     /// the same `memory.stat` read; for the system from `/proc/vmstat`).
-    pub fn read(&self, want_refaults: bool) -> Result<(MemSnapshot, Option<Refaults>), ScopeError> {
+    pub fn read(&self, want_refaults: bool) -> Result<Reading, ScopeError> {
         match &self.cgroup {
             None => {
                 let mem = read_meminfo(&self.proc)?;
@@ -140,7 +150,11 @@ impl Scope {
                 } else {
                     None
                 };
-                Ok((mem, refaults))
+                Ok(Reading {
+                    mem,
+                    refaults,
+                    usage_kib: None,
+                })
             }
             Some(c) => memcg::read(
                 &c.memcg_dir,
@@ -173,7 +187,8 @@ impl Scope {
         Some((p.some.avg10 as f64, p.full.avg10 as f64))
     }
 
-    /// The v1 memcg directory, where vmpressure notifications can be registered.
+    /// The v1 memcg directory, where vmpressure notifications and usage thresholds can be
+    /// registered.
     pub fn vmpressure_dir(&self) -> Option<&Path> {
         self.cgroup
             .as_ref()

@@ -1,0 +1,253 @@
+//! The kernel's event sources: PSI triggers (one per distinct condition of the policy) and,
+//! on a cgroup-v1 memcg scope, vmpressure eventfds and usage thresholds. They wake the
+//! monitor; this keeps them in line with the policy, notes what fired, and drops what
+//! broke.
+
+use rustix::event::{PollFd, PollFlags};
+
+use super::outlets::{Outlets, Source};
+use super::psi::PsiTrigger;
+use super::threshold::{UsageThreshold, usages_for};
+use super::vmpressure::{LEVELS, VmPressure};
+use crate::policy::Policy;
+use crate::sample::{PsiCondition, PsiFired};
+use crate::scope::Scope;
+
+/// A registered PSI trigger and when it last fired.
+struct Armed {
+    trigger: PsiTrigger,
+    fired_ms: Option<u64>,
+}
+
+pub struct Sources {
+    psi: Vec<Armed>,
+    vmpressure: Vec<VmPressure>,
+    /// Usage thresholds below each watermark (v1 memcg scopes), lowest first.
+    thresholds: Vec<UsageThreshold>,
+    /// When a vmpressure notification last arrived.
+    vmpressure_ms: Option<u64>,
+    /// False when the kernel has no PSI (or it is pretended away): watermarks only.
+    psi_allowed: bool,
+}
+
+impl Sources {
+    /// The vmpressure registrations of `scope`; PSI triggers come with [`Sources::arm`].
+    /// The warnings say what could not be registered.
+    pub fn open(scope: &Scope, psi_allowed: bool) -> (Self, Vec<String>) {
+        let (vmpressure, warnings) = open_vmpressure(scope);
+        let sources = Sources {
+            psi: Vec::new(),
+            vmpressure,
+            thresholds: Vec::new(),
+            vmpressure_ms: None,
+            psi_allowed,
+        };
+        (sources, warnings)
+    }
+
+    /// Brings the PSI triggers in line with `policy`: triggers whose condition is
+    /// unchanged stay (re-registering would reset their kernel window).
+    pub fn arm(&mut self, scope: &Scope, policy: &Policy) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let wanted = policy.psi_conditions();
+        self.psi.retain(|a| {
+            wanted.contains(&a.trigger.condition) && a.trigger.asked_ms == policy.psi_window_ms
+        });
+        let missing: Vec<PsiCondition> = wanted
+            .into_iter()
+            .filter(|c| !self.psi.iter().any(|a| a.trigger.condition == *c))
+            .collect();
+        if missing.is_empty() || !self.psi_allowed {
+            // Without PSI the start-up line already said so, once.
+            return warnings;
+        }
+        let Some(path) = scope.psi_path() else {
+            warnings.push(
+                "no PSI for this scope (kernel < 4.20, psi=0, or no cgroup2 mount): its PSI conditions never fire".to_string(),
+            );
+            return warnings;
+        };
+        for cond in missing {
+            match PsiTrigger::register(&path, cond, policy.psi_window_ms) {
+                Ok(trigger) => self.psi.push(Armed {
+                    trigger,
+                    fired_ms: None,
+                }),
+                Err(e) => warnings.push(format!("PSI trigger disabled: {e}")),
+            }
+        }
+        // Said once, not per trigger: all of them were widened for the same reason.
+        if let Some(a) = self
+            .psi
+            .iter()
+            .find(|a| a.trigger.window_ms != policy.psi_window_ms)
+        {
+            warnings.push(format!(
+                "the kernel refused a {} ms PSI window, using {} ms (shorter windows need CAP_SYS_RESOURCE)",
+                policy.psi_window_ms, a.trigger.window_ms
+            ));
+        }
+        warnings
+    }
+
+    /// Puts usage thresholds below the watermarks of a v1 memcg of `limit_kib` (nothing on
+    /// other scopes); unchanged thresholds stay.
+    pub fn arm_thresholds(
+        &mut self,
+        scope: &Scope,
+        limit_kib: u64,
+        watermarks_pct: &[f64],
+    ) -> Vec<String> {
+        let Some(dir) = scope.vmpressure_dir() else {
+            return Vec::new();
+        };
+        let wanted = usages_for(limit_kib, watermarks_pct);
+        let armed: Vec<u64> = self.thresholds.iter().map(|t| t.usage_kib).collect();
+        if wanted == armed {
+            return Vec::new();
+        }
+        self.thresholds.clear();
+        for usage_kib in wanted {
+            match UsageThreshold::register(dir, usage_kib) {
+                Ok(t) => self.thresholds.push(t),
+                Err(e) => {
+                    // All or none: a missing one would let the monitor sleep past it.
+                    self.thresholds.clear();
+                    return vec![format!(
+                        "usage thresholds disabled ({e}): polling the memcg's memory instead"
+                    )];
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    /// The lowest usage threshold armed: below it, no watermark can be crossed without the
+    /// kernel waking the monitor first.
+    pub fn lowest_threshold_kib(&self) -> Option<u64> {
+        self.thresholds.first().map(|t| t.usage_kib)
+    }
+
+    /// Registers everything again: after the scope's cgroup was removed and created anew,
+    /// the old registrations point at the dead cgroup (vmpressure) or were dropped on
+    /// error (PSI).
+    pub fn reopen(&mut self, scope: &Scope, policy: &Policy) -> Vec<String> {
+        let (vmpressure, mut warnings) = open_vmpressure(scope);
+        self.vmpressure = vmpressure;
+        self.psi.clear();
+        self.thresholds.clear();
+        warnings.extend(self.arm(scope, policy));
+        warnings
+    }
+
+    /// The sources in force, for the start-up line.
+    pub fn describe(&self) -> Vec<String> {
+        let psi = self.psi.iter().map(|a| {
+            format!(
+                "psi_{}>{:.0}%/{}ms",
+                a.trigger.condition.kind.as_str(),
+                a.trigger.condition.stall_pct,
+                a.trigger.window_ms
+            )
+        });
+        let vmp = self
+            .vmpressure
+            .iter()
+            .map(|v| format!("vmpressure_{}", v.level));
+        let thresholds = (!self.thresholds.is_empty())
+            .then(|| format!("usage_thresholds({})", self.thresholds.len()));
+        psi.chain(vmp).chain(thresholds).collect()
+    }
+
+    /// The fds to poll: the PSI triggers' (POLLPRI), the vmpressure eventfds', then the
+    /// usage thresholds'.
+    pub fn poll_fds<'a>(&'a self, fds: &mut Vec<PollFd<'a>>) {
+        fds.extend(
+            self.psi
+                .iter()
+                .map(|a| PollFd::new(&a.trigger, PollFlags::PRI)),
+        );
+        fds.extend(
+            self.vmpressure
+                .iter()
+                .map(|v| PollFd::new(v, PollFlags::IN)),
+        );
+        fds.extend(
+            self.thresholds
+                .iter()
+                .map(|t| PollFd::new(t, PollFlags::IN)),
+        );
+    }
+
+    /// Takes note of the events in `revents` (in [`Sources::poll_fds`] order); returns
+    /// whether a pressure event (PSI, vmpressure) arrived. A usage threshold only wakes the
+    /// monitor to look. A trigger whose fd reports an error is dropped.
+    pub fn note(&mut self, revents: &[PollFlags], now: u64, outlets: &Outlets) -> bool {
+        let (psi_revents, rest) = revents.split_at(self.psi.len());
+        let (vmp_revents, threshold_revents) = rest.split_at(self.vmpressure.len());
+        for (t, rev) in self.thresholds.iter().zip(threshold_revents) {
+            if rev.contains(PollFlags::IN) {
+                t.drain();
+            }
+        }
+        let mut any = false;
+        let mut dead = Vec::new();
+        for (i, (a, rev)) in self.psi.iter_mut().zip(psi_revents).enumerate() {
+            if rev.intersects(PollFlags::ERR | PollFlags::NVAL) {
+                // The cgroup went away or PSI was switched off: drop this trigger rather
+                // than spin on an fd that is always ready.
+                dead.push(i);
+            } else if rev.contains(PollFlags::PRI) {
+                a.fired_ms = Some(now);
+                any = true;
+                outlets.count(a.trigger.condition.kind.into(), 1);
+            }
+        }
+        for (v, rev) in self.vmpressure.iter().zip(vmp_revents) {
+            if rev.contains(PollFlags::IN) && v.drain() > 0 {
+                self.vmpressure_ms = Some(now);
+                any = true;
+                outlets.count(Source::Vmpressure, 1);
+            }
+        }
+        for i in dead.into_iter().rev() {
+            let a = self.psi.remove(i);
+            log::warn!(
+                "PSI {} trigger reported an error; watching memory watermarks only for it",
+                a.trigger.condition.kind.as_str()
+            );
+        }
+        any
+    }
+
+    /// When each PSI trigger last fired, for a sample.
+    pub fn fired(&self) -> Vec<PsiFired> {
+        self.psi
+            .iter()
+            .map(|a| PsiFired {
+                condition: a.trigger.condition,
+                window_ms: a.trigger.window_ms,
+                last_fired_ms: a.fired_ms,
+            })
+            .collect()
+    }
+
+    /// When a vmpressure notification last arrived.
+    pub fn vmpressure_ms(&self) -> Option<u64> {
+        self.vmpressure_ms
+    }
+}
+
+/// Registers vmpressure notifications on a v1 memcg scope; the warnings say what failed.
+fn open_vmpressure(scope: &Scope) -> (Vec<VmPressure>, Vec<String>) {
+    let (mut vmp, mut warnings) = (Vec::new(), Vec::new());
+    if let Some(dir) = scope.vmpressure_dir() {
+        for level in LEVELS {
+            match VmPressure::register(dir, level) {
+                Ok(v) => vmp.push(v),
+                Err(e) => warnings.push(format!("vmpressure {level} disabled: {e}")),
+            }
+        }
+    }
+    (vmp, warnings)
+}
