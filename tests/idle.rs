@@ -25,7 +25,6 @@ const WINDOW: Duration = Duration::from_secs(10);
 const MAX_WAKEUPS: u64 = 8;
 
 #[test]
-#[ignore = "fails until the event-driven monitor lands (issue 11)"]
 fn idle_lowmemd_wakes_at_most_8_times_in_10_s() {
     let lowmemd = Path::new(env!("CARGO_BIN_EXE_lowmemd"));
     let dir = tempfile::tempdir().unwrap();
