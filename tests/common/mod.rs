@@ -14,10 +14,30 @@ use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 pub const V1_MEMORY: &str = "/sys/fs/cgroup/memory";
 pub const V2: &str = "/sys/fs/cgroup/unified";
 
-/// Pressure tests must not overlap: they share the machine's CPU and reclaim.
-pub fn serial() -> MutexGuard<'static, ()> {
+/// Held while a pressure test runs: the test binary's own lock and an flock on a file
+/// every test binary (and every checkout on this machine) shares.
+pub struct Serial {
+    _thread: MutexGuard<'static, ()>,
+    _machine: std::fs::File,
+}
+
+/// Pressure tests must not overlap, in this process or any other: they share the machine's
+/// CPU and reclaim.
+pub fn serial() -> Serial {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+    let thread = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open("/tmp/lowmemd-pressure-tests.lock")
+        .expect("open /tmp/lowmemd-pressure-tests.lock");
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .expect("flock /tmp/lowmemd-pressure-tests.lock");
+    Serial {
+        _thread: thread,
+        _machine: file,
+    }
 }
 
 /// What this machine lacks for real-kernel tests and benches (root, a v1 memory controller).
@@ -383,7 +403,7 @@ impl Drop for Daemon {
 pub struct Scenario {
     pub daemon: Daemon,
     pub cg: TestCgroup,
-    _serial: MutexGuard<'static, ()>,
+    _serial: Serial,
 }
 
 impl Scenario {
