@@ -292,6 +292,7 @@ impl Server {
         self.metrics
             .lmkd_registered
             .set(self.registry.prune() as i64);
+        self.publish();
     }
 
     fn register(&mut self, c: &Client, prios: &[protocol::Prio]) {
