@@ -336,3 +336,67 @@ fn lmkd_protocol_replies_ownership_limits_and_bad_input() {
     assert!(sc.daemon.running());
     sc.daemon.stop();
 }
+
+/// Makes the next fork get `pid` (root: /proc/sys/kernel/ns_last_pid), spawning a workload
+/// in the memcg until one gets it; `None` if other forks on the machine kept winning.
+fn spawn_with_pid(sc: &Scenario, pid: i32, mib: u64) -> Option<Workload> {
+    for _ in 0..50 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).ok()?;
+        let w = Workload::spawn(&sc.cg, "reused", 1000, mib, 0);
+        if w.pid == pid {
+            return Some(w);
+        }
+    }
+    None
+}
+
+#[test]
+#[ignore = "needs root and a cgroup-v1 memory controller: run as root with cargo test -- --include-ignored"]
+fn lmkd_registered_only_never_kills_unregistered_nor_a_recycled_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = socket_path(&dir);
+    let policy = write_policy(
+        dir.path(),
+        "candidates = \"registered\"\n\n[[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 0\navailable_below_pct = 20\nwait_ms = 1000\ncooldown_ms = 100\n",
+    );
+    let mut sc = Scenario::start(
+        "lmkd-regonly",
+        256,
+        &[
+            OsStr::new("--policy"),
+            policy.as_os_str(),
+            OsStr::new("--lmkd-socket"),
+            sock.as_os_str(),
+        ],
+    );
+    let app = Client::connect(&sock);
+    // A registered process that exits: its pid comes back as an unregistered one.
+    let gone = Workload::ready(&sc.cg, "gone", 0, 1);
+    let old_pid = gone.pid;
+    app.send(&[1, old_pid, 0, 900]);
+    assert!(wait_adj(old_pid, 900));
+    drop(gone);
+    let reused = spawn_with_pid(&sc, old_pid, 40);
+    let mut reused = reused.expect("could not get the pid reused (ns_last_pid)");
+    assert!(reused.wait_ready());
+    // Unregistered, highest adj, largest: first in line were all processes candidates.
+    let unregistered = Workload::ready(&sc.cg, "unreg", 1000, 60);
+    let registered = Workload::ready(&sc.cg, "reg", 0, 30);
+    app.send(&[1, registered.pid, 0, 100]);
+    assert!(wait_adj(registered.pid, 100));
+    // 40 + 60 + 30 + 90 = 220 of 256 MiB: below 20 % available until one goes.
+    let fg = Workload::ready(&sc.cg, "fg", 0, 90);
+    assert!(
+        registered.wait_dead(Duration::from_secs(10)),
+        "the registered one is killed"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let events = sc.daemon.events();
+    sc.daemon.stop();
+    let kills = actions(&events, "kill");
+    assert_eq!(kills.len(), 1, "{events:#?}");
+    assert_eq!(kills[0]["pid"], registered.pid);
+    assert_eq!(kills[0]["registered"], true);
+    assert!(unregistered.alive() && reused.alive() && fg.alive());
+    assert_eq!(sc.cg.oom_kills(), 0);
+}
