@@ -125,6 +125,15 @@ pub struct RunArgs {
     /// Serve /metrics (Prometheus) and /status (JSON) on this address, or `off`.
     #[arg(long, default_value = DEFAULT_METRICS_ADDR, value_name = "HOST:PORT|off")]
     pub metrics_listen: String,
+    /// Serve lmkd's client protocol (Android-style app managers register processes, ask
+    /// for kill counts, subscribe to kills) on a SOCK_SEQPACKET socket created at PATH,
+    /// mode 0660. A socket passed by Android init (ANDROID_SOCKET_lmkd) or systemd
+    /// (LISTEN_FDS, FileDescriptorName=lmkd) is served without this flag.
+    #[arg(long, value_name = "PATH")]
+    pub lmkd_socket: Option<std::path::PathBuf>,
+    /// The group that owns the --lmkd-socket file (its members may connect).
+    #[arg(long, value_name = "NAME", requires = "lmkd_socket")]
+    pub lmkd_socket_group: Option<String>,
 }
 
 #[derive(Args, Debug)]

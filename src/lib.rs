@@ -12,12 +12,15 @@
 //!   handed to an `Observer`.
 //! - `report`: the observer: records, event log, metrics + HTTP, logging, sd_notify.
 //! - `reload`, `protect`: the daemon keeping itself current and alive.
+//! - `lmkd`: lmkd's client socket, for Android-style app managers (beside the pipeline,
+//!   which sees its registrations through `pipeline::registered`).
 //!
 //! The `lowmemd` binary (`main.rs`, `cli.rs`, `commands/`) wires them together.
 
 pub mod caps;
 pub mod clock;
 pub mod health;
+pub mod lmkd;
 pub mod monitor;
 pub mod pipeline;
 pub mod policy;

@@ -17,7 +17,13 @@ use crate::report::metrics::Metrics;
 
 /// Reloads and reports; `notify` is called when a new policy is in force (to wake the
 /// monitor, which re-registers its triggers).
-pub fn reload(store: &PolicyStore, metrics: &Metrics, why: &str, notify: &dyn Fn()) {
+/// Reloads and says how it went (also in logs and `lowmemd_policy_reloads_total`).
+pub fn reload(
+    store: &PolicyStore,
+    metrics: &Metrics,
+    why: &str,
+    notify: &dyn Fn(),
+) -> ReloadResult {
     let result = match store.reload() {
         Ok(true) => {
             log::info!(
@@ -45,6 +51,7 @@ pub fn reload(store: &PolicyStore, metrics: &Metrics, why: &str, notify: &dyn Fn
         }
     };
     metrics.reloads.with_label_values(&[result.as_str()]).inc();
+    result
 }
 
 /// Starts a thread that reloads `store` when its file changes. `None` for the built-in

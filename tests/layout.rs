@@ -17,6 +17,9 @@ const LAYERS: &[&[&str]] = &[
     &["monitor", "pipeline"],
     &["report"],
     &["reload", "protect"],
+    // lmkd's client socket: reads the pipeline's facts, feeds it registrations through
+    // `pipeline::registered`.
+    &["lmkd"],
     // The binary: main.rs wires these; commands use the CLI's argument types.
     &["cli"],
     &["commands"],

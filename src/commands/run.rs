@@ -2,6 +2,7 @@
 //! the pipeline (deciding and acting), the metrics server and the policy watch; the main
 //! thread waits for signals (SIGHUP reloads, SIGTERM/SIGINT stop).
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -9,9 +10,15 @@ use std::time::{Duration, Instant};
 use lowmemd::caps::{CAP_KILL, KernelCaps};
 use lowmemd::clock::monotonic_ms;
 use lowmemd::health::Health;
+use lowmemd::lmkd::registry::Registry;
+use lowmemd::lmkd::server::Server;
+use lowmemd::lmkd::socket::{self, Origin};
+use lowmemd::lmkd::{Hub, Notifying};
 use lowmemd::monitor::{self, Monitor, Outlets};
 use lowmemd::pipeline::Pipeline;
 use lowmemd::pipeline::kernel::System;
+use lowmemd::pipeline::outcome::Observer;
+use lowmemd::policy::store::ReloadResult;
 use lowmemd::report::eventlog::EventLog;
 use lowmemd::report::metrics::Metrics;
 use lowmemd::report::{Reporter, http, logger, notify};
@@ -74,6 +81,7 @@ pub fn run(args: &RunArgs) -> CmdResult {
             Some(bound)
         }
     };
+    let lmkd_socket = lmkd_listener(args)?;
     for w in protect::protect_self(&caps) {
         log::warn!("{w}");
     }
@@ -158,13 +166,42 @@ pub fn run(args: &RunArgs) -> CmdResult {
         .map_err(|e| (exit::RUNTIME, e.to_string()))?;
     let cache_capacity = procs::cache_capacity(procs::raise_fd_limit());
     let pageout_off = caps.pageout_unavailable();
+    let mut observer: Box<dyn Observer> = Box::new(Reporter::new(metrics.clone(), events));
+    let mut registrations = None;
+    if let Some(lmkd) = lmkd_socket {
+        let (listener, origin) = lmkd;
+        let registry = Arc::new(Registry::new(scope.proc.clone()));
+        let hub = Arc::new(Hub::new(metrics.clone()));
+        observer = Box::new(Notifying {
+            inner: observer,
+            hub: hub.clone(),
+        });
+        registrations = Some(registry.clone());
+        let (reload_store, reload_metrics, reload_waker) =
+            (store.clone(), metrics.clone(), waker.clone());
+        let reload = Box::new(move || {
+            let r = reload::reload(&reload_store, &reload_metrics, "LMK_UPDATE_PROPS", &|| {
+                monitor::wake(&*reload_waker)
+            });
+            r != ReloadResult::Failed
+        });
+        let server = Server::new(listener, registry, hub, metrics.clone(), reload);
+        std::thread::Builder::new()
+            .name("lmkd".into())
+            .spawn(move || server.run())
+            .map_err(|e| (exit::RUNTIME, e.to_string()))?;
+        log::info!("serving lmkd's protocol on {origin}");
+    }
     let mut pipeline = Pipeline::new(
         Box::new(System::new(scope, caps, cache_capacity)),
         store.clone(),
         args.dry_run,
-        Box::new(Reporter::new(metrics.clone(), events)),
+        observer,
         health,
     );
+    if let Some(r) = registrations {
+        pipeline.set_registrations(r);
+    }
     if let Some(why) = pageout_off {
         pipeline.disable_pageout(why, true);
     }
@@ -200,6 +237,21 @@ pub fn run(args: &RunArgs) -> CmdResult {
     log::info!("stopped");
     logger::drain(Duration::from_millis(100));
     Ok(())
+}
+
+/// The lmkd socket to serve: inherited from Android init or systemd, or created at
+/// `--lmkd-socket`.
+fn lmkd_listener(args: &RunArgs) -> Result<Option<(OwnedFd, Origin)>, (u8, String)> {
+    let inherited = socket::inherited().map_err(|e| (exit::USAGE, format!("lmkd socket: {e}")))?;
+    if let Some(s) = inherited {
+        return Ok(Some(s));
+    }
+    let Some(path) = &args.lmkd_socket else {
+        return Ok(None);
+    };
+    let fd = socket::create(path, args.lmkd_socket_group.as_deref())
+        .map_err(|e| (exit::USAGE, format!("--lmkd-socket: {e}")))?;
+    Ok(Some((fd, Origin::Path(path.clone()))))
 }
 
 /// How long SIGTERM waits for the worker threads before the process exits regardless.

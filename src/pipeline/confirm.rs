@@ -125,6 +125,7 @@ mod tests {
             rss_kib: 1,
             swap_kib: 0,
             starttime: 0,
+            registered: None,
         };
         let target = Target::for_tests(Some(fd.try_clone().unwrap()), proc);
         assert!(!exited(&target, &ProcRoot::default()));

@@ -11,6 +11,7 @@ pub mod outcome;
 pub mod pageout;
 pub mod pin;
 pub mod rank;
+pub mod registered;
 #[cfg(test)]
 mod tests;
 
@@ -23,13 +24,14 @@ use crate::health::Health;
 use crate::policy::decide::{Decision, decide};
 use crate::policy::rules::{self, Effect, standing};
 use crate::policy::store::PolicyStore;
-use crate::policy::{Action, Policy};
+use crate::policy::{Action, Candidates, Policy};
 use crate::procs::printable;
 use crate::sample::Sample;
 use kernel::Kernel;
 use outcome::{Observer, Skip};
 use pin::{PinError, Target};
 use rank::{RankContext, RankedProc, candidates};
+use registered::Registrations;
 
 /// How long an empty candidate list silences a level: rescanning /proc every 10 ms for
 /// nothing would burn the CPU the machine is short of.
@@ -73,6 +75,8 @@ pub struct Pipeline {
     pageouts: pageout::tracker::Tracker,
     /// Why the page-out tier is off, if it is (said once).
     pageout_off: Option<String>,
+    /// Processes registered by clients (the lmkd socket), when one is served.
+    registrations: Option<Arc<dyn Registrations>>,
 }
 
 impl Pipeline {
@@ -97,7 +101,14 @@ impl Pipeline {
             empty_until_ms: HashMap::new(),
             pageouts: Default::default(),
             pageout_off: None,
+            registrations: None,
         }
+    }
+
+    /// Reads registrations from this table: victims carry theirs, and a policy with
+    /// `candidates = "registered"` picks among registered processes only.
+    pub fn set_registrations(&mut self, table: Arc<dyn Registrations>) {
+        self.registrations = Some(table);
     }
 
     pub fn run(mut self, samples: Receiver<Sample>) {
@@ -216,16 +227,24 @@ impl Pipeline {
             rules: &policy.rules,
         };
         let now = fresh.at_ms;
+        let registrations = self.registrations.as_deref();
+        let registered_only = policy.candidates == Candidates::Registered;
         let cands: Vec<RankedProc> = candidates(scan.procs, &ctx)
             .into_iter()
+            .map(|mut c| {
+                c.registered = registrations.and_then(|r| r.lookup(c.pid, c.starttime));
+                c
+            })
+            .filter(|c| !registered_only || c.registered.is_some())
             .filter(|c| level.action != Action::Pageout || self.pageouts.eligible(c, level, now))
             .collect();
         self.observer.ranked(scan_started.elapsed(), cands.len());
         if cands.is_empty() {
             log::warn!(
-                "level {} ({}) fired but no process in scope has an effective oom_score_adj >= {}",
+                "level {} ({}) fired but no {}process in scope has an effective oom_score_adj >= {}",
                 level.name,
                 decision.reason.as_str(),
+                if registered_only { "registered " } else { "" },
                 level.min_adj
             );
             return None;

@@ -10,6 +10,8 @@ use serde::Serialize;
 use crate::policy::rules::{Rule, standing};
 use crate::procs::ProcInfo;
 
+use super::registered::Registered;
+
 /// Why a process may not be a victim. The `Display` strings are shown by `lowmemd rank`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, thiserror::Error)]
 #[serde(rename_all = "snake_case")]
@@ -67,6 +69,8 @@ pub struct RankedProc {
     pub rss_kib: u64,
     pub swap_kib: u64,
     pub starttime: u64,
+    /// Registered over the lmkd socket (uid and owning client), when the daemon has one.
+    pub registered: Option<Registered>,
 }
 
 impl From<ProcInfo> for RankedProc {
@@ -81,6 +85,7 @@ impl From<ProcInfo> for RankedProc {
             rss_kib: p.rss_kib,
             swap_kib: p.swap_kib,
             starttime: p.starttime,
+            registered: None,
         }
     }
 }

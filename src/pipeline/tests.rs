@@ -487,3 +487,80 @@ fn a_victim_that_made_itself_unkillable_after_ranking_is_skipped() {
     assert_eq!(fake.signalled(), [102]);
     assert_eq!(seen.seen()[0], Seen::Skipped(Skip::RuleChanged));
 }
+
+/// Registrations of fixed (pid, starttime) incarnations, as the lmkd table would answer.
+struct FixedRegistrations(Vec<(i32, u64)>);
+
+impl super::registered::Registrations for FixedRegistrations {
+    fn lookup(&self, pid: i32, starttime: u64) -> Option<super::registered::Registered> {
+        self.0
+            .contains(&(pid, starttime))
+            .then_some(super::registered::Registered {
+                uid: 10_000 + pid as u32,
+                owner_pid: Some(4242),
+            })
+    }
+}
+
+fn registered_only_policy() -> Arc<PolicyStore> {
+    let text = "candidates = \"registered\"\n\n[[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 900\navailable_below_pct = 10\nwait_ms = 1000\n";
+    let policy = crate::policy::validate::compile(Path::new("test.toml"), text).unwrap();
+    Arc::new(PolicyStore::fixed(policy))
+}
+
+#[test]
+fn registered_only_skips_unregistered_processes_even_when_they_rank_first() {
+    // p101 ranks first (adj 1000) but is not registered; p102 (adj 900) is. The fake's
+    // starttime is 100 + pid.
+    let fake = Fake::new(
+        1000,
+        950,
+        &[
+            (101, 1000, 100, Exit::After(20)),
+            (102, 900, 100, Exit::After(20)),
+        ],
+    );
+    let (mut p, _) = pipeline(&fake, registered_only_policy(), false);
+    p.set_registrations(Arc::new(FixedRegistrations(vec![(102, 202)])));
+    p.handle(fake.sample());
+    assert_eq!(fake.signalled(), [102]);
+}
+
+#[test]
+fn registered_only_never_takes_a_recycled_pid_for_the_registered_process() {
+    // pid 101 was registered with another starttime: a different incarnation.
+    let fake = Fake::new(1000, 950, &[(101, 1000, 100, Exit::After(20))]);
+    let (mut p, _) = pipeline(&fake, registered_only_policy(), false);
+    p.set_registrations(Arc::new(FixedRegistrations(vec![(101, 7)])));
+    p.handle(fake.sample());
+    assert!(fake.signalled().is_empty());
+}
+
+#[test]
+fn with_candidates_all_a_registered_victim_carries_its_registration() {
+    let fake = Fake::new(1000, 950, &[(101, 1000, 100, Exit::After(20))]);
+    let (mut p, _) = pipeline(&fake, policy(""), false);
+    let seen = Arc::new(Mutex::new(None));
+    struct Grab(Arc<Mutex<Option<super::registered::Registered>>>);
+    impl Observer for Grab {
+        fn sampled(&self, _: &MemSnapshot, _: Option<&str>, _: &Policy) {}
+        fn recovered(&self) {}
+        fn ranked(&self, _: Duration, _: usize) {}
+        fn skipped(&self, _: Skip) {}
+        fn killed(&self, k: &Kill<'_>) {
+            *self.0.lock().unwrap() = k.victim.registered;
+        }
+        fn paged_out(&self, _: &Pageout<'_>) {}
+    }
+    p.observer = Box::new(Grab(seen.clone()));
+    p.set_registrations(Arc::new(FixedRegistrations(vec![(101, 201)])));
+    p.handle(fake.sample());
+    assert_eq!(fake.signalled(), [101]);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        Some(super::registered::Registered {
+            uid: 10_101,
+            owner_pid: Some(4242)
+        })
+    );
+}

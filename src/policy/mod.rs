@@ -74,6 +74,17 @@ pub enum Action {
     None,
 }
 
+/// Which processes may be victims at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Candidates {
+    /// Every process in scope (the rules and floors still apply).
+    #[default]
+    All,
+    /// Only processes a client registered over the lmkd socket, as lmkd does.
+    Registered,
+}
+
 /// How much a page-out level does, and how often to the same process.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct PageoutLimits {
@@ -156,6 +167,8 @@ pub struct Policy {
     /// On kernels without pidfds (< 5.3), kill by pid after a starttime re-check. Off by
     /// default: without a pidfd a recycled pid can be hit in the gap.
     pub allow_pid_kill: bool,
+    /// `candidates = "registered"`: only processes registered over the lmkd socket.
+    pub candidates: Candidates,
 }
 
 impl Default for Policy {

@@ -19,6 +19,10 @@ pub struct Victim {
     pub effective_adj: i16,
     /// The rule that matched the victim, if any.
     pub rule: Option<String>,
+    /// Registered over the lmkd socket.
+    pub registered: bool,
+    /// The uid it was registered under; null when not registered.
+    pub registered_uid: Option<u32>,
 }
 
 impl From<&RankedProc> for Victim {
@@ -29,6 +33,8 @@ impl From<&RankedProc> for Victim {
             oom_score_adj: p.oom_score_adj,
             effective_adj: p.effective_adj,
             rule: p.rule.clone(),
+            registered: p.registered.is_some(),
+            registered_uid: p.registered.map(|r| r.uid),
         }
     }
 }

@@ -56,6 +56,11 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     pub kernel_feature: IntGaugeVec,
     pub level_active: IntGaugeVec,
+    pub lmkd_clients: IntGauge,
+    pub lmkd_commands: IntCounterVec,
+    pub lmkd_rejected: IntCounterVec,
+    pub lmkd_registered: IntGauge,
+    pub lmkd_dropped: IntCounter,
     /// Set from the handoff queues' drop counts when rendered.
     log_dropped: IntCounterVec,
     scope_up: IntGauge,
@@ -79,6 +84,9 @@ pub struct Status {
     pub started_unix_ms: u64,
     /// The last actions, newest last (the event log's records).
     pub last_actions: VecDeque<serde_json::Value>,
+    /// The lmkd socket, when served: its clients, registrations and LMK_TARGET table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lmkd: Option<serde_json::Value>,
 }
 
 // Latency buckets: 1 ms to 10 s, dense around the tens of milliseconds a kill takes.
@@ -239,6 +247,33 @@ impl Metrics {
                 "1 for the policy level the last sample fell in.",
                 &["level"],
             ),
+            lmkd_clients: gauge(
+                &r,
+                "lowmemd_lmkd_clients",
+                "Clients connected to the lmkd socket.",
+            ),
+            lmkd_commands: counter_vec(
+                &r,
+                "lowmemd_lmkd_commands_total",
+                "Valid commands received on the lmkd socket, by command.",
+                &["cmd"],
+            ),
+            lmkd_rejected: counter_vec(
+                &r,
+                "lowmemd_lmkd_rejected_total",
+                "Packets, registrations and connections refused on the lmkd socket, by why.",
+                &["why"],
+            ),
+            lmkd_registered: gauge(
+                &r,
+                "lowmemd_lmkd_registered_processes",
+                "Processes registered over the lmkd socket and alive.",
+            ),
+            lmkd_dropped: counter(
+                &r,
+                "lowmemd_lmkd_notifications_dropped_total",
+                "Kill notifications not sent because a subscriber's socket buffer was full.",
+            ),
             log_dropped: counter_vec(
                 &r,
                 "lowmemd_log_dropped_total",
@@ -298,6 +333,21 @@ impl Metrics {
             m.log_dropped.with_label_values(&[output]);
         }
         m
+    }
+
+    /// Creates the lmkd socket's label sets (named by `lmkd`, which sits above us).
+    pub fn adopt_lmkd_labels(&self, cmds: &[&str], whys: &[&str]) {
+        for c in cmds {
+            self.lmkd_commands.with_label_values(&[c]);
+        }
+        for w in whys {
+            self.lmkd_rejected.with_label_values(&[w]);
+        }
+    }
+
+    /// The lmkd socket's state for `/status` (its LMK_TARGET table, its clients).
+    pub fn set_lmkd_status(&self, v: serde_json::Value) {
+        self.status.lock().lmkd = Some(v);
     }
 
     /// Creates every label set the policy can produce, so a fresh daemon shows zeros (a

@@ -139,3 +139,23 @@ pub fn kill_by_pid_unpinned(pid: i32) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Takes ownership of a descriptor a service manager handed this process (Android init's
+/// `ANDROID_SOCKET_*`, systemd's `LISTEN_FDS`), after checking that it is open. Call once
+/// per number, at start-up, before anything else could have opened or closed it.
+pub fn adopt_inherited_fd(fd: i32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // Our own stdio are never a service manager's socket.
+    if fd <= 2 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: fcntl(F_GETFD) only reads the descriptor table entry of an integer; it is
+    // sound for any value, open or not.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open (F_GETFD succeeded) and was passed to this process by
+    // its service manager for this purpose; nothing else in lowmemd owns it or closes it,
+    // so the OwnedFd is its only owner.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}

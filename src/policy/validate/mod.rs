@@ -8,8 +8,8 @@ mod rule;
 
 use std::path::Path;
 
-use super::Policy;
 use super::raw::{Doc, Problem, Table};
+use super::{Candidates, Policy};
 use level::{check_level_order, read_level};
 use rule::read_rule;
 
@@ -221,8 +221,22 @@ fn read_policy(doc: &mut Doc<'_>, t: &mut Table<'_, '_>) -> Option<Policy> {
         rt.finish(doc);
     }
     let allow_pid_kill = t.boolean(doc, "allow_pid_kill").unwrap_or(false);
+    let candidates = match t.string(doc, "candidates") {
+        None => Candidates::All,
+        Some((s, _)) if s == "all" => Candidates::All,
+        Some((s, _)) if s == "registered" => Candidates::Registered,
+        Some((s, span)) => {
+            doc.problem(
+                &span,
+                "candidates",
+                format!("{s:?} is neither \"all\" nor \"registered\" (processes registered over the lmkd socket)"),
+            );
+            Candidates::All
+        }
+    };
     Some(Policy {
         allow_pid_kill,
+        candidates,
         scope,
         psi_window_ms,
         thrashing_window_ms,

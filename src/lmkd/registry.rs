@@ -1,0 +1,359 @@
+//! The processes clients registered (LMK_PROCPRIO), each pinned by a pidfd: a record names
+//! one incarnation, and a recycled pid is never taken for it (the pidfd of an exited
+//! process is readable, and the starttime must match too). Shared by the socket thread,
+//! which writes it, and the pipeline, which reads it through `Registrations` without ever
+//! waiting on a client.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+
+use parking_lot::Mutex;
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, pidfd_open};
+
+use crate::pipeline::registered::{Registered, Registrations};
+use crate::procs::{ProcError, ProcRoot};
+
+use super::protocol::{Prio, ProcType};
+
+/// The connection that owns a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    /// Connection number, unique for the daemon's life.
+    pub conn: u64,
+    /// The client's pid, from SO_PEERCRED.
+    pub pid: i32,
+}
+
+struct Record {
+    pidfd: OwnedFd,
+    starttime: u64,
+    uid: u32,
+    adj: i16,
+    ptype: ProcType,
+    /// `None` once the owning connection closed: any client may claim it.
+    owner: Option<Owner>,
+}
+
+/// A registration refused. The `why()` strings are `lowmemd_lmkd_rejected_total` labels.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("pid {0} does not exist")]
+    NoSuchProcess(i32),
+    #[error("pid {pid} belongs to uid {actual}, not to uid {claimed} as the packet says")]
+    WrongUid { pid: i32, claimed: u32, actual: u32 },
+    #[error("pid {pid} is registered by client pid {owner}, which is still connected")]
+    NotOwner { pid: i32, owner: i32 },
+    #[error("pid {0} is not registered")]
+    NotRegistered(i32),
+    #[error("cannot pin pid {pid} with a pidfd: {source} (pidfds need Linux 5.3)")]
+    Pidfd { pid: i32, source: Errno },
+    #[error("setting oom_score_adj of pid {pid}: {source}")]
+    WriteAdj { pid: i32, source: std::io::Error },
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+}
+
+impl RegistryError {
+    pub fn why(&self) -> &'static str {
+        match self {
+            RegistryError::NoSuchProcess(_) => "no_such_process",
+            RegistryError::WrongUid { .. } => "wrong_uid",
+            RegistryError::NotOwner { .. } => "not_owner",
+            RegistryError::NotRegistered(_) => "not_registered",
+            RegistryError::Pidfd { .. } | RegistryError::WriteAdj { .. } => "failed",
+            RegistryError::Proc(ProcError::Vanished { .. }) => "no_such_process",
+            RegistryError::Proc(_) => "failed",
+        }
+    }
+
+    pub const WHYS: [&'static str; 5] = [
+        "no_such_process",
+        "wrong_uid",
+        "not_owner",
+        "not_registered",
+        "failed",
+    ];
+}
+
+/// One record, for logs and `/status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Entry {
+    pub pid: i32,
+    pub uid: u32,
+    pub adj: i16,
+    pub service: bool,
+    pub owner_pid: Option<i32>,
+}
+
+pub struct Registry {
+    proc: ProcRoot,
+    table: Mutex<HashMap<i32, Record>>,
+}
+
+/// Whether a pidfd says its process exited (readable), without waiting.
+fn exited(fd: impl AsFd) -> bool {
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+}
+
+/// The real uid of /proc/PID/status (`Uid:` real effective saved fs).
+fn real_uid(proc: &ProcRoot, pid: i32) -> Result<u32, RegistryError> {
+    let path = proc.file(pid, "status");
+    let text = std::fs::read_to_string(&path).map_err(|e| match e.raw_os_error() {
+        Some(libc_enoent) if libc_enoent == Errno::NOENT.raw_os_error() => {
+            RegistryError::NoSuchProcess(pid)
+        }
+        _ => RegistryError::Proc(ProcError::Io {
+            path: path.clone(),
+            source: e,
+        }),
+    })?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| {
+            RegistryError::Proc(ProcError::Malformed {
+                path,
+                what: "no Uid: line".into(),
+            })
+        })
+}
+
+impl Registry {
+    pub fn new(proc: ProcRoot) -> Self {
+        Registry {
+            proc,
+            table: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Validates and applies one LMK_PROCPRIO record: the process exists and runs as the
+    /// uid the packet says, its oom_score_adj is written, and it is pinned. All file and
+    /// syscall work happens before the table's lock is taken.
+    pub fn register(&self, prio: &Prio, owner: Owner) -> Result<(), RegistryError> {
+        let pid = prio.pid;
+        let raw = Pid::from_raw(pid).ok_or(RegistryError::NoSuchProcess(pid))?;
+        let pidfd = pidfd_open(raw, PidfdFlags::empty()).map_err(|e| match e {
+            Errno::SRCH => RegistryError::NoSuchProcess(pid),
+            source => RegistryError::Pidfd { pid, source },
+        })?;
+        let actual = real_uid(&self.proc, pid)?;
+        if actual != prio.uid {
+            return Err(RegistryError::WrongUid {
+                pid,
+                claimed: prio.uid,
+                actual,
+            });
+        }
+        let mut buf = Vec::with_capacity(512);
+        let stat = self.proc.read_stat(pid, &mut buf)?;
+        if let Some(o) = self.owned_by_other(pid, stat.starttime, owner) {
+            return Err(RegistryError::NotOwner { pid, owner: o.pid });
+        }
+        std::fs::write(self.proc.file(pid, "oom_score_adj"), prio.adj.to_string())
+            .map_err(|source| RegistryError::WriteAdj { pid, source })?;
+        // Still alive after the reads and the write: the pid was this process's all along,
+        // so they were all about it.
+        if exited(&pidfd) {
+            return Err(RegistryError::NoSuchProcess(pid));
+        }
+        let rec = Record {
+            pidfd,
+            starttime: stat.starttime,
+            uid: actual,
+            adj: prio.adj as i16,
+            ptype: prio.ptype,
+            owner: Some(owner),
+        };
+        self.table.lock().insert(pid, rec);
+        Ok(())
+    }
+
+    /// The owner of a live record of this incarnation, when it is another connection.
+    fn owned_by_other(&self, pid: i32, starttime: u64, me: Owner) -> Option<Owner> {
+        let t = self.table.lock();
+        let r = t.get(&pid)?;
+        let live = r.starttime == starttime && !exited(&r.pidfd);
+        r.owner.filter(|o| live && o.conn != me.conn)
+    }
+
+    /// LMK_PROCREMOVE: only the owner (or anyone, for an unowned record) may.
+    pub fn remove(&self, pid: i32, me: Owner) -> Result<(), RegistryError> {
+        let mut t = self.table.lock();
+        let Some(r) = t.get(&pid) else {
+            return Err(RegistryError::NotRegistered(pid));
+        };
+        if !exited(&r.pidfd)
+            && let Some(o) = r.owner.filter(|o| o.conn != me.conn)
+        {
+            return Err(RegistryError::NotOwner { pid, owner: o.pid });
+        }
+        t.remove(&pid);
+        Ok(())
+    }
+
+    /// LMK_PROCPURGE: drops the sender's records; returns how many.
+    pub fn purge(&self, conn: u64) -> usize {
+        let mut t = self.table.lock();
+        let before = t.len();
+        t.retain(|_, r| r.owner.is_none_or(|o| o.conn != conn));
+        before - t.len()
+    }
+
+    /// A connection closed: its records stay, unowned, for a restarted client to claim.
+    pub fn disown(&self, conn: u64) {
+        for r in self.table.lock().values_mut() {
+            if r.owner.is_some_and(|o| o.conn == conn) {
+                r.owner = None;
+            }
+        }
+    }
+
+    /// Drops the records of processes that exited; returns how many are left.
+    pub fn prune(&self) -> usize {
+        let mut t = self.table.lock();
+        t.retain(|_, r| !exited(&r.pidfd));
+        t.len()
+    }
+
+    /// The live records, by pid.
+    pub fn entries(&self) -> Vec<Entry> {
+        let mut t = self.table.lock();
+        t.retain(|_, r| !exited(&r.pidfd));
+        let mut v: Vec<Entry> = t
+            .iter()
+            .map(|(&pid, r)| Entry {
+                pid,
+                uid: r.uid,
+                adj: r.adj,
+                service: r.ptype == ProcType::Service,
+                owner_pid: r.owner.map(|o| o.pid),
+            })
+            .collect();
+        v.sort_by_key(|e| e.pid);
+        v
+    }
+}
+
+impl Registrations for Registry {
+    fn lookup(&self, pid: i32, starttime: u64) -> Option<Registered> {
+        let mut t = self.table.lock();
+        let r = t.get(&pid)?;
+        // An exited process's record is stale: its pid may already name another process.
+        if exited(&r.pidfd) {
+            t.remove(&pid);
+            return None;
+        }
+        (r.starttime == starttime).then_some(Registered {
+            uid: r.uid,
+            owner_pid: r.owner.map(|o| o.pid),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    fn me(conn: u64) -> Owner {
+        Owner {
+            conn,
+            pid: 1000 + conn as i32,
+        }
+    }
+
+    fn sleeper() -> std::process::Child {
+        Command::new("sleep")
+            .arg("30")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn prio(pid: i32, adj: i32) -> Prio {
+        Prio {
+            pid,
+            uid: rustix::process::getuid().as_raw(),
+            adj,
+            ptype: ProcType::App,
+        }
+    }
+
+    fn starttime(pid: i32) -> u64 {
+        ProcRoot::default()
+            .read_stat(pid, &mut Vec::new())
+            .unwrap()
+            .starttime
+    }
+
+    #[test]
+    fn registers_sets_the_adj_and_forgets_the_process_once_it_exits() {
+        let reg = Registry::new(ProcRoot::default());
+        let mut child = sleeper();
+        let pid = child.id() as i32;
+        reg.register(&prio(pid, 900), me(1)).unwrap();
+        let adj = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap();
+        assert_eq!(adj.trim(), "900");
+        let st = starttime(pid);
+        assert_eq!(
+            reg.lookup(pid, st),
+            Some(Registered {
+                uid: rustix::process::getuid().as_raw(),
+                owner_pid: Some(1001)
+            })
+        );
+        // Another incarnation under the same pid is not the registered one.
+        assert_eq!(reg.lookup(pid, st + 1), None);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(reg.lookup(pid, st), None);
+        assert!(reg.entries().is_empty());
+    }
+
+    #[test]
+    fn refuses_a_wrong_uid_and_a_missing_pid() {
+        let reg = Registry::new(ProcRoot::default());
+        let mut child = sleeper();
+        let pid = child.id() as i32;
+        let mut p = prio(pid, 900);
+        p.uid = p.uid.wrapping_add(1);
+        assert!(matches!(
+            reg.register(&p, me(1)),
+            Err(RegistryError::WrongUid { .. })
+        ));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let e = reg.register(&prio(pid, 900), me(1)).unwrap_err();
+        assert_eq!(e.why(), "no_such_process", "{e}");
+        assert!(reg.entries().is_empty());
+    }
+
+    #[test]
+    fn only_the_owner_removes_and_a_disowned_record_can_be_claimed() {
+        let reg = Registry::new(ProcRoot::default());
+        let mut child = sleeper();
+        let pid = child.id() as i32;
+        reg.register(&prio(pid, 900), me(1)).unwrap();
+        assert_eq!(reg.remove(pid, me(2)).unwrap_err().why(), "not_owner");
+        assert_eq!(
+            reg.register(&prio(pid, 950), me(2)).unwrap_err().why(),
+            "not_owner"
+        );
+        reg.disown(1);
+        assert_eq!(reg.entries()[0].owner_pid, None);
+        reg.register(&prio(pid, 950), me(2)).unwrap();
+        assert_eq!(reg.entries()[0].owner_pid, Some(1002));
+        assert_eq!(reg.purge(1), 0);
+        assert_eq!(reg.purge(2), 1);
+        assert_eq!(reg.remove(pid, me(2)).unwrap_err().why(), "not_registered");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
