@@ -195,6 +195,7 @@ impl Monitor {
         // The level of the last sample handed over: a change to "none" is handed over too.
         let mut handed_level: Option<usize> = None;
         let mut file_pages: Option<u64> = None;
+        let mut reclaim_seen_ms: Option<u64> = None;
         loop {
             let awake = monotonic_ms();
             let health = &self.outlets.health;
@@ -293,11 +294,17 @@ impl Monitor {
             // Refaults are a rate: while reclaim is active (a kernel event within the
             // window, or the file cache shrinking), read them at least 10 times per window.
             if let Some(w) = self.thrashing_window_ms {
-                let cache_falling = refaults
+                // A cache that shrinks by 1 % between two polls is being reclaimed; the
+                // small ups and downs of a busy machine are not.
+                if refaults
                     .zip(file_pages)
-                    .is_some_and(|(r, before)| r.file_pages < before);
+                    .is_some_and(|(r, before)| r.file_pages < before - before / 100)
+                {
+                    reclaim_seen_ms = Some(now);
+                }
                 file_pages = refaults.map(|r| r.file_pages);
-                let reclaiming = cache_falling || schedule.since_event(now).is_some_and(|d| d < w);
+                let recent = |t: Option<u64>| t.is_some_and(|t| now.saturating_sub(t) < w);
+                let reclaiming = recent(reclaim_seen_ms) || recent(schedule.last_event_ms());
                 if reclaiming {
                     let every = (w / 10).max(FAST_POLL_MS);
                     sleep_ms = Some(sleep_ms.map_or(every, |s| s.min(every)));

@@ -92,6 +92,11 @@ impl Schedule {
         self.last_event_ms = Some(now_ms);
     }
 
+    /// When the last kernel event arrived.
+    pub fn last_event_ms(&self) -> Option<u64> {
+        self.last_event_ms
+    }
+
     /// Milliseconds since the last kernel event.
     pub fn since_event(&self, now_ms: u64) -> Option<u64> {
         self.last_event_ms.map(|t| now_ms.saturating_sub(t))
