@@ -37,6 +37,16 @@ use registered::Registrations;
 /// nothing would burn the CPU the machine is short of.
 const EMPTY_BACKOFF_MS: u64 = 1000;
 
+/// A level holding with nobody to act on: said when it starts and when it ends, not at
+/// every rescan.
+#[derive(Debug, Clone, Copy)]
+struct Empty {
+    since_ms: u64,
+    /// No rescan before this.
+    until_ms: u64,
+    checks: u64,
+}
+
 /// An incarnation acted on, not to be picked again before `until_ms`.
 #[derive(Debug, Clone, Copy)]
 struct Recent {
@@ -71,7 +81,7 @@ pub struct Pipeline {
     warned_all_skipped: HashSet<Skip>,
     health: Arc<Health>,
     /// Per level name: no rescan before this time after a scan found nothing to act on.
-    empty_until_ms: HashMap<String, u64>,
+    empty: HashMap<String, Empty>,
     pageouts: pageout::tracker::Tracker,
     /// Why the page-out tier is off, if it is (said once).
     pageout_off: Option<String>,
@@ -98,7 +108,7 @@ impl Pipeline {
             dying: Vec::new(),
             warned_all_skipped: HashSet::new(),
             health,
-            empty_until_ms: HashMap::new(),
+            empty: HashMap::new(),
             pageouts: Default::default(),
             pageout_off: None,
             registrations: None,
@@ -134,14 +144,15 @@ impl Pipeline {
         let decision = decide(&sample, &policy, self.last_action_ms);
         let level_name = decision.as_ref().map(|d| d.level(&policy).name.as_str());
         self.observer.sampled(&sample.mem, level_name, &policy);
+        self.end_empty_spells(level_name, sample.at_ms);
         let Some(decision) = decision else {
             return;
         };
         let level = decision.level(&policy);
         let silenced = self
-            .empty_until_ms
+            .empty
             .get(&level.name)
-            .is_some_and(|until| sample.at_ms < *until);
+            .is_some_and(|e| sample.at_ms < e.until_ms);
         let pageout_off = level.action == Action::Pageout && self.pageout_off.is_some();
         if level.action == Action::None || silenced || pageout_off {
             return;
@@ -179,8 +190,7 @@ impl Pipeline {
                 !gone
             });
             let Some(target) = self.pick(&policy, &decision, &fresh) else {
-                let name = decision.level(&policy).name.clone();
-                self.empty_until_ms.insert(name, now + EMPTY_BACKOFF_MS);
+                self.no_candidate(&decision, &policy, now);
                 return;
             };
             match decision.level(&policy).action {
@@ -240,15 +250,19 @@ impl Pipeline {
             .collect();
         self.observer.ranked(scan_started.elapsed(), cands.len());
         if cands.is_empty() {
-            log::warn!(
-                "level {} ({}) fired but no {}process in scope has an effective oom_score_adj >= {}",
-                level.name,
-                decision.reason.as_str(),
-                if registered_only { "registered " } else { "" },
-                level.min_adj
-            );
+            if !self.empty.contains_key(&level.name) {
+                log::warn!(
+                    "level {} ({}) holds but no {}process in scope has an effective oom_score_adj >= {}: nothing to do (said once until it ends)",
+                    level.name,
+                    decision.reason.as_str(),
+                    if registered_only { "registered " } else { "" },
+                    level.min_adj
+                );
+            }
             return None;
         }
+        // Someone to act on again.
+        self.end_empty_spells(None, now);
         let mut skips = Vec::new();
         for cand in cands {
             match self.kernel.pin(cand) {
@@ -277,6 +291,34 @@ impl Pipeline {
         }
         self.warn_if_all_skipped(&skips, &level.name);
         None
+    }
+
+    /// A decision found nothing to act on: no rescan for a second, and one more check of
+    /// the spell that the first one started.
+    fn no_candidate(&mut self, decision: &Decision, policy: &Policy, now: u64) {
+        let name = &decision.level(policy).name;
+        let spell = self.empty.entry(name.clone()).or_insert(Empty {
+            since_ms: now,
+            until_ms: now,
+            checks: 0,
+        });
+        spell.until_ms = now + EMPTY_BACKOFF_MS;
+        spell.checks += 1;
+    }
+
+    /// Ends the spells without candidates of every level but `holding`, saying so once each.
+    fn end_empty_spells(&mut self, holding: Option<&str>, now: u64) {
+        self.empty.retain(|name, spell| {
+            if holding == Some(name.as_str()) {
+                return true;
+            }
+            log::info!(
+                "level {name}: no candidate for {} s ({} checks); that spell is over",
+                now.saturating_sub(spell.since_ms) / 1000,
+                spell.checks
+            );
+            false
+        });
     }
 
     /// Every candidate skipped for one reason is a pattern, not a race (a scope named

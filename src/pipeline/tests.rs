@@ -564,3 +564,56 @@ fn with_candidates_all_a_registered_victim_carries_its_registration() {
         })
     );
 }
+
+/// Log lines of this test binary, captured (one logger per process).
+fn captured_logs() -> &'static Mutex<Vec<String>> {
+    struct Capture;
+    static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            LINES.lock().unwrap().push(r.args().to_string());
+        }
+        fn flush(&self) {}
+    }
+    static LOGGER: Capture = Capture;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+    &LINES
+}
+
+#[test]
+fn a_level_without_candidates_says_so_when_it_starts_and_when_it_ends() {
+    let logs = captured_logs();
+    // Short of memory, but the only process is below the level's floor.
+    let fake = Fake::new(1000, 990, &[(101, 0, 500, Exit::After(5))]);
+    let store = {
+        let text = "[[level]]\nname = \"quiet\"\naction = \"kill\"\nmin_adj = 900\navailable_below_pct = 10\n";
+        let policy = crate::policy::validate::compile(Path::new("test.toml"), text).unwrap();
+        Arc::new(PolicyStore::fixed(policy))
+    };
+    let (mut p, _) = pipeline(&fake, store, false);
+    for _ in 0..30 {
+        p.handle(fake.sample());
+        fake.advance(1000);
+    }
+    fake.state().used_kib = 500 * MIB;
+    p.handle(fake.sample());
+    let mine: Vec<String> = logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("level quiet"))
+        .cloned()
+        .collect();
+    assert_eq!(mine.len(), 2, "{mine:#?}");
+    assert!(mine[0].contains("holds but no process"), "{mine:#?}");
+    assert!(
+        mine[1].contains("no candidate for 30 s (30 checks)"),
+        "{mine:#?}"
+    );
+    assert!(fake.signalled().is_empty());
+}
