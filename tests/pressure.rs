@@ -133,3 +133,48 @@ fn dry_run_logs_would_kill_and_signals_nothing() {
     }
     assert_eq!(cg.oom_kills(), 0);
 }
+
+/// A leak at `rate` MiB/s from `mib_in_use` MiB in use, in a memcg of `limit_mib`: killed by
+/// lowmemd, not by the kernel, at the critical level.
+fn race(name: &str, limit_mib: u64, mib_in_use: u64, rate: u64) {
+    let mut sc = Scenario::start(name, limit_mib, &[]);
+    let cg = &sc.cg;
+    let held = (mib_in_use > 0).then(|| Workload::ready(cg, "held", 0, mib_in_use));
+    let touch_only: &std::ffi::OsStr = "--touch-only".as_ref();
+    let mut leak = Workload::spawn_with(cg, "leak", 0, 0, rate, &[touch_only]);
+    assert!(leak.wait_ready());
+    leak.wait_dead(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    let events = sc.daemon.events();
+    sc.daemon.stop();
+    assert!(!leak.alive(), "{name}: the leak must be dead");
+    assert_eq!(
+        cg.oom_kills(),
+        0,
+        "{name}: the kernel OOM killer fired first"
+    );
+    let kills = actions(&events, "kill");
+    assert!(
+        kills.iter().any(|k| k["pid"] == leak.pid),
+        "{name}: lowmemd did not kill the leak: {events:#?}"
+    );
+    if let Some(h) = held {
+        assert!(h.alive(), "{name}: the held process must survive");
+    }
+}
+
+#[test]
+#[ignore = "needs root and a cgroup-v1 memory controller: run as root with cargo test -- --include-ignored"]
+fn runaways_at_300_and_1000_mib_per_s_are_killed_before_the_kernel() {
+    race("race300", LIMIT_MIB, 8, 300);
+    race("race1000", LIMIT_MIB, 8, 1000);
+}
+
+#[test]
+#[ignore = "needs root and a cgroup-v1 memory controller: run as root with cargo test -- --include-ignored"]
+fn a_fast_leak_from_a_large_idle_headroom_is_killed_before_the_kernel() {
+    // 4 GiB at 5 % use: the monitor sleeps on its usage thresholds with no timer; the
+    // kernel must wake it in time for a leak as fast as the workload can go (nominal
+    // 2000 MiB/s).
+    race("headroom", 4096, 200, 2000);
+}

@@ -37,6 +37,15 @@ struct Args {
     /// shared and hold the mapping: hot file pages that only a page-out gives back.
     #[arg(long, value_name = "FILE")]
     hold_file: Option<std::path::PathBuf>,
+    /// Ignored arguments that only make the command line long (tests of how much of a
+    /// cmdline lowmemd reads).
+    #[arg(long, value_name = "TEXT", hide = true)]
+    pad: Vec<String>,
+    /// Fault each page in by writing one byte to it instead of filling it with data:
+    /// as fast as the kernel hands out pages (a runaway at full speed), but the pages
+    /// compress to almost nothing.
+    #[arg(long)]
+    touch_only: bool,
 }
 
 const CHUNK: usize = 1 << 20;
@@ -87,6 +96,15 @@ fn touch_pages(map: &[u8]) -> u64 {
         .sum()
 }
 
+/// 1 MiB with one byte written per 4 KiB page: every page faulted in, nothing else done.
+fn touched() -> Vec<u8> {
+    let mut v = vec![0u8; CHUNK];
+    for page in v.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    v
+}
+
 fn main() {
     let args = Args::parse();
     let pid = std::process::id().to_string();
@@ -116,7 +134,11 @@ fn main() {
     }
     let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
     while args.mib == 0 || (held.len() as u64) < args.mib {
-        held.push(chunk(&mut seed));
+        held.push(if args.touch_only {
+            touched()
+        } else {
+            chunk(&mut seed)
+        });
         if args.rate > 0 {
             let due = Duration::from_secs_f64(held.len() as f64 / args.rate as f64);
             if let Some(wait) = due.checked_sub(start.elapsed()) {
