@@ -181,6 +181,7 @@ fn resolve_modules(dir: &Path, names: &[&str]) -> Vec<PathBuf> {
 struct Newc {
     buf: Vec<u8>,
     ino: u32,
+    dirs: Vec<String>,
 }
 
 impl Newc {
@@ -188,6 +189,7 @@ impl Newc {
         Newc {
             buf: Vec::new(),
             ino: 1,
+            dirs: Vec::new(),
         }
     }
 
@@ -225,11 +227,23 @@ impl Newc {
         }
     }
 
+    /// A directory, and its parents first (each once).
     fn dir(&mut self, name: &str) {
+        if name.is_empty() || self.dirs.iter().any(|d| d == name) {
+            return;
+        }
+        if let Some((parent, _)) = name.rsplit_once('/') {
+            self.dir(parent);
+        }
+        self.dirs.push(name.to_string());
         self.entry(name, 0o040755, (0, 0), &[]);
     }
 
+    /// A regular file, its directories created first.
     fn file(&mut self, name: &str, mode: u32, data: &[u8]) {
+        if let Some((parent, _)) = name.rsplit_once('/') {
+            self.dir(parent);
+        }
         self.entry(name, 0o100000 | mode, (0, 0), data);
     }
 
@@ -260,6 +274,7 @@ struct Output {
     results: BTreeMap<String, String>,
     events: Vec<serde_json::Value>,
     lowmemd_log: String,
+    kernel_oom: String,
     console: String,
     wall: Duration,
 }
@@ -528,6 +543,7 @@ fn parse(lines: &[String], console: String, wall: Duration) -> Output {
         results,
         events,
         lowmemd_log: block(lines, "lowmemd-log").join("\n"),
+        kernel_oom: block(lines, "kernel-oom").join("\n"),
         console,
         wall,
     }
@@ -546,6 +562,9 @@ fn report(name: &str, out: &Output, keys: &[&str]) {
         out.wall.as_secs_f64()
     );
     eprintln!("lowmemd log:\n{}", out.lowmemd_log);
+    if !out.kernel_oom.is_empty() {
+        eprintln!("kernel OOM killer:\n{}", out.kernel_oom);
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -649,6 +668,125 @@ fn memcg_v2_runaway_and_calm() {
     );
     assert_eq!(out.get("small_alive"), "1");
     assert_eq!(out.get("lowmemd_exit"), "0");
+}
+
+/// (b) A 256 MiB board without swap: background apps make room for a growing foreground
+/// app, highest adj first; the foreground survives; no kernel OOM kill.
+#[test]
+#[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
+fn board_background_makes_room() {
+    let out = Vm {
+        name: "board",
+        mem_mib: 256,
+        modules: &[],
+        script: include_str!("vm/board.sh"),
+        files: Vec::new(),
+        timeout: Duration::from_secs(240),
+    }
+    .run();
+    report(
+        "board",
+        &out,
+        &[
+            "mem_total_kib",
+            "available_before_mib",
+            "fg_grow_ms",
+            "available_after_mib",
+            "oom_kill_delta",
+        ],
+    );
+    assert_eq!(out.num("oom_kill_delta"), 0, "kernel OOM kills");
+    assert_eq!(
+        out.num("dmesg_out_of_memory"),
+        0,
+        "'Out of memory' in dmesg"
+    );
+    assert_eq!(out.get("fg_alive"), "1", "the foreground app survives");
+    assert_eq!(
+        out.get("small_alive"),
+        "1",
+        "the small foreground process survives"
+    );
+    let killed: Vec<String> = out.killed().into_iter().map(|(_, c)| c).collect();
+    let order = ["bg1000", "bg950", "bg900"];
+    assert!(
+        !killed.is_empty() && killed.len() <= 3 && killed[..] == order[..killed.len()],
+        "background apps die highest adj first, nothing else: {killed:?}"
+    );
+    for (i, bg) in order.iter().enumerate() {
+        let alive = if i < killed.len() { "0" } else { "1" };
+        assert_eq!(out.get(&format!("{bg}_alive")), alive, "{bg}");
+    }
+    assert_eq!(out.get("lowmemd_exit"), "0");
+}
+
+/// (d) The BusyBox init script starts lowmemd as a board's init would (the embedded policy,
+/// zram swap as the README sets a board up); it protects the board; `stop` ends it.
+#[test]
+#[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
+fn busybox_init_script_starts_and_stops() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read(repo.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let out = Vm {
+        name: "initscript",
+        mem_mib: 256,
+        modules: &["zram", "lzo-rle"],
+        script: include_str!("vm/initscript.sh"),
+        files: vec![
+            (
+                "etc/init.d/S05lowmemd",
+                0o755,
+                read("deploy/busybox/S05lowmemd"),
+            ),
+            (
+                "etc/lowmemd/policy.toml",
+                0o644,
+                read("policies/embedded.toml"),
+            ),
+        ],
+        timeout: Duration::from_secs(240),
+    }
+    .run();
+    report(
+        "init script",
+        &out,
+        &[
+            "start_output",
+            "leak_to_gone_ms",
+            "oom_kill_delta",
+            "stop_output",
+        ],
+    );
+    assert_eq!(out.get("start_rc"), "0", "start");
+    assert!(out.get("start_output").contains("OK"), "start says OK");
+    assert_eq!(out.get("status_rc"), "0", "status while running");
+    assert_eq!(
+        out.get("lowmemd_comm"),
+        "lowmemd",
+        "the pidfile names lowmemd"
+    );
+    assert_eq!(out.get("lowmemd_adj"), "-1000", "lowmemd protected itself");
+    assert_eq!(
+        out.get("policy_file"),
+        "1",
+        "the policy in /etc/lowmemd is in force"
+    );
+    assert!(
+        !out.results.contains_key("leak_survived"),
+        "the leak still ran"
+    );
+    assert_eq!(out.num("oom_kill_delta"), 0, "kernel OOM kills");
+    let leak = out.num("pid_leak");
+    assert_eq!(
+        out.killed(),
+        vec![(leak, "leak".to_string())],
+        "only the leak killed"
+    );
+    assert_eq!(out.get("stop_rc"), "0", "stop");
+    assert!(out.get("stop_output").contains("OK"), "stop says OK");
+    assert_eq!(out.get("lowmemd_alive_after_stop"), "0");
+    assert_eq!(out.get("lowmemd_processes"), "0");
+    assert_eq!(out.get("pidfile_left"), "0");
 }
 
 #[test]

@@ -20,6 +20,21 @@ while read -r ko; do
 done </lib/modules/load.order
 echo "--- vm up $(cut -d' ' -f1 /proc/uptime) s after boot"
 sh /vm/scenario.sh
-echo "--- scenario exit $?"
+rc=$?
+if [ $rc != 0 ]; then
+	# Whatever there is to see (the tests print it when they fail).
+	echo "--- postmortem begin"
+	for f in /tmp/lowmemd.log /tmp/events.jsonl /var/log/lowmemd.log /var/log/lowmemd-events.jsonl; do
+		[ -e $f ] && echo "== $f" && cat $f
+	done
+	echo "== dmesg"
+	dmesg | tail -n 60
+	echo "--- postmortem end"
+fi
+# The kernel's own OOM kills, if any, in its words.
+echo "--- kernel-oom begin"
+dmesg | grep -E 'Out of memory|oom-kill:|Memory cgroup out of memory'
+echo "--- kernel-oom end"
+echo "--- scenario exit $rc"
 sync
 poweroff -f
