@@ -11,7 +11,7 @@
 //!
 //! `cargo test --test vm -- --include-ignored system_runaway` runs one. Needs
 //! qemu-system-x86_64 and apt-get (for `apt-get download` of the kernel and busybox-static
-//! into target/tmp/vm-assets, once, by tests/vm/fetch-assets.sh), and rustup's x86_64-unknown-linux-musl
+//! into target/vm-assets, once, by tests/vm/fetch-assets.sh), and rustup's x86_64-unknown-linux-musl
 //! target. `LOWMEMD_VM_ACCEL=kvm|tcg` forces the accelerator (default: TCG unless KVM is
 //! proven to boot the kernel here).
 
@@ -62,7 +62,7 @@ fn find_assets(root: &Path) -> Option<Assets> {
     })
 }
 
-/// Finds the unpacked packages under target/tmp/vm-assets, fetching them first if needed.
+/// Finds the unpacked packages under target/vm-assets, fetching them first if needed.
 fn assets() -> &'static Assets {
     static ASSETS: OnceLock<Result<Assets, String>> = OnceLock::new();
     let got = ASSETS.get_or_init(|| {
