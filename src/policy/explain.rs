@@ -153,11 +153,15 @@ pub fn explain(p: &Policy, total_kib: Option<u64>) -> String {
             if let Some(c) = &m.cgroup {
                 what.push(format!("in cgroup {c}"));
             }
+            if let Some(p) = m.marking {
+                what.push(format!("cgroup marked ManagedOOMPreference={}", p.as_str()));
+            }
             let effect = match r.effect {
                 Effect::Protect => "never kill".to_string(),
                 Effect::Shift(n) if n > 0 => format!("adj + {n} (prefer)"),
                 Effect::Shift(n) => format!("adj − {} (avoid)", -n),
                 Effect::SetAdj(n) => format!("adj = {n}"),
+                Effect::Last => "only after every candidate without it (last)".to_string(),
             };
             let _ = writeln!(
                 s,
