@@ -173,5 +173,25 @@ pub fn explain(p: &Policy, total_kib: Option<u64>) -> String {
             );
         }
     }
+    if !p.hooks.is_empty() {
+        let _ = writeln!(s, "hooks (run after the action, on a thread of their own):");
+        for h in &p.hooks {
+            let _ = writeln!(
+                s,
+                "  {} (line {}): on {}: {} as {}, killed after {} ms, at most {} per minute",
+                h.name,
+                h.line,
+                h.on.as_str(),
+                h.exec.join(" "),
+                h.user
+                    .as_ref()
+                    .map_or("nobody (lowmemd's own user when not root)", |u| u
+                        .name
+                        .as_str()),
+                h.timeout_ms,
+                h.max_per_minute
+            );
+        }
+    }
     s
 }
