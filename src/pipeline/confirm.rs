@@ -126,6 +126,10 @@ mod tests {
             swap_kib: 0,
             starttime: 0,
             registered: None,
+            last: false,
+            cgroup: None,
+            marking: None,
+            uid: None,
         };
         let target = Target::for_tests(Some(fd.try_clone().unwrap()), proc);
         assert!(!exited(&target, &ProcRoot::default()));

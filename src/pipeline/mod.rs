@@ -25,7 +25,7 @@ use crate::policy::decide::{Decision, decide};
 use crate::policy::rules::{self, Effect, standing};
 use crate::policy::store::PolicyStore;
 use crate::policy::{Action, Candidates, Policy};
-use crate::procs::printable;
+use crate::procs::{Needs, printable};
 use crate::sample::Sample;
 use kernel::Kernel;
 use outcome::{Observer, Skip};
@@ -266,8 +266,10 @@ impl Pipeline {
         let mut skips = Vec::new();
         for cand in cands {
             match self.kernel.pin(cand) {
-                Ok(t) if self.still_eligible(policy, level.min_adj, &t) => return Some(t),
-                Ok(t) => {
+                Ok(mut t) => {
+                    if self.still_eligible(policy, level.min_adj, &mut t) {
+                        return Some(t);
+                    }
                     skips.push(Skip::RuleChanged);
                     self.observer.skipped(Skip::RuleChanged);
                     log::info!(
@@ -338,9 +340,21 @@ impl Pipeline {
 
     /// Rule attributes and oom_score_adj were read when the process was ranked; an exec
     /// or a new adj since (a process that just made itself -1000) may have changed what
-    /// it is. Re-read both for the pinned victim and apply the rules again.
-    fn still_eligible(&self, policy: &Policy, min_adj: i16, t: &Target) -> bool {
-        let (attrs, adj) = self.kernel.reread(t.proc.pid, rules::needs(&policy.rules));
+    /// it is. Re-read both for the pinned victim and apply the rules again. Its cgroup and
+    /// owner are read here too, whatever the rules need: records and hooks name them.
+    fn still_eligible(&self, policy: &Policy, min_adj: i16, t: &mut Target) -> bool {
+        let always = Needs {
+            cgroup: true,
+            uid: true,
+            ..Default::default()
+        };
+        let needs = rules::needs(&policy.rules).union(always);
+        let (attrs, adj) = self.kernel.reread(t.proc.pid, needs);
+        t.proc.cgroup = attrs.unified_cgroup.clone().or(t.proc.cgroup.take());
+        t.proc.uid = attrs.uid.or(t.proc.uid);
+        if needs.marking {
+            t.proc.marking = attrs.marking.clone();
+        }
         // Unreadable: it is exiting; the signal will tell. (Read by path after the pin: a
         // recycled number could only make us skip, never hit another process: the
         // signal goes through the pidfd.)

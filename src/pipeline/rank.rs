@@ -1,14 +1,15 @@
-//! Victim ranking: a pure function over a process table and the policy's rules. Highest
-//! effective `oom_score_adj` first (the kernel's value, changed by the first matching rule);
-//! inside one adj, the largest (RSS + swap) first; equal sizes go to the youngest process,
-//! which has the least work to lose.
+//! Victim ranking: a pure function over a process table and the policy's rules. Processes a
+//! `last` rule matched go after all others; then highest effective `oom_score_adj` first
+//! (the kernel's value, changed by the first matching rule); inside one adj, the largest
+//! (RSS + swap) first; equal sizes go to the youngest process, which has the least work to
+//! lose.
 
 use std::cmp::Reverse;
 
 use serde::Serialize;
 
 use crate::policy::rules::{Rule, standing};
-use crate::procs::ProcInfo;
+use crate::procs::{Marking, ProcInfo};
 
 use super::registered::Registered;
 
@@ -66,11 +67,20 @@ pub struct RankedProc {
     pub effective_adj: i16,
     /// The name of the rule that matched.
     pub rule: Option<String>,
+    /// A `last` rule matched: ranked after every candidate without one.
+    pub last: bool,
     pub rss_kib: u64,
     pub swap_kib: u64,
     pub starttime: u64,
     /// Registered over the lmkd socket (uid and owning client), when the daemon has one.
     pub registered: Option<Registered>,
+    /// The cgroup in the unified hierarchy, full path; null when nothing needed it read (the
+    /// victim's is always read before it is acted on).
+    pub cgroup: Option<String>,
+    /// systemd's ManagedOOMPreference= marking that applies, and where it is.
+    pub marking: Option<Marking>,
+    /// The owner (effective uid), when read; always for a victim.
+    pub uid: Option<u32>,
 }
 
 impl From<ProcInfo> for RankedProc {
@@ -82,10 +92,14 @@ impl From<ProcInfo> for RankedProc {
             oom_score_adj: p.oom_score_adj,
             effective_adj: p.oom_score_adj,
             rule: None,
+            last: false,
             rss_kib: p.rss_kib,
             swap_kib: p.swap_kib,
             starttime: p.starttime,
             registered: None,
+            cgroup: p.attrs.unified_cgroup,
+            marking: p.attrs.marking,
+            uid: p.attrs.uid,
         }
     }
 }
@@ -144,6 +158,7 @@ pub fn rank(procs: Vec<ProcInfo>, ctx: &RankContext<'_>) -> Vec<Ranked> {
                 proc: RankedProc {
                     effective_adj: st.effective_adj,
                     rule,
+                    last: st.last,
                     ..p.into()
                 },
             }
@@ -152,6 +167,7 @@ pub fn rank(procs: Vec<ProcInfo>, ctx: &RankContext<'_>) -> Vec<Ranked> {
     ranked.sort_by_key(|r| {
         (
             r.excluded.is_some(),
+            r.proc.last,
             Reverse(r.proc.effective_adj),
             Reverse(r.proc.size_kib()),
             Reverse(r.proc.starttime),
@@ -264,5 +280,35 @@ mod tests {
             rules: &[],
         };
         assert_eq!(pids(&candidates(procs, &ctx)), [6]);
+    }
+
+    /// systemd-oomd's `avoid`: such a process goes only when no unmarked one is left, even
+    /// a smaller one at a lower adj; the level's floor still applies to its own adj.
+    #[test]
+    fn last_rule_ranks_after_every_other_candidate() {
+        use crate::policy::rules::{Effect, Matcher, Rule};
+        let rules = [Rule {
+            name: "avoided".into(),
+            line: 1,
+            matcher: Matcher {
+                comm: vec!["p10".into(), "p12".into()],
+                ..Default::default()
+            },
+            effect: Effect::Last,
+        }];
+        let procs = vec![
+            proc(10, 1000, 900_000),
+            proc(11, 300, 10),
+            proc(12, 100, 900_000),
+            proc(13, 900, 20),
+        ];
+        let ctx = RankContext {
+            min_adj: Some(200),
+            rules: &rules,
+            ..Default::default()
+        };
+        let ranked = candidates(procs, &ctx);
+        assert_eq!(pids(&ranked), [13, 11, 10]);
+        assert!(ranked[2].last && !ranked[0].last);
     }
 }

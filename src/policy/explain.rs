@@ -153,11 +153,15 @@ pub fn explain(p: &Policy, total_kib: Option<u64>) -> String {
             if let Some(c) = &m.cgroup {
                 what.push(format!("in cgroup {c}"));
             }
+            if let Some(p) = m.marking {
+                what.push(format!("cgroup marked ManagedOOMPreference={}", p.as_str()));
+            }
             let effect = match r.effect {
                 Effect::Protect => "never kill".to_string(),
                 Effect::Shift(n) if n > 0 => format!("adj + {n} (prefer)"),
                 Effect::Shift(n) => format!("adj − {} (avoid)", -n),
                 Effect::SetAdj(n) => format!("adj = {n}"),
+                Effect::Last => "only after every candidate without it (last)".to_string(),
             };
             let _ = writeln!(
                 s,
@@ -166,6 +170,26 @@ pub fn explain(p: &Policy, total_kib: Option<u64>) -> String {
                 r.line,
                 what.join(" and "),
                 effect
+            );
+        }
+    }
+    if !p.hooks.is_empty() {
+        let _ = writeln!(s, "hooks (run after the action, on a thread of their own):");
+        for h in &p.hooks {
+            let _ = writeln!(
+                s,
+                "  {} (line {}): on {}: {} as {}, killed after {} ms, at most {} per minute",
+                h.name,
+                h.line,
+                h.on.as_str(),
+                h.exec.join(" "),
+                h.user
+                    .as_ref()
+                    .map_or("nobody (lowmemd's own user when not root)", |u| u
+                        .name
+                        .as_str()),
+                h.timeout_ms,
+                h.max_per_minute
             );
         }
     }

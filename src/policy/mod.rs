@@ -8,6 +8,7 @@
 
 pub mod decide;
 pub mod explain;
+pub mod hooks;
 pub mod raw;
 pub mod rules;
 pub mod store;
@@ -18,6 +19,7 @@ use std::path::Path;
 use serde::Serialize;
 
 pub use crate::sample::{PsiCondition, PsiKind};
+pub use hooks::{Hook, HookOn};
 pub use raw::Problem;
 pub use rules::{Effect, Matcher, Rule};
 
@@ -169,6 +171,8 @@ pub struct Policy {
     pub allow_pid_kill: bool,
     /// `candidates = "registered"`: only processes registered over the lmkd socket.
     pub candidates: Candidates,
+    /// Programs run after actions, in file order.
+    pub hooks: Vec<Hook>,
 }
 
 impl Default for Policy {

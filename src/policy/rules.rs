@@ -1,10 +1,12 @@
 //! Rules that change a process's standing: `protect` (never a victim), `prefer`/`avoid`
-//! (shift its effective adj), `set_adj` (give a class to programs that set none). The first
-//! rule whose matchers all match decides; later rules are not consulted.
+//! (shift its effective adj), `set_adj` (give a class to programs that set none), `last`
+//! (a victim only when no unmarked candidate is left, as systemd-oomd treats
+//! `ManagedOOMPreference=avoid`). The first rule whose matchers all match decides; later
+//! rules are not consulted.
 
 use serde::Serialize;
 
-use crate::procs::{Attrs, Needs, is_within};
+use crate::procs::{Attrs, Needs, OomPreference, is_within};
 
 /// All matchers of a rule must match.
 #[derive(Debug, Clone, Default)]
@@ -16,6 +18,9 @@ pub struct Matcher {
     pub uid: Option<u32>,
     /// A cgroup path: matches it and everything below.
     pub cgroup: Option<String>,
+    /// systemd's ManagedOOMPreference= marking of the process's cgroup or an ancestor
+    /// (`procs::markings`: the strongest one, `omit` only from root-owned cgroups).
+    pub marking: Option<OomPreference>,
 }
 
 impl PartialEq for Matcher {
@@ -25,6 +30,7 @@ impl PartialEq for Matcher {
             && self.exe == o.exe
             && self.uid == o.uid
             && self.cgroup == o.cgroup
+            && self.marking == o.marking
     }
 }
 
@@ -35,6 +41,9 @@ pub enum Effect {
     /// `prefer = N` is `Shift(N)`, `avoid = N` is `Shift(-N)`.
     Shift(i16),
     SetAdj(i16),
+    /// Ranked after every candidate without it, whatever their adj (the level's floor still
+    /// applies to its own adj): picked only when nothing else is left.
+    Last,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +69,8 @@ pub struct Standing {
     pub protected: bool,
     /// Index of the rule that matched.
     pub rule: Option<usize>,
+    /// A `last` rule matched: ranked after every candidate without one.
+    pub last: bool,
 }
 
 impl Rule {
@@ -76,6 +87,8 @@ impl Rule {
             && m.cgroup
                 .as_deref()
                 .is_none_or(|cg| attrs.cgroups.iter().any(|p| is_within(p, cg)))
+            && m.marking
+                .is_none_or(|want| attrs.marking.as_ref().is_some_and(|k| k.preference == want))
     }
 }
 
@@ -87,6 +100,7 @@ pub fn needs(rules: &[Rule]) -> Needs {
         n.exe |= r.matcher.exe.is_some();
         n.uid |= r.matcher.uid.is_some();
         n.cgroup |= r.matcher.cgroup.is_some();
+        n.marking |= r.matcher.marking.is_some();
     }
     n
 }
@@ -99,6 +113,7 @@ pub fn standing(rules: &[Rule], comm: &str, attrs: &Attrs, adj: i16) -> Standing
         effective_adj: adj,
         protected: false,
         rule: None,
+        last: false,
     };
     if adj <= -1000 {
         return s;
@@ -113,6 +128,7 @@ pub fn standing(rules: &[Rule], comm: &str, attrs: &Attrs, adj: i16) -> Standing
             Effect::Protect => s.protected = true,
             Effect::Shift(n) => s.effective_adj = (adj as i32 + n as i32).clamp(-999, 1000) as i16,
             Effect::SetAdj(n) => s.effective_adj = n,
+            Effect::Last => s.last = true,
         }
     }
     s
@@ -175,5 +191,37 @@ mod tests {
         a.uid = Some(1000);
         a.cgroups = vec!["/user.slice2".into()];
         assert!(!r.matches("chrome", &a));
+    }
+
+    #[test]
+    fn markings_match_exactly_and_absent_never_matches() {
+        use crate::procs::Marking;
+        let omit = rule(
+            Matcher {
+                marking: Some(OomPreference::Omit),
+                ..Default::default()
+            },
+            Effect::Protect,
+        );
+        let avoid = rule(
+            Matcher {
+                marking: Some(OomPreference::Avoid),
+                ..Default::default()
+            },
+            Effect::Last,
+        );
+        let rules = [omit, avoid];
+        let marked = |p| Attrs {
+            marking: Some(Marking {
+                preference: p,
+                cgroup: "/a".into(),
+            }),
+            ..Default::default()
+        };
+        assert!(standing(&rules, "x", &marked(OomPreference::Omit), 0).protected);
+        let s = standing(&rules, "x", &marked(OomPreference::Avoid), 0);
+        assert_eq!((s.protected, s.last, s.rule), (false, true, Some(1)));
+        let none = standing(&rules, "x", &Attrs::default(), 0);
+        assert_eq!((none.protected, none.last, none.rule), (false, false, None));
     }
 }

@@ -5,6 +5,7 @@
 //! [`ProcCache`] (`cache.rs`) is the pipeline's hot path, keeping files open across scans.
 
 mod cache;
+pub mod markings;
 mod parse;
 mod root;
 pub mod smaps;
@@ -13,6 +14,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use cache::{ProcCache, cache_capacity, raise_fd_limit};
+pub use markings::{CgroupMarks, Marking, OomPreference};
 pub use parse::{MemDetail, StatLite, parse_stat};
 pub use root::ProcRoot;
 pub use smaps::{Backing, Region, parse_smaps};
@@ -76,6 +78,10 @@ pub struct Attrs {
     pub uid: Option<u32>,
     /// Every cgroup path of /proc/PID/cgroup (one per hierarchy).
     pub cgroups: Vec<String>,
+    /// The cgroup in the unified hierarchy (the `0::` line), read with `cgroups`.
+    pub unified_cgroup: Option<String>,
+    /// systemd's ManagedOOMPreference= marking on that cgroup or an ancestor.
+    pub marking: Option<Marking>,
 }
 
 /// Which attributes the rules of a policy need.
@@ -85,11 +91,24 @@ pub struct Needs {
     pub exe: bool,
     pub uid: bool,
     pub cgroup: bool,
+    /// The cgroup markings (`user.oomd_avoid` / `user.oomd_omit`); implies `cgroup`.
+    pub marking: bool,
 }
 
 impl Needs {
     pub fn any(&self) -> bool {
-        self.cmdline || self.exe || self.uid || self.cgroup
+        self.cmdline || self.exe || self.uid || self.cgroup || self.marking
+    }
+
+    /// Both sets of attributes.
+    pub fn union(self, o: Needs) -> Needs {
+        Needs {
+            cmdline: self.cmdline || o.cmdline,
+            exe: self.exe || o.exe,
+            uid: self.uid || o.uid,
+            cgroup: self.cgroup || o.cgroup,
+            marking: self.marking || o.marking,
+        }
     }
 }
 

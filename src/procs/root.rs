@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::markings::CgroupMarks;
 use super::parse::{
     MemDetail, StatLite, cgroup_path_of, cgroup_paths, parse_adj, parse_stat, parse_vm_swap_kib,
     sigkill_pending,
@@ -22,6 +23,8 @@ const CMDLINE_MAX: u64 = 4096;
 pub struct ProcRoot {
     root: PathBuf,
     page_kib: u64,
+    /// Where cgroup markings are read (shared by clones: one cache per daemon).
+    marks: std::sync::Arc<CgroupMarks>,
 }
 
 impl Default for ProcRoot {
@@ -36,7 +39,20 @@ impl ProcRoot {
         Self {
             root: root.into(),
             page_kib,
+            marks: Default::default(),
         }
+    }
+
+    /// Reads cgroup markings under this cgroup2 mount (mount point, root inside the
+    /// hierarchy), as `scope::mounts` finds it in mountinfo.
+    pub fn with_cgroup2(mut self, mount: Option<(PathBuf, PathBuf)>) -> Self {
+        self.marks = std::sync::Arc::new(CgroupMarks::new(mount));
+        self
+    }
+
+    /// The cgroup markings reader.
+    pub fn marks(&self) -> &CgroupMarks {
+        &self.marks
     }
 
     pub fn path(&self) -> &Path {
@@ -124,9 +140,16 @@ impl ProcRoot {
                 .ok()
                 .map(|m| m.uid());
         }
-        if needs.cgroup {
+        if needs.cgroup || needs.marking {
             let text = std::fs::read_to_string(self.file(pid, "cgroup")).unwrap_or_default();
             a.cgroups = cgroup_paths(&text);
+            a.unified_cgroup = cgroup_path_of(&text, None);
+        }
+        if needs.marking {
+            a.marking = a
+                .unified_cgroup
+                .as_deref()
+                .and_then(|cg| self.marks.marking(cg));
         }
         a
     }
@@ -272,6 +295,7 @@ mod tests {
         exe: false,
         uid: false,
         cgroup: false,
+        marking: false,
     };
 
     #[test]

@@ -23,6 +23,12 @@ pub struct Victim {
     pub registered: bool,
     /// The uid it was registered under; null when not registered.
     pub registered_uid: Option<u32>,
+    /// Its owner (effective uid), read right before the action.
+    pub uid: Option<u32>,
+    /// Its cgroup in the unified hierarchy (full path), read right before the action.
+    pub cgroup: Option<String>,
+    /// systemd's ManagedOOMPreference= marking that applied (`avoid`, `omit`), if read.
+    pub marking: Option<&'static str>,
 }
 
 impl From<&RankedProc> for Victim {
@@ -35,6 +41,9 @@ impl From<&RankedProc> for Victim {
             rule: p.rule.clone(),
             registered: p.registered.is_some(),
             registered_uid: p.registered.map(|r| r.uid),
+            uid: p.uid,
+            cgroup: p.cgroup.clone(),
+            marking: p.marking.as_ref().map(|m| m.preference.as_str()),
         }
     }
 }
@@ -92,6 +101,18 @@ pub struct ActionEvent {
     /// Available memory measured after the exit was confirmed (informational: the kernel
     /// may report freed pages late).
     pub available_after_kib: Option<u64>,
+}
+
+/// A level started holding: what `on = "level"` hooks get.
+#[derive(Debug, Clone, Serialize)]
+pub struct LevelEvent {
+    pub ts_ms: u64,
+    /// `level`.
+    pub action: &'static str,
+    pub level: String,
+    pub scope_available_kib: u64,
+    pub scope_total_kib: u64,
+    pub swap_free_kib: u64,
 }
 
 /// One page-out. Field names are a public interface (documented in the README).

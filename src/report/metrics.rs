@@ -26,9 +26,10 @@ use crate::policy::{Policy, Reason};
 use crate::sample::MemSnapshot;
 
 /// The handoff queues' drop counters, by the `output` label of `lowmemd_log_dropped_total`.
-const DROP_COUNTS: [(&str, &std::sync::atomic::AtomicU64); 2] = [
+const DROP_COUNTS: [(&str, &std::sync::atomic::AtomicU64); 3] = [
     ("log", &super::handoff::LOG_DROPPED),
     ("event_log", &super::handoff::EVENTS_DROPPED),
+    ("hooks", &super::hooks::HOOKS_DROPPED),
 ];
 
 /// Actions kept for `/status`.

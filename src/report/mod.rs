@@ -1,11 +1,13 @@
 //! What leaves the daemon: the records of actions (`events.rs`) and their log
 //! (`eventlog.rs`), Prometheus metrics and `/status` (`metrics.rs`, served by `http.rs`),
-//! log lines to stderr or the journal (`logger.rs`), and the service manager (`notify.rs`).
-//! [`Reporter`] turns what the pipeline observed into all of these.
+//! log lines to stderr or the journal (`logger.rs`), the service manager (`notify.rs`), and
+//! the policy's hooks (`hooks/`). [`Reporter`] turns what the pipeline observed into all of
+//! these.
 
 pub mod eventlog;
 pub mod events;
 pub mod handoff;
+pub mod hooks;
 pub mod http;
 pub mod logger;
 pub mod metrics;
@@ -16,23 +18,30 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::clock::wall_ms;
 use crate::pipeline::outcome::{Ending, Kill, Observer, Pageout, Skip};
-use crate::policy::Policy;
+use crate::policy::{HookOn, Policy};
 use crate::sample::MemSnapshot;
 use eventlog::EventLog;
-use events::{ActionEvent, PageoutEvent};
+use events::{ActionEvent, LevelEvent, PageoutEvent};
+use hooks::Hooks;
 use metrics::Metrics;
 
-/// The pipeline's observer: metrics, the event log, the `/status` ring and the log line of
-/// every action.
+/// The pipeline's observer: metrics, the event log, the `/status` ring, the log line of
+/// every action and the hooks that follow it.
 pub struct Reporter {
     metrics: Arc<Metrics>,
     events: EventLog,
+    hooks: Hooks,
 }
 
 impl Reporter {
     pub fn new(metrics: Arc<Metrics>, events: EventLog) -> Self {
-        Reporter { metrics, events }
+        Reporter {
+            metrics,
+            events,
+            hooks: Hooks::default(),
+        }
     }
 
     /// Writes an action to the event log and the `/status` ring.
@@ -45,6 +54,20 @@ impl Reporter {
 impl Observer for Reporter {
     fn sampled(&self, mem: &MemSnapshot, level: Option<&str>, policy: &Policy) {
         self.metrics.observe_memory(mem, level, policy);
+        self.hooks.adopt(policy);
+        if self.hooks.level_started(level)
+            && let Some(level) = level
+        {
+            let event = LevelEvent {
+                ts_ms: wall_ms(),
+                action: "level",
+                level: level.to_string(),
+                scope_available_kib: mem.available_kib,
+                scope_total_kib: mem.total_kib,
+                swap_free_kib: mem.swap_free_kib,
+            };
+            self.hooks.fire(HookOn::Level, &event);
+        }
     }
 
     fn recovered(&self) {
@@ -83,6 +106,9 @@ impl Observer for Reporter {
         }
         events::log_kill(k, &event);
         self.record(&event);
+        if k.ending != Ending::DryRun {
+            self.hooks.fire(HookOn::Kill, &event);
+        }
     }
 
     fn paged_out(&self, p: &Pageout<'_>) {
@@ -97,5 +123,8 @@ impl Observer for Reporter {
         }
         events::log_pageout(p, &event);
         self.record(&event);
+        if !p.dry_run {
+            self.hooks.fire(HookOn::Pageout, &event);
+        }
     }
 }

@@ -67,6 +67,13 @@ impl Scope {
     /// The whole machine.
     pub fn system(proc: ProcRoot) -> Result<Self, ScopeError> {
         let mem = read_meminfo(&proc)?;
+        // Cgroup markings are read on the cgroup2 mount; without one (or without a readable
+        // mountinfo) nothing is marked, which is normal on a system without systemd.
+        let v2 = std::fs::File::open(proc.path().join("self/mountinfo"))
+            .ok()
+            .and_then(|f| parse_mounts(BufReader::new(f)).ok())
+            .and_then(|m| m.v2);
+        let proc = proc.with_cgroup2(v2);
         Ok(Scope {
             proc,
             cgroup: None,

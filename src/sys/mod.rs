@@ -159,3 +159,29 @@ pub fn adopt_inherited_fd(fd: i32) -> io::Result<std::os::fd::OwnedFd> {
     // so the OwnedFd is its only owner.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
+
+/// Makes `cmd`'s child drop the ambient capabilities it would inherit: under the shipped
+/// systemd unit lowmemd runs as a dynamic user with CAP_KILL, CAP_SYS_PTRACE and others in
+/// its ambient set, which a non-root program keeps across execve. A hook must not get them.
+/// Kernels before 4.3 have no ambient set (EINVAL): nothing to drop there.
+pub fn drop_ambient_caps_on_exec(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before execve, where only
+    // async-signal-safe calls are allowed: it makes one prctl(2) call with integer
+    // arguments, allocates nothing and touches no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            let rc = libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            );
+            if rc != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

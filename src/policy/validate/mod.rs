@@ -1,8 +1,9 @@
 //! From the file as written to a [`Policy`]: every key's type and range, unknown keys, the
 //! order of levels and the shape of rules, all checked in one pass. Each problem names the
 //! file, line:column and key, and says what would be valid. The top-level keys are read
-//! here; `level.rs` and `rule.rs` read one table each.
+//! here; `level.rs`, `rule.rs` and `hook.rs` read one table each.
 
+mod hook;
 mod level;
 mod rule;
 
@@ -10,6 +11,8 @@ use std::path::Path;
 
 use super::raw::{Doc, Problem, Table};
 use super::{Candidates, Policy};
+pub use hook::passwd;
+use hook::read_hook;
 use level::{check_level_order, read_level};
 use rule::read_rule;
 
@@ -220,6 +223,13 @@ fn read_policy(doc: &mut Doc<'_>, t: &mut Table<'_, '_>) -> Option<Policy> {
         }
         rt.finish(doc);
     }
+    let mut hooks = Vec::new();
+    for (i, mut ht) in t.tables(doc, "hook").into_iter().enumerate() {
+        if let Some(h) = read_hook(doc, &mut ht, i) {
+            hooks.push(h);
+        }
+        ht.finish(doc);
+    }
     let allow_pid_kill = t.boolean(doc, "allow_pid_kill").unwrap_or(false);
     let candidates = match t.string(doc, "candidates") {
         None => Candidates::All,
@@ -242,6 +252,7 @@ fn read_policy(doc: &mut Doc<'_>, t: &mut Table<'_, '_>) -> Option<Policy> {
         thrashing_window_ms,
         levels,
         rules,
+        hooks,
     })
 }
 

@@ -1,8 +1,9 @@
-//! One `[[rule]]` table: its matchers (comm, cmdline regex, exe, uid/user, cgroup) and its
-//! one effect (protect, prefer, avoid or set_adj).
+//! One `[[rule]]` table: its matchers (comm, cmdline regex, exe, uid/user, cgroup,
+//! systemd_oom_preference) and its one effect (protect, prefer, avoid, set_adj or last).
 
 use crate::policy::raw::{Doc, Table};
 use crate::policy::rules::{Effect, Matcher, Rule};
+use crate::procs::OomPreference;
 
 /// The kernel stores at most 15 bytes of comm.
 const COMM_MAX: usize = 15;
@@ -74,12 +75,26 @@ pub(super) fn read_rule(doc: &mut Doc<'_>, t: &mut Table<'_, '_>, index: usize) 
         "cgroup",
         "use a path as in /proc/PID/cgroup, starting with '/'",
     );
+    let marking = match t.string(doc, "systemd_oom_preference") {
+        None => None,
+        Some((v, _)) if v == "avoid" => Some(OomPreference::Avoid),
+        Some((v, _)) if v == "omit" => Some(OomPreference::Omit),
+        Some((v, span)) => {
+            doc.problem(
+                &span,
+                &t.key_path("systemd_oom_preference"),
+                format!("{v:?} is neither \"avoid\" nor \"omit\" (systemd's ManagedOOMPreference=; \"none\" is every unmarked process: leave the key out)"),
+            );
+            None
+        }
+    };
     let matcher = Matcher {
         comm,
         cmdline,
         exe,
         uid,
         cgroup,
+        marking,
     };
     let mut effects = Vec::new();
     if t.boolean(doc, "protect") == Some(true) {
@@ -99,6 +114,9 @@ pub(super) fn read_rule(doc: &mut Doc<'_>, t: &mut Table<'_, '_>, index: usize) 
     ) {
         effects.push(("set_adj", Effect::SetAdj(n as i16)));
     }
+    if t.boolean(doc, "last") == Some(true) {
+        effects.push(("last", Effect::Last));
+    }
     if doc.problems.len() != before {
         return None;
     }
@@ -106,7 +124,7 @@ pub(super) fn read_rule(doc: &mut Doc<'_>, t: &mut Table<'_, '_>, index: usize) 
         doc.problem(
             &t.span,
             &t.path,
-            "matches nothing: give at least one of comm, cmdline, exe, uid, user, cgroup",
+            "matches nothing: give at least one of comm, cmdline, exe, uid, user, cgroup, systemd_oom_preference",
         );
         return None;
     }
@@ -121,7 +139,7 @@ pub(super) fn read_rule(doc: &mut Doc<'_>, t: &mut Table<'_, '_>, index: usize) 
             doc.problem(
                 &t.span,
                 &t.path,
-                "no effect: give one of protect = true, prefer = N, avoid = N, set_adj = N",
+                "no effect: give one of protect = true, prefer = N, avoid = N, set_adj = N, last = true",
             );
             None
         }
