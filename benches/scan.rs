@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use divan::counter::ItemsCount;
 use divan::{Bencher, black_box};
-use lowmemd::pipeline::rank::{RankContext, candidates};
+use lowmemd::pipeline::rank::{RankContext, add_swap_to_first_band, candidates};
 use lowmemd::policy::Policy;
 use lowmemd::policy::decide::decide;
 use lowmemd::procs::{ProcCache, ProcRoot, raise_fd_limit};
@@ -82,6 +82,30 @@ fn scan_cached_fds_floor_900(b: Bencher) {
         .bench_local(|| black_box(cache.scan(pids.iter().copied(), Some(900), false)));
 }
 
+/// What the pipeline does with swap in use: the cached scan without `status`, ranking,
+/// then `VmSwap` for the first band only (the sleeping helpers all share adj 0 with most of
+/// the table, so this band is large: a worst case for the two-phase read).
+#[divan::bench]
+fn scan_two_phase_with_swap(b: Bencher) {
+    let pids = pids();
+    let proc = ProcRoot::default();
+    let mut cache = ProcCache::new(ProcRoot::default(), 4096);
+    cache.scan(pids.iter().copied(), None, false);
+    let ctx = RankContext {
+        self_pid: std::process::id() as i32,
+        ..Default::default()
+    };
+    b.counter(ItemsCount::new(pids.len())).bench_local(|| {
+        let scan = cache.scan(pids.iter().copied(), None, false);
+        let mut cands = candidates(scan.procs, &ctx);
+        add_swap_to_first_band(&mut cands, |c| {
+            proc.mem_detail(c.pid).ok().map(|d| d.swap_kib)
+        });
+        black_box(cands)
+    });
+}
+
+/// Before: `status` read for every process (the stateless reader with swap).
 #[divan::bench]
 fn scan_with_swap(b: Bencher) {
     let proc = ProcRoot::default();
