@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use divan::counter::ItemsCount;
 use divan::{Bencher, black_box};
-use lowmemd::pipeline::rank::{RankContext, candidates};
+use lowmemd::pipeline::rank::{RankContext, add_swap_to_first_band, candidates};
 use lowmemd::policy::Policy;
 use lowmemd::policy::decide::decide;
 use lowmemd::procs::{ProcCache, ProcRoot, raise_fd_limit};
@@ -18,6 +18,8 @@ use procfs_core::FromBufRead;
 
 /// Sleeping processes spawned so the table has ~2,000 entries, as on a busy desktop.
 const EXTRA_PROCS: usize = 1900;
+/// How many of them get adj 900, like an app manager's cached background apps.
+const CACHED_APPS: usize = 20;
 
 fn pids() -> &'static Vec<i32> {
     static PIDS: OnceLock<Vec<i32>> = OnceLock::new();
@@ -35,6 +37,11 @@ fn main() {
                 .expect("spawn sleep")
         })
         .collect();
+    // As on a desktop, a few "cached apps" stand above everything else: the first band a
+    // two-phase swap read has to size.
+    for c in children.iter().take(CACHED_APPS) {
+        let _ = std::fs::write(format!("/proc/{}/oom_score_adj", c.id()), "900");
+    }
     eprintln!("process table: {} pids", pids().len());
     divan::main();
     for c in &mut children {
@@ -82,6 +89,29 @@ fn scan_cached_fds_floor_900(b: Bencher) {
         .bench_local(|| black_box(cache.scan(pids.iter().copied(), Some(900), false)));
 }
 
+/// What the pipeline does with swap in use: the cached scan without `status`, ranking,
+/// then `VmSwap` for the first band only (here the 20 "cached apps" at adj 900).
+#[divan::bench]
+fn scan_two_phase_with_swap(b: Bencher) {
+    let pids = pids();
+    let proc = ProcRoot::default();
+    let mut cache = ProcCache::new(ProcRoot::default(), 4096);
+    cache.scan(pids.iter().copied(), None, false);
+    let ctx = RankContext {
+        self_pid: std::process::id() as i32,
+        ..Default::default()
+    };
+    b.counter(ItemsCount::new(pids.len())).bench_local(|| {
+        let scan = cache.scan(pids.iter().copied(), None, false);
+        let mut cands = candidates(scan.procs, &ctx);
+        add_swap_to_first_band(&mut cands, |c| {
+            proc.mem_detail(c.pid).ok().map(|d| d.swap_kib)
+        });
+        black_box(cands)
+    });
+}
+
+/// Before: `status` read for every process (the stateless reader with swap).
 #[divan::bench]
 fn scan_with_swap(b: Bencher) {
     let proc = ProcRoot::default();

@@ -29,6 +29,8 @@ pub trait Kernel: Send {
         with_swap: bool,
         needs: Needs,
     ) -> Result<Scan, ScopeError>;
+    /// A process's swapped-out memory (`VmSwap`), if readable.
+    fn swap_kib(&self, pid: i32) -> Option<u64>;
     /// Pins a ranked candidate: the same incarnation, inside the scope, not dying.
     fn pin(&self, cand: RankedProc) -> Result<Target, PinError>;
     /// A pinned victim's rule attributes and oom_score_adj, read again right before acting
@@ -84,6 +86,10 @@ impl Kernel for System {
     ) -> Result<Scan, ScopeError> {
         let pids = self.scope.pids()?;
         Ok(self.procs.scan_with(pids, floor, with_swap, needs))
+    }
+
+    fn swap_kib(&self, pid: i32) -> Option<u64> {
+        self.scope.proc.mem_detail(pid).ok().map(|d| d.swap_kib)
     }
 
     fn pin(&self, cand: RankedProc) -> Result<Target, PinError> {

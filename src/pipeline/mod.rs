@@ -30,7 +30,7 @@ use crate::sample::Sample;
 use kernel::Kernel;
 use outcome::{Observer, Skip};
 use pin::{PinError, Target};
-use rank::{RankContext, RankedProc, candidates};
+use rank::{RankContext, RankedProc, add_swap_to_first_band, candidates};
 use registered::Registrations;
 
 /// How long an empty candidate list silences a level: rescanning /proc every 10 ms for
@@ -209,12 +209,11 @@ impl Pipeline {
         });
         let floor = (!rules_can_raise).then_some(level.min_adj);
         let needs = rules::needs(&policy.rules);
-        // VmSwap costs a `status` read per process: only worth it when swap is in use.
+        // VmSwap costs a `status` read per process: only worth it when swap is in use, and
+        // then only for the first band (see `rank::add_swap_to_first_band`).
+        let with_swap = fresh.mem.swap_used_kib() > 0;
         let scan_started = std::time::Instant::now();
-        let scan = match self
-            .kernel
-            .scan(floor, fresh.mem.swap_used_kib() > 0, needs)
-        {
+        let scan = match self.kernel.scan(floor, false, needs) {
             Ok(scan) => scan,
             Err(e) => {
                 log::error!("cannot list the scope's processes: {e}");
@@ -239,7 +238,7 @@ impl Pipeline {
         let now = fresh.at_ms;
         let registrations = self.registrations.as_deref();
         let registered_only = policy.candidates == Candidates::Registered;
-        let cands: Vec<RankedProc> = candidates(scan.procs, &ctx)
+        let mut cands: Vec<RankedProc> = candidates(scan.procs, &ctx)
             .into_iter()
             .map(|mut c| {
                 c.registered = registrations.and_then(|r| r.lookup(c.pid, c.starttime));
@@ -248,6 +247,10 @@ impl Pipeline {
             .filter(|c| !registered_only || c.registered.is_some())
             .filter(|c| level.action != Action::Pageout || self.pageouts.eligible(c, level, now))
             .collect();
+        if with_swap {
+            let kernel = &self.kernel;
+            add_swap_to_first_band(&mut cands, |c| kernel.swap_kib(c.pid));
+        }
         self.observer.ranked(scan_started.elapsed(), cands.len());
         if cands.is_empty() {
             if !self.empty.contains_key(&level.name) {

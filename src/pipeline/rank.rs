@@ -164,17 +164,41 @@ pub fn rank(procs: Vec<ProcInfo>, ctx: &RankContext<'_>) -> Vec<Ranked> {
             }
         })
         .collect();
-    ranked.sort_by_key(|r| {
-        (
-            r.excluded.is_some(),
-            r.proc.last,
-            Reverse(r.proc.effective_adj),
-            Reverse(r.proc.size_kib()),
-            Reverse(r.proc.starttime),
-            r.proc.pid,
-        )
-    });
+    ranked.sort_by_key(|r| (r.excluded.is_some(), order(&r.proc)));
     ranked
+}
+
+/// The victim order among candidates: those a `last` rule holds back after all others;
+/// then highest effective adj, largest, youngest.
+fn order(p: &RankedProc) -> (bool, Reverse<i16>, Reverse<u64>, Reverse<u64>, i32) {
+    (
+        p.last,
+        Reverse(p.effective_adj),
+        Reverse(p.size_kib()),
+        Reverse(p.starttime),
+        p.pid,
+    )
+}
+
+/// With swap in use, the size that orders victims includes swapped-out memory, which costs
+/// a `status` read per process (~10 µs against ~1.4 µs for the rest). Only the first band
+/// (the candidates sharing the highest effective adj) can give the victim, so only they
+/// get `swap_kib` (from `read_swap`) and are ordered again; the rest keep their RSS order.
+pub fn add_swap_to_first_band(
+    cands: &mut [RankedProc],
+    mut read_swap: impl FnMut(&RankedProc) -> Option<u64>,
+) {
+    let Some(top) = cands.first().map(|c| (c.last, c.effective_adj)) else {
+        return;
+    };
+    let band = cands
+        .iter()
+        .take_while(|c| (c.last, c.effective_adj) == top)
+        .count();
+    for c in &mut cands[..band] {
+        c.swap_kib = read_swap(c).unwrap_or(0);
+    }
+    cands[..band].sort_by_key(order);
 }
 
 /// Only the candidates, best victim first.
@@ -267,6 +291,25 @@ mod tests {
         assert!(why.contains(&(77, Some(Exclusion::Myself))));
         assert!(why.contains(&(78, Some(Exclusion::Unkillable))));
         assert!(why.contains(&(79, Some(Exclusion::Zombie))));
+    }
+
+    #[test]
+    fn swap_is_read_for_the_first_band_only_and_reorders_it() {
+        let procs = vec![
+            proc(10, 1000, 30_000),
+            proc(11, 1000, 20_000),
+            proc(12, 900, 10_000),
+        ];
+        let mut cands = candidates(procs, &RankContext::default());
+        assert_eq!(pids(&cands), [10, 11, 12]);
+        let mut read = Vec::new();
+        // p11 has 50 MiB swapped out: the larger victim.
+        add_swap_to_first_band(&mut cands, |c| {
+            read.push(c.pid);
+            Some(if c.pid == 11 { 50_000 } else { 0 })
+        });
+        assert_eq!(read, [10, 11], "only the adj-1000 band is read");
+        assert_eq!(pids(&cands), [11, 10, 12]);
     }
 
     #[test]

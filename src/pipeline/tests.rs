@@ -151,6 +151,10 @@ impl Kernel for Fake {
         })
     }
 
+    fn swap_kib(&self, _: i32) -> Option<u64> {
+        Some(0)
+    }
+
     fn pin(&self, cand: RankedProc) -> Result<Target, PinError> {
         let alive = self
             .state()
