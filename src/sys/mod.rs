@@ -29,15 +29,34 @@ pub fn process_mrelease(pidfd: BorrowedFd<'_>) -> io::Result<()> {
 /// partial success (it stopped at a range it could not handle), not an error.
 ///
 /// The ranges are addresses in the *target's* address space; they are passed to the kernel
-/// as numbers and never dereferenced here.
+/// as numbers and never dereferenced here. A range our iovecs cannot carry (above 4 GiB in
+/// a 64-bit target when we are 32-bit) is `InvalidInput`, never truncated to another one.
 pub fn process_madvise_pageout(pidfd: BorrowedFd<'_>, ranges: &[(u64, u64)]) -> io::Result<usize> {
-    let iov: Vec<libc::iovec> = ranges
-        .iter()
-        .map(|&(start, len)| libc::iovec {
-            iov_base: start as usize as *mut libc::c_void,
-            iov_len: len as usize,
+    let iovec = |start: u64, len: u64| {
+        let base = usize::try_from(start).ok()?;
+        let len = usize::try_from(len).ok()?;
+        // The last byte must be addressable too (the end may be one past usize::MAX).
+        base.checked_add(len.saturating_sub(1))?;
+        Some(libc::iovec {
+            // An address in the target, never dereferenced here: no provenance.
+            iov_base: std::ptr::without_provenance_mut(base),
+            iov_len: len,
         })
-        .collect();
+    };
+    let iov = ranges
+        .iter()
+        .map(|&(start, len)| {
+            iovec(start, len).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "range {start:#x}+{len:#x} is beyond a {}-bit address space",
+                        usize::BITS
+                    ),
+                )
+            })
+        })
+        .collect::<io::Result<Vec<libc::iovec>>>()?;
     // SAFETY: `iov` is a live, properly aligned array of `iov.len()` iovecs for the duration
     // of the call; the kernel only reads it. The addresses inside are interpreted in the
     // target process (via the pidfd), not ours, so their values cannot corrupt our memory.
@@ -51,11 +70,8 @@ pub fn process_madvise_pageout(pidfd: BorrowedFd<'_>, ranges: &[(u64, u64)]) -> 
             0u32,
         )
     };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc as usize)
-    }
+    // A negative count is the error, in errno.
+    usize::try_from(rc).map_err(|_| io::Error::last_os_error())
 }
 
 /// Whether the kernel implements syscall `nr`, asked without side effects: the call is made

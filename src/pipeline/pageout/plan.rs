@@ -18,12 +18,29 @@ pub fn worth_paging(r: &Region, swap_active: bool) -> bool {
     }
 }
 
+/// One past the highest address our `process_madvise` iovecs can name: the address space of
+/// a usize. A 32-bit lowmemd (armv7 userland on an arm64 kernel, common on boards) reads a
+/// 64-bit process's smaps with addresses above 4 GiB that a 32-bit iovec cannot carry.
+/// (usize is at most 64 bits on every target Rust supports, so the widening is lossless.)
+pub const IOVEC_ADDR_END: u64 = (usize::MAX as u64).saturating_add(1);
+
 /// The address ranges to page out, page-aligned, in address order, with the resident size
 /// each is expected to yield at most.
 pub fn plan(regions: &[Region], swap_active: bool, page_size: u64) -> Vec<(u64, u64, u64)> {
+    plan_below(regions, swap_active, page_size, IOVEC_ADDR_END)
+}
+
+/// `plan` of the ranges that end at or below `addr_end`: the ones above are skipped whole,
+/// not truncated to an address of some other mapping.
+fn plan_below(
+    regions: &[Region],
+    swap_active: bool,
+    page_size: u64,
+    addr_end: u64,
+) -> Vec<(u64, u64, u64)> {
     regions
         .iter()
-        .filter(|r| worth_paging(r, swap_active))
+        .filter(|r| worth_paging(r, swap_active) && r.end <= addr_end)
         .filter_map(|r| {
             let start = r.start.next_multiple_of(page_size);
             let end = r.end - r.end % page_size;
@@ -99,9 +116,15 @@ mod tests {
     #[test]
     fn plan_takes_files_always_and_private_anon_only_with_swap() {
         let r = parse_smaps(SMAPS.as_bytes()).unwrap();
-        let no_swap: Vec<u64> = plan(&r, false, 4096).iter().map(|p| p.0).collect();
-        assert_eq!(no_swap, [0x55d0c0000000, 0x7f0000000000]);
-        let swap: Vec<u64> = plan(&r, true, 4096).iter().map(|p| p.0).collect();
+        // The fixture is a 64-bit process: seen from a 64-bit caller.
+        let starts = |swap| -> Vec<u64> {
+            plan_below(&r, swap, 4096, u64::MAX)
+                .iter()
+                .map(|p| p.0)
+                .collect()
+        };
+        assert_eq!(starts(false), [0x55d0c0000000, 0x7f0000000000]);
+        let swap = starts(true);
         assert_eq!(
             swap,
             [
@@ -111,6 +134,21 @@ mod tests {
                 0x7ffd00000000
             ]
         );
+    }
+
+    #[test]
+    fn plan_skips_ranges_a_32_bit_caller_cannot_address() {
+        let r = parse_smaps(SMAPS.as_bytes()).unwrap();
+        // The fixture is a 64-bit process: every range is above 4 GiB.
+        assert_eq!(plan_below(&r, true, 4096, 1 << 32), []);
+        let low: Vec<u64> = plan_below(&r, true, 4096, 0x7f0000000000)
+            .iter()
+            .map(|p| p.0)
+            .collect();
+        assert_eq!(low, [0x55d0c0000000, 0x55d0c1000000]);
+        // This build: a 64-bit one reaches all four ranges, a 32-bit one (armv7) none.
+        let reachable = if usize::BITS == 64 { 4 } else { 0 };
+        assert_eq!(plan(&r, true, 4096).len(), reachable);
     }
 
     #[test]
