@@ -2,6 +2,7 @@
 //! available memory at the interval `schedule` chooses, and hands samples to the pipeline
 //! without ever blocking on it (latest sample wins).
 
+pub mod event_control;
 pub mod outlets;
 pub mod psi;
 pub mod schedule;

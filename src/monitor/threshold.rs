@@ -3,78 +3,37 @@
 //! threshold, either way. Armed below each watermark, they let the monitor sleep without a
 //! timer while usage is below all of them: memory cannot run short unseen.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
 
-use rustix::event::{EventfdFlags, eventfd};
+use super::event_control::{EventControlError, Registration};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ThresholdError {
-    #[error("eventfd: {0}")]
-    Eventfd(std::io::Error),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-/// One registration: an eventfd the kernel bumps when usage crosses `usage_kib`.
+/// One threshold: the kernel bumps its eventfd when usage crosses `usage_kib`.
 #[derive(Debug)]
 pub struct UsageThreshold {
     pub usage_kib: u64,
-    efd: OwnedFd,
-    // Kept open for the registration's lifetime.
-    _usage: File,
+    registration: Registration,
 }
 
 impl AsFd for UsageThreshold {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.efd.as_fd()
+        self.registration.as_fd()
     }
 }
 
 impl UsageThreshold {
     /// Registers a threshold at `usage_kib` on the v1 memcg at `dir`.
-    pub fn register(dir: &Path, usage_kib: u64) -> Result<Self, ThresholdError> {
-        let efd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-            .map_err(|e| ThresholdError::Eventfd(e.into()))?;
-        let usage_path = dir.join("memory.usage_in_bytes");
-        let usage = File::open(&usage_path).map_err(|source| ThresholdError::Io {
-            path: usage_path.clone(),
-            source,
-        })?;
-        let ctl_path = dir.join("cgroup.event_control");
-        let line = format!(
-            "{} {} {}",
-            efd.as_raw_fd(),
-            usage.as_raw_fd(),
-            usage_kib * 1024
-        );
-        OpenOptions::new()
-            .write(true)
-            .open(&ctl_path)
-            .and_then(|mut f| f.write_all(line.as_bytes()))
-            .map_err(|source| ThresholdError::Io {
-                path: ctl_path.clone(),
-                source,
-            })?;
+    pub fn register(dir: &Path, usage_kib: u64) -> Result<Self, EventControlError> {
+        let bytes = (usage_kib * 1024).to_string();
         Ok(UsageThreshold {
             usage_kib,
-            efd,
-            _usage: usage,
+            registration: Registration::register(dir, "memory.usage_in_bytes", &bytes)?,
         })
     }
 
     /// Reads and resets the notification count.
     pub fn drain(&self) -> u64 {
-        let mut buf = [0u8; 8];
-        match rustix::io::read(&self.efd, &mut buf) {
-            Ok(8) => u64::from_ne_bytes(buf),
-            _ => 0,
-        }
+        self.registration.drain()
     }
 }
 
