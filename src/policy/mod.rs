@@ -76,6 +76,16 @@ pub enum Action {
     None,
 }
 
+/// What a kill level's action is aimed at: the victim alone, or the victim's leaf cgroup
+/// (its app, on a systemd desktop) when that cgroup may be killed whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KillMode {
+    #[default]
+    Process,
+    Cgroup,
+}
+
 /// Which processes may be victims at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -152,6 +162,8 @@ pub struct Level {
     pub conditions: Conditions,
     /// For `action = "pageout"` levels.
     pub pageout: PageoutLimits,
+    /// For `action = "kill"` levels: the process, or its whole leaf cgroup.
+    pub kill: KillMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -5,7 +5,9 @@
 use std::ops::Range;
 
 use crate::policy::raw::{Doc, Table};
-use crate::policy::{Action, Combine, Conditions, Level, PageoutLimits, PsiCondition, PsiKind};
+use crate::policy::{
+    Action, Combine, Conditions, KillMode, Level, PageoutLimits, PsiCondition, PsiKind,
+};
 
 /// Reads and checks one level; `None` (with its problems recorded) when it is invalid.
 pub(super) fn read_level(
@@ -149,6 +151,26 @@ pub(super) fn read_level(
             }
         }
     }
+    let kill = match t.string(doc, "kill") {
+        None => KillMode::Process,
+        Some((k, _)) if k == "process" => KillMode::Process,
+        Some((k, _)) if k == "cgroup" => KillMode::Cgroup,
+        Some((k, span)) => {
+            doc.problem(
+                &span,
+                &t.key_path("kill"),
+                format!("{k:?}: use \"process\" or \"cgroup\""),
+            );
+            KillMode::Process
+        }
+    };
+    if action != Action::Kill && t.has("kill") {
+        doc.problem(
+            &t.span,
+            &t.key_path("kill"),
+            "only for action = \"kill\" levels",
+        );
+    }
     if conditions == Conditions::default() && doc.problems.len() == before {
         doc.problem(
             &t.span,
@@ -166,6 +188,7 @@ pub(super) fn read_level(
         combine,
         conditions,
         pageout,
+        kill,
     })
 }
 
