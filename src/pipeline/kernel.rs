@@ -12,6 +12,7 @@ use crate::sample::MemSnapshot;
 use crate::scope::{Scope, ScopeError};
 
 use super::confirm::{self, Outcome};
+use super::group::{self, GroupError, Member};
 use super::kill::{KillError, Reap, kill_target};
 use super::pageout::{Advised, advise};
 use super::pin::{self, PinError, Target};
@@ -38,6 +39,13 @@ pub trait Kernel: Send {
     fn reread(&self, pid: i32, needs: Needs) -> (Attrs, Option<i16>);
     /// SIGKILL (and process_mrelease where the kernel has it).
     fn kill(&self, target: &Target) -> Result<Reap, KillError>;
+    /// The scope's own cgroup (`None`: the whole system), as /proc/PID/cgroup spells it.
+    fn scope_cgroup(&self) -> Option<String>;
+    /// The processes of the unified-hierarchy cgroup `cgroup` itself (not its children).
+    fn cgroup_members(&self, cgroup: &str) -> Result<Vec<Member>, GroupError>;
+    /// SIGKILL to the whole cgroup `cgroup`, whose members are `members`, all pinned
+    /// (`cgroup.kill`, or each pidfd), and process_mrelease of each where the kernel has it.
+    fn kill_cgroup(&self, cgroup: &str, members: &[Target]) -> Result<(), GroupError>;
     /// Waits until the target exited or `deadline_ms` passed.
     fn wait_exit(&self, target: &Target, deadline_ms: u64) -> Outcome;
     /// Whether the target has exited, without waiting.
@@ -103,6 +111,20 @@ impl Kernel for System {
 
     fn kill(&self, target: &Target) -> Result<Reap, KillError> {
         kill_target(target, &self.caps, &self.scope.proc)
+    }
+
+    fn scope_cgroup(&self) -> Option<String> {
+        self.scope.cgroup.as_ref().map(|c| c.name.clone())
+    }
+
+    fn cgroup_members(&self, cgroup: &str) -> Result<Vec<Member>, GroupError> {
+        let dir = group::dir_of(&self.scope.proc, cgroup)?;
+        group::read_members(&self.scope.proc, &dir)
+    }
+
+    fn kill_cgroup(&self, cgroup: &str, members: &[Target]) -> Result<(), GroupError> {
+        let dir = group::dir_of(&self.scope.proc, cgroup)?;
+        group::kill_group(&dir, members, &self.caps)
     }
 
     fn wait_exit(&self, target: &Target, deadline_ms: u64) -> Outcome {

@@ -6,14 +6,16 @@ use rustix::process::{Signal, pidfd_send_signal};
 
 use crate::caps::KernelCaps;
 use crate::clock::wall_ms;
-use crate::policy::Policy;
 use crate::policy::decide::Decision;
-use crate::procs::{ProcRoot, is_gone};
+use crate::policy::rules::{self, standing};
+use crate::policy::{KillMode, Policy};
+use crate::procs::{ProcRoot, is_gone, printable};
 use crate::sample::Sample;
 
 use super::confirm::Outcome;
-use super::outcome::{Ending, Kill, Skip};
-use super::pin::Target;
+use super::group;
+use super::outcome::{Ending, GroupKill, Kill, Skip};
+use super::pin::{PinError, Target};
 use super::{Pipeline, Recent};
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +96,8 @@ fn kill_by_pid(target: &Target, proc: &ProcRoot) -> Result<Reap, KillError> {
 }
 
 impl Pipeline {
-    /// Kills the pinned `target` (in a dry run: says it would), waits for its exit until the
+    /// Kills the pinned `target` (in a dry run: says it would) — with `kill = "cgroup"`,
+    /// its whole leaf cgroup when that may be killed — waits for every exit until the
     /// level's deadline, and reports what happened.
     pub(super) fn kill(
         &mut self,
@@ -105,29 +108,62 @@ impl Pipeline {
         target: Target,
     ) {
         let level = decision.level(policy);
-        let victim = &target.proc;
+        let mut targets = vec![target];
+        let mut group = None;
+        if level.kill == KillMode::Cgroup
+            && let Some((cgroup, others)) = self.plan_group(policy, &targets[0])
+        {
+            targets.extend(others);
+            group = Some(GroupKill {
+                cgroup,
+                processes: targets.len() as u32,
+                rss_kib: targets.iter().map(|t| t.proc.rss_kib).sum(),
+            });
+        }
         let signal_ms = self.kernel.now_ms();
-        let mut kill = Kill {
-            victim,
-            decision,
-            level,
-            sample,
-            available_at_kill_kib: fresh.mem.available_kib,
-            signal_wall_ms: wall_ms(),
-            sample_to_signal_ms: signal_ms.saturating_sub(sample.at_ms),
-            sample_to_end_ms: 0,
-            psi_avg10: None,
-            ending: Ending::DryRun,
-            available_after_kib: None,
-        };
+        let signal_wall_ms = wall_ms();
         if self.dry_run {
+            let kill = Kill {
+                victim: &targets[0].proc,
+                decision,
+                level,
+                sample,
+                available_at_kill_kib: fresh.mem.available_kib,
+                signal_wall_ms,
+                sample_to_signal_ms: signal_ms.saturating_sub(sample.at_ms),
+                sample_to_end_ms: 0,
+                psi_avg10: None,
+                ending: Ending::DryRun,
+                available_after_kib: None,
+                group,
+            };
             self.observer.killed(&kill);
             // Nothing will exit: pace as if the kill had run into its deadline.
             self.last_action_ms = Some(signal_ms + level.wait_ms);
-            self.recent.push(Recent::of(victim, u64::MAX));
+            for t in &targets {
+                self.recent.push(Recent::of(&t.proc, u64::MAX));
+            }
             return;
         }
-        match self.kernel.kill(&target) {
+        let signalled = match &group {
+            Some(g) => match self.kernel.kill_cgroup(&g.cgroup, &targets) {
+                Ok(()) => Ok(Reap::Released),
+                Err(e) => {
+                    log::warn!(
+                        "level {}: cannot kill cgroup {} whole: {e}; killing pid {} ({}) alone",
+                        level.name,
+                        g.cgroup,
+                        targets[0].proc.pid,
+                        printable(&targets[0].proc.comm)
+                    );
+                    group = None;
+                    targets.truncate(1);
+                    self.kernel.kill(&targets[0])
+                }
+            },
+            None => self.kernel.kill(&targets[0]),
+        };
+        match signalled {
             Ok(Reap::AlreadyGone) => {
                 // It exited between the pin and the signal: not a kill of ours.
                 self.observer.skipped(Skip::Vanished);
@@ -139,28 +175,161 @@ impl Pipeline {
                 log::error!("{e}");
                 self.last_action_ms = Some(self.kernel.now_ms());
                 self.recent
-                    .push(Recent::of(victim, signal_ms + level.wait_ms));
+                    .push(Recent::of(&targets[0].proc, signal_ms + level.wait_ms));
                 return;
             }
         }
         // Read after the signal, so it never delays it.
-        kill.psi_avg10 = self.kernel.psi_avg10();
-        let outcome = self.kernel.wait_exit(&target, signal_ms + level.wait_ms);
+        let psi_avg10 = self.kernel.psi_avg10();
+        // Every member's exit, each by its pidfd, all within the one deadline.
+        let deadline = signal_ms + level.wait_ms;
+        let mut last_exit_ms = signal_ms;
+        let mut unexited = Vec::new();
+        for (i, t) in targets.iter().enumerate() {
+            match self.kernel.wait_exit(t, deadline) {
+                Outcome::Exited { at_ms } => last_exit_ms = last_exit_ms.max(at_ms),
+                // The deadline may have passed waiting for an earlier member, while this
+                // one exited: look once more, without waiting.
+                Outcome::TimedOut if self.kernel.exited(t) => {
+                    last_exit_ms = last_exit_ms.max(self.kernel.now_ms())
+                }
+                Outcome::TimedOut => unexited.push(i),
+            }
+        }
         let end = self.kernel.now_ms();
-        kill.ending = match outcome {
-            Outcome::Exited { at_ms } => Ending::Exited {
-                signal_to_exit_ms: at_ms.saturating_sub(signal_ms),
-            },
-            Outcome::TimedOut => Ending::Unconfirmed,
+        let ending = if unexited.is_empty() {
+            Ending::Exited {
+                signal_to_exit_ms: last_exit_ms.saturating_sub(signal_ms),
+            }
+        } else {
+            Ending::Unconfirmed
         };
-        kill.sample_to_end_ms = end.saturating_sub(sample.at_ms);
-        kill.available_after_kib = self.kernel.memory().ok().map(|m| m.available_kib);
+        let kill = Kill {
+            victim: &targets[0].proc,
+            decision,
+            level,
+            sample,
+            available_at_kill_kib: fresh.mem.available_kib,
+            signal_wall_ms,
+            sample_to_signal_ms: signal_ms.saturating_sub(sample.at_ms),
+            sample_to_end_ms: end.saturating_sub(sample.at_ms),
+            psi_avg10,
+            ending,
+            available_after_kib: self.kernel.memory().ok().map(|m| m.available_kib),
+            group,
+        };
         self.observer.killed(&kill);
         self.last_action_ms = Some(end);
-        if outcome == Outcome::TimedOut {
-            // Still there (frozen, or in uninterruptible I/O): kept pinned, so it is never
-            // picked again until its pidfd says it is gone.
-            self.dying.push(target);
+        // Still there (frozen, or in uninterruptible I/O): kept pinned, so none is ever
+        // picked again until its pidfd says it is gone.
+        for (i, t) in targets.into_iter().enumerate() {
+            if unexited.contains(&i) {
+                self.dying.push(t);
+            }
         }
+    }
+
+    /// With `kill = "cgroup"`: the victim's leaf cgroup and its other members, each pinned,
+    /// when the whole cgroup may be killed; `None` (said once per cgroup) when only the
+    /// victim may.
+    fn plan_group(&mut self, policy: &Policy, victim: &Target) -> Option<(String, Vec<Target>)> {
+        let Some(cgroup) = victim.proc.cgroup.clone() else {
+            log::debug!(
+                "pid {}: its cgroup is unknown; killing it alone",
+                victim.proc.pid
+            );
+            return None;
+        };
+        match self.group_members(policy, victim, &cgroup) {
+            Ok(others) => Some((cgroup, others)),
+            Err(why) => {
+                if self.warned_cgroups.insert(cgroup.clone()) {
+                    log::warn!(
+                        "not killing cgroup {cgroup} whole: {why}; killing pid {} ({}) alone (said once per cgroup)",
+                        victim.proc.pid,
+                        printable(&victim.proc.comm)
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// The pinned members of `cgroup` other than the victim, or why the cgroup may not be
+    /// killed whole: it is not an app below the scope, or one of its processes is
+    /// protected, or its membership changed while it was being pinned.
+    fn group_members(
+        &self,
+        policy: &Policy,
+        victim: &Target,
+        cgroup: &str,
+    ) -> Result<Vec<Target>, String> {
+        if let Some(why) = group::refusal(self.kernel.scope_cgroup().as_deref(), cgroup) {
+            return Err(why);
+        }
+        let members = self
+            .kernel
+            .cgroup_members(cgroup)
+            .map_err(|e| format!("its processes cannot be read: {e}"))?;
+        if !members.iter().any(|m| m.proc.pid == victim.proc.pid) {
+            return Err(format!("pid {} is no longer in it", victim.proc.pid));
+        }
+        let needs = rules::needs(&policy.rules);
+        for m in &members {
+            let p = &m.proc;
+            let who = format!("pid {} ({})", p.pid, printable(&p.comm));
+            if p.pid == 1 {
+                return Err(format!("it holds {who}, PID 1"));
+            }
+            if p.pid == self.self_pid {
+                return Err(format!("it holds {who}, lowmemd itself"));
+            }
+            if m.kernel_thread {
+                return Err(format!("it holds {who}, a kernel thread"));
+            }
+            let (attrs, adj) = self.kernel.reread(p.pid, needs);
+            // Unreadable: exited since the listing.
+            let Some(adj) = adj else { continue };
+            if adj <= -1000 {
+                return Err(format!("it holds {who}, protected by oom_score_adj -1000"));
+            }
+            let st = standing(&policy.rules, &p.comm, &attrs, adj);
+            if st.protected {
+                let rule = st
+                    .rule
+                    .and_then(|i| policy.rules.get(i))
+                    .map_or("a", |r| r.name.as_str());
+                return Err(format!("it holds {who}, protected by rule {rule}"));
+            }
+        }
+        let mut pinned = Vec::new();
+        let mut allowed = vec![victim.proc.pid];
+        for m in members {
+            let pid = m.proc.pid;
+            if pid == victim.proc.pid {
+                continue;
+            }
+            allowed.push(pid);
+            match self.kernel.pin(m.proc) {
+                Ok(t) => pinned.push(t),
+                // Gone, or dying already: nothing to kill or wait for.
+                Err(PinError::Vanished(_) | PinError::Dying(_)) => {}
+                Err(e) => return Err(format!("a member cannot be pinned: {e}")),
+            }
+        }
+        // cgroup.kill kills whatever is in the cgroup when it is written: a process that
+        // joined since the protection check was not checked.
+        let now = self
+            .kernel
+            .cgroup_members(cgroup)
+            .map_err(|e| format!("its processes cannot be read: {e}"))?;
+        if let Some(m) = now.iter().find(|m| !allowed.contains(&m.proc.pid)) {
+            return Err(format!(
+                "pid {} ({}) joined it while it was being pinned",
+                m.proc.pid,
+                printable(&m.proc.comm)
+            ));
+        }
+        Ok(pinned)
     }
 }

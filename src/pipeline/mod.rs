@@ -5,6 +5,7 @@
 //! sample, so a reload lands between decisions.
 
 pub mod confirm;
+pub mod group;
 pub mod kernel;
 pub mod kill;
 pub mod outcome;
@@ -79,6 +80,8 @@ pub struct Pipeline {
     dying: Vec<Target>,
     /// Skip reasons already warned about because every candidate was skipped for them.
     warned_all_skipped: HashSet<Skip>,
+    /// Cgroups a `kill = "cgroup"` level had to spare, already said why (once each).
+    warned_cgroups: HashSet<String>,
     health: Arc<Health>,
     /// Per level name: no rescan before this time after a scan found nothing to act on.
     empty: HashMap<String, Empty>,
@@ -107,6 +110,7 @@ impl Pipeline {
             recent: Vec::new(),
             dying: Vec::new(),
             warned_all_skipped: HashSet::new(),
+            warned_cgroups: HashSet::new(),
             health,
             empty: HashMap::new(),
             pageouts: Default::default(),

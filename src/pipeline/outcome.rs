@@ -77,6 +77,17 @@ pub enum Ending {
     Unconfirmed,
 }
 
+/// A kill of the victim's whole cgroup (`kill = "cgroup"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupKill {
+    /// The cgroup in the unified hierarchy, full path.
+    pub cgroup: String,
+    /// Its processes, the victim included, each pinned and waited for.
+    pub processes: u32,
+    /// Their summed resident memory, read right before the signal.
+    pub rss_kib: u64,
+}
+
 /// One kill (or, in a dry run, one the pipeline would have made), after it ended.
 #[derive(Debug)]
 pub struct Kill<'a> {
@@ -98,6 +109,8 @@ pub struct Kill<'a> {
     pub ending: Ending,
     /// Available memory read after the end.
     pub available_after_kib: Option<u64>,
+    /// The victim's whole cgroup was killed with it; `None`: the victim alone.
+    pub group: Option<GroupKill>,
 }
 
 /// One page-out (or, in a dry run, its plan), after it ended.

@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::confirm::Outcome;
+use super::group::{GroupError, Member};
 use super::kernel::Kernel;
 use super::kill::{KillError, Reap};
-use super::outcome::{Ending, Kill, Observer, Pageout, Skip};
+use super::outcome::{Ending, GroupKill, Kill, Observer, Pageout, Skip};
 use super::pageout::Advised;
 use super::pin::{PinError, Target};
 use super::rank::RankedProc;
@@ -40,6 +41,10 @@ struct FakeProc {
     rss_kib: u64,
     exit: Exit,
     dead: bool,
+    /// Its cgroup in the unified hierarchy.
+    cgroup: Option<String>,
+    /// When SIGKILL reached it: its exit time counts from here.
+    signalled_at: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +55,8 @@ struct State {
     procs: Vec<FakeProc>,
     /// Pids signalled, in order.
     signalled: Vec<i32>,
+    /// Cgroups killed whole, in order.
+    cgroups_killed: Vec<String>,
     /// (pid, adj): the process changes its adj right after the next scan read it.
     after_scan: Option<(i32, i16)>,
 }
@@ -71,9 +78,12 @@ impl Fake {
                     rss_kib: rss_mib * MIB,
                     exit,
                     dead: false,
+                    cgroup: None,
+                    signalled_at: None,
                 })
                 .collect(),
             signalled: Vec::new(),
+            cgroups_killed: Vec::new(),
             after_scan: None,
         })))
     }
@@ -101,6 +111,19 @@ impl Fake {
 
     fn signalled(&self) -> Vec<i32> {
         self.state().signalled.clone()
+    }
+
+    /// Puts `pids` into the unified-hierarchy cgroup `cgroup`.
+    fn in_cgroup(&self, cgroup: &str, pids: &[i32]) {
+        for p in self.state().procs.iter_mut() {
+            if pids.contains(&p.pid) {
+                p.cgroup = Some(cgroup.into());
+            }
+        }
+    }
+
+    fn cgroups_killed(&self) -> Vec<String> {
+        self.state().cgroups_killed.clone()
     }
 }
 
@@ -168,17 +191,58 @@ impl Kernel for Fake {
     }
 
     fn reread(&self, pid: i32, _: Needs) -> (Attrs, Option<i16>) {
-        let adj = self
+        let s = self.state();
+        let p = s.procs.iter().find(|p| p.pid == pid && !p.dead);
+        let attrs = Attrs {
+            unified_cgroup: p.and_then(|p| p.cgroup.clone()),
+            ..Default::default()
+        };
+        (attrs, p.map(|p| p.adj))
+    }
+
+    fn scope_cgroup(&self) -> Option<String> {
+        Some("/box".into())
+    }
+
+    fn cgroup_members(&self, cgroup: &str) -> Result<Vec<Member>, GroupError> {
+        Ok(self
             .state()
             .procs
             .iter()
-            .find(|p| p.pid == pid)
-            .map(|p| p.adj);
-        (Attrs::default(), adj)
+            .filter(|p| !p.dead && p.cgroup.as_deref() == Some(cgroup))
+            .map(|p| Member {
+                proc: RankedProc::from(ProcInfo {
+                    pid: p.pid,
+                    comm: format!("p{}", p.pid),
+                    state: 'S',
+                    flags: 0,
+                    starttime: 100 + p.pid as u64,
+                    oom_score_adj: p.adj,
+                    rss_kib: p.rss_kib,
+                    swap_kib: 0,
+                    attrs: Attrs::default(),
+                }),
+                kernel_thread: false,
+            })
+            .collect())
+    }
+
+    fn kill_cgroup(&self, cgroup: &str, members: &[Target]) -> Result<(), GroupError> {
+        let mut s = self.state();
+        s.cgroups_killed.push(cgroup.into());
+        s.signalled.extend(members.iter().map(|t| t.proc.pid));
+        let now = s.now_ms;
+        for p in s.procs.iter_mut() {
+            if members.iter().any(|t| t.proc.pid == p.pid) {
+                p.signalled_at = Some(now);
+            }
+        }
+        Ok(())
     }
 
     fn kill(&self, target: &Target) -> Result<Reap, KillError> {
         let mut s = self.state();
+        let now = s.now_ms;
         let p = s
             .procs
             .iter_mut()
@@ -189,6 +253,7 @@ impl Kernel for Fake {
             return Ok(Reap::AlreadyGone);
         }
         let pid = p.pid;
+        p.signalled_at = Some(now);
         s.signalled.push(pid);
         Ok(Reap::Released)
     }
@@ -201,12 +266,15 @@ impl Kernel for Fake {
             .iter()
             .position(|p| p.pid == target.proc.pid)
             .unwrap();
+        let from = s.procs[i].signalled_at.unwrap_or(now);
         match s.procs[i].exit {
-            Exit::After(ms) if now + ms < deadline_ms => {
-                s.now_ms = now + ms;
-                s.procs[i].dead = true;
-                s.used_kib = s.used_kib.saturating_sub(s.procs[i].rss_kib);
-                Outcome::Exited { at_ms: now + ms }
+            Exit::After(ms) if from + ms < deadline_ms => {
+                s.now_ms = now.max(from + ms);
+                if !s.procs[i].dead {
+                    s.procs[i].dead = true;
+                    s.used_kib = s.used_kib.saturating_sub(s.procs[i].rss_kib);
+                }
+                Outcome::Exited { at_ms: from + ms }
             }
             _ => {
                 s.now_ms = deadline_ms;
@@ -216,10 +284,12 @@ impl Kernel for Fake {
     }
 
     fn exited(&self, target: &Target) -> bool {
-        self.state()
-            .procs
-            .iter()
-            .any(|p| p.pid == target.proc.pid && p.dead)
+        let s = self.state();
+        s.procs.iter().any(|p| {
+            p.pid == target.proc.pid
+                && (p.dead
+                    || matches!((p.exit, p.signalled_at), (Exit::After(ms), Some(at)) if at + ms <= s.now_ms))
+        })
     }
 
     fn psi_avg10(&self) -> Option<(f64, f64)> {
@@ -247,6 +317,8 @@ impl Kernel for Fake {
 #[derive(Debug, Clone, PartialEq)]
 enum Seen {
     Killed(i32, Ending),
+    /// The victim's whole cgroup was killed with it.
+    Group(i32, GroupKill),
     Skipped(Skip),
     Recovered,
 }
@@ -257,6 +329,16 @@ struct Record(Arc<Mutex<Vec<Seen>>>);
 impl Record {
     fn seen(&self) -> Vec<Seen> {
         self.0.lock().unwrap().clone()
+    }
+
+    fn groups(&self) -> Vec<(i32, GroupKill)> {
+        self.seen()
+            .into_iter()
+            .filter_map(|s| match s {
+                Seen::Group(pid, g) => Some((pid, g)),
+                _ => None,
+            })
+            .collect()
     }
 
     fn kills(&self) -> Vec<(i32, Ending)> {
@@ -284,6 +366,12 @@ impl Observer for Record {
             .lock()
             .unwrap()
             .push(Seen::Killed(k.victim.pid, k.ending));
+        if let Some(g) = &k.group {
+            self.0
+                .lock()
+                .unwrap()
+                .push(Seen::Group(k.victim.pid, g.clone()));
+        }
     }
     fn paged_out(&self, _: &Pageout<'_>) {}
 }
@@ -620,4 +708,114 @@ fn a_level_without_candidates_says_so_when_it_starts_and_when_it_ends() {
         "{mine:#?}"
     );
     assert!(fake.signalled().is_empty());
+}
+
+/// An app cgroup: the adj-1000 p101 decides, and its two adj-0 peers go with it; the
+/// sibling app is untouched.
+fn apps() -> Fake {
+    let fake = Fake::new(
+        1000,
+        950,
+        &[
+            (101, 1000, 100, Exit::After(20)),
+            (102, 0, 30, Exit::After(5)),
+            (103, 0, 20, Exit::After(40)),
+            (201, 900, 50, Exit::After(5)),
+        ],
+    );
+    fake.in_cgroup("/box/app-a.scope", &[101, 102, 103]);
+    fake.in_cgroup("/box/app-b.scope", &[201]);
+    fake
+}
+
+#[test]
+fn kill_cgroup_takes_the_victims_whole_app_and_waits_for_every_member() {
+    let fake = apps();
+    let (mut p, seen) = pipeline(&fake, policy("kill = \"cgroup\"\n"), false);
+    let t0 = fake.now_ms();
+    p.handle(fake.sample());
+    assert_eq!(fake.cgroups_killed(), ["/box/app-a.scope"]);
+    assert_eq!(fake.signalled(), [101, 102, 103]);
+    assert_eq!(
+        seen.kills(),
+        [(
+            101,
+            Ending::Exited {
+                signal_to_exit_ms: 40
+            }
+        )],
+        "the last member's exit ends it"
+    );
+    assert_eq!(fake.now_ms(), t0 + 40);
+    assert_eq!(
+        seen.groups(),
+        [(
+            101,
+            GroupKill {
+                cgroup: "/box/app-a.scope".into(),
+                processes: 3,
+                rss_kib: 150 * MIB,
+            }
+        )]
+    );
+}
+
+#[test]
+fn kill_process_is_the_default_even_inside_an_app_cgroup() {
+    let fake = apps();
+    let (mut p, seen) = pipeline(&fake, policy(""), false);
+    p.handle(fake.sample());
+    assert_eq!(fake.signalled(), [101]);
+    assert!(fake.cgroups_killed().is_empty() && seen.groups().is_empty());
+}
+
+#[test]
+fn an_app_with_a_protected_process_loses_only_the_victim() {
+    for extra in [
+        // A protect rule by comm.
+        "kill = \"cgroup\"\n[[rule]]\nname = \"keep\"\ncomm = \"p103\"\nprotect = true\n",
+        // oom_score_adj -1000 (below).
+        "kill = \"cgroup\"\n",
+    ] {
+        let fake = apps();
+        if !extra.contains("rule") {
+            fake.state().procs[2].adj = -1000;
+        }
+        let (mut p, seen) = pipeline(&fake, policy(extra), false);
+        p.handle(fake.sample());
+        assert_eq!(fake.signalled(), [101], "{extra}");
+        assert!(fake.cgroups_killed().is_empty());
+        assert!(seen.groups().is_empty());
+        assert!(p.warned_cgroups.contains("/box/app-a.scope"));
+    }
+}
+
+#[test]
+fn the_scope_itself_a_slice_or_init_scope_is_never_killed_whole() {
+    for cg in [
+        "/box",
+        "/box/apps.slice",
+        "/box/init.scope",
+        "/elsewhere/app.scope",
+    ] {
+        let fake = apps();
+        fake.in_cgroup(cg, &[101, 102, 103]);
+        let (mut p, _) = pipeline(&fake, policy("kill = \"cgroup\"\n"), false);
+        p.handle(fake.sample());
+        assert_eq!(fake.signalled(), [101], "{cg}");
+        assert!(fake.cgroups_killed().is_empty(), "{cg}");
+    }
+}
+
+#[test]
+fn a_member_that_never_exits_leaves_the_kill_unconfirmed_and_stays_pinned() {
+    let fake = apps();
+    fake.state().procs[1].exit = Exit::Never;
+    let (mut p, seen) = pipeline(&fake, policy("kill = \"cgroup\"\n"), false);
+    let t0 = fake.now_ms();
+    p.handle(fake.sample());
+    assert_eq!(seen.kills(), [(101, Ending::Unconfirmed)]);
+    assert_eq!(fake.now_ms(), t0 + 1000, "one deadline for all members");
+    assert_eq!(p.dying.len(), 1);
+    assert_eq!(p.dying[0].proc.pid, 102);
 }

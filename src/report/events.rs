@@ -101,6 +101,10 @@ pub struct ActionEvent {
     /// Available memory measured after the exit was confirmed (informational: the kernel
     /// may report freed pages late).
     pub available_after_kib: Option<u64>,
+    /// Processes killed: 1, or every member of the victim's cgroup (`kill = "cgroup"`).
+    pub processes: u32,
+    /// A whole-cgroup kill: its members' summed resident memory before the signal.
+    pub cgroup_rss_kib: Option<u64>,
 }
 
 /// A level started holding: what `on = "level"` hooks get.
@@ -169,6 +173,8 @@ impl ActionEvent {
             },
             sample_to_kill_ms: k.sample_to_signal_ms,
             available_after_kib: k.available_after_kib,
+            processes: k.group.as_ref().map_or(1, |g| g.processes),
+            cgroup_rss_kib: k.group.as_ref().map(|g| g.rss_kib),
         }
     }
 }
@@ -216,6 +222,13 @@ pub fn log_kill(k: &Kill<'_>, event: &ActionEvent) {
             .unwrap_or_default(),
         p.size_kib()
     );
+    let who = match &k.group {
+        Some(g) => format!(
+            "cgroup {} ({} processes, {} KiB) for {who}",
+            g.cgroup, g.processes, g.rss_kib
+        ),
+        None => who,
+    };
     let (reason, condition) = (event.cause.reason, &event.cause.condition);
     let ended = match k.ending {
         Ending::DryRun => {

@@ -1,0 +1,180 @@
+//! Killing the victim's app, not only the victim (`kill = "cgroup"`): which leaf cgroup may
+//! be killed whole, reading its members, and the kill itself — `cgroup.kill` (Linux 5.14+)
+//! or, before it, SIGKILL through each member's pidfd, never by raw pid. The pipeline pins
+//! every member and checks none is protected (`Pipeline::plan_group`) before anything here
+//! signals.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use rustix::io::Errno;
+use rustix::process::{Signal, pidfd_send_signal};
+
+use crate::caps::KernelCaps;
+use crate::procs::{ProcError, ProcInfo, ProcRoot};
+
+use super::pin::Target;
+use super::rank::RankedProc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("no cgroup2 mount: a process's cgroup cannot be found")]
+    NoCgroup2,
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Proc(ProcError),
+    #[error("pidfd_send_signal(SIGKILL) to pid {pid}: {source}")]
+    Signal { pid: i32, source: std::io::Error },
+    #[error("pid {0} has no pidfd: a cgroup is only killed through pidfds")]
+    NoPidfd(i32),
+}
+
+/// One process of a cgroup, as listed right before the kill.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// As ranked without rules; its adj and rule standing are read again by the pipeline.
+    pub proc: RankedProc,
+    pub kernel_thread: bool,
+}
+
+/// Why the unified-hierarchy cgroup `cgroup` may not be killed whole for a scope whose own
+/// cgroup is `scope` (`None`: the whole system), or `None` when it may.
+pub fn refusal(scope: Option<&str>, cgroup: &str) -> Option<String> {
+    let cgroup = cgroup.trim_end_matches('/');
+    if cgroup.is_empty() {
+        return Some("it is the root cgroup".into());
+    }
+    if let Some(scope) = scope.map(|s| s.trim_end_matches('/')) {
+        if cgroup == scope {
+            return Some("it is the scope's own cgroup".into());
+        }
+        if !cgroup
+            .strip_prefix(scope)
+            .is_some_and(|rest| rest.starts_with('/'))
+        {
+            return Some(format!("it is not below the scope {scope}"));
+        }
+    }
+    let leaf = cgroup.rsplit('/').next().unwrap_or(cgroup);
+    if leaf.ends_with(".slice") {
+        return Some("it is a slice".into());
+    }
+    if leaf == "init.scope" {
+        return Some("it is init.scope".into());
+    }
+    None
+}
+
+/// The directory of unified-hierarchy cgroup `cgroup` under the cgroup2 mount `proc` knows.
+pub fn dir_of(proc: &ProcRoot, cgroup: &str) -> Result<PathBuf, GroupError> {
+    let mount = proc.marks().mount().ok_or(GroupError::NoCgroup2)?;
+    Ok(crate::scope::mounts::dir_under(mount, cgroup))
+}
+
+/// The pids in `dir`'s `cgroup.procs` (this cgroup only, not its children).
+pub fn procs_of(dir: &Path) -> Result<Vec<i32>, GroupError> {
+    let path = dir.join("cgroup.procs");
+    let text = std::fs::read_to_string(&path).map_err(|source| GroupError::Io { path, source })?;
+    let mut pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    pids.sort_unstable();
+    Ok(pids)
+}
+
+/// The members of the cgroup at `dir`; one that exits while being read is left out.
+pub fn read_members(proc: &ProcRoot, dir: &Path) -> Result<Vec<Member>, GroupError> {
+    let mut buf = Vec::with_capacity(512);
+    let mut out = Vec::new();
+    for pid in procs_of(dir)? {
+        let stat = match proc.read_stat(pid, &mut buf) {
+            Ok(s) => s,
+            Err(ProcError::Vanished { .. }) => continue,
+            Err(e) => return Err(GroupError::Proc(e)),
+        };
+        let info = ProcInfo {
+            pid,
+            comm: stat.comm,
+            state: stat.state,
+            flags: stat.flags,
+            starttime: stat.starttime,
+            oom_score_adj: 0,
+            rss_kib: stat.rss_pages * proc.page_kib(),
+            swap_kib: 0,
+            attrs: Default::default(),
+        };
+        out.push(Member {
+            kernel_thread: info.is_kernel_thread(),
+            proc: RankedProc::from(info),
+        });
+    }
+    Ok(out)
+}
+
+/// SIGKILL to every process of the cgroup at `dir`, whose members are `members`, pinned:
+/// one write to `cgroup.kill`, or, where the kernel lacks it (< 5.14), a signal through
+/// each member's pidfd. Then their memory is reaped with process_mrelease where it can be.
+pub fn kill_group(dir: &Path, members: &[Target], caps: &KernelCaps) -> Result<(), GroupError> {
+    if let Some(t) = members.iter().find(|t| t.pidfd().is_none()) {
+        return Err(GroupError::NoPidfd(t.proc.pid));
+    }
+    let path = dir.join("cgroup.kill");
+    match std::fs::write(&path, "1") {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            for t in members {
+                let Some(pidfd) = t.pidfd() else { continue };
+                match pidfd_send_signal(pidfd, Signal::KILL) {
+                    Ok(()) | Err(Errno::SRCH) => {}
+                    Err(e) => {
+                        return Err(GroupError::Signal {
+                            pid: t.proc.pid,
+                            source: e.into(),
+                        });
+                    }
+                }
+            }
+        }
+        Err(source) => return Err(GroupError::Io { path, source }),
+    }
+    if caps.process_mrelease {
+        for t in members {
+            if let Some(pidfd) = t.pidfd()
+                && let Err(e) = crate::sys::process_mrelease(pidfd)
+            {
+                log::debug!("process_mrelease(pid {}): {e}", t.proc.pid);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refusal;
+
+    #[test]
+    fn only_cgroups_strictly_below_the_scope_and_not_slices() {
+        let s = Some("/box");
+        assert_eq!(refusal(s, "/box/app-a.scope"), None);
+        assert_eq!(refusal(s, "/box/user.slice/app-b.service"), None);
+        assert_eq!(refusal(None, "/user.slice/app-b.scope"), None);
+        assert!(refusal(s, "/box").unwrap().contains("scope's own"));
+        assert!(
+            refusal(s, "/boxer/app.scope")
+                .unwrap()
+                .contains("not below")
+        );
+        assert!(
+            refusal(s, "/other/app.scope")
+                .unwrap()
+                .contains("not below")
+        );
+        assert!(refusal(None, "/").unwrap().contains("root"));
+        assert!(refusal(Some("/"), "/").unwrap().contains("root"));
+        assert!(refusal(s, "/box/user.slice").unwrap().contains("slice"));
+        assert!(refusal(None, "/init.scope").unwrap().contains("init.scope"));
+    }
+}
