@@ -213,11 +213,40 @@ impl Workload {
         rate: u64,
         extra: &[&std::ffi::OsStr],
     ) -> Workload {
+        let mut args: Vec<std::ffi::OsString> = extra.iter().map(|a| a.into()).collect();
+        for f in cg.procs_files() {
+            args.extend(["--cgroup-procs".into(), f.into()]);
+        }
+        Self::spawn_args(name, adj, mib, rate, &args)
+    }
+
+    /// A workload that joins the v1 memcg of `cg` and, in the unified hierarchy, the
+    /// cgroup at `v2_dir` (a child of `cg`'s, say) instead of `cg`'s own.
+    pub fn spawn_in(
+        cg: &TestCgroup,
+        v2_dir: &Path,
+        name: &str,
+        adj: i32,
+        mib: u64,
+        rate: u64,
+    ) -> Workload {
+        let procs = [cg.v1.join("cgroup.procs"), v2_dir.join("cgroup.procs")];
+        let args: Vec<std::ffi::OsString> = procs
+            .iter()
+            .flat_map(|f| ["--cgroup-procs".into(), f.into()])
+            .collect();
+        Self::spawn_args(name, adj, mib, rate, &args)
+    }
+
+    fn spawn_args(
+        name: &str,
+        adj: i32,
+        mib: u64,
+        rate: u64,
+        extra: &[std::ffi::OsString],
+    ) -> Workload {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lowmemd-workload"));
         cmd.args(extra);
-        for f in cg.procs_files() {
-            cmd.arg("--cgroup-procs").arg(f);
-        }
         cmd.args(["--name", name, "--adj", &adj.to_string()])
             .args(["--mib", &mib.to_string(), "--rate", &rate.to_string()])
             .stdout(Stdio::piped())
