@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::rules::Effect;
-use super::{Action, Combine, Level, Policy};
+use super::{Action, Combine, KillMode, Level, Policy};
 
 fn action_words(l: &Level) -> String {
     match l.action {
@@ -116,6 +116,12 @@ pub fn explain(p: &Policy, total_kib: Option<u64>) -> String {
             action_words(l),
             words.join(join)
         );
+        if l.action == Action::Kill && l.kill == KillMode::Cgroup {
+            let _ = writeln!(
+                s,
+                "    with each victim, its whole leaf cgroup when that is an app below the scope holding no protected process"
+            );
+        }
         if l.action == Action::Kill {
             let _ = writeln!(
                 s,
