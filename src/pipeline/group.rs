@@ -4,7 +4,7 @@
 //! every member and checks none is protected (`Pipeline::plan_group`) before anything here
 //! signals.
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use rustix::io::Errno;
@@ -121,7 +121,13 @@ pub fn kill_group(dir: &Path, members: &[Target], caps: &KernelCaps) -> Result<(
         return Err(GroupError::NoPidfd(t.proc.pid));
     }
     let path = dir.join("cgroup.kill");
-    match std::fs::write(&path, "1") {
+    // Never O_CREAT: on cgroupfs creating a missing file fails with EACCES, not ENOENT,
+    // which would hide that the kernel lacks cgroup.kill.
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(b"1"));
+    match written {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::NotFound => {
             for t in members {
@@ -153,7 +159,89 @@ pub fn kill_group(dir: &Path, members: &[Target], caps: &KernelCaps) -> Result<(
 
 #[cfg(test)]
 mod tests {
-    use super::refusal;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+
+    use rustix::process::{Pid, PidfdFlags, pidfd_open};
+
+    use super::*;
+
+    /// A kernel with pidfds and process_mrelease, as the kill path sees it.
+    fn caps() -> KernelCaps {
+        KernelCaps {
+            kernel_release: "test".into(),
+            psi: true,
+            pidfd: true,
+            madv_pageout: true,
+            process_mrelease: true,
+            process_madvise: true,
+            cap_eff: 0,
+            swaps: Vec::new(),
+        }
+    }
+
+    /// Without `cgroup.kill` (Linux < 5.14), every member gets SIGKILL through its pidfd.
+    #[test]
+    fn without_cgroup_kill_each_member_is_killed_through_its_pidfd() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut children: Vec<_> = (0..3)
+            .map(|_| {
+                Command::new("sleep")
+                    .arg("60")
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let targets: Vec<Target> = children
+            .iter()
+            .map(|c| {
+                let pid = c.id() as i32;
+                let fd = pidfd_open(Pid::from_raw(pid).unwrap(), PidfdFlags::empty()).unwrap();
+                let info = ProcInfo {
+                    pid,
+                    comm: "sleep".into(),
+                    state: 'S',
+                    flags: 0,
+                    starttime: 0,
+                    oom_score_adj: 0,
+                    rss_kib: 0,
+                    swap_kib: 0,
+                    attrs: Default::default(),
+                };
+                Target::for_tests(Some(fd), RankedProc::from(info))
+            })
+            .collect();
+        kill_group(dir.path(), &targets, &caps()).unwrap();
+        assert!(
+            !dir.path().join("cgroup.kill").exists(),
+            "a missing cgroup.kill is never created"
+        );
+        for c in &mut children {
+            assert_eq!(c.wait().unwrap().signal(), Some(9));
+        }
+    }
+
+    #[test]
+    fn a_member_without_a_pidfd_is_refused_before_any_signal() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = ProcInfo {
+            pid: 1,
+            comm: "init".into(),
+            state: 'S',
+            flags: 0,
+            starttime: 0,
+            oom_score_adj: 0,
+            rss_kib: 0,
+            swap_kib: 0,
+            attrs: Default::default(),
+        };
+        let t = Target::for_tests(None, RankedProc::from(info));
+        assert!(matches!(
+            kill_group(dir.path(), &[t], &caps()),
+            Err(GroupError::NoPidfd(1))
+        ));
+    }
 
     #[test]
     fn only_cgroups_strictly_below_the_scope_and_not_slices() {
