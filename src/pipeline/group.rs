@@ -75,16 +75,34 @@ pub fn dir_of(proc: &ProcRoot, cgroup: &str) -> Result<PathBuf, GroupError> {
     Ok(crate::scope::mounts::dir_under(mount, cgroup))
 }
 
-/// The pids in `dir`'s `cgroup.procs` (this cgroup only, not its children).
+/// The pids of the cgroup at `dir` and of every cgroup below it: `cgroup.kill` kills the
+/// whole subtree, so every one of them is checked and pinned, not only the leaf's own.
 pub fn procs_of(dir: &Path) -> Result<Vec<i32>, GroupError> {
-    let path = dir.join("cgroup.procs");
-    let text = std::fs::read_to_string(&path).map_err(|source| GroupError::Io { path, source })?;
-    let mut pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let mut pids = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let path = d.join("cgroup.procs");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok())),
+            // A child cgroup removed while we walk is a normal race.
+            Err(e) if d != dir && e.kind() == ErrorKind::NotFound => continue,
+            Err(source) => return Err(GroupError::Io { path, source }),
+        }
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            dirs.extend(
+                rd.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
     pids.sort_unstable();
+    pids.dedup();
     Ok(pids)
 }
 
-/// The members of the cgroup at `dir`; one that exits while being read is left out.
+/// The members of the cgroup at `dir` and below it; one that exits while being read is left
+/// out.
 pub fn read_members(proc: &ProcRoot, dir: &Path) -> Result<Vec<Member>, GroupError> {
     let mut buf = Vec::with_capacity(512);
     let mut out = Vec::new();
@@ -178,6 +196,18 @@ mod tests {
             cap_eff: 0,
             swaps: Vec::new(),
         }
+    }
+
+    #[test]
+    fn members_include_the_cgroups_below() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app-a.scope");
+        std::fs::create_dir_all(app.join("child/grandchild")).unwrap();
+        std::fs::write(app.join("cgroup.procs"), "30\n10\n").unwrap();
+        std::fs::write(app.join("child/cgroup.procs"), "").unwrap();
+        std::fs::write(app.join("child/grandchild/cgroup.procs"), "20\n").unwrap();
+        assert_eq!(procs_of(&app).unwrap(), [10, 20, 30]);
+        assert!(procs_of(&dir.path().join("gone.scope")).is_err());
     }
 
     /// Without `cgroup.kill` (Linux < 5.14), every member gets SIGKILL through its pidfd.

@@ -41,7 +41,7 @@ pub trait Kernel: Send {
     fn kill(&self, target: &Target) -> Result<Reap, KillError>;
     /// The scope's own cgroup (`None`: the whole system), as /proc/PID/cgroup spells it.
     fn scope_cgroup(&self) -> Option<String>;
-    /// The processes of the unified-hierarchy cgroup `cgroup` itself (not its children).
+    /// The processes of the unified-hierarchy cgroup `cgroup` and of the cgroups below it.
     fn cgroup_members(&self, cgroup: &str) -> Result<Vec<Member>, GroupError>;
     /// SIGKILL to the whole cgroup `cgroup`, whose members are `members`, all pinned
     /// (`cgroup.kill`, or each pidfd), and process_mrelease of each where the kernel has it.

@@ -95,6 +95,10 @@ fn kill_by_pid(target: &Target, proc: &ProcRoot) -> Result<Reap, KillError> {
     }
 }
 
+/// Cgroups remembered as already explained (a fallback is said once per cgroup); a desktop
+/// has a few dozen apps at a time, each under a fresh name.
+const WARNED_CGROUPS_MAX: usize = 1024;
+
 impl Pipeline {
     /// Kills the pinned `target` (in a dry run: says it would) — with `kill = "cgroup"`,
     /// its whole leaf cgroup when that may be killed — waits for every exit until the
@@ -243,6 +247,10 @@ impl Pipeline {
         match self.group_members(policy, victim, &cgroup) {
             Ok(others) => Some((cgroup, others)),
             Err(why) => {
+                // Apps come and go under new names: bound what is remembered.
+                if self.warned_cgroups.len() >= WARNED_CGROUPS_MAX {
+                    self.warned_cgroups.clear();
+                }
                 if self.warned_cgroups.insert(cgroup.clone()) {
                     log::warn!(
                         "not killing cgroup {cgroup} whole: {why}; killing pid {} ({}) alone (said once per cgroup)",
