@@ -168,14 +168,26 @@ impl Drop for TestCgroup {
             std::thread::sleep(Duration::from_millis(20));
         }
         for dir in self.v2.iter().chain(std::iter::once(&self.v1)) {
-            // rmdir can race the last exit by a few ms.
-            for _ in 0..100 {
-                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            remove_cgroup_tree(dir);
+        }
+    }
+}
+
+/// Removes a cgroup directory and every cgroup a test made below it, deepest first.
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&e.path());
             }
         }
+    }
+    // rmdir can race the last exit by a few ms.
+    for _ in 0..100 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
