@@ -626,6 +626,41 @@ fn system_runaway_with_zram() {
 /// killed by lowmemd before the kernel's memcg OOM killer.
 #[test]
 #[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
+fn kill_cgroup_takes_the_whole_app_on_cgroup_v2() {
+    let out = Vm {
+        name: "kill-cgroup-v2",
+        mem_mib: 768,
+        modules: &[],
+        script: include_str!("vm/kill_cgroup_v2.sh"),
+        files: Vec::new(),
+        timeout: Duration::from_secs(240),
+    }
+    .run();
+    report(
+        "kill = cgroup, v2",
+        &out,
+        &[
+            "processes",
+            "confirmed",
+            "memcg_oom_kill_delta",
+            "oom_kill_delta",
+        ],
+    );
+    assert!(
+        !out.results.contains_key("leak_survived"),
+        "the leak still ran"
+    );
+    for n in ["a1", "a2", "a3"] {
+        assert_eq!(out.get(&format!("{n}_alive")), "0", "{n} of app-a survived");
+    }
+    assert_eq!(out.get("b1_alive"), "1", "app-b was touched");
+    assert_eq!(out.num("processes"), 4, "app-a killed whole");
+    assert_eq!(out.num("memcg_oom_kill_delta"), 0, "memcg OOM kills");
+    assert_eq!(out.num("oom_kill_delta"), 0, "kernel OOM kills");
+}
+
+#[test]
+#[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
 fn memcg_v2_runaway_and_calm() {
     let out = Vm {
         name: "memcg-v2",
