@@ -27,6 +27,8 @@ pub enum GroupError {
     },
     #[error("{0}")]
     Proc(ProcError),
+    #[error(transparent)]
+    Scope(#[from] crate::scope::ScopeError),
     #[error("pidfd_send_signal(SIGKILL) to pid {pid}: {source}")]
     Signal { pid: i32, source: std::io::Error },
     #[error("pid {0} has no pidfd: a cgroup is only killed through pidfds")]
@@ -78,27 +80,7 @@ pub fn dir_of(proc: &ProcRoot, cgroup: &str) -> Result<PathBuf, GroupError> {
 /// The pids of the cgroup at `dir` and of every cgroup below it: `cgroup.kill` kills the
 /// whole subtree, so every one of them is checked and pinned, not only the leaf's own.
 pub fn procs_of(dir: &Path) -> Result<Vec<i32>, GroupError> {
-    let mut pids = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        let path = d.join("cgroup.procs");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok())),
-            // A child cgroup removed while we walk is a normal race.
-            Err(e) if d != dir && e.kind() == ErrorKind::NotFound => continue,
-            Err(source) => return Err(GroupError::Io { path, source }),
-        }
-        if let Ok(rd) = std::fs::read_dir(&d) {
-            dirs.extend(
-                rd.flatten()
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                    .map(|e| e.path()),
-            );
-        }
-    }
-    pids.sort_unstable();
-    pids.dedup();
-    Ok(pids)
+    Ok(crate::scope::pids_below(dir)?)
 }
 
 /// The members of the cgroup at `dir` and below it; one that exits while being read is left

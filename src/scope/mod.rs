@@ -208,34 +208,7 @@ impl Scope {
         let Some(c) = &self.cgroup else {
             return Ok(self.proc.pids()?);
         };
-        let mut pids = Vec::new();
-        let mut dirs = vec![c.memcg_dir.clone()];
-        while let Some(dir) = dirs.pop() {
-            let procs = dir.join("cgroup.procs");
-            match std::fs::read_to_string(&procs) {
-                Ok(text) => pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok())),
-                // A child cgroup removed while we walk is a normal race.
-                Err(e) if dir != c.memcg_dir && e.kind() == std::io::ErrorKind::NotFound => {
-                    continue;
-                }
-                Err(source) => {
-                    return Err(ScopeError::Io {
-                        path: procs,
-                        source,
-                    });
-                }
-            }
-            if let Ok(rd) = std::fs::read_dir(&dir) {
-                dirs.extend(
-                    rd.flatten()
-                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                        .map(|e| e.path()),
-                );
-            }
-        }
-        pids.sort_unstable();
-        pids.dedup();
-        Ok(pids)
+        pids_below(&c.memcg_dir)
     }
 
     /// Whether `pid` is (still) inside the scope: checked once more on the victim after it is
@@ -257,6 +230,36 @@ impl Scope {
         let c = self.cgroup.as_ref()?;
         memcg::oom_kills(&c.memcg_dir, c.version)
     }
+}
+
+/// The pids of the cgroup at `dir` and of every cgroup below it, sorted. A child cgroup
+/// removed while it is walked is a normal race; the top one missing is an error.
+pub fn pids_below(dir: &Path) -> Result<Vec<i32>, ScopeError> {
+    let mut pids = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let procs = d.join("cgroup.procs");
+        match std::fs::read_to_string(&procs) {
+            Ok(text) => pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok())),
+            Err(e) if d != dir && e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(ScopeError::Io {
+                    path: procs,
+                    source,
+                });
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            dirs.extend(
+                rd.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    Ok(pids)
 }
 
 /// The canonical spelling of a cgroup path: absolute, no empty, `.` or `..` components,
