@@ -127,21 +127,12 @@ impl Pipeline {
         let signal_ms = self.kernel.now_ms();
         let signal_wall_ms = wall_ms();
         if self.dry_run {
-            let kill = Kill {
-                victim: &targets[0].proc,
-                decision,
-                level,
-                sample,
-                available_at_kill_kib: fresh.mem.available_kib,
+            let kill = Kill::at_signal(&targets[0].proc, decision, level, sample, fresh, signal_ms);
+            self.observer.killed(&Kill {
                 signal_wall_ms,
-                sample_to_signal_ms: signal_ms.saturating_sub(sample.at_ms),
-                sample_to_end_ms: 0,
-                psi_avg10: None,
-                ending: Ending::DryRun,
-                available_after_kib: None,
                 group,
-            };
-            self.observer.killed(&kill);
+                ..kill
+            });
             // Nothing will exit: pace as if the kill had run into its deadline.
             self.last_action_ms = Some(signal_ms + level.wait_ms);
             for t in &targets {
@@ -208,21 +199,16 @@ impl Pipeline {
         } else {
             Ending::Unconfirmed
         };
-        let kill = Kill {
-            victim: &targets[0].proc,
-            decision,
-            level,
-            sample,
-            available_at_kill_kib: fresh.mem.available_kib,
+        let kill = Kill::at_signal(&targets[0].proc, decision, level, sample, fresh, signal_ms);
+        self.observer.killed(&Kill {
             signal_wall_ms,
-            sample_to_signal_ms: signal_ms.saturating_sub(sample.at_ms),
             sample_to_end_ms: end.saturating_sub(sample.at_ms),
             psi_avg10,
             ending,
             available_after_kib: self.kernel.memory().ok().map(|m| m.available_kib),
             group,
-        };
-        self.observer.killed(&kill);
+            ..kill
+        });
         self.last_action_ms = Some(end);
         // Still there (frozen, or in uninterruptible I/O): kept pinned, so none is ever
         // picked again until its pidfd says it is gone.

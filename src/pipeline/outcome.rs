@@ -113,6 +113,34 @@ pub struct Kill<'a> {
     pub group: Option<GroupKill>,
 }
 
+impl<'a> Kill<'a> {
+    /// The facts known when the signal goes (or would go) at `signal_ms`; what the wait
+    /// measures starts empty, as for a dry run.
+    pub fn at_signal(
+        victim: &'a RankedProc,
+        decision: &'a Decision,
+        level: &'a Level,
+        sample: &'a Sample,
+        fresh: &Sample,
+        signal_ms: u64,
+    ) -> Self {
+        Kill {
+            victim,
+            decision,
+            level,
+            sample,
+            available_at_kill_kib: fresh.mem.available_kib,
+            signal_wall_ms: 0,
+            sample_to_signal_ms: signal_ms.saturating_sub(sample.at_ms),
+            sample_to_end_ms: 0,
+            psi_avg10: None,
+            ending: Ending::DryRun,
+            available_after_kib: None,
+            group: None,
+        }
+    }
+}
+
 /// One page-out (or, in a dry run, its plan), after it ended.
 #[derive(Debug)]
 pub struct Pageout<'a> {
