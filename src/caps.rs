@@ -35,6 +35,21 @@ pub struct KernelCaps {
 }
 
 impl KernelCaps {
+    /// A kernel with every feature and no capabilities, for unit tests of what reads caps.
+    #[cfg(test)]
+    pub(crate) fn everything() -> Self {
+        KernelCaps {
+            kernel_release: "test".into(),
+            psi: true,
+            pidfd: true,
+            madv_pageout: true,
+            process_mrelease: true,
+            process_madvise: true,
+            cap_eff: 0,
+            swaps: Vec::new(),
+        }
+    }
+
     pub fn probe() -> Self {
         let kernel_release = rustix::system::uname()
             .release()

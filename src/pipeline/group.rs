@@ -168,16 +168,7 @@ mod tests {
 
     /// A kernel with pidfds and process_mrelease, as the kill path sees it.
     fn caps() -> KernelCaps {
-        KernelCaps {
-            kernel_release: "test".into(),
-            psi: true,
-            pidfd: true,
-            madv_pageout: true,
-            process_mrelease: true,
-            process_madvise: true,
-            cap_eff: 0,
-            swaps: Vec::new(),
-        }
+        KernelCaps::everything()
     }
 
     #[test]

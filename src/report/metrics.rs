@@ -437,14 +437,8 @@ mod tests {
 
     fn caps() -> KernelCaps {
         KernelCaps {
-            kernel_release: "test".into(),
-            psi: true,
-            pidfd: true,
-            madv_pageout: true,
             process_mrelease: false,
-            process_madvise: true,
-            cap_eff: 0,
-            swaps: Vec::new(),
+            ..KernelCaps::everything()
         }
     }
 
