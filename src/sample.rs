@@ -65,6 +65,9 @@ pub struct PsiFired {
     /// The window the kernel accepted for this trigger.
     pub window_ms: u64,
     pub last_fired_ms: Option<u64>,
+    /// The first firing of the current run: firings at most two windows apart, so a stall
+    /// that goes on (the kernel re-fires once per window) keeps its run.
+    pub streak_since_ms: Option<u64>,
 }
 
 /// What the monitor saw, handed to the pipeline.

@@ -148,7 +148,15 @@ fn check_command_exit_codes() {
 
 // ---- property tests ----
 
-fn sample(policy: &Policy, avail_kib: u64, psi_fired: &[bool], thrash: Option<f64>) -> Sample {
+/// A sample at 100 s; `psi_runs[i]`: the i-th trigger last fired 500 ms ago, at the end of
+/// a run of firings that began this many ms before (`None`: it has not fired).
+fn sample(
+    policy: &Policy,
+    avail_kib: u64,
+    psi_runs: &[Option<u64>],
+    thrash: Option<f64>,
+) -> Sample {
+    const LAST: u64 = 99_500;
     Sample {
         at_ms: 100_000,
         mem: MemSnapshot {
@@ -164,7 +172,8 @@ fn sample(policy: &Policy, avail_kib: u64, psi_fired: &[bool], thrash: Option<f6
             .map(|(i, condition)| PsiFired {
                 condition,
                 window_ms: 2000,
-                last_fired_ms: psi_fired.get(i).copied().unwrap_or(false).then_some(99_500),
+                last_fired_ms: psi_runs.get(i).copied().flatten().map(|_| LAST),
+                streak_since_ms: psi_runs.get(i).copied().flatten().map(|run| LAST - run),
             })
             .collect(),
         vmpressure_ms: None,
@@ -179,22 +188,53 @@ fn severity(policy: &Policy, s: &Sample) -> usize {
 }
 
 proptest! {
-    /// Less available memory, more PSI events or more thrashing never yields a milder level.
+    /// Less available memory, more PSI events, longer stalls or more thrashing never yields
+    /// a milder level.
     #[test]
     fn decide_is_monotone(
         which in 0usize..5,
         avail in 0u64..(1 << 20),
         less in 0u64..(1 << 20),
-        fired in proptest::collection::vec(any::<bool>(), 4),
-        more in proptest::collection::vec(any::<bool>(), 4),
+        runs in proptest::collection::vec(proptest::option::of(0u64..90_000), 4),
+        longer in proptest::collection::vec(proptest::option::of(0u64..90_000), 4),
         thrash in 0.0f64..300.0,
         extra in 0.0f64..300.0,
     ) {
         let policy = load(&shipped()[which]).unwrap().0;
-        let base = sample(&policy, avail, &fired, Some(thrash));
-        let fired2: Vec<bool> = fired.iter().zip(&more).map(|(a, b)| *a || *b).collect();
-        let worse = sample(&policy, avail.saturating_sub(less), &fired2, Some(thrash + extra));
+        let base = sample(&policy, avail, &runs, Some(thrash));
+        let runs2: Vec<Option<u64>> = runs
+            .iter()
+            .zip(&longer)
+            .map(|(a, b)| match (a, b) {
+                (Some(a), Some(b)) => Some((a + b).min(99_000)),
+                (a, b) => a.or(*b),
+            })
+            .collect();
+        let worse = sample(&policy, avail.saturating_sub(less), &runs2, Some(thrash + extra));
         prop_assert!(severity(&policy, &worse) <= severity(&policy, &base));
+    }
+
+    /// A PSI condition with a duration fires exactly when its trigger has kept firing that
+    /// long (counting the window the first firing measured), and never from before the
+    /// last action.
+    #[test]
+    fn a_stall_shorter_than_its_duration_never_fires(
+        kind in prop_oneof![Just("some"), Just("full")],
+        for_ms in 2_000u64..120_000,
+        run in 0u64..99_000,
+        last_action in proptest::option::of(0u64..99_000),
+    ) {
+        let text = format!(
+            "[psi]\nwindow_ms = 2000\n[[level]]\nname = \"l\"\naction = \"kill\"\nmin_adj = 0\n\
+             psi_{kind}_ms = 500\npsi_{kind}_for_ms = {for_ms}\n"
+        );
+        let policy = lowmemd::policy::validate::compile(Path::new("p.toml"), &text).unwrap();
+        let s = sample(&policy, 1 << 19, &[Some(run)], None);
+        // The run counts from its first firing, or one window after the last action.
+        let since = last_action.map_or(99_500 - run, |t| (99_500 - run).max(t + 2_000));
+        let held = (99_500 + 2_000u64).saturating_sub(since);
+        let fires = decide(&s, &policy, last_action).is_some();
+        prop_assert_eq!(fires, held >= for_ms, "held {} ms of {}", held, for_ms);
     }
 
     /// A protected process is never a candidate; prefer/avoid move a process exactly by

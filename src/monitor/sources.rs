@@ -17,6 +17,8 @@ use crate::scope::Scope;
 struct Armed {
     trigger: PsiTrigger,
     fired_ms: Option<u64>,
+    /// When the current run of firings began (see [`PsiFired::streak_since_ms`]).
+    streak_since_ms: Option<u64>,
 }
 
 pub struct Sources {
@@ -72,6 +74,7 @@ impl Sources {
                 Ok(trigger) => self.psi.push(Armed {
                     trigger,
                     fired_ms: None,
+                    streak_since_ms: None,
                 }),
                 Err(e) => warnings.push(format!("PSI trigger disabled: {e}")),
             }
@@ -198,6 +201,8 @@ impl Sources {
                 // than spin on an fd that is always ready.
                 dead.push(i);
             } else if rev.contains(PollFlags::PRI) {
+                let (prev, since) = (a.fired_ms, a.streak_since_ms);
+                a.streak_since_ms = Some(run_start(prev, since, a.trigger.window_ms, now));
                 a.fired_ms = Some(now);
                 any = true;
                 outlets.count(a.trigger.condition.kind.into(), 1);
@@ -228,6 +233,7 @@ impl Sources {
                 condition: a.trigger.condition,
                 window_ms: a.trigger.window_ms,
                 last_fired_ms: a.fired_ms,
+                streak_since_ms: a.streak_since_ms,
             })
             .collect()
     }
@@ -235,6 +241,17 @@ impl Sources {
     /// When a vmpressure notification last arrived.
     pub fn vmpressure_ms(&self) -> Option<u64> {
         self.vmpressure_ms
+    }
+}
+
+/// Where the run of firings that a trigger's firing at `now` belongs to began, given its
+/// previous firing and that one's run: the kernel fires at most once per window while a
+/// stall goes on, so a firing within two windows of the previous one continues its run; a
+/// later one starts a new run.
+fn run_start(prev: Option<u64>, since: Option<u64>, window_ms: u64, now: u64) -> u64 {
+    match (prev, since) {
+        (Some(prev), Some(since)) if now.saturating_sub(prev) <= 2 * window_ms => since,
+        _ => now,
     }
 }
 
@@ -250,4 +267,20 @@ fn open_vmpressure(scope: &Scope) -> (Vec<VmPressure>, Vec<String>) {
         }
     }
     (vmp, warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_start;
+
+    #[test]
+    fn firings_window_after_window_make_one_run() {
+        let w = 2000;
+        assert_eq!(run_start(None, None, w, 10_000), 10_000);
+        // Re-fired a window later, then late by less than a window: the same run.
+        assert_eq!(run_start(Some(10_000), Some(10_000), w, 12_000), 10_000);
+        assert_eq!(run_start(Some(12_000), Some(10_000), w, 15_900), 10_000);
+        // A gap of more than two windows: the stall had ended; a new run.
+        assert_eq!(run_start(Some(15_900), Some(10_000), w, 20_000), 20_000);
+    }
 }

@@ -12,6 +12,19 @@ pub struct Fired {
     pub reason: Reason,
     pub value: f64,
     pub threshold: f64,
+    /// For a PSI condition with a duration: how long its stall had gone on.
+    pub sustained_ms: Option<u64>,
+}
+
+impl Fired {
+    fn new(reason: Reason, value: f64, threshold: f64) -> Self {
+        Fired {
+            reason,
+            value,
+            threshold,
+            sustained_ms: None,
+        }
+    }
 }
 
 impl fmt::Display for Fired {
@@ -22,15 +35,21 @@ impl fmt::Display for Fired {
                 write!(f, "available {v:.0} KiB < {t:.0} KiB")
             }
             Reason::LowMemory | Reason::CriticalMemory => write!(f, "available {v:.1} % < {t} %"),
-            Reason::PsiSome | Reason::PsiFull => write!(
-                f,
-                "PSI {} trigger ({t:.0} % of the window) fired {v:.0} ms ago",
-                if self.reason == Reason::PsiSome {
+            Reason::PsiSome | Reason::PsiFull => {
+                let kind = if self.reason == Reason::PsiSome {
                     "some"
                 } else {
                     "full"
+                };
+                write!(
+                    f,
+                    "PSI {kind} trigger ({t:.0} % of the window) fired {v:.0} ms ago"
+                )?;
+                match self.sustained_ms {
+                    Some(ms) => write!(f, ", stalled for {:.1} s", ms as f64 / 1000.0),
+                    None => Ok(()),
                 }
-            ),
+            }
             Reason::LowSwap => write!(f, "free swap {v:.1} % < {t} %"),
             Reason::Thrashing => write!(f, "file refaults {v:.1} % > {t} % of the file cache"),
             Reason::PressureAfterKill => {
@@ -57,15 +76,31 @@ impl Decision {
     }
 }
 
-/// When `cond`'s trigger fired, if that event still counts: after the last action ended (a
-/// stall the last kill already answered must not cause a second kill) and within one window
-/// of the sample (the kernel re-fires at most once per window while the stall goes on).
+/// How long ago `cond`'s trigger fired, if that event still counts: after the last action
+/// ended (a stall the last kill already answered must not cause a second kill) and within
+/// one window of the sample (the kernel re-fires at most once per window while the stall
+/// goes on).
 fn psi_fresh(sample: &Sample, cond: &PsiCondition, last_action_ms: Option<u64>) -> Option<u64> {
     let fired = sample.psi.iter().find(|p| p.condition == *cond)?;
     let at = fired.last_fired_ms?;
     let fresh =
         last_action_ms.is_none_or(|t| at > t) && sample.at_ms.saturating_sub(at) <= fired.window_ms;
     fresh.then(|| sample.at_ms.saturating_sub(at))
+}
+
+/// How long the stall behind `cond`'s current run of firings has gone on: from one window
+/// before the run's first firing (that firing measured the window before it) to its last.
+/// Only what came after the last action counts: the run is taken to start one window after
+/// it, when the first firing that measured nothing but new stall can arrive.
+fn psi_sustained_ms(sample: &Sample, cond: &PsiCondition, last_action_ms: Option<u64>) -> u64 {
+    let Some(fired) = sample.psi.iter().find(|p| p.condition == *cond) else {
+        return 0;
+    };
+    let (Some(last), Some(since)) = (fired.last_fired_ms, fired.streak_since_ms) else {
+        return 0;
+    };
+    let since = last_action_ms.map_or(since, |t| since.max(t + fired.window_ms));
+    (last + fired.window_ms).saturating_sub(since)
 }
 
 /// The conditions of `level` that hold, in a fixed order (memory first), and how many the
@@ -93,30 +128,31 @@ fn evaluate(
     check(
         c.available_below_pct
             .filter(|w| avail_pct < *w)
-            .map(|w| Fired {
-                reason: memory_reason,
-                value: avail_pct,
-                threshold: w,
-            }),
+            .map(|w| Fired::new(memory_reason, avail_pct, w)),
         c.available_below_pct.is_some(),
     );
     check(
         c.available_below_kib
             .filter(|k| mem.available_kib < *k)
-            .map(|k| Fired {
-                reason: memory_reason,
-                value: mem.available_kib as f64,
-                threshold: k as f64,
-            }),
+            .map(|k| Fired::new(memory_reason, mem.available_kib as f64, k as f64)),
         c.available_below_kib.is_some(),
     );
-    for (cond, reason) in [(c.psi_full, Reason::PsiFull), (c.psi_some, Reason::PsiSome)] {
+    let psi = [
+        (c.psi_full, c.psi_full_for_ms, Reason::PsiFull),
+        (c.psi_some, c.psi_some_for_ms, Reason::PsiSome),
+    ];
+    for (cond, for_ms, reason) in psi {
         let hit = cond.and_then(|cond| {
-            psi_fresh(sample, &cond, last_action_ms).map(|ago| Fired {
-                reason,
-                value: ago as f64,
-                threshold: cond.stall_pct,
-            })
+            let ago = psi_fresh(sample, &cond, last_action_ms)?;
+            let mut hit = Fired::new(reason, ago as f64, cond.stall_pct);
+            if let Some(for_ms) = for_ms {
+                let held = psi_sustained_ms(sample, &cond, last_action_ms);
+                if held < for_ms {
+                    return None;
+                }
+                hit.sustained_ms = Some(held);
+            }
+            Some(hit)
         });
         check(hit, cond.is_some());
     }
@@ -124,11 +160,9 @@ fn evaluate(
         .then(|| mem.swap_free_kib as f64 * 100.0 / mem.swap_total_kib as f64);
     check(
         c.swap_free_below_pct.and_then(|w| {
-            swap_pct.filter(|p| *p < w).map(|p| Fired {
-                reason: Reason::LowSwap,
-                value: p,
-                threshold: w,
-            })
+            swap_pct
+                .filter(|p| *p < w)
+                .map(|p| Fired::new(Reason::LowSwap, p, w))
         }),
         c.swap_free_below_pct.is_some(),
     );
@@ -139,11 +173,7 @@ fn evaluate(
             sample
                 .thrashing_pct
                 .filter(|t| thrash_fresh && *t > w)
-                .map(|t| Fired {
-                    reason: Reason::Thrashing,
-                    value: t,
-                    threshold: w,
-                })
+                .map(|t| Fired::new(Reason::Thrashing, t, w))
         }),
         c.thrashing_above_pct.is_some(),
     );
@@ -155,11 +185,11 @@ fn evaluate(
                 .psi
                 .iter()
                 .any(|p| p.last_fired_ms.is_some_and(|t| t > last));
-            (since < within && psi_again).then_some(Fired {
-                reason: Reason::PressureAfterKill,
-                value: since as f64,
-                threshold: within as f64,
-            })
+            (since < within && psi_again).then_some(Fired::new(
+                Reason::PressureAfterKill,
+                since as f64,
+                within as f64,
+            ))
         }),
         c.pressure_after_kill_ms.is_some(),
     );
@@ -219,6 +249,7 @@ mod tests {
                     condition,
                     window_ms: 2000,
                     last_fired_ms: None,
+                    streak_since_ms: None,
                 })
                 .collect(),
             vmpressure_ms: None,
@@ -232,11 +263,14 @@ mod tests {
     }
 
     fn fire(s: &mut Sample, kind: PsiKind, at: u64) {
-        s.psi
-            .iter_mut()
-            .find(|p| p.condition.kind == kind)
-            .unwrap()
-            .last_fired_ms = Some(at);
+        fire_run(s, kind, at, at);
+    }
+
+    /// The trigger of `kind` kept firing from `since` to `last`.
+    fn fire_run(s: &mut Sample, kind: PsiKind, since: u64, last: u64) {
+        let p = s.psi.iter_mut().find(|p| p.condition.kind == kind).unwrap();
+        p.last_fired_ms = Some(last);
+        p.streak_since_ms = Some(since);
     }
 
     fn level_name(d: &Option<Decision>) -> Option<(usize, Reason)> {
@@ -272,7 +306,13 @@ mod tests {
         let mut old = sample(20_000, 60.0);
         fire(&mut old, PsiKind::Some, 9_500);
         assert_eq!(decide(&old, &p, None), None);
+        // The built-in critical level wants 5 s of full stall on end, not one firing.
         fire(&mut s, PsiKind::Full, 9_900);
+        assert_eq!(
+            level_name(&decide(&s, &p, None)),
+            Some((LOW, Reason::PsiSome))
+        );
+        fire_run(&mut s, PsiKind::Full, 4_000, 9_900);
         assert_eq!(
             level_name(&decide(&s, &p, None)),
             Some((CRITICAL, Reason::PsiFull))
@@ -287,6 +327,29 @@ mod tests {
         let d = decide(&s, &p, None).unwrap();
         assert_eq!((d.level, d.reason), (CRITICAL, Reason::CriticalMemory));
         assert_eq!(d.fired.to_string(), "available 3.0 % < 5 %");
+    }
+
+    #[test]
+    fn a_psi_duration_needs_a_stall_that_goes_on() {
+        let mut p = Policy::default();
+        p.levels[0].conditions.psi_full_for_ms = Some(5_000);
+        let mut s = sample_for(&p, 20_000, 60.0);
+        // One firing during a burst: the window it measured (2 s) is all the stall seen.
+        fire(&mut s, PsiKind::Full, 19_900);
+        assert_eq!(decide(&s, &p, None), None);
+        // Firing window after window since 16.9 s: 3 s of runs + the first window = 5 s.
+        fire_run(&mut s, PsiKind::Full, 16_900, 19_900);
+        let d = decide(&s, &p, None).unwrap();
+        assert_eq!((d.level, d.reason), (CRITICAL, Reason::PsiFull));
+        assert_eq!(
+            d.fired.to_string(),
+            "PSI full trigger (50 % of the window) fired 100 ms ago, stalled for 5.0 s"
+        );
+        // A kill at 17 s answered the stall up to then: 19.9 - 19 + 2 = 2.9 s of new stall.
+        assert_eq!(decide(&s, &p, Some(17_000)), None);
+        // The level without a duration still fires on the same run (some, 100 ms).
+        fire(&mut s, PsiKind::Some, 19_900);
+        assert_eq!(decide(&s, &p, Some(17_000)).unwrap().level, LOW);
     }
 
     #[test]

@@ -54,9 +54,16 @@ fn conditions_words(
     if let Some(k) = c.available_below_kib {
         out.push(format!("available < {}", mib(k as f64)));
     }
-    for psi in [c.psi_some, c.psi_full].into_iter().flatten() {
+    for (psi, for_ms) in [
+        (c.psi_some, c.psi_some_for_ms),
+        (c.psi_full, c.psi_full_for_ms),
+    ] {
+        let Some(psi) = psi else { continue };
+        let sustained = for_ms
+            .map(|ms| format!(" in every window for {:.0} s", ms as f64 / 1000.0))
+            .unwrap_or_default();
         out.push(format!(
-            "PSI {} > {:.0} %{}",
+            "PSI {} > {:.0} %{}{sustained}",
             psi.kind.as_str(),
             psi.stall_pct,
             over(psi_window_ms)

@@ -137,6 +137,10 @@ pub struct Conditions {
     /// PSI stall above a share of the trigger window.
     pub psi_some: Option<PsiCondition>,
     pub psi_full: Option<PsiCondition>,
+    /// The PSI condition counts only once its trigger has kept firing, window after window,
+    /// this long: a stall that goes on, not a burst (`None`: one firing is enough).
+    pub psi_some_for_ms: Option<u64>,
+    pub psi_full_for_ms: Option<u64>,
     /// Free swap below this percent of swap (zram-aware); never holds without swap.
     pub swap_free_below_pct: Option<f64>,
     /// File refaults over the thrashing window above this percent of the file cache.

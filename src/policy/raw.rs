@@ -130,6 +130,14 @@ impl<'t, 'i> Table<'t, 'i> {
             .map(|(_, v)| *v)
     }
 
+    /// Where `key` is written, if it is.
+    pub fn key_span(&self, key: &str) -> Option<Range<usize>> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == key)
+            .map(|(k, _)| k.span())
+    }
+
     pub fn has(&self, key: &str) -> bool {
         self.entries
             .iter()

@@ -96,6 +96,22 @@ pub(super) fn read_level(
             stall_pct: ms as f64 * 100.0 / window_ms as f64,
         })
     };
+    // A duration shorter than one window says nothing more than one firing.
+    let for_unit = format!(
+        "milliseconds the stall must go on, window after window: from one {window_ms} ms PSI window to 10 minutes"
+    );
+    let sustained = |doc: &mut Doc<'_>, t: &mut Table<'_, '_>, key: &'static str, base| {
+        let ms = t.int(doc, key, window_ms as i64..=600_000, &for_unit)?;
+        if !t.has(base) {
+            let span = t.key_span(key).unwrap_or_else(|| t.span.clone());
+            doc.problem(
+                &span,
+                &t.key_path(key),
+                format!("needs `{base}` in the same level: it says how long that stall must go on"),
+            );
+        }
+        Some(ms as u64)
+    };
     let conditions = Conditions {
         available_below_pct: t.number(doc, "available_below_pct", 0.0..=100.0, pct),
         available_below_kib: t
@@ -103,6 +119,8 @@ pub(super) fn read_level(
             .map(|k| k as u64),
         psi_some: psi(doc, t, "psi_some_ms", PsiKind::Some),
         psi_full: psi(doc, t, "psi_full_ms", PsiKind::Full),
+        psi_some_for_ms: sustained(doc, t, "psi_some_for_ms", "psi_some_ms"),
+        psi_full_for_ms: sustained(doc, t, "psi_full_for_ms", "psi_full_ms"),
         swap_free_below_pct: t.number(doc, "swap_free_below_pct", 0.0..=100.0, pct),
         thrashing_above_pct: t.number(
             doc,
