@@ -164,6 +164,7 @@ fn decide_pure(b: Bencher) {
             available_kib: 30_000,
             swap_total_kib: 0,
             swap_free_kib: 0,
+            ..Default::default()
         },
         psi: Vec::new(),
         vmpressure_ms: None,

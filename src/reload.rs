@@ -54,6 +54,28 @@ pub fn reload(
     result
 }
 
+/// Puts an lmkd client's LMK_TARGET table (KiB, adj pairs) in force alongside the policy's
+/// levels, and reports it like a reload.
+pub fn adopt_minfree(
+    store: &PolicyStore,
+    metrics: &Metrics,
+    client_pid: i32,
+    targets: &[(u64, i16)],
+    notify: &dyn Fn(),
+) {
+    store.set_minfree(client_pid, targets);
+    let policy = store.get();
+    let scope = metrics.scope_name();
+    metrics.adopt_policy(&policy, &scope, &store.describe());
+    for l in policy.levels.iter().filter(|l| l.from_client.is_some()) {
+        log::info!(
+            "in force alongside the policy: {}",
+            crate::policy::explain::level_short(l)
+        );
+    }
+    notify();
+}
+
 /// Starts a thread that reloads `store` when its file changes. `None` for the built-in
 /// policy; an inotify failure is reported and leaves SIGHUP as the way to reload.
 pub fn watch(

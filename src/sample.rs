@@ -10,6 +10,11 @@ pub struct MemSnapshot {
     pub available_kib: u64,
     pub swap_total_kib: u64,
     pub swap_free_kib: u64,
+    /// Free memory (system: MemFree; memcg: limit − usage) and the file cache (system:
+    /// Buffers + Cached − Shmem − Unevictable; memcg: active + inactive file): what lmkd's
+    /// minfree table compares, both at once.
+    pub free_kib: u64,
+    pub file_kib: u64,
 }
 
 impl MemSnapshot {

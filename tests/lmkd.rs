@@ -400,3 +400,56 @@ fn lmkd_registered_only_never_kills_unregistered_nor_a_recycled_pid() {
     assert!(unregistered.alive() && reused.alive() && fg.alive());
     assert_eq!(sc.cg.oom_kills(), 0);
 }
+
+#[test]
+#[ignore = "needs root and a cgroup-v1 memory controller: run as root with cargo test -- --include-ignored"]
+fn lmkd_target_table_sets_a_threshold_the_policy_does_not_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = socket_path(&dir);
+    // The policy alone would act only below 2 % available.
+    let policy = write_policy(
+        dir.path(),
+        "[[level]]\nname = \"last\"\naction = \"kill\"\nmin_adj = 0\navailable_below_pct = 2\n",
+    );
+    let mut sc = Scenario::start(
+        "lmkd-target",
+        256,
+        &[
+            OsStr::new("--policy"),
+            policy.as_os_str(),
+            OsStr::new("--lmkd-socket"),
+            sock.as_os_str(),
+        ],
+    );
+    let manager = Client::connect(&sock);
+    // 60 + 90 of 256 MiB: ~100 MiB free, hardly any file cache.
+    let cached = Workload::ready(&sc.cg, "cached", 900, 60);
+    let fg = Workload::ready(&sc.cg, "fg", 0, 90);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        cached.alive(),
+        "the policy alone kills nothing at ~40 % available"
+    );
+    // lmkd's table: adj >= 900 when free and file cache are both below 160 MiB.
+    let page = rustix::param::page_size() as i32;
+    manager.send(&[0, 160 * 1024 * 1024 / page, 900]);
+    assert!(
+        cached.wait_dead(Duration::from_secs(10)),
+        "the table's threshold kills the cached process"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let status = http_get(&sc.daemon.metrics_addr(), "/status").unwrap().1;
+    let events = sc.daemon.events();
+    sc.daemon.stop();
+    let kills = actions(&events, "kill");
+    assert_eq!(kills.len(), 1, "{events:#?}");
+    assert_eq!(kills[0]["pid"], cached.pid);
+    assert_eq!(kills[0]["reason"], "minfree", "{:#?}", kills[0]);
+    assert_eq!(kills[0]["level"], "minfree_1");
+    assert!(fg.alive(), "adj 0 is below the table's 900");
+    assert!(
+        status.contains("minfree from lmkd client pid"),
+        "/status shows the table as a level: {status}"
+    );
+    assert_eq!(sc.cg.oom_kills(), 0);
+}

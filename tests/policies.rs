@@ -164,6 +164,7 @@ fn sample(
             available_kib: avail_kib,
             swap_total_kib: 0,
             swap_free_kib: 0,
+            ..Default::default()
         },
         psi: policy
             .psi_conditions()

@@ -11,7 +11,7 @@ use lowmemd::caps::{CAP_KILL, KernelCaps};
 use lowmemd::clock::monotonic_ms;
 use lowmemd::health::Health;
 use lowmemd::lmkd::registry::Registry;
-use lowmemd::lmkd::server::Server;
+use lowmemd::lmkd::server::{Controls, Server};
 use lowmemd::lmkd::socket::{self, Origin};
 use lowmemd::lmkd::{Hub, Notifying};
 use lowmemd::monitor::{self, Monitor, Outlets};
@@ -185,7 +185,18 @@ pub fn run(args: &RunArgs) -> CmdResult {
             });
             r != ReloadResult::Failed
         });
-        let server = Server::new(listener, registry, hub, metrics.clone(), reload);
+        let (minfree_store, minfree_metrics, minfree_waker) =
+            (store.clone(), metrics.clone(), waker.clone());
+        let set_minfree = Box::new(move |pid: i32, targets: &[(u64, i16)]| {
+            reload::adopt_minfree(&minfree_store, &minfree_metrics, pid, targets, &|| {
+                monitor::wake(&*minfree_waker)
+            })
+        });
+        let controls = Controls {
+            reload,
+            set_minfree,
+        };
+        let server = Server::new(listener, registry, hub, metrics.clone(), controls);
         std::thread::Builder::new()
             .name("lmkd".into())
             .spawn(move || server.run())

@@ -55,13 +55,22 @@ impl MinfreeTable {
     }
 }
 
+/// What the socket's commands change in the daemon, handed in by `run`.
+pub struct Controls {
+    /// LMK_UPDATE_PROPS: reloads the policy; true when the policy in force is valid.
+    pub reload: Box<dyn Fn() -> bool + Send>,
+    /// LMK_TARGET: puts a client's (pid) minfree table, as (KiB, adj) pairs, in force.
+    pub set_minfree: SetMinfree,
+}
+
+pub type SetMinfree = Box<dyn Fn(i32, &[(u64, i16)]) + Send>;
+
 pub struct Server {
     listener: OwnedFd,
     registry: Arc<Registry>,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
-    /// LMK_UPDATE_PROPS: reloads the policy; true when the policy in force is valid.
-    reload: Box<dyn Fn() -> bool + Send>,
+    controls: Controls,
     clients: Vec<Client>,
     next_conn: u64,
     boot_completed: bool,
@@ -76,7 +85,7 @@ impl Server {
         registry: Arc<Registry>,
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
-        reload: Box<dyn Fn() -> bool + Send>,
+        controls: Controls,
     ) -> Self {
         metrics.adopt_lmkd_labels(&Command::LABELS, &ALL_WHYS.concat());
         Server {
@@ -84,7 +93,7 @@ impl Server {
             registry,
             hub,
             metrics,
-            reload,
+            controls,
             clients: Vec::new(),
             next_conn: 1,
             boot_completed: false,
@@ -279,7 +288,7 @@ impl Server {
             }
             Command::Subscribe(ev) => self.hub.subscribe(c.conn, c.fd.clone(), ev),
             Command::UpdateProps => {
-                let ok = (self.reload)();
+                let ok = (self.controls.reload)();
                 self.reply(c, &[protocol::LMK_UPDATE_PROPS, if ok { 0 } else { -1 }]);
             }
             Command::StartMonitoring => {}
@@ -334,11 +343,18 @@ impl Server {
             client_pid: c.pid,
             targets,
         };
-        log::warn!(
-            "minfree from client pid {}: {} (recorded and shown in /status; lowmemd does not act on LMK_TARGET yet: its policy levels decide)",
+        let page_kib = rustix::param::page_size() as u64 / 1024;
+        log::info!(
+            "minfree from client pid {}: {}",
             c.pid,
-            table.describe(rustix::param::page_size() as u64 / 1024)
+            table.describe(page_kib)
         );
+        let kib: Vec<(u64, i16)> = table
+            .targets
+            .iter()
+            .map(|t| (u64::from(t.minfree_pages) * page_kib, t.adj))
+            .collect();
+        (self.controls.set_minfree)(c.pid, &kib);
         self.minfree = Some(table);
         self.publish();
     }

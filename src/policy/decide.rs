@@ -52,6 +52,11 @@ impl fmt::Display for Fired {
             }
             Reason::LowSwap => write!(f, "free swap {v:.1} % < {t} %"),
             Reason::Thrashing => write!(f, "file refaults {v:.1} % > {t} % of the file cache"),
+            Reason::Minfree => write!(
+                f,
+                "free memory and file cache both below the lmkd minfree {:.0} KiB (the larger {v:.0} KiB)",
+                t
+            ),
             Reason::PressureAfterKill => {
                 write!(
                     f,
@@ -193,34 +198,48 @@ fn evaluate(
         }),
         c.pressure_after_kill_ms.is_some(),
     );
+    check(
+        c.free_and_file_below_kib.and_then(|m| {
+            let larger = mem.free_kib.max(mem.file_kib);
+            (larger < m).then(|| Fired::new(Reason::Minfree, larger as f64, m as f64))
+        }),
+        c.free_and_file_below_kib.is_some(),
+    );
     (fired, present)
 }
 
 /// The most severe level whose conditions hold in `sample` (any or all of them, as the
 /// level says), unless that level acts and is still cooling down from the action that ended
 /// at `last_action_ms`.
+///
+/// An lmkd client's minfree levels (after the file's own) apply alongside: when one of them
+/// holds too, the one reaching the lower adj decides (the file's level on a tie).
 pub fn decide(sample: &Sample, policy: &Policy, last_action_ms: Option<u64>) -> Option<Decision> {
-    for (index, level) in policy.levels.iter().enumerate() {
-        let (fired, present) = evaluate(level, index == 0, sample, last_action_ms);
-        let holds = match level.combine {
-            Combine::Any => !fired.is_empty(),
-            Combine::All => present > 0 && fired.len() == present,
-        };
-        if !holds {
-            continue;
-        }
-        let cooling = level.action != Action::None
-            && last_action_ms.is_some_and(|t| sample.at_ms < t + level.cooldown_ms);
-        if cooling {
-            return None;
-        }
-        return Some(Decision {
-            level: index,
-            reason: fired[0].reason,
-            fired: fired[0],
-        });
-    }
-    None
+    let first_holding = |from_client: bool| {
+        policy.levels.iter().enumerate().find_map(|(index, level)| {
+            if level.from_client.is_some() != from_client {
+                return None;
+            }
+            let (fired, present) = evaluate(level, index == 0, sample, last_action_ms);
+            let holds = match level.combine {
+                Combine::Any => !fired.is_empty(),
+                Combine::All => present > 0 && fired.len() == present,
+            };
+            holds.then(|| (index, level, fired[0]))
+        })
+    };
+    let (index, level, fired) = match (first_holding(false), first_holding(true)) {
+        (Some(own), Some(client)) if client.1.min_adj < own.1.min_adj => client,
+        (Some(own), _) => own,
+        (None, client) => client?,
+    };
+    let cooling = level.action != Action::None
+        && last_action_ms.is_some_and(|t| sample.at_ms < t + level.cooldown_ms);
+    (!cooling).then_some(Decision {
+        level: index,
+        reason: fired.reason,
+        fired,
+    })
 }
 
 #[cfg(test)]
@@ -241,6 +260,7 @@ mod tests {
                 available_kib: (total as f64 * avail_pct / 100.0) as u64,
                 swap_total_kib: 0,
                 swap_free_kib: 0,
+                ..Default::default()
             },
             psi: policy
                 .psi_conditions()
@@ -350,6 +370,38 @@ mod tests {
         // The level without a duration still fires on the same run (some, 100 ms).
         fire(&mut s, PsiKind::Some, 19_900);
         assert_eq!(decide(&s, &p, Some(17_000)).unwrap().level, LOW);
+    }
+
+    #[test]
+    fn an_lmkd_minfree_table_applies_alongside_the_policy() {
+        // 72 MiB -> adj 900, 36 MiB -> adj 0, in a 256 MiB scope.
+        let p = Policy::default().with_minfree(7, &[(73_728, 900), (36_864, 0)]);
+        let at = |free: u64, file: u64, avail_pct: f64| {
+            let mut s = sample_for(&p, 1_000, avail_pct);
+            (s.mem.free_kib, s.mem.file_kib) = (free, file);
+            decide(&s, &p, None).map(|d| (p.levels[d.level].name.clone(), d.reason))
+        };
+        // Free is low but the file cache is not: lmkd would not kill.
+        assert_eq!(at(10_000, 100_000, 60.0), None);
+        let minfree = |n: &str| Some((n.to_string(), Reason::Minfree));
+        assert_eq!(at(60_000, 50_000, 60.0), minfree("minfree_2"));
+        assert_eq!(at(30_000, 20_000, 60.0), minfree("minfree_1"));
+        // The policy's "low" (adj >= 900) holds too: the table reaches adj 0, so it decides.
+        assert_eq!(at(30_000, 20_000, 10.0), minfree("minfree_1"));
+        // A tie in adj: the policy's own level decides.
+        assert_eq!(
+            at(60_000, 50_000, 10.0),
+            Some(("low".to_string(), Reason::LowMemory))
+        );
+        let d = {
+            let mut s = sample_for(&p, 1_000, 60.0);
+            (s.mem.free_kib, s.mem.file_kib) = (30_000, 20_000);
+            decide(&s, &p, None).unwrap()
+        };
+        assert_eq!(
+            d.fired.to_string(),
+            "free memory and file cache both below the lmkd minfree 36864 KiB (the larger 30000 KiB)"
+        );
     }
 
     #[test]

@@ -81,6 +81,16 @@ fn conditions_words(
     if let Some(ms) = c.pressure_after_kill_ms {
         out.push(format!("PSI still firing within {ms} ms after a kill"));
     }
+    if let Some(kib) = c.free_and_file_below_kib {
+        let from = l
+            .from_client
+            .map(|pid| format!(" (minfree from lmkd client pid {pid})"))
+            .unwrap_or_default();
+        out.push(format!(
+            "free and file cache both < {}{from}",
+            mib(kib as f64)
+        ));
+    }
     out
 }
 

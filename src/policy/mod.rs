@@ -40,10 +40,12 @@ pub enum Reason {
     LowSwap,
     Thrashing,
     PressureAfterKill,
+    /// Free memory and the file cache both below an lmkd client's minfree (LMK_TARGET).
+    Minfree,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::LowMemory,
         Reason::CriticalMemory,
         Reason::PsiSome,
@@ -51,6 +53,7 @@ impl Reason {
         Reason::LowSwap,
         Reason::Thrashing,
         Reason::PressureAfterKill,
+        Reason::Minfree,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +65,7 @@ impl Reason {
             Reason::LowSwap => "low_swap",
             Reason::Thrashing => "thrashing",
             Reason::PressureAfterKill => "pressure_after_kill",
+            Reason::Minfree => "minfree",
         }
     }
 }
@@ -147,6 +151,9 @@ pub struct Conditions {
     pub thrashing_above_pct: Option<f64>,
     /// The last kill ended less than this long ago and a PSI trigger fired since.
     pub pressure_after_kill_ms: Option<u64>,
+    /// Free memory and the file cache both below this (lmkd's minfree; only in levels made
+    /// from an lmkd client's LMK_TARGET, not a policy key).
+    pub free_and_file_below_kib: Option<u64>,
 }
 
 /// One level of pressure.
@@ -168,6 +175,9 @@ pub struct Level {
     pub pageout: PageoutLimits,
     /// For `action = "kill"` levels: the process, or its whole leaf cgroup.
     pub kill: KillMode,
+    /// The lmkd client (its pid) whose LMK_TARGET table made this level; `None` for the
+    /// policy file's own levels.
+    pub from_client: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -227,9 +237,58 @@ impl Policy {
             {
                 w.push(kib as f64 * 100.0 / total_kib as f64);
             }
+            // Free and file cache both below M means available below about 2 M (a memcg's
+            // available is at most free + inactive file): watch from there.
+            if let Some(kib) = l.conditions.free_and_file_below_kib
+                && total_kib > 0
+            {
+                w.push((2 * kib) as f64 * 100.0 / total_kib as f64);
+            }
         }
         w.sort_by(|a, b| b.total_cmp(a));
         w
+    }
+
+    /// This policy with an lmkd client's minfree table in force alongside its own levels
+    /// (replacing any earlier table): one kill level per (minfree KiB, adj) pair, named
+    /// `minfree_1`... in ascending minfree order, as lmkd reads its table.
+    pub fn with_minfree(&self, client_pid: i32, targets: &[(u64, i16)]) -> Policy {
+        let mut p = self.clone();
+        p.levels.retain(|l| l.from_client.is_none());
+        let mut sorted = targets.to_vec();
+        sorted.sort_by_key(|t| t.0);
+        for (i, (kib, adj)) in sorted.into_iter().enumerate() {
+            p.levels.push(Level {
+                name: format!("minfree_{}", i + 1),
+                action: Action::Kill,
+                min_adj: adj,
+                max_victims: 1,
+                wait_ms: 1000,
+                cooldown_ms: 0,
+                combine: Combine::Any,
+                conditions: Conditions {
+                    free_and_file_below_kib: Some(kib),
+                    ..Default::default()
+                },
+                pageout: PageoutLimits::default(),
+                kill: KillMode::Process,
+                from_client: Some(client_pid),
+            });
+        }
+        p
+    }
+
+    /// The minfree levels of `other` (an lmkd client's table) carried over into this policy:
+    /// a reload of the file keeps the table in force.
+    pub fn keeping_minfree_of(mut self, other: &Policy) -> Policy {
+        self.levels.extend(
+            other
+                .levels
+                .iter()
+                .filter(|l| l.from_client.is_some())
+                .cloned(),
+        );
+        self
     }
 
     pub fn needs_thrashing(&self) -> bool {

@@ -122,10 +122,20 @@ impl PolicyStore {
         if *current_hash == hash {
             return Ok(false);
         }
+        let policy = policy.keeping_minfree_of(&self.get());
         *self.current.write() = Arc::new(policy);
         *current_hash = hash;
         self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(true)
+    }
+
+    /// Puts an lmkd client's minfree table (KiB, adj pairs) in force alongside the file's
+    /// levels, replacing the one before; kept across reloads of the file.
+    pub fn set_minfree(&self, client_pid: i32, targets: &[(u64, i16)]) {
+        let _serial = self.reloading.lock();
+        let policy = self.get().with_minfree(client_pid, targets);
+        *self.current.write() = Arc::new(policy);
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -140,6 +150,35 @@ mod tests {
 
     /// SIGHUP and the file watch reload at the same time while the file keeps changing: the
     /// text in force must never go back to an older version than one already seen in force.
+    #[test]
+    fn a_minfree_table_stays_in_force_across_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, BASE).unwrap();
+        let store = PolicyStore::from_file(&path).unwrap();
+        store.set_minfree(42, &[(92_160, 950), (73_728, 900)]);
+        let names = |s: &PolicyStore| -> Vec<(String, i16)> {
+            s.get()
+                .levels
+                .iter()
+                .map(|l| (l.name.clone(), l.min_adj))
+                .collect()
+        };
+        let want = vec![
+            ("low".to_string(), 900),
+            ("minfree_1".to_string(), 900),
+            ("minfree_2".to_string(), 950),
+        ];
+        assert_eq!(names(&store), want);
+        std::fs::write(&path, format!("{BASE}# edited\n")).unwrap();
+        assert!(store.reload().unwrap());
+        assert_eq!(names(&store), want);
+        // A new table replaces the old one.
+        store.set_minfree(7, &[(1024, 0)]);
+        assert_eq!(names(&store)[1..], [("minfree_1".to_string(), 0)]);
+        assert_eq!(store.get().levels[1].from_client, Some(7));
+    }
+
     #[test]
     fn concurrent_reloads_never_install_an_older_text() {
         let dir = tempfile::tempdir().unwrap();

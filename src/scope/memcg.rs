@@ -104,11 +104,15 @@ pub fn snapshot(
     let available_kib = (limit_kib + inactive_file_kib)
         .saturating_sub(usage_kib)
         .min(limit_kib);
+    let active_file_kib =
+        parse_stat_key(stat, &version.stat_key("active_file")).unwrap_or(0) / 1024;
     Ok(MemSnapshot {
         total_kib: limit_kib,
         available_kib,
         swap_total_kib: 0,
         swap_free_kib: 0,
+        free_kib: limit_kib.saturating_sub(usage_kib),
+        file_kib: active_file_kib + inactive_file_kib,
     })
 }
 

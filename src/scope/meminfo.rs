@@ -23,6 +23,10 @@ pub fn parse(r: impl BufRead) -> Result<MemSnapshot, String> {
         available_kib: kib(available).min(kib(m.mem_total)),
         swap_total_kib: kib(m.swap_total),
         swap_free_kib: kib(m.swap_free),
+        free_kib: kib(m.mem_free),
+        // lmkd's "other file": page cache that reclaim can drop or write back.
+        file_kib: kib((m.buffers + m.cached)
+            .saturating_sub(m.shmem.unwrap_or(0) + m.unevictable.unwrap_or(0))),
     })
 }
 

@@ -131,6 +131,7 @@ pub(super) fn read_level(
         pressure_after_kill_ms: t
             .int(doc, "pressure_after_kill_ms", 1..=3_600_000, "milliseconds")
             .map(|m| m as u64),
+        free_and_file_below_kib: None,
     };
     let defaults = PageoutLimits::default();
     let pageout = PageoutLimits {
@@ -207,6 +208,7 @@ pub(super) fn read_level(
         conditions,
         pageout,
         kill,
+        from_client: None,
     })
 }
 
