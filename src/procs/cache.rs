@@ -11,15 +11,17 @@ use std::path::PathBuf;
 
 use rustix::fs::{Mode, OFlags, openat};
 
-use super::parse::{parse_adj, parse_stat, parse_statm, parse_vm_swap_kib};
+use super::parse::{Statm, parse_adj, parse_stat, parse_statm, parse_vm_swap_kib};
 use super::{Attrs, Needs, ProcError, ProcInfo, ProcRoot, Scan};
 
 /// An open /proc/PID file or directory is bound to its process, not to the number: once
 /// that process is reaped, pread fails with ESRCH and opening a file in the directory fails
 /// with ENOENT, so a recycled pid is never read through an old entry; it gets a fresh entry
-/// (and a fresh starttime) instead. `stat` is read once, when the entry is made: starttime
-/// and flags never change, and a zombie shows up as an all-zero `statm`. `comm` can change
-/// on exec: it is refreshed for the victim when it is pinned.
+/// (and a fresh starttime) instead. `stat` is read when the entry is made: starttime never
+/// changes, and a zombie shows up as an all-zero `statm`. An exec keeps the pid and the
+/// starttime but changes comm, cmdline and exe: `statm`'s text size (the executable's code)
+/// tells it, and then `stat` and the rule attributes are read again, so a process caught
+/// between fork and exec is not ranked as its parent for the rest of its life.
 #[derive(Debug)]
 pub struct ProcCache {
     root: ProcRoot,
@@ -53,6 +55,8 @@ struct Entry {
     state: char,
     flags: u32,
     starttime: u64,
+    /// `statm`'s text size when comm and the attributes were read (read before them).
+    text_pages: u64,
     generation: u64,
 }
 
@@ -160,15 +164,28 @@ impl ProcCache {
         if min_adj.is_some_and(|floor| oom_score_adj < floor) {
             return Ok(info);
         }
-        let statm_path = || root.file(pid, "statm");
-        pread_into(e.statm.as_fd(), pid, buf, statm_path)?;
-        let (size_pages, rss_pages) =
-            parse_statm(buf).map_err(|what| ProcError::malformed(statm_path(), what))?;
-        info.rss_kib = rss_pages * root.page_kib();
+        let statm = read_statm(e.statm.as_fd(), pid, buf, root)?;
         // An exited process not yet reaped has no mm left: its statm reads all zeros.
-        if size_pages == 0 && !info.is_kernel_thread() {
+        if statm.size == 0 && !info.is_kernel_thread() {
             info.state = 'Z';
+        } else if statm.text != e.text_pages {
+            // It exec'd since comm and the attributes were read: read them again, through
+            // the same directory (the same incarnation).
+            let path = || root.file(pid, "stat");
+            pread_into(
+                open_in(e.dir.as_fd(), "stat", pid, path)?.as_fd(),
+                pid,
+                buf,
+                path,
+            )?;
+            let stat = parse_stat(buf).map_err(|what| ProcError::malformed(path(), what))?;
+            (e.comm, e.state, e.flags) = (stat.comm, stat.state, stat.flags);
+            e.attrs = root.read_attrs(pid, needs);
+            e.text_pages = statm.text;
+            (info.comm, info.state, info.flags) = (e.comm.clone(), e.state, e.flags);
+            info.attrs = e.attrs.clone();
         }
+        info.rss_kib = statm.resident * root.page_kib();
         if with_swap {
             let path = || root.file(pid, "status");
             let status = open_in(e.dir.as_fd(), "status", pid, path)?;
@@ -197,7 +214,11 @@ impl ProcCache {
         )
         .map_err(|e| ProcError::from_io(e.into(), pid, &root.path().join(pid.to_string())))?;
         let open = |name: &str| open_in(dir.as_fd(), name, pid, || root.file(pid, name));
-        // Read through the fd just opened (then closed: starttime and flags never change).
+        // The text size first: an exec after this read shows as a change at the next one.
+        let statm = open("statm")?;
+        let text_pages = read_statm(statm.as_fd(), pid, &mut self.buf, root)?.text;
+        // Read through the fd just opened (then closed: starttime never changes, and an
+        // exec is noticed through statm).
         pread_into(open("stat")?.as_fd(), pid, &mut self.buf, || {
             root.file(pid, "stat")
         })?;
@@ -208,7 +229,7 @@ impl ProcCache {
             hook(root.path(), pid);
         }
         Ok(Entry {
-            statm: open("statm")?,
+            statm,
             adj: open("oom_score_adj")?,
             dir,
             attrs: root.read_attrs(pid, needs),
@@ -217,9 +238,21 @@ impl ProcCache {
             state: stat.state,
             flags: stat.flags,
             starttime: stat.starttime,
+            text_pages,
             generation: self.generation,
         })
     }
+}
+
+fn read_statm(
+    fd: BorrowedFd<'_>,
+    pid: i32,
+    buf: &mut Vec<u8>,
+    root: &ProcRoot,
+) -> Result<Statm, ProcError> {
+    let path = || root.file(pid, "statm");
+    pread_into(fd, pid, buf, path)?;
+    parse_statm(buf).map_err(|what| ProcError::malformed(path(), what))
 }
 
 /// Opens `name` in a /proc/PID directory fd: fails (Vanished) once that process is reaped.
@@ -374,6 +407,25 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         write_proc(&tmp.path().join("100"), "old", 1000, 900, 3);
         tmp
+    }
+
+    #[test]
+    fn an_exec_after_the_entry_was_made_is_noticed() {
+        // Forked from a shell, caught before it exec'd the leak.
+        let tmp = fixture_with_old_100();
+        let dir = tmp.path().join("100");
+        let mut cache = ProcCache::new(ProcRoot::new(tmp.path()), 16);
+        assert_eq!(cache.scan([100], None, false).procs[0].comm, "old");
+        // The exec: same pid and starttime, a new program (comm, code size).
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        std::fs::write(dir.join("stat"), stat.replace("(old)", "(leak)")).unwrap();
+        std::fs::write(dir.join("statm"), "50000 40000 0 9 0 50 0\n").unwrap();
+        let p = &cache.scan([100], None, false).procs[0];
+        assert_eq!((p.comm.as_str(), p.starttime), ("leak", 1000));
+        assert_eq!(p.rss_kib, 40_000 * ProcRoot::new(tmp.path()).page_kib());
+        // No exec: the same text size, and comm is not read again.
+        std::fs::write(dir.join("stat"), stat.replace("(old)", "(unread)")).unwrap();
+        assert_eq!(cache.scan([100], None, false).procs[0].comm, "leak");
     }
 
     #[test]

@@ -50,15 +50,30 @@ pub fn parse_adj(buf: &[u8]) -> Result<i16, String> {
         })
 }
 
-/// The first two fields of `statm`: total and resident pages.
-pub fn parse_statm(buf: &[u8]) -> Result<(u64, u64), String> {
+/// The fields of `statm` lowmemd reads, in pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Statm {
+    pub size: u64,
+    pub resident: u64,
+    /// The executable's code: fixed from one exec to the next, so a change means an exec.
+    pub text: u64,
+}
+
+/// `size resident shared text ...` from `statm`.
+pub fn parse_statm(buf: &[u8]) -> Result<Statm, String> {
     let fields = || {
         let mut f = std::str::from_utf8(buf).ok()?.split_ascii_whitespace();
-        Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+        let mut next = || f.next()?.parse().ok();
+        let (size, resident, _shared, text) = (next()?, next()?, next()?, next()?);
+        Some(Statm {
+            size,
+            resident,
+            text,
+        })
     };
     fields().ok_or_else(|| {
         format!(
-            "statm {:?} is not `size resident ...`",
+            "statm {:?} is not `size resident shared text ...`",
             String::from_utf8_lossy(buf).trim()
         )
     })
@@ -200,9 +215,15 @@ mod tests {
 
     #[test]
     fn statm_fields() {
-        assert_eq!(parse_statm(b"2000 150 100 1 0 50 0\n"), Ok((2000, 150)));
-        assert_eq!(parse_statm(b"0 0 0 0 0 0 0\n"), Ok((0, 0)));
+        let s = |size, resident, text| Statm {
+            size,
+            resident,
+            text,
+        };
+        assert_eq!(parse_statm(b"2000 150 100 7 0 50 0\n"), Ok(s(2000, 150, 7)));
+        assert_eq!(parse_statm(b"0 0 0 0 0 0 0\n"), Ok(s(0, 0, 0)));
         assert!(parse_statm(b"12\n").is_err());
+        assert!(parse_statm(b"12 3 4\n").is_err());
     }
 
     #[test]
