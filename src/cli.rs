@@ -145,4 +145,9 @@ pub struct RankArgs {
     /// Print JSON (one array) instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Show which processes clients registered with the daemon serving lmkd's protocol on
+    /// PATH (its `run --lmkd-socket PATH`), from the snapshot it keeps in PATH.registered.
+    /// Without it: /run/lowmemd/lmkd.registered when it exists (the systemd unit's).
+    #[arg(long, value_name = "PATH")]
+    pub lmkd_socket: Option<std::path::PathBuf>,
 }

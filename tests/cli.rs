@@ -84,6 +84,125 @@ fn rank_json_lists_this_machine_and_never_offers_init() {
     );
 }
 
+/// This process's starttime (/proc/self/stat field 22), as a snapshot names an incarnation.
+fn my_starttime() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after_comm = stat.rsplit_once(") ").unwrap().1;
+    after_comm.split(' ').nth(19).unwrap().parse().unwrap()
+}
+
+/// A registrations snapshot as `lowmemd run --lmkd-socket` writes it (src/lmkd/snapshot.rs),
+/// registering this test process, owned by client pid 4242.
+fn snapshot(writer_pid: u32, writer_starttime: u64) -> String {
+    serde_json::json!({
+        "version": 1,
+        "daemon": {"pid": writer_pid, "starttime": writer_starttime},
+        "written_unix_ms": 1,
+        "registered": [{
+            "pid": std::process::id(),
+            "starttime": my_starttime(),
+            "uid": 0,
+            "adj": 900,
+            "service": false,
+            "owner_pid": 4242,
+        }],
+    })
+    .to_string()
+}
+
+#[test]
+fn rank_shows_lmkd_registrations_says_when_it_cannot_and_refuses_a_bad_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("lmkd");
+    let snap = dir.path().join("lmkd.registered");
+    let rank = |json: bool| {
+        let mut args = vec!["rank", "--lmkd-socket", sock.to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        lowmemd(&args)
+    };
+    let me = std::process::id().to_string();
+    let my_row = |text: &str| -> String {
+        (text.lines())
+            .find(|l| l.split_whitespace().next() == Some(&me))
+            .unwrap_or_else(|| panic!("no row for pid {me}:\n{text}"))
+            .to_string()
+    };
+
+    // No daemon: said, and ranked anyway.
+    let out = rank(false);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want = format!(
+        "lmkd registrations: not shown: {}: No such file or directory (os error 2) (is lowmemd running with --lmkd-socket {}?)",
+        snap.display(),
+        sock.display()
+    );
+    assert!(text.lines().any(|l| l == want), "{text}");
+    assert!(text.contains("REGISTERED"), "{text}");
+    assert!(my_row(&text).contains(" - "), "{text}");
+    let out = rank(true);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("lmkd registrations not shown"),
+        "JSON stays JSON; the note goes to stderr"
+    );
+    let ranked: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(ranked.iter().all(|r| r["registered"].is_null()));
+
+    // A live writer (this process stands in for the daemon): the owner's pid is shown.
+    std::fs::write(&snap, snapshot(std::process::id(), my_starttime())).unwrap();
+    let out = rank(false);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "lmkd registrations: 1 from {} (lowmemd pid {me})",
+            snap.display()
+        )),
+        "{text}"
+    );
+    assert!(my_row(&text).contains(" by 4242 "), "{text}");
+    let out = rank(true);
+    let ranked: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mine = (ranked.iter())
+        .find(|r| r["pid"] == std::process::id())
+        .unwrap();
+    assert_eq!(
+        mine["registered"],
+        serde_json::json!({"uid": 0, "owner_pid": 4242})
+    );
+    assert_eq!(
+        ranked.iter().filter(|r| !r["registered"].is_null()).count(),
+        1
+    );
+
+    // A writer that is gone: its registrations are not shown.
+    std::fs::write(&snap, snapshot(std::process::id(), my_starttime() + 1)).unwrap();
+    let text = String::from_utf8_lossy(&rank(false).stdout).into_owned();
+    assert!(
+        text.contains(&format!(
+            "lmkd registrations: not shown: {}: written by lowmemd pid {me}, which is no longer running",
+            snap.display()
+        )),
+        "{text}"
+    );
+    assert!(my_row(&text).contains(" - "), "{text}");
+
+    // Not a snapshot: an error naming the file.
+    std::fs::write(&snap, "{\"version\": 1, \"daemon\": ").unwrap();
+    let out = rank(false);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}: not a lowmemd registrations snapshot: EOF while parsing a value at line 1 column 25",
+            snap.display()
+        )),
+        "{err}"
+    );
+}
+
 #[test]
 fn rank_table_survives_a_closed_pipe() {
     let out = Command::new("sh")

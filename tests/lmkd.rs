@@ -453,3 +453,127 @@ fn lmkd_target_table_sets_a_threshold_the_policy_does_not_have() {
     );
     assert_eq!(sc.cg.oom_kills(), 0);
 }
+
+/// `lowmemd rank` of the test cgroup with the daemon's policy and lmkd registrations.
+fn rank(sc: &Scenario, sock: &Path, json: bool) -> String {
+    let policy = sock.with_file_name("policy.toml");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lowmemd"));
+    cmd.args(["rank", "--cgroup", &sc.cg.name, "--policy"])
+        .arg(policy)
+        .arg("--lmkd-socket")
+        .arg(sock);
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "lowmemd rank: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `rank` until `ok` holds of its output (the daemon publishes at most once a second,
+/// and sees exits within 2 s); returns the last output.
+fn rank_until(sc: &Scenario, sock: &Path, json: bool, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        let out = rank(sc, sock, json);
+        if ok(&out) || Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn rank_row(json: &str, pid: i32) -> serde_json::Value {
+    let ranked: Vec<serde_json::Value> = serde_json::from_str(json).unwrap();
+    ranked
+        .into_iter()
+        .find(|r| r["pid"] == pid)
+        .unwrap_or_else(|| panic!("pid {pid} not ranked"))
+}
+
+#[test]
+#[ignore = "needs root and a cgroup-v1 memory controller: run as root with cargo test -- --include-ignored"]
+fn lmkd_rank_shows_registered_processes_with_their_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = socket_path(&dir);
+    let snap = dir.path().join("lmkd.registered");
+    let policy = write_policy(
+        dir.path(),
+        "candidates = \"registered\"\n\n[[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 0\navailable_below_pct = 5\n",
+    );
+    let mut sc = Scenario::start(
+        "lmkd-rank",
+        256,
+        &[
+            OsStr::new("--policy"),
+            policy.as_os_str(),
+            OsStr::new("--lmkd-socket"),
+            sock.as_os_str(),
+        ],
+    );
+    assert!(sc.daemon.wait_log(
+        &format!("published for `lowmemd rank` to {}", snap.display()),
+        Duration::from_secs(2)
+    ));
+    let app = Client::connect(&sock);
+    let me = std::process::id() as i64;
+    let reg = Workload::ready(&sc.cg, "reg", 0, 4);
+    let unreg = Workload::ready(&sc.cg, "unreg", 0, 4);
+    app.send(&[1, reg.pid, 0, 900]);
+    assert!(wait_adj(reg.pid, 900));
+
+    // JSON: who registered it; the unregistered one is no candidate here.
+    let out = rank_until(&sc, &sock, true, |o| {
+        rank_row(o, reg.pid)["registered"]["owner_pid"] == me
+    });
+    let r = rank_row(&out, reg.pid);
+    assert_eq!(
+        r["registered"],
+        serde_json::json!({"uid": 0, "owner_pid": me}),
+        "{out}"
+    );
+    assert!(r["excluded"].is_null(), "{out}");
+    let u = rank_row(&out, unreg.pid);
+    assert!(u["registered"].is_null());
+    assert_eq!(u["excluded"], "not_registered");
+    // The table: the REGISTERED column and where it came from.
+    let text = rank(&sc, &sock, false);
+    let want = format!(
+        "lmkd registrations: 1 from {} (lowmemd pid ",
+        snap.display()
+    );
+    assert!(text.lines().any(|l| l.starts_with(&want)), "{text}");
+    let row = |text: &str, pid: i32| {
+        (text.lines())
+            .find(|l| l.split_whitespace().next() == Some(&pid.to_string()))
+            .unwrap_or_else(|| panic!("no row for {pid}:\n{text}"))
+            .to_string()
+    };
+    assert!(
+        row(&text, reg.pid).contains(&format!(" by {me} ")),
+        "{text}"
+    );
+    assert!(row(&text, unreg.pid).contains("not registered over the lmkd socket"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&snap).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644, "readable by rank run as anyone");
+
+    // The client hangs up: the record stays, unowned.
+    drop(app);
+    let text = rank_until(&sc, &sock, false, |o| row(o, reg.pid).contains(" unowned "));
+    assert!(row(&text, reg.pid).contains(" unowned "), "{text}");
+    // The process exits: the record goes.
+    drop(reg);
+    let zero = format!("lmkd registrations: 0 from {}", snap.display());
+    let text = rank_until(&sc, &sock, false, |o| o.contains(&zero));
+    assert!(text.contains(&zero), "{text}");
+
+    // The daemon stops: what it left is not shown as current.
+    sc.daemon.stop();
+    let text = rank(&sc, &sock, false);
+    assert!(text.contains("which is no longer running"), "{text}");
+}

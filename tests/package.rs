@@ -28,6 +28,7 @@ fn deb_installs_and_starts_cleanly() {
     for f in [
         "./usr/bin/lowmemd",
         "./lib/systemd/system/lowmemd.service",
+        "./lib/systemd/system/lowmemd.socket",
         "./etc/lowmemd/policy.toml",
         "./usr/share/man/man8/lowmemd.8",
     ] {
@@ -83,6 +84,20 @@ fn deb_installs_and_starts_cleanly() {
         "dpkg -i: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Both units land as shipped, and the socket hands its fd to the installed service.
+    let units = r.join("lib/systemd/system");
+    for unit in ["lowmemd.service", "lowmemd.socket"] {
+        let installed = std::fs::read_to_string(units.join(unit)).unwrap();
+        let shipped = std::fs::read_to_string(Path::new("deploy/systemd").join(unit)).unwrap();
+        assert_eq!(installed, shipped, "{unit} installed as in deploy/systemd");
+    }
+    let socket = std::fs::read_to_string(units.join("lowmemd.socket")).unwrap();
+    for line in ["Service=lowmemd.service", "FileDescriptorName=lmkd"] {
+        assert!(
+            socket.lines().any(|l| l.trim() == line),
+            "lowmemd.socket lacks {line}"
+        );
+    }
     let bin = r.join("usr/bin/lowmemd");
     let policy = r.join("etc/lowmemd/policy.toml");
     let run = |args: &[&str]| Command::new(&bin).args(args).output().unwrap();

@@ -1,10 +1,15 @@
 //! `lowmemd rank`: the scope's processes in the order lowmemd would pick victims, with why
 //! the excluded ones are excluded, each with its cgroup and the cgroup marking or rule that
-//! applies.
+//! applies, and which of them clients registered over a running daemon's lmkd socket (from
+//! the snapshot that daemon publishes).
 
-use lowmemd::pipeline::rank::{RankContext, Ranked, rank};
-use lowmemd::policy::rules;
-use lowmemd::procs::{Needs, printable};
+use std::path::{Path, PathBuf};
+
+use lowmemd::lmkd::snapshot::{self, Snapshot};
+use lowmemd::pipeline::rank::{Exclusion, RankContext, Ranked, rank, sort};
+use lowmemd::pipeline::registered::Registrations;
+use lowmemd::policy::{Candidates, rules};
+use lowmemd::procs::{Needs, ProcRoot, printable};
 use lowmemd::sample::MemSnapshot;
 use lowmemd::scope::Scope;
 
@@ -31,27 +36,101 @@ pub fn run(args: &RankArgs) -> CmdResult {
         rules: &policy.rules,
         ..Default::default()
     };
-    let ranked = rank(scan.procs, &ctx);
+    let mut ranked = rank(scan.procs, &ctx);
+    let lmkd = lmkd_registrations(args.lmkd_socket.as_deref(), &scope.proc)?;
+    if let Lmkd::Shown { snap, .. } = &lmkd {
+        mark_registered(&mut ranked, snap, policy.candidates);
+    }
+    if let (true, Lmkd::NotShown(why)) = (args.json, &lmkd) {
+        eprintln!("lowmemd rank: lmkd registrations not shown: {why}");
+    }
     let mut out = std::io::stdout().lock();
+    let shown = Shown {
+        scope: &scope,
+        mem: &mem,
+        lmkd: &lmkd,
+        vanished: scan.vanished,
+    };
     // A closed stdout (`lowmemd rank | head`) is the reader's choice, not our error.
-    match print_rank(&mut out, args.json, &scope, &mem, &ranked, scan.vanished) {
+    match print_rank(&mut out, args.json, &shown, &ranked) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err((exit::RUNTIME, e.to_string())),
         _ => Ok(()),
     }
 }
 
+/// What `rank` knows of a daemon's lmkd registrations.
+enum Lmkd {
+    /// None asked for (no --lmkd-socket) and none at the systemd unit's place.
+    Unknown,
+    Shown {
+        path: PathBuf,
+        snap: Snapshot,
+    },
+    /// Asked for or found, but missing, unreadable or stale: why.
+    NotShown(String),
+}
+
+/// The snapshot of `--lmkd-socket`'s daemon, or of the systemd unit's when it exists. A
+/// missing or stale one is said and ranking goes on; a malformed one is an error.
+fn lmkd_registrations(socket: Option<&Path>, proc: &ProcRoot) -> Result<Lmkd, (u8, String)> {
+    let path = match socket {
+        Some(s) => snapshot::beside_socket(s),
+        None if Path::new(snapshot::DEFAULT_PATH).exists() => snapshot::DEFAULT_PATH.into(),
+        None => return Ok(Lmkd::Unknown),
+    };
+    match Snapshot::read(&path) {
+        Ok(snap) if snap.writer_alive(proc) => Ok(Lmkd::Shown { path, snap }),
+        Ok(snap) => Ok(Lmkd::NotShown(format!(
+            "{}: written by lowmemd pid {}, which is no longer running",
+            path.display(),
+            snap.daemon.pid
+        ))),
+        Err(e) if e.is_unreadable() => Ok(Lmkd::NotShown(match socket {
+            Some(s) => format!(
+                "{e} (is lowmemd running with --lmkd-socket {}?)",
+                s.display()
+            ),
+            None => e.to_string(),
+        })),
+        Err(e) => Err((exit::RUNTIME, format!("lmkd registrations: {e}"))),
+    }
+}
+
+/// Fills in who registered each process; under `candidates = "registered"` the others are
+/// excluded, as the daemon leaves them out.
+fn mark_registered(ranked: &mut [Ranked], snap: &Snapshot, candidates: Candidates) {
+    let table = snap.lookup_table();
+    for r in ranked.iter_mut() {
+        r.proc.registered = table.lookup(r.proc.pid, r.proc.starttime);
+        if candidates == Candidates::Registered
+            && r.proc.registered.is_none()
+            && r.excluded.is_none()
+        {
+            r.excluded = Some(Exclusion::NotRegistered);
+        }
+    }
+    sort(ranked);
+}
+
+/// What the table shows above and below the processes.
+struct Shown<'a> {
+    scope: &'a Scope,
+    mem: &'a MemSnapshot,
+    lmkd: &'a Lmkd,
+    vanished: usize,
+}
+
 fn print_rank(
     out: &mut impl std::io::Write,
     json: bool,
-    scope: &Scope,
-    mem: &MemSnapshot,
+    shown: &Shown<'_>,
     ranked: &[Ranked],
-    vanished: usize,
 ) -> std::io::Result<()> {
     if json {
         serde_json::to_writer_pretty(&mut *out, ranked)?;
         return writeln!(out);
     }
+    let (scope, mem) = (shown.scope, shown.mem);
     writeln!(
         out,
         "scope {}: {} of {} MiB available ({:.1} %)",
@@ -60,10 +139,21 @@ fn print_rank(
         mem.total_kib / 1024,
         mem.available_pct()
     )?;
+    match shown.lmkd {
+        Lmkd::Unknown => {}
+        Lmkd::Shown { path, snap } => writeln!(
+            out,
+            "lmkd registrations: {} from {} (lowmemd pid {})",
+            snap.registered.len(),
+            path.display(),
+            snap.daemon.pid
+        )?,
+        Lmkd::NotShown(why) => writeln!(out, "lmkd registrations: not shown: {why}")?,
+    }
     writeln!(
         out,
-        "{:>7} {:>5} {:>5} {:>9}  {:<16} {:<CG$} {:<6} {:<16} EXCLUDED",
-        "PID", "ADJ", "EFF", "SIZE_MiB", "COMM", "CGROUP", "MARK", "RULE"
+        "{:>7} {:>5} {:>5} {:>9}  {:<16} {:<CG$} {:<6} {:<16} {:<10} EXCLUDED",
+        "PID", "ADJ", "EFF", "SIZE_MiB", "COMM", "CGROUP", "MARK", "RULE", "REGISTERED"
     )?;
     for r in ranked {
         let p = &r.proc;
@@ -71,9 +161,13 @@ fn print_rank(
             .cgroup
             .as_deref()
             .map_or("-".into(), |c| short_cgroup(c, CG));
+        let registered = p.registered.map_or("-".into(), |r| match r.owner_pid {
+            Some(pid) => format!("by {pid}"),
+            None => "unowned".into(),
+        });
         writeln!(
             out,
-            "{:>7} {:>5} {:>5} {:>9.1}  {:<16} {:<CG$} {:<6} {:<16} {}",
+            "{:>7} {:>5} {:>5} {:>9.1}  {:<16} {:<CG$} {:<6} {:<16} {:<10} {}",
             p.pid,
             p.oom_score_adj,
             p.effective_adj,
@@ -82,9 +176,11 @@ fn print_rank(
             printable(&cgroup),
             p.marking.as_ref().map_or("-", |m| m.preference.as_str()),
             p.rule.as_deref().unwrap_or("-"),
+            registered,
             r.excluded.map(|e| e.to_string()).unwrap_or_default()
         )?;
     }
+    let vanished = shown.vanished;
     if vanished > 0 {
         writeln!(out, "({vanished} processes exited while being read)")?;
     }

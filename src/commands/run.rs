@@ -12,6 +12,7 @@ use lowmemd::clock::monotonic_ms;
 use lowmemd::health::Health;
 use lowmemd::lmkd::registry::Registry;
 use lowmemd::lmkd::server::{Controls, Server};
+use lowmemd::lmkd::snapshot::{self, Publisher, Writer};
 use lowmemd::lmkd::socket::{self, Origin};
 use lowmemd::lmkd::{Hub, Notifying};
 use lowmemd::monitor::{self, Monitor, Outlets};
@@ -196,7 +197,24 @@ pub fn run(args: &RunArgs) -> CmdResult {
             reload,
             set_minfree,
         };
-        let server = Server::new(listener, registry, hub, metrics.clone(), controls);
+        let mut server = Server::new(listener, registry, hub, metrics.clone(), controls);
+        match snapshot::place(&origin, std::env::var_os("RUNTIME_DIRECTORY").as_deref()) {
+            Some(path) => {
+                let me = std::process::id() as i32;
+                let starttime = (scope.proc.read_stat(me, &mut Vec::new()))
+                    .map_err(|e| (exit::RUNTIME, e.to_string()))?
+                    .starttime;
+                log::info!(
+                    "lmkd registrations published for `lowmemd rank` to {}",
+                    path.display()
+                );
+                let publisher = Publisher::new(path, Writer { pid: me, starttime });
+                server = server.with_publisher(publisher);
+            }
+            None => log::info!(
+                "lmkd registrations are not published for `lowmemd rank`: the socket is inherited and RUNTIME_DIRECTORY is not set (systemd: RuntimeDirectory=lowmemd)"
+            ),
+        }
         std::thread::Builder::new()
             .name("lmkd".into())
             .spawn(move || server.run())

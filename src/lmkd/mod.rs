@@ -5,12 +5,14 @@
 //! - `registry`: the pidfd-pinned table of registered processes, read by the pipeline.
 //! - `socket`: the listening socket: created, or inherited from init or systemd.
 //! - `server`: the socket's own thread, one packet at a time, never blocking on a client.
+//! - `snapshot`: the registrations published to a file for `lowmemd rank`.
 //! - this file: the `Hub` the kill path tells of kills (counts per adj, subscribers'
 //!   notifications sent without blocking), and the observer that feeds it.
 
 pub mod protocol;
 pub mod registry;
 pub mod server;
+pub mod snapshot;
 pub mod socket;
 
 use std::collections::BTreeMap;

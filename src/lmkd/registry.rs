@@ -77,10 +77,12 @@ impl RegistryError {
     ];
 }
 
-/// One record, for logs and `/status`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// One record, for logs, `/status` and the snapshot `lowmemd rank` reads.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     pub pid: i32,
+    /// The incarnation: clock ticks after boot, as in /proc/PID/stat.
+    pub starttime: u64,
     pub uid: u32,
     pub adj: i16,
     pub service: bool,
@@ -230,6 +232,7 @@ impl Registry {
             .iter()
             .map(|(&pid, r)| Entry {
                 pid,
+                starttime: r.starttime,
                 uid: r.uid,
                 adj: r.adj,
                 service: r.ptype == ProcType::Service,

@@ -15,9 +15,12 @@ use crate::report::metrics::Metrics;
 use super::Hub;
 use super::protocol::{self, Command, MAX_PACKET, ProtocolError, Target};
 use super::registry::{Owner, Registry};
+use super::snapshot::Publisher;
 
 /// lmkd serves at most this many data connections at once.
 pub const MAX_CLIENTS: usize = 3;
+/// The socket's thread wakes at least this often to drop the records of exited processes.
+const TICK: Duration = Duration::from_secs(2);
 /// LMK_TARGET is taken at most once per this long (as lmkd).
 const TARGET_EVERY: Duration = Duration::from_secs(1);
 /// One log line per kind of bad input per this long.
@@ -77,6 +80,10 @@ pub struct Server {
     minfree: Option<MinfreeTable>,
     last_target: Option<Instant>,
     warned: HashMap<&'static str, (Instant, u64)>,
+    /// Writes the registrations for `lowmemd rank`, when there is somewhere to.
+    publisher: Option<Publisher>,
+    /// Records left after the last pass, to see exits.
+    last_count: usize,
 }
 
 impl Server {
@@ -100,7 +107,15 @@ impl Server {
             minfree: None,
             last_target: None,
             warned: HashMap::new(),
+            publisher: None,
+            last_count: 0,
         }
+    }
+
+    /// Publishes the registrations for `lowmemd rank` through `publisher`.
+    pub fn with_publisher(mut self, publisher: Publisher) -> Self {
+        self.publisher = Some(publisher);
+        self
     }
 
     pub fn run(mut self) {
@@ -111,10 +126,14 @@ impl Server {
             for c in &self.clients {
                 fds.push(PollFd::new(&*c.fd, PollFlags::IN));
             }
-            // Wake now and then to drop records of processes that exited.
+            // Wake now and then to drop records of processes that exited, and when the
+            // snapshot for `lowmemd rank` is due.
+            let wait = (self.publisher.as_ref())
+                .and_then(|p| p.due_in(Instant::now()))
+                .map_or(TICK, |d| d.min(TICK));
             let tick = Timespec {
-                tv_sec: 2,
-                tv_nsec: 0,
+                tv_sec: wait.as_secs() as i64,
+                tv_nsec: i64::from(wait.subsec_nanos()),
             };
             if let Err(e) = rustix::event::poll(&mut fds, Some(&tick)) {
                 if e != rustix::io::Errno::INTR {
@@ -142,9 +161,17 @@ impl Server {
             if ready[0] {
                 self.accept();
             }
-            self.metrics
-                .lmkd_registered
-                .set(self.registry.prune() as i64);
+            let left = self.registry.prune();
+            self.metrics.lmkd_registered.set(left as i64);
+            if let Some(p) = &mut self.publisher {
+                // Exits show here (commands mark it in `publish`).
+                if left != self.last_count {
+                    p.mark();
+                }
+                let registry = &self.registry;
+                p.flush(Instant::now(), || registry.entries());
+            }
+            self.last_count = left;
         }
     }
 
@@ -359,8 +386,11 @@ impl Server {
         self.publish();
     }
 
-    /// The socket's state in `/status`.
-    fn publish(&self) {
+    /// The socket's state in `/status`; the snapshot for `lowmemd rank` is due.
+    fn publish(&mut self) {
+        if let Some(p) = &mut self.publisher {
+            p.mark();
+        }
         let page_kib = rustix::param::page_size() as u64 / 1024;
         let clients: Vec<_> = self
             .clients

@@ -35,6 +35,10 @@ pub enum Exclusion {
     RecentlyActed,
     #[error("nothing to free (no resident or swapped memory)")]
     NothingToFree,
+    /// Shown by `lowmemd rank` under `candidates = "registered"` (the pipeline leaves
+    /// unregistered processes out before ranking).
+    #[error("not registered over the lmkd socket (candidates = \"registered\")")]
+    NotRegistered,
 }
 
 /// The context ranking needs besides the process table.
@@ -164,8 +168,13 @@ pub fn rank(procs: Vec<ProcInfo>, ctx: &RankContext<'_>) -> Vec<Ranked> {
             }
         })
         .collect();
-    ranked.sort_by_key(|r| (r.excluded.is_some(), order(&r.proc)));
+    sort(&mut ranked);
     ranked
+}
+
+/// Candidates first, best victim first, then the excluded ones in the same order.
+pub fn sort(ranked: &mut [Ranked]) {
+    ranked.sort_by_key(|r| (r.excluded.is_some(), order(&r.proc)));
 }
 
 /// The victim order among candidates: those a `last` rule holds back after all others;
