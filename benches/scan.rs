@@ -11,7 +11,7 @@ use divan::counter::ItemsCount;
 use divan::{Bencher, black_box};
 use lowmemd::pipeline::rank::{RankContext, add_swap_to_first_band, candidates};
 use lowmemd::policy::Policy;
-use lowmemd::policy::decide::decide;
+use lowmemd::policy::decide::{LastActions, decide};
 use lowmemd::procs::{ProcCache, ProcRoot, raise_fd_limit};
 use lowmemd::sample::{MemSnapshot, Sample};
 use procfs_core::FromBufRead;
@@ -171,5 +171,11 @@ fn decide_pure(b: Bencher) {
         thrashing_pct: None,
         thrashing_since_ms: 0,
     };
-    b.bench(|| black_box(decide(black_box(&sample), &policy, Some(9_000))));
+    b.bench(|| {
+        black_box(decide(
+            black_box(&sample),
+            &policy,
+            LastActions::kill(Some(9_000)),
+        ))
+    });
 }

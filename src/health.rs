@@ -18,8 +18,10 @@ pub struct Health {
     /// Since when the pipeline is handling a sample; 0 while it waits for one.
     pipeline_busy_since_ms: AtomicU64,
     scope_ok: AtomicBool,
-    /// When the pipeline's last action ended (monotonic ms); 0 before the first.
+    /// When the pipeline's last action and last kill ended (monotonic ms); 0 before the
+    /// first.
     last_action_ms: AtomicU64,
+    last_kill_ms: AtomicU64,
 }
 
 impl Health {
@@ -29,6 +31,7 @@ impl Health {
             pipeline_busy_since_ms: AtomicU64::new(0),
             scope_ok: AtomicBool::new(true),
             last_action_ms: AtomicU64::new(0),
+            last_kill_ms: AtomicU64::new(0),
         }
     }
 
@@ -49,14 +52,23 @@ impl Health {
         self.pipeline_busy_since_ms.store(0, Ordering::Relaxed);
     }
 
-    /// The pipeline's last action ended at `ms`: the monitor decides with it whether a
-    /// sample is worth waking the pipeline for (cooldowns, PSI counted once per action).
-    pub fn pipeline_acted(&self, ms: u64) {
-        self.last_action_ms.store(ms.max(1), Ordering::Relaxed);
+    /// When the pipeline's last action and kill ended: the monitor decides with them
+    /// whether a sample is worth waking the pipeline for (cooldowns, PSI counted once per
+    /// action).
+    pub fn pipeline_acted(&self, action_ms: Option<u64>, kill_ms: Option<u64>) {
+        let store = |to: &AtomicU64, ms: Option<u64>| {
+            if let Some(ms) = ms {
+                to.store(ms.max(1), Ordering::Relaxed);
+            }
+        };
+        store(&self.last_action_ms, action_ms);
+        store(&self.last_kill_ms, kill_ms);
     }
 
-    pub fn last_action_ms(&self) -> Option<u64> {
-        Some(self.last_action_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0)
+    /// When the last action and the last kill ended.
+    pub fn last_actions(&self) -> (Option<u64>, Option<u64>) {
+        let read = |from: &AtomicU64| Some(from.load(Ordering::Relaxed)).filter(|ms| *ms > 0);
+        (read(&self.last_action_ms), read(&self.last_kill_ms))
     }
 
     pub fn set_scope_ok(&self, ok: bool) {

@@ -70,9 +70,13 @@ pub struct PsiFired {
     /// The window the kernel accepted for this trigger.
     pub window_ms: u64,
     pub last_fired_ms: Option<u64>,
-    /// The first firing of the current run: firings at most two windows apart, so a stall
-    /// that goes on (the kernel re-fires once per window) keeps its run.
+    /// The first firing of the current run: firings at most 1.5 windows apart (the kernel
+    /// re-fires once per window while the stall goes on).
     pub streak_since_ms: Option<u64>,
+    /// Stall measured from the run's first firing to its last (the growth of the pressure
+    /// file's `total`), ms: whether the stall really went on between the firings, rather
+    /// than one burst the kernel reported twice. `None` where it could not be read.
+    pub run_stall_ms: Option<u64>,
 }
 
 /// What the monitor saw, handed to the pipeline.

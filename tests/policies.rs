@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use lowmemd::pipeline::rank::{Exclusion, RankContext, rank};
 use lowmemd::policy::Policy;
-use lowmemd::policy::decide::decide;
+use lowmemd::policy::decide::{LastActions, decide};
 use lowmemd::policy::validate::{LoadError, load};
 use lowmemd::procs::ProcInfo;
 use lowmemd::sample::{MemSnapshot, PsiFired, Sample};
@@ -175,6 +175,8 @@ fn sample(
                 window_ms: 2000,
                 last_fired_ms: psi_runs.get(i).copied().flatten().map(|_| LAST),
                 streak_since_ms: psi_runs.get(i).copied().flatten().map(|run| LAST - run),
+                // The stall went on all the while.
+                run_stall_ms: psi_runs.get(i).copied().flatten(),
             })
             .collect(),
         vmpressure_ms: None,
@@ -185,7 +187,7 @@ fn sample(
 
 /// Severity: lower level index is more severe; no decision is the least severe.
 fn severity(policy: &Policy, s: &Sample) -> usize {
-    decide(s, policy, None).map_or(usize::MAX, |d| d.level)
+    decide(s, policy, LastActions::NONE).map_or(usize::MAX, |d| d.level)
 }
 
 proptest! {
@@ -215,27 +217,46 @@ proptest! {
         prop_assert!(severity(&policy, &worse) <= severity(&policy, &base));
     }
 
-    /// A PSI condition with a duration fires exactly when its trigger has kept firing that
-    /// long (counting the window the first firing measured), and never from before the
-    /// last action.
+    /// A PSI condition with a duration (stall above 25 % of a 2 s window, for `for_ms`):
+    /// a run of firings shorter than the duration never fires; nor does one whose measured
+    /// stall fell below the trigger's share between its firings (one burst reported twice);
+    /// nor one that began before the last kill and lasted less than the duration after it.
+    /// A run long enough, stalling all the while, with no kill, fires.
     #[test]
     fn a_stall_shorter_than_its_duration_never_fires(
         kind in prop_oneof![Just("some"), Just("full")],
         for_ms in 2_000u64..120_000,
         run in 0u64..99_000,
-        last_action in proptest::option::of(0u64..99_000),
+        stall_share in 0.0f64..1.0,
+        last_kill in proptest::option::of(0u64..99_000),
     ) {
+        const LAST: u64 = 99_500;
+        const WINDOW: u64 = 2_000;
         let text = format!(
             "[psi]\nwindow_ms = 2000\n[[level]]\nname = \"l\"\naction = \"kill\"\nmin_adj = 0\n\
              psi_{kind}_ms = 500\npsi_{kind}_for_ms = {for_ms}\n"
         );
         let policy = lowmemd::policy::validate::compile(Path::new("p.toml"), &text).unwrap();
-        let s = sample(&policy, 1 << 19, &[Some(run)], None);
-        // The run counts from its first firing, or one window after the last action.
-        let since = last_action.map_or(99_500 - run, |t| (99_500 - run).max(t + 2_000));
-        let held = (99_500 + 2_000u64).saturating_sub(since);
-        let fires = decide(&s, &policy, last_action).is_some();
-        prop_assert_eq!(fires, held >= for_ms, "held {} ms of {}", held, for_ms);
+        let mut s = sample(&policy, 1 << 19, &[Some(run)], None);
+        s.psi[0].run_stall_ms = Some((run as f64 * stall_share) as u64);
+        let fires = |last_kill: Option<u64>| {
+            let last = LastActions::kill(last_kill);
+            decide(&s, &policy, last).is_some()
+        };
+        if run + WINDOW < for_ms {
+            prop_assert!(!fires(None), "a run of {} ms fired for {} ms", run + WINDOW, for_ms);
+        }
+        if run > 0 && stall_share < 0.24 {
+            prop_assert!(!fires(None), "{:.0} % stall between firings fired", stall_share * 100.0);
+        }
+        if let Some(kill) = last_kill
+            && LAST + WINDOW < kill + WINDOW + for_ms
+        {
+            prop_assert!(!fires(Some(kill)), "stall from before the kill at {} counted", kill);
+        }
+        if run + WINDOW >= for_ms && stall_share >= 0.26 {
+            prop_assert!(fires(None), "a {} ms run stalling {:.0} %", run + WINDOW, stall_share * 100.0);
+        }
     }
 
     /// A protected process is never a candidate; prefer/avoid move a process exactly by

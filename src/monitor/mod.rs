@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use rustix::event::{PollFd, PollFlags, Timespec};
 
 use crate::clock::monotonic_ms;
-use crate::policy::decide::decide;
+use crate::policy::decide::{LastActions, decide};
 use crate::policy::store::PolicyStore;
 use crate::sample::{MemSnapshot, Refaults, Sample};
 use crate::scope::Scope;
@@ -225,7 +225,12 @@ impl Monitor {
             if self.stop.load(Ordering::Acquire) {
                 return;
             }
-            if self.sources.note(&revents[1..], now, &self.outlets) {
+            let scope = &self.scope;
+            let totals = || scope.psi_totals_us();
+            if self
+                .sources
+                .note(&revents[1..], now, &self.outlets, &totals)
+            {
                 schedule.event(now);
             }
             if self.store.generation() != self.generation {
@@ -318,7 +323,9 @@ impl Monitor {
             // The decision is pure and takes nanoseconds: take it here, and wake the
             // pipeline only when a level holds (or just stopped holding).
             let policy = self.store.get();
-            let decision = decide(&sample, &policy, self.outlets.health.last_action_ms());
+            let (action_ms, kill_ms) = self.outlets.health.last_actions();
+            let last = LastActions { action_ms, kill_ms };
+            let decision = decide(&sample, &policy, last);
             let level = decision.as_ref().map(|d| d.level);
             (self.outlets.observe)(
                 &sample.mem,

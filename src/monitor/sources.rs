@@ -10,7 +10,7 @@ use super::psi::PsiTrigger;
 use super::threshold::{UsageThreshold, usages_for};
 use super::vmpressure::{LEVELS, VmPressure};
 use crate::policy::Policy;
-use crate::sample::{PsiCondition, PsiFired};
+use crate::sample::{PsiCondition, PsiFired, PsiKind};
 use crate::scope::Scope;
 
 /// A registered PSI trigger and when it last fired.
@@ -19,6 +19,9 @@ struct Armed {
     fired_ms: Option<u64>,
     /// When the current run of firings began (see [`PsiFired::streak_since_ms`]).
     streak_since_ms: Option<u64>,
+    /// The pressure file's stall total (µs) at the run's first firing, and the stall since.
+    run_total_us: Option<u64>,
+    run_stall_ms: Option<u64>,
 }
 
 pub struct Sources {
@@ -75,6 +78,8 @@ impl Sources {
                     trigger,
                     fired_ms: None,
                     streak_since_ms: None,
+                    run_total_us: None,
+                    run_stall_ms: None,
                 }),
                 Err(e) => warnings.push(format!("PSI trigger disabled: {e}")),
             }
@@ -85,10 +90,25 @@ impl Sources {
             .iter()
             .find(|a| a.trigger.window_ms != policy.psi_window_ms)
         {
+            let window = a.trigger.window_ms;
             warnings.push(format!(
-                "the kernel refused a {} ms PSI window, using {} ms (shorter windows need CAP_SYS_RESOURCE)",
-                policy.psi_window_ms, a.trigger.window_ms
+                "the kernel refused a {} ms PSI window, using {window} ms (shorter windows need CAP_SYS_RESOURCE)",
+                policy.psi_window_ms
             ));
+            for l in &policy.levels {
+                let c = &l.conditions;
+                for (key, ms) in [
+                    ("psi_some_for_ms", c.psi_some_for_ms),
+                    ("psi_full_for_ms", c.psi_full_for_ms),
+                ] {
+                    if let Some(ms) = ms.filter(|ms| *ms < window) {
+                        warnings.push(format!(
+                            "level {}: {key} = {ms} is shorter than the {window} ms window: one firing is enough",
+                            l.name
+                        ));
+                    }
+                }
+            }
         }
         warnings
     }
@@ -184,8 +204,15 @@ impl Sources {
 
     /// Takes note of the events in `revents` (in [`Sources::poll_fds`] order); returns
     /// whether a pressure event (PSI, vmpressure) arrived. A usage threshold only wakes the
-    /// monitor to look. A trigger whose fd reports an error is dropped.
-    pub fn note(&mut self, revents: &[PollFlags], now: u64, outlets: &Outlets) -> bool {
+    /// monitor to look. A trigger whose fd reports an error is dropped. `stall_totals`
+    /// reads the scope's PSI `some` and `full` totals (µs), once, if a trigger fired.
+    pub fn note(
+        &mut self,
+        revents: &[PollFlags],
+        now: u64,
+        outlets: &Outlets,
+        stall_totals: &dyn Fn() -> Option<(u64, u64)>,
+    ) -> bool {
         let (psi_revents, rest) = revents.split_at(self.psi.len());
         let (vmp_revents, threshold_revents) = rest.split_at(self.vmpressure.len());
         for (t, rev) in self.thresholds.iter().zip(threshold_revents) {
@@ -195,6 +222,7 @@ impl Sources {
         }
         let mut any = false;
         let mut dead = Vec::new();
+        let mut totals: Option<Option<(u64, u64)>> = None;
         for (i, (a, rev)) in self.psi.iter_mut().zip(psi_revents).enumerate() {
             if rev.intersects(PollFlags::ERR | PollFlags::NVAL) {
                 // The cgroup went away or PSI was switched off: drop this trigger rather
@@ -202,7 +230,21 @@ impl Sources {
                 dead.push(i);
             } else if rev.contains(PollFlags::PRI) {
                 let (prev, since) = (a.fired_ms, a.streak_since_ms);
-                a.streak_since_ms = Some(run_start(prev, since, a.trigger.window_ms, now));
+                let start = run_start(prev, since, a.trigger.window_ms, now);
+                let total =
+                    (*totals.get_or_insert_with(stall_totals)).map(|(some, full)| {
+                        match a.trigger.condition.kind {
+                            PsiKind::Some => some,
+                            PsiKind::Full => full,
+                        }
+                    });
+                if start == now {
+                    a.run_total_us = total;
+                }
+                a.run_stall_ms = total
+                    .zip(a.run_total_us)
+                    .map(|(t, at_start)| t.saturating_sub(at_start) / 1000);
+                a.streak_since_ms = Some(start);
                 a.fired_ms = Some(now);
                 any = true;
                 outlets.count(a.trigger.condition.kind.into(), 1);
@@ -234,6 +276,7 @@ impl Sources {
                 window_ms: a.trigger.window_ms,
                 last_fired_ms: a.fired_ms,
                 streak_since_ms: a.streak_since_ms,
+                run_stall_ms: a.run_stall_ms,
             })
             .collect()
     }
@@ -245,12 +288,12 @@ impl Sources {
 }
 
 /// Where the run of firings that a trigger's firing at `now` belongs to began, given its
-/// previous firing and that one's run: the kernel fires at most once per window while a
-/// stall goes on, so a firing within two windows of the previous one continues its run; a
-/// later one starts a new run.
+/// previous firing and that one's run: the kernel fires once per window while a stall goes
+/// on, so a firing within 1.5 windows of the previous one (the kernel's polling may make
+/// it late) continues its run; a later one starts a new run.
 fn run_start(prev: Option<u64>, since: Option<u64>, window_ms: u64, now: u64) -> u64 {
     match (prev, since) {
-        (Some(prev), Some(since)) if now.saturating_sub(prev) <= 2 * window_ms => since,
+        (Some(prev), Some(since)) if now.saturating_sub(prev) <= window_ms * 3 / 2 => since,
         _ => now,
     }
 }
@@ -279,8 +322,8 @@ mod tests {
         assert_eq!(run_start(None, None, w, 10_000), 10_000);
         // Re-fired a window later, then late by less than a window: the same run.
         assert_eq!(run_start(Some(10_000), Some(10_000), w, 12_000), 10_000);
-        assert_eq!(run_start(Some(12_000), Some(10_000), w, 15_900), 10_000);
-        // A gap of more than two windows: the stall had ended; a new run.
-        assert_eq!(run_start(Some(15_900), Some(10_000), w, 20_000), 20_000);
+        assert_eq!(run_start(Some(12_000), Some(10_000), w, 14_900), 10_000);
+        // A gap of more than 1.5 windows: the stall had ended; a new run.
+        assert_eq!(run_start(Some(15_900), Some(10_000), w, 19_000), 19_000);
     }
 }

@@ -135,6 +135,7 @@ impl Pipeline {
             });
             // Nothing will exit: pace as if the kill had run into its deadline.
             self.last_action_ms = Some(signal_ms + level.wait_ms);
+            self.last_kill_ms = self.last_action_ms;
             for t in &targets {
                 self.recent.push(Recent::of(&t.proc, u64::MAX));
             }
@@ -210,6 +211,7 @@ impl Pipeline {
             ..kill
         });
         self.last_action_ms = Some(end);
+        self.last_kill_ms = Some(end);
         // Still there (frozen, or in uninterruptible I/O): kept pinned, so none is ever
         // picked again until its pidfd says it is gone.
         for (i, t) in targets.into_iter().enumerate() {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 
 use crate::health::Health;
-use crate::policy::decide::{Decision, decide};
+use crate::policy::decide::{Decision, LastActions, decide};
 use crate::policy::rules::{self, Effect, standing};
 use crate::policy::store::PolicyStore;
 use crate::policy::{Action, Candidates, Policy};
@@ -74,6 +74,8 @@ pub struct Pipeline {
     self_pid: i32,
     /// End of the last action (confirmed exit, deadline, or a dry run's pretend deadline).
     last_action_ms: Option<u64>,
+    /// End of the last kill (as above, page-outs aside).
+    last_kill_ms: Option<u64>,
     recent: Vec<Recent>,
     /// Victims signalled whose exit was not seen by their deadline, still pinned: never
     /// picked again until their pidfd says they are gone.
@@ -107,6 +109,7 @@ impl Pipeline {
             observer,
             self_pid: std::process::id() as i32,
             last_action_ms: None,
+            last_kill_ms: None,
             recent: Vec::new(),
             dying: Vec::new(),
             warned_all_skipped: HashSet::new(),
@@ -129,10 +132,17 @@ impl Pipeline {
         for sample in samples {
             self.health.pipeline_busy(self.kernel.now_ms());
             self.handle(sample);
-            if let Some(t) = self.last_action_ms {
-                self.health.pipeline_acted(t);
-            }
+            self.health
+                .pipeline_acted(self.last_action_ms, self.last_kill_ms);
+
             self.health.pipeline_idle();
+        }
+    }
+
+    fn last(&self) -> LastActions {
+        LastActions {
+            action_ms: self.last_action_ms,
+            kill_ms: self.last_kill_ms,
         }
     }
 
@@ -145,7 +155,7 @@ impl Pipeline {
             return;
         }
         let policy = self.store.get();
-        let decision = decide(&sample, &policy, self.last_action_ms);
+        let decision = decide(&sample, &policy, self.last());
         let level_name = decision.as_ref().map(|d| d.level(&policy).name.as_str());
         self.observer.sampled(&sample.mem, level_name, &policy);
         self.end_empty_spells(level_name, sample.at_ms);
@@ -172,16 +182,16 @@ impl Pipeline {
                 }
             }
             fresh.at_ms = self.kernel.now_ms();
-            let Some(now_decision) = decide(&fresh, &policy, self.last_action_ms) else {
+            let Some(now_decision) = decide(&fresh, &policy, self.last()) else {
                 self.observer.recovered();
                 log::debug!("pressure passed before the kill");
                 return;
             };
             // Act at the level that holds now, never at a more severe one than decided.
-            let decision = if now_decision.level >= decision.level {
-                now_decision
-            } else {
+            let decision = if now_decision.more_severe_than(&decision, &policy) {
                 decision.clone()
+            } else {
+                now_decision
             };
             let now = fresh.at_ms;
             self.recent.retain(|r| r.until_ms > now);

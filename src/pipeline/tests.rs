@@ -52,6 +52,8 @@ struct State {
     now_ms: u64,
     total_kib: u64,
     used_kib: u64,
+    /// Free memory and file cache (lmkd's minfree measure); free = total − used unless set.
+    free_file_kib: Option<(u64, u64)>,
     procs: Vec<FakeProc>,
     /// Pids signalled, in order.
     signalled: Vec<i32>,
@@ -70,6 +72,7 @@ impl Fake {
             now_ms: 1_000_000,
             total_kib: total_mib * MIB,
             used_kib: used_mib * MIB,
+            free_file_kib: None,
             procs: procs
                 .iter()
                 .map(|&(pid, adj, rss_mib, exit)| FakeProc {
@@ -131,6 +134,10 @@ fn mem(s: &State) -> MemSnapshot {
     MemSnapshot {
         total_kib: s.total_kib,
         available_kib: s.total_kib.saturating_sub(s.used_kib),
+        free_kib: s
+            .free_file_kib
+            .map_or(s.total_kib.saturating_sub(s.used_kib), |f| f.0),
+        file_kib: s.free_file_kib.map_or(0, |f| f.1),
         ..Default::default()
     }
 }
@@ -818,4 +825,33 @@ fn a_member_that_never_exits_leaves_the_kill_unconfirmed_and_stays_pinned() {
     assert_eq!(fake.now_ms(), t0 + 1000, "one deadline for all members");
     assert_eq!(p.dying.len(), 1);
     assert_eq!(p.dying[0].proc.pid, 102);
+}
+
+/// Decided on a minfree level (adj >= 0) whose shortage passed by the re-read before the
+/// kill, while the policy's "low" (adj >= 900) still holds: the kill is at "low", so the
+/// adj-0 process lives; and the other way round, a decision at "low" never turns into a
+/// kill at the table's adj 0.
+#[test]
+fn a_minfree_level_that_passed_before_the_kill_does_not_kill_at_its_adj() {
+    let fake = Fake::new(1000, 950, &[(101, 0, 100, Exit::After(20))]);
+    // The policy may kill down to adj 0 (below 1 %), so the table's adj 0 stands.
+    let text = "[[level]]\nname = \"critical\"\naction = \"kill\"\nmin_adj = 0\navailable_below_pct = 1\n\
+                [[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 900\navailable_below_pct = 10\n";
+    let policy = crate::policy::validate::compile(Path::new("test.toml"), text).unwrap();
+    let store = Arc::new(PolicyStore::fixed(policy));
+    store.set_minfree(7, &[(50 * MIB, 0)]);
+    assert_eq!(store.get().levels[2].min_adj, 0);
+    let (mut p, _seen) = pipeline(&fake, store.clone(), false);
+    let mut sample = fake.sample();
+    (sample.mem.free_kib, sample.mem.file_kib) = (10 * MIB, 10 * MIB);
+    fake.state().free_file_kib = Some((200 * MIB, 10 * MIB));
+    p.handle(sample);
+    assert_eq!(fake.signalled(), Vec::<i32>::new());
+
+    let fake = Fake::new(1000, 950, &[(101, 0, 100, Exit::After(20))]);
+    let (mut p, _seen) = pipeline(&fake, store, false);
+    let sample = fake.sample();
+    fake.state().free_file_kib = Some((10 * MIB, 10 * MIB));
+    p.handle(sample);
+    assert_eq!(fake.signalled(), Vec::<i32>::new());
 }

@@ -79,6 +79,18 @@ impl Decision {
     pub fn level<'p>(&self, policy: &'p Policy) -> &'p Level {
         &policy.levels[self.level]
     }
+
+    /// Whether this decision's level is more severe than `other`'s: among the file's levels,
+    /// an earlier one; with an lmkd client's minfree level on either side (they come after
+    /// the file's, whatever their adj), the one that reaches the lower adj.
+    pub fn more_severe_than(&self, other: &Decision, policy: &Policy) -> bool {
+        let (a, b) = (self.level(policy), other.level(policy));
+        if a.from_client.is_none() && b.from_client.is_none() {
+            self.level < other.level
+        } else {
+            a.min_adj < b.min_adj
+        }
+    }
 }
 
 /// How long ago `cond`'s trigger fired, if that event still counts: after the last action
@@ -93,19 +105,54 @@ fn psi_fresh(sample: &Sample, cond: &PsiCondition, last_action_ms: Option<u64>) 
     fresh.then(|| sample.at_ms.saturating_sub(at))
 }
 
-/// How long the stall behind `cond`'s current run of firings has gone on: from one window
-/// before the run's first firing (that firing measured the window before it) to its last.
-/// Only what came after the last action counts: the run is taken to start one window after
-/// it, when the first firing that measured nothing but new stall can arrive.
-fn psi_sustained_ms(sample: &Sample, cond: &PsiCondition, last_action_ms: Option<u64>) -> u64 {
-    let Some(fired) = sample.psi.iter().find(|p| p.condition == *cond) else {
-        return 0;
+/// How long the stall behind `cond`'s current run of firings has gone on, if at least
+/// `for_ms`: from one window before the run's first firing (that firing measured the window
+/// before it) to its last, provided the stall measured between those firings kept the
+/// trigger's share on average — one burst the kernel reports twice is not a stall that goes
+/// on. Only what came after the last kill counts: the run is taken to start one window
+/// after it, when the first firing that measured nothing but new stall can arrive. (A
+/// page-out does not restart it: it answers no stall.)
+fn psi_sustained_ms(
+    sample: &Sample,
+    cond: &PsiCondition,
+    for_ms: u64,
+    last_kill_ms: Option<u64>,
+) -> Option<u64> {
+    let fired = sample.psi.iter().find(|p| p.condition == *cond)?;
+    let (last, first) = (fired.last_fired_ms?, fired.streak_since_ms?);
+    let since = last_kill_ms.map_or(first, |t| first.max(t + fired.window_ms));
+    let held = (last + fired.window_ms).checked_sub(since)?;
+    let run = last.saturating_sub(first);
+    let went_on = run == 0
+        || fired
+            .run_stall_ms
+            .is_some_and(|s| s as f64 >= cond.stall_pct / 100.0 * run as f64);
+    (held >= for_ms && went_on).then_some(held)
+}
+
+/// When the pipeline last acted and last killed (monotonic ms).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LastActions {
+    /// The end of the last action of any kind (cooldowns, PSI events counted once).
+    pub action_ms: Option<u64>,
+    /// The end of the last kill (pressure after a kill, stalls a kill answered).
+    pub kill_ms: Option<u64>,
+}
+
+impl LastActions {
+    /// Nothing done yet.
+    pub const NONE: LastActions = LastActions {
+        action_ms: None,
+        kill_ms: None,
     };
-    let (Some(last), Some(since)) = (fired.last_fired_ms, fired.streak_since_ms) else {
-        return 0;
-    };
-    let since = last_action_ms.map_or(since, |t| since.max(t + fired.window_ms));
-    (last + fired.window_ms).saturating_sub(since)
+
+    /// A kill (or nothing) last: both at `ms`.
+    pub fn kill(ms: Option<u64>) -> Self {
+        LastActions {
+            action_ms: ms,
+            kill_ms: ms,
+        }
+    }
 }
 
 /// The conditions of `level` that hold, in a fixed order (memory first), and how many the
@@ -114,8 +161,9 @@ fn evaluate(
     level: &Level,
     most_severe: bool,
     sample: &Sample,
-    last_action_ms: Option<u64>,
+    last: LastActions,
 ) -> (Vec<Fired>, usize) {
+    let last_action_ms = last.action_ms;
     let c = &level.conditions;
     let mem = &sample.mem;
     let memory_reason = if most_severe {
@@ -151,11 +199,7 @@ fn evaluate(
             let ago = psi_fresh(sample, &cond, last_action_ms)?;
             let mut hit = Fired::new(reason, ago as f64, cond.stall_pct);
             if let Some(for_ms) = for_ms {
-                let held = psi_sustained_ms(sample, &cond, last_action_ms);
-                if held < for_ms {
-                    return None;
-                }
-                hit.sustained_ms = Some(held);
+                hit.sustained_ms = Some(psi_sustained_ms(sample, &cond, for_ms, last.kill_ms)?);
             }
             Some(hit)
         });
@@ -184,7 +228,7 @@ fn evaluate(
     );
     check(
         c.pressure_after_kill_ms.and_then(|within| {
-            let last = last_action_ms?;
+            let last = last.kill_ms?;
             let since = sample.at_ms.checked_sub(last)?;
             let psi_again = sample
                 .psi
@@ -210,17 +254,17 @@ fn evaluate(
 
 /// The most severe level whose conditions hold in `sample` (any or all of them, as the
 /// level says), unless that level acts and is still cooling down from the action that ended
-/// at `last_action_ms`.
+/// at `last.action_ms`.
 ///
 /// An lmkd client's minfree levels (after the file's own) apply alongside: when one of them
 /// holds too, the one reaching the lower adj decides (the file's level on a tie).
-pub fn decide(sample: &Sample, policy: &Policy, last_action_ms: Option<u64>) -> Option<Decision> {
+pub fn decide(sample: &Sample, policy: &Policy, last: LastActions) -> Option<Decision> {
     let first_holding = |from_client: bool| {
         policy.levels.iter().enumerate().find_map(|(index, level)| {
             if level.from_client.is_some() != from_client {
                 return None;
             }
-            let (fired, present) = evaluate(level, index == 0, sample, last_action_ms);
+            let (fired, present) = evaluate(level, index == 0, sample, last);
             let holds = match level.combine {
                 Combine::Any => !fired.is_empty(),
                 Combine::All => present > 0 && fired.len() == present,
@@ -234,7 +278,9 @@ pub fn decide(sample: &Sample, policy: &Policy, last_action_ms: Option<u64>) -> 
         (None, client) => client?,
     };
     let cooling = level.action != Action::None
-        && last_action_ms.is_some_and(|t| sample.at_ms < t + level.cooldown_ms);
+        && last
+            .action_ms
+            .is_some_and(|t| sample.at_ms < t + level.cooldown_ms);
     (!cooling).then_some(Decision {
         level: index,
         reason: fired.reason,
@@ -270,6 +316,7 @@ mod tests {
                     window_ms: 2000,
                     last_fired_ms: None,
                     streak_since_ms: None,
+                    run_stall_ms: None,
                 })
                 .collect(),
             vmpressure_ms: None,
@@ -286,11 +333,13 @@ mod tests {
         fire_run(s, kind, at, at);
     }
 
-    /// The trigger of `kind` kept firing from `since` to `last`.
+    /// The trigger of `kind` kept firing from `since` to `last`, the stall going on all
+    /// the while.
     fn fire_run(s: &mut Sample, kind: PsiKind, since: u64, last: u64) {
         let p = s.psi.iter_mut().find(|p| p.condition.kind == kind).unwrap();
         p.last_fired_ms = Some(last);
         p.streak_since_ms = Some(since);
+        p.run_stall_ms = Some(last - since);
     }
 
     fn level_name(d: &Option<Decision>) -> Option<(usize, Reason)> {
@@ -300,13 +349,16 @@ mod tests {
     #[test]
     fn watermarks_pick_the_level() {
         let p = Policy::default();
-        assert_eq!(level_name(&decide(&sample(0, 60.0), &p, None)), None);
         assert_eq!(
-            level_name(&decide(&sample(0, 14.0), &p, None)),
+            level_name(&decide(&sample(0, 60.0), &p, LastActions::NONE)),
+            None
+        );
+        assert_eq!(
+            level_name(&decide(&sample(0, 14.0), &p, LastActions::NONE)),
             Some((LOW, Reason::LowMemory))
         );
         assert_eq!(
-            level_name(&decide(&sample(0, 4.0), &p, None)),
+            level_name(&decide(&sample(0, 4.0), &p, LastActions::NONE)),
             Some((CRITICAL, Reason::CriticalMemory))
         );
     }
@@ -317,24 +369,24 @@ mod tests {
         let mut s = sample(10_000, 60.0);
         fire(&mut s, PsiKind::Some, 9_500);
         assert_eq!(
-            level_name(&decide(&s, &p, None)),
+            level_name(&decide(&s, &p, LastActions::NONE)),
             Some((LOW, Reason::PsiSome))
         );
         // The last action ended after the event: that stall was already answered.
-        assert_eq!(decide(&s, &p, Some(9_600)), None);
+        assert_eq!(decide(&s, &p, LastActions::kill(Some(9_600))), None);
         // An event older than one window is stale.
         let mut old = sample(20_000, 60.0);
         fire(&mut old, PsiKind::Some, 9_500);
-        assert_eq!(decide(&old, &p, None), None);
+        assert_eq!(decide(&old, &p, LastActions::NONE), None);
         // The built-in critical level wants 5 s of full stall on end, not one firing.
         fire(&mut s, PsiKind::Full, 9_900);
         assert_eq!(
-            level_name(&decide(&s, &p, None)),
+            level_name(&decide(&s, &p, LastActions::NONE)),
             Some((LOW, Reason::PsiSome))
         );
         fire_run(&mut s, PsiKind::Full, 4_000, 9_900);
         assert_eq!(
-            level_name(&decide(&s, &p, None)),
+            level_name(&decide(&s, &p, LastActions::NONE)),
             Some((CRITICAL, Reason::PsiFull))
         );
     }
@@ -344,7 +396,7 @@ mod tests {
         let p = Policy::default();
         let mut s = sample(10_000, 3.0);
         fire(&mut s, PsiKind::Full, 9_900);
-        let d = decide(&s, &p, None).unwrap();
+        let d = decide(&s, &p, LastActions::NONE).unwrap();
         assert_eq!((d.level, d.reason), (CRITICAL, Reason::CriticalMemory));
         assert_eq!(d.fired.to_string(), "available 3.0 % < 5 %");
     }
@@ -356,20 +408,61 @@ mod tests {
         let mut s = sample_for(&p, 20_000, 60.0);
         // One firing during a burst: the window it measured (2 s) is all the stall seen.
         fire(&mut s, PsiKind::Full, 19_900);
-        assert_eq!(decide(&s, &p, None), None);
+        assert_eq!(decide(&s, &p, LastActions::NONE), None);
         // Firing window after window since 16.9 s: 3 s of runs + the first window = 5 s.
         fire_run(&mut s, PsiKind::Full, 16_900, 19_900);
-        let d = decide(&s, &p, None).unwrap();
+        let d = decide(&s, &p, LastActions::NONE).unwrap();
         assert_eq!((d.level, d.reason), (CRITICAL, Reason::PsiFull));
         assert_eq!(
             d.fired.to_string(),
             "PSI full trigger (50 % of the window) fired 100 ms ago, stalled for 5.0 s"
         );
         // A kill at 17 s answered the stall up to then: 19.9 - 19 + 2 = 2.9 s of new stall.
-        assert_eq!(decide(&s, &p, Some(17_000)), None);
+        assert_eq!(decide(&s, &p, LastActions::kill(Some(17_000))), None);
         // The level without a duration still fires on the same run (some, 100 ms).
         fire(&mut s, PsiKind::Some, 19_900);
-        assert_eq!(decide(&s, &p, Some(17_000)).unwrap().level, LOW);
+        assert_eq!(
+            decide(&s, &p, LastActions::kill(Some(17_000)))
+                .unwrap()
+                .level,
+            LOW
+        );
+    }
+
+    #[test]
+    fn one_burst_reported_twice_is_not_a_stall_that_goes_on() {
+        let mut p = Policy::default();
+        p.levels[0].conditions.psi_full_for_ms = Some(3_000);
+        let mut s = sample_for(&p, 12_050, 60.0);
+        // A firing and the kernel's re-fire one window later: 4 s of "run"...
+        fire_run(&mut s, PsiKind::Full, 10_000, 12_000);
+        // ...but only 100 ms of stall between them: the burst was over at the first.
+        s.psi.iter_mut().for_each(|p| p.run_stall_ms = Some(100));
+        assert_eq!(level_name(&decide(&s, &p, LastActions::NONE)), None);
+        // Stalling at the trigger's share (50 %) between them: it went on.
+        s.psi.iter_mut().for_each(|p| p.run_stall_ms = Some(1_000));
+        assert_eq!(
+            level_name(&decide(&s, &p, LastActions::NONE)),
+            Some((CRITICAL, Reason::PsiFull))
+        );
+        // Unmeasured (the pressure file unreadable): not taken as going on.
+        s.psi.iter_mut().for_each(|p| p.run_stall_ms = None);
+        assert_eq!(level_name(&decide(&s, &p, LastActions::NONE)), None);
+    }
+
+    #[test]
+    fn a_pageout_does_not_restart_the_count_of_a_stall() {
+        let p = Policy::default();
+        let mut s = sample_for(&p, 20_000, 20.0);
+        fire_run(&mut s, PsiKind::Full, 4_000, 19_900);
+        let after_pageout = LastActions {
+            action_ms: Some(18_000),
+            kill_ms: None,
+        };
+        assert_eq!(
+            level_name(&decide(&s, &p, after_pageout)),
+            Some((CRITICAL, Reason::PsiFull))
+        );
     }
 
     #[test]
@@ -379,7 +472,7 @@ mod tests {
         let at = |free: u64, file: u64, avail_pct: f64| {
             let mut s = sample_for(&p, 1_000, avail_pct);
             (s.mem.free_kib, s.mem.file_kib) = (free, file);
-            decide(&s, &p, None).map(|d| (p.levels[d.level].name.clone(), d.reason))
+            decide(&s, &p, LastActions::NONE).map(|d| (p.levels[d.level].name.clone(), d.reason))
         };
         // Free is low but the file cache is not: lmkd would not kill.
         assert_eq!(at(10_000, 100_000, 60.0), None);
@@ -396,7 +489,7 @@ mod tests {
         let d = {
             let mut s = sample_for(&p, 1_000, 60.0);
             (s.mem.free_kib, s.mem.file_kib) = (30_000, 20_000);
-            decide(&s, &p, None).unwrap()
+            decide(&s, &p, LastActions::NONE).unwrap()
         };
         assert_eq!(
             d.fired.to_string(),
@@ -408,9 +501,12 @@ mod tests {
     fn cooldown_holds_the_level_back() {
         let p = Policy::default();
         // low has a 100 ms cooldown, critical none.
-        assert_eq!(decide(&sample(1_050, 10.0), &p, Some(1_000)), None);
-        assert!(decide(&sample(1_100, 10.0), &p, Some(1_000)).is_some());
-        assert!(decide(&sample(1_001, 2.0), &p, Some(1_000)).is_some());
+        assert_eq!(
+            decide(&sample(1_050, 10.0), &p, LastActions::kill(Some(1_000))),
+            None
+        );
+        assert!(decide(&sample(1_100, 10.0), &p, LastActions::kill(Some(1_000))).is_some());
+        assert!(decide(&sample(1_001, 2.0), &p, LastActions::kill(Some(1_000))).is_some());
     }
 
     fn one_level(conditions: Conditions, combine: Combine) -> Policy {
@@ -430,19 +526,24 @@ mod tests {
         };
         let p = one_level(cond, Combine::All);
         let mut s = sample_for(&p, 1000, 10.0);
-        assert_eq!(decide(&s, &p, None), None, "thrashing unknown");
+        assert_eq!(decide(&s, &p, LastActions::NONE), None, "thrashing unknown");
         s.thrashing_pct = Some(50.0);
-        let d = decide(&s, &p, None).unwrap();
+        let d = decide(&s, &p, LastActions::NONE).unwrap();
         assert_eq!(d.reason, Reason::CriticalMemory);
         s.mem.available_kib = s.mem.total_kib / 2;
-        assert_eq!(decide(&s, &p, None), None);
+        assert_eq!(decide(&s, &p, LastActions::NONE), None);
         let any = one_level(p.levels[0].conditions.clone(), Combine::Any);
-        assert_eq!(decide(&s, &any, None).unwrap().reason, Reason::Thrashing);
+        assert_eq!(
+            decide(&s, &any, LastActions::NONE).unwrap().reason,
+            Reason::Thrashing
+        );
         // Measured from before the last action: not evidence of thrashing now.
-        assert_eq!(decide(&s, &any, Some(500)), None);
+        assert_eq!(decide(&s, &any, LastActions::kill(Some(500))), None);
         s.thrashing_since_ms = 600;
         assert_eq!(
-            decide(&s, &any, Some(500)).unwrap().reason,
+            decide(&s, &any, LastActions::kill(Some(500)))
+                .unwrap()
+                .reason,
             Reason::Thrashing
         );
     }
@@ -457,10 +558,13 @@ mod tests {
             Combine::Any,
         );
         let mut s = sample_for(&p, 1000, 50.0);
-        assert_eq!(decide(&s, &p, None), None);
+        assert_eq!(decide(&s, &p, LastActions::NONE), None);
         s.mem.swap_total_kib = 1000;
         s.mem.swap_free_kib = 50;
-        assert_eq!(decide(&s, &p, None).unwrap().reason, Reason::LowSwap);
+        assert_eq!(
+            decide(&s, &p, LastActions::NONE).unwrap().reason,
+            Reason::LowSwap
+        );
     }
 
     #[test]
@@ -470,14 +574,24 @@ mod tests {
         p.levels[1].conditions.psi_some = None;
         p.levels[1].conditions.available_below_pct = None;
         let mut s = sample_for(&p, 10_000, 50.0);
-        assert_eq!(decide(&s, &p, Some(9_000)), None, "no PSI since the kill");
+        assert_eq!(
+            decide(&s, &p, LastActions::kill(Some(9_000))),
+            None,
+            "no PSI since the kill"
+        );
         // A PSI event (the full trigger, below its own level's freshness) after the kill.
         s.psi[0].last_fired_ms = Some(9_500);
         s.psi[0].window_ms = 100;
         assert_eq!(
-            decide(&s, &p, Some(9_000)).unwrap().reason,
+            decide(&s, &p, LastActions::kill(Some(9_000)))
+                .unwrap()
+                .reason,
             Reason::PressureAfterKill
         );
-        assert_eq!(decide(&s, &p, Some(5_000)), None, "kill too long ago");
+        assert_eq!(
+            decide(&s, &p, LastActions::kill(Some(5_000))),
+            None,
+            "kill too long ago"
+        );
     }
 }

@@ -60,7 +60,7 @@ fn conditions_words(
     ] {
         let Some(psi) = psi else { continue };
         let sustained = for_ms
-            .map(|ms| format!(" in every window for {:.0} s", ms as f64 / 1000.0))
+            .map(|ms| format!(" kept up for {:.0} s", ms as f64 / 1000.0))
             .unwrap_or_default();
         out.push(format!(
             "PSI {} > {:.0} %{}{sustained}",

@@ -251,20 +251,31 @@ impl Policy {
 
     /// This policy with an lmkd client's minfree table in force alongside its own levels
     /// (replacing any earlier table): one kill level per (minfree KiB, adj) pair, named
-    /// `minfree_1`... in ascending minfree order, as lmkd reads its table.
+    /// `minfree_1`... in ascending minfree order, as lmkd reads its table. An adj below the
+    /// lowest `min_adj` of the policy's kill levels is raised to it.
     pub fn with_minfree(&self, client_pid: i32, targets: &[(u64, i16)]) -> Policy {
         let mut p = self.clone();
         p.levels.retain(|l| l.from_client.is_none());
+        // A client may not reach below what the policy's own kill levels may kill: the
+        // socket's group can drive kills, not widen them to system daemons.
+        let floor = p
+            .levels
+            .iter()
+            .filter(|l| l.action == Action::Kill)
+            .map(|l| l.min_adj)
+            .min()
+            .unwrap_or(0);
         let mut sorted = targets.to_vec();
         sorted.sort_by_key(|t| t.0);
         for (i, (kib, adj)) in sorted.into_iter().enumerate() {
             p.levels.push(Level {
                 name: format!("minfree_{}", i + 1),
                 action: Action::Kill,
-                min_adj: adj,
+                min_adj: adj.max(floor),
                 max_victims: 1,
                 wait_ms: 1000,
-                cooldown_ms: 0,
+                // Free memory reads low for a moment after a kill (per-CPU page lists).
+                cooldown_ms: 100,
                 combine: Combine::Any,
                 conditions: Conditions {
                     free_and_file_below_kib: Some(kib),

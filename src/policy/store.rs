@@ -173,9 +173,9 @@ mod tests {
         std::fs::write(&path, format!("{BASE}# edited\n")).unwrap();
         assert!(store.reload().unwrap());
         assert_eq!(names(&store), want);
-        // A new table replaces the old one.
+        // A new table replaces the old one; it cannot reach below the policy's floor (900).
         store.set_minfree(7, &[(1024, 0)]);
-        assert_eq!(names(&store)[1..], [("minfree_1".to_string(), 0)]);
+        assert_eq!(names(&store)[1..], [("minfree_1".to_string(), 900)]);
         assert_eq!(store.get().levels[1].from_client, Some(7));
     }
 

@@ -19,15 +19,19 @@ use super::{Attrs, Needs, ProcError, ProcInfo, ProcRoot, Scan};
 /// with ENOENT, so a recycled pid is never read through an old entry; it gets a fresh entry
 /// (and a fresh starttime) instead. `stat` is read when the entry is made: starttime never
 /// changes, and a zombie shows up as an all-zero `statm`. An exec keeps the pid and the
-/// starttime but changes comm, cmdline and exe: `statm`'s text size (the executable's code)
-/// tells it, and then `stat` and the rule attributes are read again, so a process caught
-/// between fork and exec is not ranked as its parent for the rest of its life.
+/// starttime but changes comm, cmdline and exe, and a process may rename itself
+/// (PR_SET_NAME) at any time: `comm` (~1 µs) is re-read with `statm`, and when it or
+/// `statm`'s text size (the executable's code: a different program) changed, so are `stat`
+/// and the rule attributes, so a process caught between fork and exec is not ranked as its
+/// parent for the rest of its life. (An exec of a same-named program of the same code size,
+/// e.g. busybox's applets, is seen only when the name differs; a setproctitle() that
+/// leaves comm alone is not seen.)
 #[derive(Debug)]
 pub struct ProcCache {
     root: ProcRoot,
     dir: Option<OwnedFd>,
     entries: HashMap<i32, Entry>,
-    /// Most processes kept open (three fds each); the rest are read the stateless way.
+    /// Most processes kept open (four fds each); the rest are read the stateless way.
     max_entries: usize,
     generation: u64,
     buf: Vec<u8>,
@@ -48,6 +52,7 @@ struct Entry {
     dir: OwnedFd,
     statm: OwnedFd,
     adj: OwnedFd,
+    comm_fd: OwnedFd,
     /// Rule attributes, read once (and again when a reloaded policy needs more).
     attrs: Attrs,
     needs: Needs,
@@ -165,12 +170,15 @@ impl ProcCache {
             return Ok(info);
         }
         let statm = read_statm(e.statm.as_fd(), pid, buf, root)?;
+        let comm_path = || root.file(pid, "comm");
+        pread_into(e.comm_fd.as_fd(), pid, buf, comm_path)?;
+        let renamed = buf.strip_suffix(b"\n").unwrap_or(buf) != e.comm.as_bytes();
         // An exited process not yet reaped has no mm left: its statm reads all zeros.
         if statm.size == 0 && !info.is_kernel_thread() {
             info.state = 'Z';
-        } else if statm.text != e.text_pages {
-            // It exec'd since comm and the attributes were read: read them again, through
-            // the same directory (the same incarnation).
+        } else if statm.text != e.text_pages || renamed {
+            // It exec'd or renamed itself since comm and the attributes were read: read
+            // them again, through the same directory (the same incarnation).
             let path = || root.file(pid, "stat");
             pread_into(
                 open_in(e.dir.as_fd(), "stat", pid, path)?.as_fd(),
@@ -217,6 +225,7 @@ impl ProcCache {
         // The text size first: an exec after this read shows as a change at the next one.
         let statm = open("statm")?;
         let text_pages = read_statm(statm.as_fd(), pid, &mut self.buf, root)?.text;
+        let comm_fd = open("comm")?;
         // Read through the fd just opened (then closed: starttime never changes, and an
         // exec is noticed through statm).
         pread_into(open("stat")?.as_fd(), pid, &mut self.buf, || {
@@ -230,6 +239,7 @@ impl ProcCache {
         }
         Ok(Entry {
             statm,
+            comm_fd,
             adj: open("oom_score_adj")?,
             dir,
             attrs: root.read_attrs(pid, needs),
@@ -292,7 +302,7 @@ fn pread_into(
     }
 }
 
-/// Raises the soft open-file limit to the hard one (the cache holds three fds per process)
+/// Raises the soft open-file limit to the hard one (the cache holds four fds per process)
 /// and returns the soft limit now in force.
 pub fn raise_fd_limit() -> u64 {
     use rustix::process::{Resource, getrlimit, setrlimit};
@@ -304,13 +314,13 @@ pub fn raise_fd_limit() -> u64 {
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
-/// How many processes a [`ProcCache`] may keep open under an fd limit: three fds each
-/// (directory, `statm`, `oom_score_adj`), with room for everything else; at most 4,096
-/// processes (~19 MiB of kernel slab measured here, nearly all of it the open `statm` and
-/// `oom_score_adj`). The full 4,096 needs a hard limit of 12,416; systemd's default
+/// How many processes a [`ProcCache`] may keep open under an fd limit: four fds each
+/// (directory, `statm`, `oom_score_adj`, `comm`), with room for everything else; at most
+/// 4,096 processes (~19 MiB of kernel slab measured here for the first three, nearly all of
+/// it the open files). The full 4,096 needs a hard limit of 16,512; systemd's default
 /// (524,288) and most containers' have it.
 pub fn cache_capacity(fd_limit: u64) -> usize {
-    (fd_limit.saturating_sub(128) / 3).min(4096) as usize
+    (fd_limit.saturating_sub(128) / 4).min(4096) as usize
 }
 
 #[cfg(test)]
@@ -386,6 +396,7 @@ mod tests {
             "100 ({comm}) S 1 100 100 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 {starttime} 1000000 {rss_pages} 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n"
         );
         std::fs::write(dir.join("stat"), stat).unwrap();
+        std::fs::write(dir.join("comm"), format!("{comm}\n")).unwrap();
         std::fs::write(dir.join("statm"), format!("1000 {rss_pages} 0 1 0 50 0\n")).unwrap();
         std::fs::write(dir.join("oom_score_adj"), format!("{adj}\n")).unwrap();
         std::fs::write(
@@ -423,9 +434,13 @@ mod tests {
         let p = &cache.scan([100], None, false).procs[0];
         assert_eq!((p.comm.as_str(), p.starttime), ("leak", 1000));
         assert_eq!(p.rss_kib, 40_000 * ProcRoot::new(tmp.path()).page_kib());
-        // No exec: the same text size, and comm is not read again.
+        // An exec into a program of the same code size (a busybox applet): the name tells.
+        std::fs::write(dir.join("stat"), stat.replace("(old)", "(sh)")).unwrap();
+        std::fs::write(dir.join("comm"), "sh\n").unwrap();
+        assert_eq!(cache.scan([100], None, false).procs[0].comm, "sh");
+        // Neither changed: stat is not read again.
         std::fs::write(dir.join("stat"), stat.replace("(old)", "(unread)")).unwrap();
-        assert_eq!(cache.scan([100], None, false).procs[0].comm, "leak");
+        assert_eq!(cache.scan([100], None, false).procs[0].comm, "sh");
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub(super) fn read_level(
                     &t.key_path("name"),
                     format!("{n:?}: use 1-32 characters of a-z, 0-9 and _"),
                 );
+            } else if n.starts_with("minfree_") {
+                doc.problem(
+                    &span,
+                    &t.key_path("name"),
+                    format!("{n:?}: names starting with minfree_ are the levels an lmkd client's LMK_TARGET makes; pick another"),
+                );
             }
             n
         }
