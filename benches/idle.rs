@@ -5,7 +5,8 @@
 //!
 //! Rows: the built-in policy, policies/desktop.toml, policies/embedded.toml and a policy of
 //! PSI conditions only (written to a temp file and checked with `lowmemd check`), each
-//! `lowmemd run --dry-run --metrics-listen off` on the system scope; and the built-in policy
+//! `lowmemd run --dry-run --metrics-listen off` on the system scope; the built-in policy with
+//! the metrics server on; and the built-in policy
 //! on a 256 MiB memcg held at ~60 % by a `lowmemd-workload` (root and a cgroup-v1 memory
 //! controller; the row says why when it cannot run). All daemons run at once — they are
 //! idle — settle 2 s, then are measured over IDLE_SECONDS (default 30).
@@ -186,7 +187,7 @@ fn cells(u: Option<&Usage>) -> [String; 3] {
         Some(u) => [
             u.wakeups.to_string(),
             u.cpu_ms.to_string(),
-            u.rss_kib.to_string(),
+            format!("{} ({} + {})", u.rss_kib, u.rss_anon_kib, u.rss_file_kib),
         ],
         None => ["—".into(), "—".into(), "—".into()],
     }
@@ -256,6 +257,20 @@ fn run() -> bool {
             earlyoom,
         });
     }
+    // The built-in policy with the metrics server on (an ephemeral port): what its thread,
+    // its code and the registry's buffers add. No earlyoom beside it (earlyoom has none).
+    let mut metrics_on = Command::new(lowmemd);
+    metrics_on.args(["run", "--dry-run", "--metrics-listen", "127.0.0.1:0"]);
+    rows.push(Row {
+        label: "default (built-in), metrics on".into(),
+        lowmemd: Daemon::spawn(
+            "lowmemd",
+            metrics_on,
+            dir.path().join("lowmemd-metrics.err"),
+        )
+        .expect("spawn lowmemd"),
+        earlyoom: None,
+    });
     if let Some(why) = &earlyoom_missing {
         eprintln!("idle bench: {why}");
     }
@@ -333,7 +348,7 @@ fn run() -> bool {
     );
     println!();
     println!(
-        "| policy | lowmemd wake-ups/{secs} s | lowmemd CPU ms | lowmemd RSS KiB | earlyoom wake-ups/{secs} s | earlyoom CPU ms | earlyoom RSS KiB |"
+        "| policy | lowmemd wake-ups/{secs} s | lowmemd CPU ms | lowmemd RSS KiB (anon + file) | earlyoom wake-ups/{secs} s | earlyoom CPU ms | earlyoom RSS KiB (anon + file) |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (row, (l, e)) in rows.iter().zip(&usage) {
@@ -345,7 +360,7 @@ fn run() -> bool {
     println!();
     println!(
         "wake-ups: voluntary + involuntary context switches of all threads; CPU: utime + stime \
-         ({} ms ticks); RSS: VmRSS at the end. earlyoom watches the whole system only (no memcg row).",
+         ({} ms ticks); RSS: VmRSS at the end (RssAnon + RssFile). earlyoom watches the whole system only (no memcg row).",
         1000 / rustix::param::clock_ticks_per_second().max(1)
     );
     for note in [earlyoom_missing, memcg_note].into_iter().flatten() {

@@ -11,6 +11,8 @@ mod commands;
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // Before any thread exists: each would otherwise get a malloc arena of its own.
+    lowmemd::sys::single_malloc_arena();
     let cli = Cli::parse();
     lowmemd::report::logger::init(cli.log_level);
     let result = match cli.command {

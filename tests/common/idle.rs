@@ -126,6 +126,10 @@ pub struct Usage {
     pub cpu_ms: u64,
     /// VmRSS at the end of the window.
     pub rss_kib: u64,
+    /// The anonymous (heap, stacks) and file-backed (code of the binary and its libraries)
+    /// parts of it: RssAnon and RssFile.
+    pub rss_anon_kib: u64,
+    pub rss_file_kib: u64,
 }
 
 impl Usage {
@@ -146,15 +150,22 @@ impl Usage {
             per_thread: per.iter().map(|(n, t)| format!("{t}={n}")).collect(),
             cpu_ms: after.cpu_ticks.saturating_sub(before.cpu_ticks) * 1000 / hz,
             rss_kib: rss_kib(pid),
+            rss_anon_kib: status_kib(pid, "RssAnon"),
+            rss_file_kib: status_kib(pid, "RssFile"),
         }
     }
 }
 
 /// VmRSS of `pid` in KiB (0 if it is gone).
 pub fn rss_kib(pid: i32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// A `kB` field of `pid`'s status, 0 when it cannot be read.
+fn status_kib(pid: i32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| status_field(&s, "VmRSS"))
+        .and_then(|s| status_field(&s, key))
         .unwrap_or(0)
 }
 
