@@ -79,8 +79,8 @@ fn system_runaway_with_zram() {
     assert_eq!(out.get("lowmemd_exit"), "0");
 }
 
-/// (c) The memcg scope on a pure cgroup-v2 hierarchy: calm use kills nothing; a runaway is
-/// killed by lowmemd before the kernel's memcg OOM killer.
+/// kill = "cgroup" on a pure cgroup-v2 hierarchy: the leaking app dies whole, its sibling
+/// lives.
 #[test]
 #[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
 fn kill_cgroup_takes_the_whole_app_on_cgroup_v2() {
@@ -117,9 +117,12 @@ fn kill_cgroup_takes_the_whole_app_on_cgroup_v2() {
     assert_eq!(out.num("oom_kill_delta"), 0, "kernel OOM kills");
 }
 
+/// (c) The memcg scope on a pure cgroup-v2 hierarchy: calm use kills nothing; a runaway is
+/// killed by lowmemd before the kernel's memcg OOM killer; cached apps make room for a
+/// growing foreground app, highest adj first; a dry run under that pressure signals nobody.
 #[test]
 #[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
-fn memcg_v2_runaway_and_calm() {
+fn memcg_v2_calm_runaway_cached_apps_and_dry_run() {
     let out = Vm {
         name: "memcg-v2",
         mem_mib: 768,
@@ -162,6 +165,52 @@ fn memcg_v2_runaway_and_calm() {
     );
     assert_eq!(out.get("small_alive"), "1");
     assert_eq!(out.get("lowmemd_exit"), "0");
+
+    // Cached apps make room, highest adj first; the foreground and the small one live.
+    let cached = out.events_in("events-cached");
+    let kills: Vec<&serde_json::Value> = cached.iter().filter(|e| e["action"] == "kill").collect();
+    let killed: Vec<&str> = kills
+        .iter()
+        .map(|e| e["comm"].as_str().unwrap_or("?"))
+        .collect();
+    eprintln!("memcg v2, cached apps: killed {killed:?}");
+    let order = ["bg1000", "bg950", "bg900"];
+    assert!(
+        !killed.is_empty() && killed.len() <= 3 && killed[..] == order[..killed.len()],
+        "background apps die highest adj first, nothing else: {cached:#?}"
+    );
+    for k in &kills {
+        assert_eq!(k["exit_confirmed"], true, "{k}");
+    }
+    assert_eq!(out.get("cached_fg_alive"), "1", "the foreground survives");
+    assert_eq!(out.get("cached_small_alive"), "1", "the small one survives");
+    assert_eq!(out.num("cached_memcg_oom_kill_delta"), 0, "memcg OOM kills");
+
+    // A dry run under the same pressure: would_kill, adj 1000 first; no signal.
+    let dry = out.events_in("events-dry");
+    assert!(
+        dry.iter().all(|e| e["action"] != "kill"),
+        "a dry run killed: {dry:#?}"
+    );
+    let would: Vec<&serde_json::Value> =
+        dry.iter().filter(|e| e["action"] == "would_kill").collect();
+    assert!(!would.is_empty(), "the low level must have fired: {dry:#?}");
+    assert_eq!(
+        would[0]["pid"],
+        out.num("pid_bg1000"),
+        "adj 1000 first: {dry:#?}"
+    );
+    for w in &would {
+        assert_eq!(w["exit_confirmed"], false, "{w}");
+    }
+    for p in ["small", "bg900", "bg950", "bg1000", "fg"] {
+        assert_eq!(
+            out.get(&format!("dry_{p}_alive")),
+            "1",
+            "{p} signalled in a dry run"
+        );
+    }
+    assert_eq!(out.num("dry_memcg_oom_kill_delta"), 0, "memcg OOM kills");
 }
 
 /// (b) A 256 MiB board without swap: background apps make room for a growing foreground
