@@ -31,16 +31,7 @@ use harness::{Newc, Output, Vm, module_depends, report};
 #[test]
 #[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
 fn system_runaway_with_zram() {
-    let out = Vm {
-        name: "system-runaway",
-        mem_mib: 768,
-        modules: &["zram", "lzo-rle"],
-        script: include_str!("vm/system_runaway.sh"),
-        files: Vec::new(),
-        timeout: Duration::from_secs(240),
-        ..Vm::default()
-    }
-    .run();
+    let out = harness::system_runaway().run();
     report(
         "system runaway",
         &out,
@@ -218,16 +209,7 @@ fn memcg_v2_calm_runaway_cached_apps_and_dry_run() {
 #[test]
 #[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
 fn board_background_makes_room() {
-    let out = Vm {
-        name: "board",
-        mem_mib: 256,
-        modules: &[],
-        script: include_str!("vm/board.sh"),
-        files: Vec::new(),
-        timeout: Duration::from_secs(240),
-        ..Vm::default()
-    }
-    .run();
+    let out = harness::board().run();
     report(
         "board",
         &out,
@@ -334,30 +316,6 @@ fn busybox_init_script_starts_and_stops() {
     assert_eq!(out.get("pidfile_left"), "0");
 }
 
-/// A burst of file-cache thrash (tests/vm/thrash_burst.sh) under lowmemd with `policy`
-/// (a file in /etc/lowmemd/policies, or the built-in policy).
-fn thrash_burst(policy: Option<&str>) -> Output {
-    let mut env = vec![("GUARD", "lowmemd".to_string())];
-    if let Some(p) = policy {
-        env.push(("POLICY", format!("/etc/lowmemd/policies/{p}")));
-    }
-    Vm {
-        name: "thrash-burst",
-        mem_mib: 768,
-        modules: THRASH_MODULES,
-        script: include_str!("vm/thrash_burst.sh"),
-        timeout: Duration::from_secs(300),
-        disk_mib: THRASH_DISK_MIB,
-        env,
-        ..Vm::default()
-    }
-    .run()
-}
-
-/// zram for swap, virtio for the disk the burst writes to.
-const THRASH_MODULES: &[&str] = &["zram", "lzo-rle", "virtio_pci", "virtio_blk"];
-const THRASH_DISK_MIB: u32 = 2048;
-
 /// What went wrong in a thrash burst, if anything: a kill of an adj < 900 process (by
 /// lowmemd's event log or the guest's `died` list) or a kernel OOM kill.
 fn thrash_burst_faults(label: &str, out: &Output) -> Vec<String> {
@@ -423,7 +381,7 @@ fn thrash_burst_kills_nothing_the_user_sees() {
     let mut faults = Vec::new();
     for policy in [None, Some("desktop.toml")] {
         let label = format!("thrash burst, {}", policy.unwrap_or("built-in policy"));
-        let out = thrash_burst(policy);
+        let out = harness::thrash_burst().guard("lowmemd", policy).run();
         assert!(out.num("swap_kib") > 0, "zram swap is on");
         faults.extend(thrash_burst_faults(&label, &out));
     }

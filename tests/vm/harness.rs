@@ -611,3 +611,59 @@ pub fn report(name: &str, out: &Output, keys: &[&str]) {
         eprintln!("kernel OOM killer:\n{}", out.kernel_oom);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The scenarios tests/vm.rs checks and benches/vm_head_to_head.rs compares guards on
+
+/// System scope, 768 MiB with zram swap of half of RAM: an adj-0 leak at 100 MiB/s among
+/// three 16 MiB innocents (system_runaway.sh).
+pub fn system_runaway() -> Vm {
+    Vm {
+        name: "system-runaway",
+        mem_mib: 768,
+        modules: &["zram", "lzo-rle"],
+        script: include_str!("system_runaway.sh"),
+        timeout: Duration::from_secs(240),
+        ..Vm::default()
+    }
+}
+
+/// A 256 MiB board without swap: background apps and a growing foreground app (board.sh).
+pub fn board() -> Vm {
+    Vm {
+        name: "board",
+        mem_mib: 256,
+        script: include_str!("board.sh"),
+        timeout: Duration::from_secs(240),
+        ..Vm::default()
+    }
+}
+
+/// System scope, 768 MiB with zram swap: a burst of file-cache thrash on a 2 GiB virtio
+/// disk beside an editor, a browser tab and cached apps (thrash_burst.sh).
+pub fn thrash_burst() -> Vm {
+    Vm {
+        name: "thrash-burst",
+        mem_mib: 768,
+        // zram for swap, virtio for the disk the burst writes to.
+        modules: &["zram", "lzo-rle", "virtio_pci", "virtio_blk"],
+        script: include_str!("thrash_burst.sh"),
+        timeout: Duration::from_secs(300),
+        disk_mib: 2048,
+        ..Vm::default()
+    }
+}
+
+impl Vm {
+    /// What protects the machine (lib.sh start_guard): `lowmemd`, `earlyoom` (its binary
+    /// and libraries must be in `files`) or `none`; `policy` names a file of
+    /// /etc/lowmemd/policies for lowmemd (None: the built-in policy).
+    pub fn guard(mut self, guard: &str, policy: Option<&str>) -> Vm {
+        self.env.push(("GUARD", guard.to_string()));
+        if let Some(p) = policy {
+            self.env
+                .push(("POLICY", format!("/etc/lowmemd/policies/{p}")));
+        }
+        self
+    }
+}
