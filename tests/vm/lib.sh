@@ -62,13 +62,22 @@ spawn() {
 }
 
 # deaths: RESULT died=NAME/ADJ/KILLER,... ("-" for none) for every spawned workload that no
-# longer runs. KILLER is "kernel" when the kernel's OOM killer named its pid, else the guard.
+# longer runs. KILLER: whoever named its pid as killed (the kernel's OOM killer in dmesg,
+# lowmemd's event log, earlyoom's log), else "exited".
 deaths() {
 	_died=
 	for _n in $SPAWNED; do
 		eval "_pid=\$PID_$_n _adj=\$ADJ_$_n"
 		alive "$_pid" && continue
-		if dmesg | grep -q "Killed process $_pid ("; then _by=kernel; else _by=${GUARD:-lowmemd}; fi
+		if dmesg | grep -q "Killed process $_pid ("; then
+			_by=kernel
+		elif grep '"action":"kill"' /tmp/events.jsonl 2>/dev/null | grep -Eq "\"pid\":$_pid[,}]"; then
+			_by=lowmemd
+		elif grep -q "process $_pid uid" /tmp/earlyoom.log 2>/dev/null; then
+			_by=earlyoom
+		else
+			_by=exited
+		fi
 		_died="$_died${_died:+,}$_n/$_adj/$_by"
 	done
 	result died "${_died:--}"
