@@ -3,6 +3,14 @@
 # The host's settings for this run (tests/vm/harness.rs Vm::env): GUARD, POLICY, ...
 [ -r /vm/env.sh ] && . /vm/env.sh
 
+# The scenario's shell is the test's hands, not a workload: a killer that takes it (lowmemd
+# did, under a thrash burst with its workloads gone) ends the scenario with no results. It
+# and its helpers run at -1000; workloads set their own adj (spawn --adj, as_user).
+echo -1000 >/proc/$$/oom_score_adj
+
+# as_user CMD...: CMD at oom_score_adj 0, as a user's program runs.
+as_user() { (echo 0 >/proc/self/oom_score_adj && exec "$@"); }
+
 result() { echo "RESULT $1=$2"; }
 
 fail() {
