@@ -108,19 +108,49 @@ fn num(out: &Output, key: &str) -> Option<f64> {
 }
 
 fn measure(out: &Output) -> Run {
+    let exit = out
+        .lines
+        .iter()
+        .find_map(|l| l.strip_prefix("--- scenario exit "))
+        .unwrap_or("?");
+    let failed = out
+        .results
+        .get("failed")
+        .cloned()
+        .or_else(|| (exit != "0").then(|| format!("scenario exit {exit}")));
+    let mut died: Vec<String> = out
+        .results
+        .get("died")
+        .map(|d| {
+            d.split(',')
+                .filter(|d| *d != "-")
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    // Kills of what the scenario did not spawn (the burst's dd and cat, say).
+    let named =
+        |comm: &str, died: &[String]| died.iter().any(|d| d.starts_with(&format!("{comm}/")));
+    for k in out.kills() {
+        let comm = k["comm"].as_str().unwrap_or("?");
+        if !named(comm, &died) {
+            died.push(format!("{comm}/{}/lowmemd", k["oom_score_adj"]));
+        }
+    }
+    for line in out.kernel_oom.lines() {
+        // "Out of memory: Killed process 123 (leak) total-vm:..."
+        let comm = line
+            .split_once("Killed process ")
+            .and_then(|(_, r)| r.split_once('(')?.1.split_once(')'))
+            .map(|(c, _)| c);
+        if let Some(comm) = comm.filter(|c| !named(c, &died)) {
+            died.push(format!("{comm}/?/kernel"));
+        }
+    }
     Run {
-        failed: out.results.get("failed").cloned(),
+        failed,
         oom_kills: num(out, "oom_kill_delta").map(|v| v as i64),
-        died: out
-            .results
-            .get("died")
-            .map(|d| {
-                d.split(',')
-                    .filter(|d| *d != "-")
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default(),
+        died,
         leak_ms: num(out, "leak_to_gone_ms").filter(|_| !out.results.contains_key("leak_survived")),
         leak_survived: out.results.contains_key("leak_survived"),
         probe_max: num(out, "probe_max_ms"),
@@ -276,7 +306,7 @@ fn main() {
                     Ok(out) => {
                         let run = measure(&out);
                         if let Some(f) = &run.failed {
-                            eprintln!("{}: scenario failed: {f}\n{}", s.key, out.console);
+                            eprintln!("{}: {f}\n{}", s.key, out.console);
                         }
                         run
                     }
