@@ -46,6 +46,15 @@ struct Args {
     /// compress to almost nothing.
     #[arg(long)]
     touch_only: bool,
+    /// A latency probe instead of a load: after allocating `--mib`, every 50 ms read every
+    /// page of that memory and `--probe-file`, and note how late each tick finished; on
+    /// SIGTERM print `probe ticks=N max_ms=.. p99_ms=.. stalled_ms=..` and exit 0.
+    /// `stalled_ms` sums how far ticks finished beyond one period after they were due.
+    #[arg(long, conflicts_with_all = ["reread", "hold_file"])]
+    probe: bool,
+    /// The small file the probe reads on every tick.
+    #[arg(long, value_name = "FILE", requires = "probe")]
+    probe_file: Option<std::path::PathBuf>,
 }
 
 const CHUNK: usize = 1 << 20;
@@ -105,6 +114,55 @@ fn touched() -> Vec<u8> {
     v
 }
 
+const PROBE_PERIOD: Duration = Duration::from_millis(50);
+
+/// The latency probe (`--probe`): ticks every [`PROBE_PERIOD`] until SIGTERM or SIGINT,
+/// each touching `held` and reading `file`, then prints how late the ticks finished. A tick
+/// that overran the next ones' due times swallows them: a 2 s stall counts once, as 2 s.
+fn probe(held: &[Vec<u8>], file: Option<&std::path::Path>) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, std::sync::Arc::clone(&stop)).expect("signal handler");
+    }
+    let start = Instant::now();
+    let mut late_us: Vec<u64> = Vec::new();
+    let mut tick = 1u32;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let due = start + PROBE_PERIOD * tick;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        for chunk in held {
+            std::hint::black_box(touch_pages(chunk));
+        }
+        if let Some(path) = file {
+            std::hint::black_box(std::fs::read(path).map(|b| b.len()).unwrap_or(0));
+        }
+        let late = Instant::now().saturating_duration_since(due);
+        late_us.push(u64::try_from(late.as_micros()).unwrap_or(u64::MAX));
+        // The next tick still due: one period on, or the first not yet passed.
+        let elapsed = start.elapsed().as_micros();
+        let next = u32::try_from(elapsed / PROBE_PERIOD.as_micros() + 1).unwrap_or(u32::MAX);
+        tick = next.max(tick + 1);
+    }
+    let period_us = u64::try_from(PROBE_PERIOD.as_micros()).unwrap_or(u64::MAX);
+    let stalled_us: u64 = late_us.iter().map(|l| l.saturating_sub(period_us)).sum();
+    let mut sorted = late_us.clone();
+    sorted.sort_unstable();
+    let p99 = sorted
+        .get((sorted.len() * 99).div_ceil(100).saturating_sub(1))
+        .copied()
+        .unwrap_or(0);
+    let ms = |us: u64| format!("{}.{}", us / 1000, us % 1000 / 100);
+    println!(
+        "probe ticks={} max_ms={} p99_ms={} stalled_ms={}",
+        late_us.len(),
+        ms(sorted.last().copied().unwrap_or(0)),
+        ms(p99),
+        ms(stalled_us)
+    );
+}
+
 fn main() {
     let args = Args::parse();
     let pid = std::process::id().to_string();
@@ -129,11 +187,13 @@ fn main() {
         let _ = writeln!(out, "{what}");
         let _ = out.flush();
     };
-    if args.mib == 0 {
+    // A probe with `--mib 0` touches no memory; only a load grows without bound.
+    let unbounded = args.mib == 0 && !args.probe;
+    if unbounded {
         say("ready");
     }
     let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
-    while args.mib == 0 || (held.len() as u64) < args.mib {
+    while unbounded || (held.len() as u64) < args.mib {
         held.push(if args.touch_only {
             touched()
         } else {
@@ -169,6 +229,10 @@ fn main() {
             map
         });
     say("ready");
+    if args.probe {
+        probe(&held, args.probe_file.as_deref());
+        return;
+    }
     if let (Some(map), true) = (&map, args.reread.is_some()) {
         loop {
             std::hint::black_box(touch_pages(map));

@@ -2,6 +2,8 @@
 # /etc/lowmemd/policy.toml, 256 MiB with 128 MiB of zram swap, as the README's "zram on a
 # small board"): `start` brings lowmemd up, it kills a runaway, `stop` ends it.
 . /vm/lib.sh
+# As a board's init runs it (lib.sh put this shell at -1000): lowmemd must protect itself.
+echo 0 >/proc/$$/oom_score_adj
 zram_swap 128M
 init=/etc/init.d/S05lowmemd
 out=$($init start 2>&1)

@@ -1,5 +1,16 @@
 # Helpers for the scenario scripts (sourced by each). Guest side of tests/vm.rs.
 
+# The host's settings for this run (tests/vm/harness.rs Vm::env): GUARD, POLICY, ...
+[ -r /vm/env.sh ] && . /vm/env.sh
+
+# The scenario's shell is the test's hands, not a workload: a killer that takes it (lowmemd
+# did, under a thrash burst with its workloads gone) ends the scenario with no results. It
+# and its helpers run at -1000; workloads set their own adj (spawn --adj, as_user).
+echo -1000 >/proc/$$/oom_score_adj
+
+# as_user CMD...: CMD at oom_score_adj 0, as a user's program runs.
+as_user() { (echo 0 >/proc/self/oom_score_adj && exec "$@"); }
+
 result() { echo "RESULT $1=$2"; }
 
 fail() {
@@ -41,13 +52,43 @@ wait_file() {
 }
 
 # spawn NAME ARGS...: lowmemd-workload --name NAME ARGS in the background; its pid in
-# $PID_NAME, its output in /tmp/NAME.out.
+# $PID_NAME, its --adj in $ADJ_NAME, its output in /tmp/NAME.out; NAME joins $SPAWNED.
 spawn() {
 	name=$1
 	shift
 	lowmemd-workload --name "$name" "$@" >"/tmp/$name.out" 2>&1 &
 	eval "PID_$name=$!"
+	_adj=0
+	_prev=
+	for _a in "$@"; do
+		[ "$_prev" = --adj ] && _adj=$_a
+		_prev=$_a
+	done
+	eval "ADJ_$name=$_adj"
+	SPAWNED="$SPAWNED $name"
 	result "pid_$name" $!
+}
+
+# deaths: RESULT died=NAME/ADJ/KILLER,... ("-" for none) for every spawned workload that no
+# longer runs. KILLER: whoever named its pid as killed (the kernel's OOM killer in dmesg,
+# lowmemd's event log, earlyoom's log), else "exited".
+deaths() {
+	_died=
+	for _n in $SPAWNED; do
+		eval "_pid=\$PID_$_n _adj=\$ADJ_$_n"
+		alive "$_pid" && continue
+		if dmesg | grep -q "Killed process $_pid ("; then
+			_by=kernel
+		elif grep '"action":"kill"' /tmp/events.jsonl 2>/dev/null | grep -Eq "\"pid\":$_pid[,}]"; then
+			_by=lowmemd
+		elif grep -q "process $_pid uid" /tmp/earlyoom.log 2>/dev/null; then
+			_by=earlyoom
+		else
+			_by=exited
+		fi
+		_died="$_died${_died:+,}$_n/$_adj/$_by"
+	done
+	result died "${_died:--}"
 }
 
 # wait_ready NAME [SECONDS]: until the workload NAME printed `ready`.
@@ -70,6 +111,91 @@ stop_lowmemd() {
 	result lowmemd_exit $?
 }
 
+# start_guard ARGS...: what protects the machine in this run, $GUARD from /vm/env.sh:
+# lowmemd (the default: start_lowmemd ARGS, with --policy $POLICY if set), earlyoom
+# (Debian's package and its default arguments; the host puts it in the initramfs) or none
+# (the kernel's OOM killer alone).
+start_guard() {
+	case ${GUARD:=lowmemd} in
+	lowmemd) start_lowmemd ${POLICY:+--policy "$POLICY"} "$@" ;;
+	earlyoom)
+		earlyoom -r 3600 >/tmp/earlyoom.log 2>&1 &
+		GUARD_PID=$!
+		wait_file /tmp/earlyoom.log 'mem avail' 30 || fail "earlyoom did not start: $(cat /tmp/earlyoom.log)"
+		;;
+	none) ;;
+	*) fail "unknown GUARD $GUARD" ;;
+	esac
+	result guard "$GUARD${POLICY:+ $POLICY}"
+}
+
+# stop_guard: stops it and dumps its log (and lowmemd's event log).
+stop_guard() {
+	case $GUARD in
+	lowmemd)
+		stop_lowmemd
+		dump_lowmemd
+		;;
+	earlyoom)
+		kill -TERM "$GUARD_PID"
+		wait "$GUARD_PID"
+		dump earlyoom-log /tmp/earlyoom.log
+		;;
+	esac
+}
+
+# start_probe [FILE]: the latency probe (lowmemd-workload --probe: every 50 ms it reads its
+# 8 MiB and FILE, default /vm/lib.sh), at adj -1000 so that no killer picks it.
+start_probe() {
+	lowmemd-workload --name probe --adj -1000 --probe --mib 8 --probe-file "${1:-/vm/lib.sh}" >/tmp/probe.out 2>&1 &
+	PROBE=$!
+	wait_file /tmp/probe.out '^ready' 60 || fail "probe not ready: $(cat /tmp/probe.out)"
+}
+
+# stop_probe: RESULT probe_ticks, probe_max_ms, probe_p99_ms, probe_stalled_ms.
+stop_probe() {
+	kill -TERM "$PROBE"
+	wait "$PROBE"
+	for _kv in $(grep '^probe ' /tmp/probe.out); do
+		case $_kv in *=*) result "probe_${_kv%%=*}" "${_kv#*=}" ;; esac
+	done
+}
+
+# MemAvailable in KiB, without a fork (for sampling loops).
+read_available() {
+	while read -r _k _v _; do
+		[ "$_k" = MemAvailable: ] && break
+	done </proc/meminfo
+	echo "$_v"
+}
+
+# start_min_available / stop_min_available: the lowest MemAvailable seen in between,
+# sampled every 100 ms: RESULT min_available_kib and min_available_pct (of MemTotal).
+start_min_available() {
+	rm -f /tmp/min-available.stop
+	(
+		m=$(read_available)
+		while [ ! -e /tmp/min-available.stop ]; do
+			a=$(read_available)
+			[ "$a" -lt "$m" ] && m=$a
+			echo "$m" >/tmp/min-available
+			sleep 0.1
+		done
+	) &
+	MIN_AVAILABLE=$!
+}
+
+stop_min_available() {
+	touch /tmp/min-available.stop
+	wait "$MIN_AVAILABLE"
+	_m=$(cat /tmp/min-available)
+	result min_available_kib "$_m"
+	result min_available_pct $((_m * 100 / $(awk '$1 == "MemTotal:" { print $2 }' /proc/meminfo)))
+}
+
+# PSI memory stall totals (µs since boot): psi_total some|full.
+psi_total() { awk -v k="$1" '$1 == k { sub("total=", "", $5); print $5 }' /proc/pressure/memory; }
+
 oom_kills() { awk '$1 == "oom_kill" { print $2 }' /proc/vmstat; }
 
 mem_available_kib() { awk '$1 == "MemAvailable:" { print $2 }' /proc/meminfo; }
@@ -89,9 +215,11 @@ dump() {
 	echo "--- $1 end"
 }
 
+# dump_lowmemd [SUFFIX]: the event log and lowmemd's log, as blocks events[-SUFFIX] and
+# lowmemd-log[-SUFFIX].
 dump_lowmemd() {
-	dump events /tmp/events.jsonl
-	dump lowmemd-log /tmp/lowmemd.log
+	dump "events${1:+-$1}" /tmp/events.jsonl
+	dump "lowmemd-log${1:+-$1}" /tmp/lowmemd.log
 }
 
 result mem_total_kib "$(awk '$1 == "MemTotal:" { print $2 }' /proc/meminfo)"

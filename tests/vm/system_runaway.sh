@@ -1,11 +1,13 @@
 # System scope, zram swap: an adj-0 leak at 100 MiB/s among three small innocents.
 # lowmemd (built-in policy) must kill the leak, and only the leak, before the kernel's OOM
-# killer does anything.
+# killer does anything. (benches/vm_head_to_head.rs runs it under other guards too:
+# GUARD, lib.sh start_guard.)
 . /vm/lib.sh
 zram_swap "$(($(awk '$1 == "MemTotal:" { print $2 }' /proc/meminfo) / 2))K"
-start_lowmemd
+start_guard
 for i in 1 2 3; do spawn "innocent$i" --adj 0 --mib 16; done
 for i in 1 2 3; do wait_ready "innocent$i"; done
+start_probe
 result available_before_kib "$(mem_available_kib)"
 oom0=$(oom_kills)
 pswpout0=$(awk '$1 == "pswpout" { print $2 }' /proc/vmstat)
@@ -21,5 +23,6 @@ for i in 1 2 3; do
 	eval "pid=\$PID_innocent$i"
 	if alive "$pid"; then result "innocent${i}_alive" 1; else result "innocent${i}_alive" 0; fi
 done
-stop_lowmemd
-dump_lowmemd
+stop_probe
+deaths
+stop_guard
