@@ -37,6 +37,9 @@ use registered::Registrations;
 /// How long an empty candidate list silences a level: rescanning /proc every 10 ms for
 /// nothing would burn the CPU the machine is short of.
 const EMPTY_BACKOFF_MS: u64 = 1000;
+/// A spell without candidates is over once its level has not held for this long: PSI
+/// levels hold for a window at a time, and a stall that comes and goes is one spell.
+const EMPTY_OVER_AFTER_MS: u64 = 30_000;
 
 /// A level holding with nobody to act on: said when it starts and when it ends, not at
 /// every rescan.
@@ -45,6 +48,8 @@ struct Empty {
     since_ms: u64,
     /// No rescan before this.
     until_ms: u64,
+    /// When the level last held without a candidate.
+    last_ms: u64,
     checks: u64,
 }
 
@@ -319,21 +324,27 @@ impl Pipeline {
         let spell = self.empty.entry(name.clone()).or_insert(Empty {
             since_ms: now,
             until_ms: now,
+            last_ms: now,
             checks: 0,
         });
         spell.until_ms = now + EMPTY_BACKOFF_MS;
+        spell.last_ms = now;
         spell.checks += 1;
     }
 
-    /// Ends the spells without candidates of every level but `holding`, saying so once each.
+    /// Ends the spells without candidates of every level but `holding` that has not held
+    /// for [`EMPTY_OVER_AFTER_MS`], saying so once each.
     fn end_empty_spells(&mut self, holding: Option<&str>, now: u64) {
         self.empty.retain(|name, spell| {
-            if holding == Some(name.as_str()) {
+            if holding == Some(name.as_str())
+                || now.saturating_sub(spell.last_ms) < EMPTY_OVER_AFTER_MS
+            {
                 return true;
             }
             log::info!(
-                "level {name}: no candidate for {} s ({} checks); that spell is over",
+                "level {name}: no candidate from {} s to {} s ago ({} checks); that spell is over",
                 now.saturating_sub(spell.since_ms) / 1000,
+                now.saturating_sub(spell.last_ms) / 1000,
                 spell.checks
             );
             false

@@ -686,6 +686,8 @@ fn captured_logs() -> &'static Mutex<Vec<String>> {
 
 #[test]
 fn a_level_without_candidates_says_so_when_it_starts_and_when_it_ends() {
+    // Says once when it starts and once when it has not held for 30 s, however often it
+    // came and went in between.
     let logs = captured_logs();
     // Short of memory, but the only process is below the level's floor.
     let fake = Fake::new(1000, 990, &[(101, 0, 500, Exit::After(5))]);
@@ -695,12 +697,18 @@ fn a_level_without_candidates_says_so_when_it_starts_and_when_it_ends() {
         Arc::new(PolicyStore::fixed(policy))
     };
     let (mut p, _) = pipeline(&fake, store, false);
-    for _ in 0..30 {
+    // Holding for 30 s, then on and off (a PSI level holds a window at a time): one spell.
+    for i in 0..40 {
+        fake.state().used_kib = if i < 30 || i % 2 == 0 { 990 } else { 500 } * MIB;
         p.handle(fake.sample());
         fake.advance(1000);
     }
+    // Not holding for 30 s: the spell is over.
     fake.state().used_kib = 500 * MIB;
-    p.handle(fake.sample());
+    for _ in 0..31 {
+        p.handle(fake.sample());
+        fake.advance(1000);
+    }
     let mine: Vec<String> = logs
         .lock()
         .unwrap()
@@ -711,7 +719,7 @@ fn a_level_without_candidates_says_so_when_it_starts_and_when_it_ends() {
     assert_eq!(mine.len(), 2, "{mine:#?}");
     assert!(mine[0].contains("holds but no process"), "{mine:#?}");
     assert!(
-        mine[1].contains("no candidate for 30 s (30 checks)"),
+        mine[1].contains("no candidate from 68 s to 30 s ago (35 checks)"),
         "{mine:#?}"
     );
     assert!(fake.signalled().is_empty());
