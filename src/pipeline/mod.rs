@@ -332,13 +332,16 @@ impl Pipeline {
         spell.checks += 1;
     }
 
-    /// Ends the spells without candidates of every level but `holding` that has not held
-    /// for [`EMPTY_OVER_AFTER_MS`], saying so once each.
+    /// For every level but `holding`: the next time it holds, it looks for candidates at
+    /// once (a new process may have come); and its spell without candidates ends when it
+    /// has not held for [`EMPTY_OVER_AFTER_MS`], said once.
     fn end_empty_spells(&mut self, holding: Option<&str>, now: u64) {
         self.empty.retain(|name, spell| {
-            if holding == Some(name.as_str())
-                || now.saturating_sub(spell.last_ms) < EMPTY_OVER_AFTER_MS
-            {
+            if holding == Some(name.as_str()) {
+                return true;
+            }
+            spell.until_ms = 0;
+            if now.saturating_sub(spell.last_ms) < EMPTY_OVER_AFTER_MS {
                 return true;
             }
             log::info!(

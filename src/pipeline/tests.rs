@@ -863,3 +863,29 @@ fn a_minfree_level_that_passed_before_the_kill_does_not_kill_at_its_adj() {
     p.handle(sample);
     assert_eq!(fake.signalled(), Vec::<i32>::new());
 }
+
+/// A level held with nobody to kill, then let go; a new process comes and the level holds
+/// again at once (lmkd's acceptance scenario: one child after another): it is killed on
+/// the first sample, not after the no-candidate back-off.
+#[test]
+fn a_level_that_let_go_looks_again_at_once() {
+    let fake = Fake::new(1000, 950, &[]);
+    let (mut p, _) = pipeline(&fake, policy(""), false);
+    p.handle(fake.sample());
+    fake.advance(10);
+    fake.state().used_kib = 500 * MIB;
+    p.handle(fake.sample());
+    fake.advance(10);
+    fake.state().procs.push(FakeProc {
+        pid: 102,
+        adj: 900,
+        rss_kib: 400 * MIB,
+        exit: Exit::After(5),
+        dead: false,
+        cgroup: None,
+        signalled_at: None,
+    });
+    fake.state().used_kib = 950 * MIB;
+    p.handle(fake.sample());
+    assert_eq!(fake.signalled(), [102]);
+}
