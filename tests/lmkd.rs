@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Scenario, Workload, actions, http_get, metric_sum};
+use common::{Scenario, Workload, actions, adj_of, http_get, metric_sum, wait_adj};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketType};
 
@@ -79,25 +79,6 @@ fn socket_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("lmkd")
 }
 
-fn adj_of(pid: i32) -> Option<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-fn wait_adj(pid: i32, adj: i32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        if adj_of(pid) == Some(adj) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    false
-}
-
 fn metrics(sc: &Scenario) -> String {
     http_get(&sc.daemon.metrics_addr(), "/metrics").unwrap().1
 }
@@ -108,6 +89,22 @@ fn rejected(sc: &Scenario, why: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(&needle))
         .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// A daemon with `policy` and an lmkd socket on a 256 MiB test memcg: the directory of
+/// both files (kept while the test runs), the socket's path and the scenario.
+fn start_with_socket(name: &str, policy: &str) -> (tempfile::TempDir, PathBuf, Scenario) {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = socket_path(&dir);
+    let policy = write_policy(dir.path(), policy);
+    let args = [
+        OsStr::new("--policy"),
+        policy.as_os_str(),
+        OsStr::new("--lmkd-socket"),
+        sock.as_os_str(),
+    ];
+    let sc = Scenario::start(name, 256, &args);
+    (dir, sock, sc)
 }
 
 fn write_policy(dir: &Path, text: &str) -> PathBuf {
@@ -161,21 +158,9 @@ impl Drop for Child {
 #[test]
 #[ignore = "needs root and a cgroup-v1 memory controller: run as root with cargo test -- --include-ignored"]
 fn lmkd_acceptance_every_registered_child_is_killed_and_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = socket_path(&dir);
-    let policy = write_policy(
-        dir.path(),
-        "[[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 0\navailable_below_pct = 40\nwait_ms = 2000\n",
-    );
-    let mut sc = Scenario::start(
+    let (_dir, sock, mut sc) = start_with_socket(
         "lmkd-accept",
-        256,
-        &[
-            OsStr::new("--policy"),
-            policy.as_os_str(),
-            OsStr::new("--lmkd-socket"),
-            sock.as_os_str(),
-        ],
+        "[[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 0\navailable_below_pct = 40\nwait_ms = 2000\n",
     );
     let manager = Client::connect(&sock);
     let watcher = Client::connect(&sock);
@@ -234,21 +219,9 @@ fn lmkd_acceptance_every_registered_child_is_killed_and_reported() {
 #[test]
 #[ignore = "needs root and a cgroup-v1 memory controller: run as root with cargo test -- --include-ignored"]
 fn lmkd_protocol_replies_ownership_limits_and_bad_input() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = socket_path(&dir);
-    let policy = write_policy(
-        dir.path(),
-        "[[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 900\navailable_below_pct = 20\nwait_ms = 1000\n",
-    );
-    let mut sc = Scenario::start(
+    let (_dir, sock, mut sc) = start_with_socket(
         "lmkd-proto",
-        256,
-        &[
-            OsStr::new("--policy"),
-            policy.as_os_str(),
-            OsStr::new("--lmkd-socket"),
-            sock.as_os_str(),
-        ],
+        "[[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 900\navailable_below_pct = 20\nwait_ms = 1000\n",
     );
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
@@ -353,21 +326,9 @@ fn spawn_with_pid(sc: &Scenario, pid: i32, mib: u64) -> Option<Workload> {
 #[test]
 #[ignore = "needs root and a cgroup-v1 memory controller: run as root with cargo test -- --include-ignored"]
 fn lmkd_registered_only_never_kills_unregistered_nor_a_recycled_pid() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = socket_path(&dir);
-    let policy = write_policy(
-        dir.path(),
-        "candidates = \"registered\"\n\n[[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 0\navailable_below_pct = 20\nwait_ms = 1000\ncooldown_ms = 100\n",
-    );
-    let mut sc = Scenario::start(
+    let (_dir, sock, mut sc) = start_with_socket(
         "lmkd-regonly",
-        256,
-        &[
-            OsStr::new("--policy"),
-            policy.as_os_str(),
-            OsStr::new("--lmkd-socket"),
-            sock.as_os_str(),
-        ],
+        "candidates = \"registered\"\n\n[[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 0\navailable_below_pct = 20\nwait_ms = 1000\ncooldown_ms = 100\n",
     );
     let app = Client::connect(&sock);
     // A registered process that exits: its pid comes back as an unregistered one.
@@ -404,22 +365,10 @@ fn lmkd_registered_only_never_kills_unregistered_nor_a_recycled_pid() {
 #[test]
 #[ignore = "needs root and a cgroup-v1 memory controller: run as root with cargo test -- --include-ignored"]
 fn lmkd_target_table_sets_a_threshold_the_policy_does_not_have() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = socket_path(&dir);
     // The policy alone would act only below 2 % available.
-    let policy = write_policy(
-        dir.path(),
-        "[[level]]\nname = \"last\"\naction = \"kill\"\nmin_adj = 0\navailable_below_pct = 2\n",
-    );
-    let mut sc = Scenario::start(
+    let (_dir, sock, mut sc) = start_with_socket(
         "lmkd-target",
-        256,
-        &[
-            OsStr::new("--policy"),
-            policy.as_os_str(),
-            OsStr::new("--lmkd-socket"),
-            sock.as_os_str(),
-        ],
+        "[[level]]\nname = \"last\"\naction = \"kill\"\nmin_adj = 0\navailable_below_pct = 2\n",
     );
     let manager = Client::connect(&sock);
     // 60 + 90 of 256 MiB: ~100 MiB free, hardly any file cache.
@@ -498,23 +447,11 @@ fn rank_row(json: &str, pid: i32) -> serde_json::Value {
 #[test]
 #[ignore = "needs root and a cgroup-v1 memory controller: run as root with cargo test -- --include-ignored"]
 fn lmkd_rank_shows_registered_processes_with_their_client() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = socket_path(&dir);
-    let snap = dir.path().join("lmkd.registered");
-    let policy = write_policy(
-        dir.path(),
+    let (dir, sock, mut sc) = start_with_socket(
+        "lmkd-rank",
         "candidates = \"registered\"\n\n[[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 0\navailable_below_pct = 5\n",
     );
-    let mut sc = Scenario::start(
-        "lmkd-rank",
-        256,
-        &[
-            OsStr::new("--policy"),
-            policy.as_os_str(),
-            OsStr::new("--lmkd-socket"),
-            sock.as_os_str(),
-        ],
-    );
+    let snap = dir.path().join("lmkd.registered");
     assert!(sc.daemon.wait_log(
         &format!("published for `lowmemd rank` to {}", snap.display()),
         Duration::from_secs(2)

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use common::{Scenario, Workload, actions, http_get};
+use common::{Scenario, Workload, actions, http_get, wait_adj};
 
 /// The AOSP client, built once per test binary into Cargo's scratch directory.
 fn aosp_client() -> &'static Path {
@@ -120,25 +120,6 @@ impl Drop for Aosp {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn adj_of(pid: i32) -> Option<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-fn wait_adj(pid: i32, adj: i32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        if adj_of(pid) == Some(adj) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    false
 }
 
 /// The pids lowmemd's `/status` lists as registered, with their owner's pid.

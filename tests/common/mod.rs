@@ -534,6 +534,27 @@ impl Drop for ZramSwap {
     }
 }
 
+/// The oom_score_adj of `pid` now, if it runs.
+pub fn adj_of(pid: i32) -> Option<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether `pid`'s oom_score_adj becomes `adj` within 3 s (set by lowmemd for a client).
+pub fn wait_adj(pid: i32, adj: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if adj_of(pid) == Some(adj) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
 /// A plain HTTP/1.1 GET: (status code, body).
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
