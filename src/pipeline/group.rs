@@ -202,15 +202,8 @@ mod tests {
                 let pid = c.id() as i32;
                 let fd = pidfd_open(Pid::from_raw(pid).unwrap(), PidfdFlags::empty()).unwrap();
                 let info = ProcInfo {
-                    pid,
                     comm: "sleep".into(),
-                    state: 'S',
-                    flags: 0,
-                    starttime: 0,
-                    oom_score_adj: 0,
-                    rss_kib: 0,
-                    swap_kib: 0,
-                    attrs: Default::default(),
+                    ..ProcInfo::for_tests(pid, 0, 0)
                 };
                 Target::for_tests(Some(fd), RankedProc::from(info))
             })
@@ -229,15 +222,8 @@ mod tests {
     fn a_member_without_a_pidfd_is_refused_before_any_signal() {
         let dir = tempfile::tempdir().unwrap();
         let info = ProcInfo {
-            pid: 1,
             comm: "init".into(),
-            state: 'S',
-            flags: 0,
-            starttime: 0,
-            oom_score_adj: 0,
-            rss_kib: 0,
-            swap_kib: 0,
-            attrs: Default::default(),
+            ..ProcInfo::for_tests(1, 0, 0)
         };
         let t = Target::for_tests(None, RankedProc::from(info));
         assert!(matches!(

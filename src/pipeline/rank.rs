@@ -224,17 +224,7 @@ mod tests {
     use super::*;
 
     pub(crate) fn proc(pid: i32, adj: i16, rss_kib: u64) -> ProcInfo {
-        ProcInfo {
-            pid,
-            comm: format!("p{pid}"),
-            state: 'S',
-            flags: 0,
-            starttime: 1000 + pid as u64,
-            oom_score_adj: adj,
-            rss_kib,
-            swap_kib: 0,
-            attrs: Default::default(),
-        }
+        ProcInfo::for_tests(pid, adj, rss_kib)
     }
 
     fn pids(r: &[RankedProc]) -> Vec<i32> {
@@ -324,7 +314,7 @@ mod tests {
     #[test]
     fn floor_and_recent_exclude() {
         let procs = vec![proc(5, 1000, 1), proc(6, 950, 1), proc(7, 100, 1)];
-        let recent = [(5, 1005)];
+        let recent = [(5, 105)];
         let ctx = RankContext {
             self_pid: 0,
             min_adj: Some(900),

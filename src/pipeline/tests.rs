@@ -157,17 +157,7 @@ impl Kernel for Fake {
             .procs
             .iter()
             .filter(|p| !p.dead)
-            .map(|p| ProcInfo {
-                pid: p.pid,
-                comm: format!("p{}", p.pid),
-                state: 'S',
-                flags: 0,
-                starttime: 100 + p.pid as u64,
-                oom_score_adj: p.adj,
-                rss_kib: p.rss_kib,
-                swap_kib: 0,
-                attrs: Attrs::default(),
-            })
+            .map(|p| ProcInfo::for_tests(p.pid, p.adj, p.rss_kib))
             .collect();
         if let Some((pid, adj)) = s.after_scan.take() {
             s.procs
@@ -218,17 +208,7 @@ impl Kernel for Fake {
             .iter()
             .filter(|p| !p.dead && p.cgroup.as_deref() == Some(cgroup))
             .map(|p| Member {
-                proc: RankedProc::from(ProcInfo {
-                    pid: p.pid,
-                    comm: format!("p{}", p.pid),
-                    state: 'S',
-                    flags: 0,
-                    starttime: 100 + p.pid as u64,
-                    oom_score_adj: p.adj,
-                    rss_kib: p.rss_kib,
-                    swap_kib: 0,
-                    attrs: Attrs::default(),
-                }),
+                proc: RankedProc::from(ProcInfo::for_tests(p.pid, p.adj, p.rss_kib)),
                 kernel_thread: false,
             })
             .collect())

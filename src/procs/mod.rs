@@ -52,6 +52,22 @@ pub struct ProcInfo {
 }
 
 impl ProcInfo {
+    /// A plain process for unit tests: comm `p<pid>`, starttime 100 + pid, sleeping.
+    #[cfg(test)]
+    pub(crate) fn for_tests(pid: i32, oom_score_adj: i16, rss_kib: u64) -> ProcInfo {
+        ProcInfo {
+            pid,
+            comm: format!("p{pid}"),
+            state: 'S',
+            flags: 0,
+            starttime: 100 + pid as u64,
+            oom_score_adj,
+            rss_kib,
+            swap_kib: 0,
+            attrs: Attrs::default(),
+        }
+    }
+
     pub fn is_kernel_thread(&self) -> bool {
         self.flags & PF_KTHREAD != 0
     }
