@@ -11,22 +11,19 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Scenario, Workload, actions};
+use common::{Scenario, Workload, actions, write_policy};
 
 const LIMIT_MIB: u64 = 256;
 
 /// One kill level at 15 % (adj ≥ 900) behind a critical one, plus `extra`.
 fn policy(dir: &Path, extra: &str) -> PathBuf {
-    let p = dir.join("policy.toml");
-    std::fs::write(
-        &p,
-        format!(
+    write_policy(
+        dir,
+        &format!(
             "[[level]]\nname = \"critical\"\naction = \"kill\"\nmin_adj = 0\navailable_below_pct = 5\n\n\
              [[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 900\navailable_below_pct = 15\ncooldown_ms = 100\n\n{extra}"
         ),
     )
-    .unwrap();
-    p
 }
 
 fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {

@@ -11,23 +11,20 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Scenario, Workload, actions};
+use common::{Scenario, Workload, actions, write_policy};
 
 const LIMIT_MIB: u64 = 256;
 
 /// A critical level at 5 % and a low one at 15 % (adj ≥ 900), both `kill = "cgroup"`, plus
 /// `extra`.
 fn policy(dir: &Path, extra: &str) -> PathBuf {
-    let p = dir.join("policy.toml");
-    std::fs::write(
-        &p,
-        format!(
+    write_policy(
+        dir,
+        &format!(
             "[[level]]\nname = \"critical\"\naction = \"kill\"\nmin_adj = 0\navailable_below_pct = 5\nkill = \"cgroup\"\n\n\
              [[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 900\navailable_below_pct = 15\ncooldown_ms = 100\nkill = \"cgroup\"\n\n{extra}"
         ),
     )
-    .unwrap();
-    p
 }
 
 /// App cgroups made under the test's unified-hierarchy cgroup, removed (once their

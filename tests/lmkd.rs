@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Scenario, Workload, actions, adj_of, http_get, metric_sum, wait_adj};
+use common::{Scenario, Workload, actions, adj_of, http_get, metric_sum, wait_adj, write_policy};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketType};
 
@@ -105,12 +105,6 @@ fn start_with_socket(name: &str, policy: &str) -> (tempfile::TempDir, PathBuf, S
     ];
     let sc = Scenario::start(name, 256, &args);
     (dir, sock, sc)
-}
-
-fn write_policy(dir: &Path, text: &str) -> PathBuf {
-    let p = dir.join("policy.toml");
-    std::fs::write(&p, text).unwrap();
-    p
 }
 
 /// A child that waits on its stdin, then becomes a workload allocating 1 MiB per ms in

@@ -534,6 +534,13 @@ impl Drop for ZramSwap {
     }
 }
 
+/// Writes `text` as `policy.toml` in `dir`; returns its path.
+pub fn write_policy(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("policy.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
 /// The oom_score_adj of `pid` now, if it runs.
 pub fn adj_of(pid: i32) -> Option<i32> {
     std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
