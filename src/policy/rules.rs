@@ -101,6 +101,7 @@ pub fn needs(rules: &[Rule]) -> Needs {
         n.uid |= r.matcher.uid.is_some();
         n.cgroup |= r.matcher.cgroup.is_some();
         n.marking |= r.matcher.marking.is_some();
+        n.comm |= !r.matcher.comm.is_empty();
     }
     n
 }

@@ -109,6 +109,10 @@ pub struct Needs {
     pub cgroup: bool,
     /// The cgroup markings (`user.oomd_avoid` / `user.oomd_omit`); implies `cgroup`.
     pub marking: bool,
+    /// A rule matches by name: the cache re-reads `comm` at every scan (a rename or an exec
+    /// into a program of the same code size shows only there). ~3 µs a process, so only
+    /// then.
+    pub comm: bool,
 }
 
 impl Needs {
@@ -124,6 +128,7 @@ impl Needs {
             uid: self.uid || o.uid,
             cgroup: self.cgroup || o.cgroup,
             marking: self.marking || o.marking,
+            comm: self.comm || o.comm,
         }
     }
 }

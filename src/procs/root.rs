@@ -296,6 +296,7 @@ mod tests {
         uid: false,
         cgroup: false,
         marking: false,
+        comm: false,
     };
 
     #[test]
