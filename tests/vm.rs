@@ -78,9 +78,7 @@ fn kill_cgroup_takes_the_whole_app_on_cgroup_v2() {
     let out = Vm {
         name: "kill-cgroup-v2",
         mem_mib: 768,
-        modules: &[],
         script: include_str!("vm/kill_cgroup_v2.sh"),
-        files: Vec::new(),
         timeout: Duration::from_secs(240),
         ..Vm::default()
     }
@@ -117,9 +115,7 @@ fn memcg_v2_calm_runaway_cached_apps_and_dry_run() {
     let out = Vm {
         name: "memcg-v2",
         mem_mib: 768,
-        modules: &[],
         script: include_str!("vm/memcg_v2.sh"),
-        files: Vec::new(),
         timeout: Duration::from_secs(240),
         ..Vm::default()
     }
