@@ -15,6 +15,8 @@
 //! `IDLE_SECONDS=5 cargo bench --bench idle` for a quick try. earlyoom comes from Debian
 //! (`apt-get install -y earlyoom`); without it the bench says so and measures lowmemd alone.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "../tests/common/idle.rs"]
 mod idle;
 
@@ -24,118 +26,27 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::TestCgroup;
 use idle::{Daemon, Reading, Usage, lowmemd_command};
-use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 
 const SETTLE: Duration = Duration::from_secs(2);
-const V1_MEMORY: &str = "/sys/fs/cgroup/memory";
-const V2: &str = "/sys/fs/cgroup/unified";
 const MEMCG_LIMIT_MIB: u64 = 256;
 /// 150 of 256 MiB: ~60 % used, 40 % available, above every watermark of the built-in
 /// policy (25 % is the highest), so the daemon is idle there, not near a level.
 const MEMCG_WORKLOAD_MIB: u64 = 150;
 
-/// A memory cgroup `/lowmemd-idle-bench-PID` in the v1 memory hierarchy (with a limit) and
-/// the same name in cgroup2 (for its PSI); on Drop, every process left in it is killed
-/// through a pidfd and both directories are removed — also when the bench panics.
-struct Memcg {
-    name: String,
-    v1: PathBuf,
-    v2: Option<PathBuf>,
-}
-
-impl Memcg {
-    fn create(limit_mib: u64) -> Result<Memcg, String> {
-        if !rustix::process::geteuid().is_root() {
-            return Err("needs root".into());
-        }
-        if !Path::new(V1_MEMORY).join("memory.limit_in_bytes").exists() {
-            return Err(format!(
-                "needs a cgroup-v1 memory controller at {V1_MEMORY}"
-            ));
-        }
-        let name = format!("/lowmemd-idle-bench-{}", std::process::id());
-        let v1 = Path::new(V1_MEMORY).join(&name[1..]);
-        std::fs::create_dir(&v1).map_err(|e| format!("mkdir {}: {e}", v1.display()))?;
-        // The guard exists from here on: a failure below still removes what was made.
-        let mut cg = Memcg { name, v1, v2: None };
-        if Path::new(V2).is_dir() {
-            let v2 = Path::new(V2).join(&cg.name[1..]);
-            std::fs::create_dir(&v2).map_err(|e| format!("mkdir {}: {e}", v2.display()))?;
-            cg.v2 = Some(v2);
-        }
-        std::fs::write(
-            cg.v1.join("memory.limit_in_bytes"),
-            (limit_mib << 20).to_string(),
-        )
-        .map_err(|e| format!("memory.limit_in_bytes: {e}"))?;
-        Ok(cg)
-    }
-
-    fn procs_files(&self) -> Vec<PathBuf> {
-        let mut v = vec![self.v1.join("cgroup.procs")];
-        v.extend(self.v2.as_ref().map(|d| d.join("cgroup.procs")));
-        v
-    }
-
-    fn pids(&self) -> Vec<i32> {
-        std::fs::read_to_string(self.v1.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.parse().ok())
-            .collect()
-    }
-
-    fn used_pct(&self) -> f64 {
-        let usage: f64 = std::fs::read_to_string(self.v1.join("memory.usage_in_bytes"))
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(0.0);
-        usage / (MEMCG_LIMIT_MIB << 20) as f64 * 100.0
-    }
-}
-
-impl Drop for Memcg {
-    fn drop(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let pids = self.pids();
-            if pids.is_empty() || Instant::now() > deadline {
-                break;
-            }
-            for pid in pids {
-                if let Some(p) = Pid::from_raw(pid)
-                    && let Ok(fd) = pidfd_open(p, PidfdFlags::empty())
-                {
-                    let _ = pidfd_send_signal(&fd, Signal::KILL);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        for dir in self.v2.iter().chain(std::iter::once(&self.v1)) {
-            // rmdir can race the last exit by a few ms.
-            for _ in 0..100 {
-                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if dir.exists() {
-                eprintln!("idle bench: could not remove {}", dir.display());
-            }
-        }
-    }
-}
-
 /// The memcg row's set-up: the cgroup, and the workload holding memory in it. Field order
 /// is drop order: the workload stops before the cgroup is removed.
 struct MemcgRow {
     _workload: Daemon,
-    cg: Memcg,
+    cg: TestCgroup,
 }
 
 fn memcg_row(dir: &Path) -> Result<MemcgRow, String> {
-    let cg = Memcg::create(MEMCG_LIMIT_MIB)?;
+    if let Some(why) = common::real_kernel_missing() {
+        return Err(why.into());
+    }
+    let cg = TestCgroup::create("idle-bench", MEMCG_LIMIT_MIB);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lowmemd-workload"));
     for f in cg.procs_files() {
         cmd.arg("--cgroup-procs").arg(f);
@@ -150,7 +61,7 @@ fn memcg_row(dir: &Path) -> Result<MemcgRow, String> {
         .map_err(|e| format!("spawn lowmemd-workload: {e}"))?;
     // It prints `ready` on stdout, which the guard closes: wait for the memcg to fill.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while cg.used_pct() < MEMCG_WORKLOAD_MIB as f64 / MEMCG_LIMIT_MIB as f64 * 95.0 {
+    while cg.usage_mib() < MEMCG_WORKLOAD_MIB * 95 / 100 {
         if Instant::now() > deadline {
             return Err(format!(
                 "the workload did not reach {MEMCG_WORKLOAD_MIB} MiB: {}",
@@ -331,7 +242,7 @@ fn run() -> bool {
     if let (Ok(m), Some(row)) = (&memcg, rows.last_mut()) {
         row.label = format!(
             "default, memcg {MEMCG_LIMIT_MIB} MiB at {:.0} % used",
-            m.cg.used_pct()
+            m.cg.usage_mib() as f64 * 100.0 / MEMCG_LIMIT_MIB as f64
         );
     }
     for row in &mut rows {

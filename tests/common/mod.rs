@@ -41,7 +41,7 @@ pub fn serial() -> Serial {
 }
 
 /// What this machine lacks for real-kernel tests and benches (root, a v1 memory controller).
-fn real_kernel_missing() -> Option<&'static str> {
+pub fn real_kernel_missing() -> Option<&'static str> {
     if !rustix::process::geteuid().is_root() {
         Some("needs root")
     } else if !Path::new(V1_MEMORY).join("memory.limit_in_bytes").exists() {
