@@ -3,8 +3,8 @@
 
 use std::fmt;
 
-use crate::policy::{Action, Combine, Level, Policy, PsiCondition, Reason};
-use crate::sample::Sample;
+use crate::policy::{Action, Combine, Level, Policy, Reason};
+use crate::sample::{PsiFired, Sample};
 
 /// Which condition fired, with what it measured, for logs and the event log.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -93,32 +93,26 @@ impl Decision {
     }
 }
 
-/// How long ago `cond`'s trigger fired, if that event still counts: after the last action
-/// ended (a stall the last kill already answered must not cause a second kill) and within
-/// one window of the sample (the kernel re-fires at most once per window while the stall
-/// goes on).
-fn psi_fresh(sample: &Sample, cond: &PsiCondition, last_action_ms: Option<u64>) -> Option<u64> {
-    let fired = sample.psi.iter().find(|p| p.condition == *cond)?;
+/// How long before `sample` the trigger `fired`, if that event still counts: after the last
+/// action ended (a stall the last kill already answered must not cause a second kill) and
+/// within one window of the sample (the kernel re-fires at most once per window while the
+/// stall goes on).
+fn psi_fresh(sample: &Sample, fired: &PsiFired, last_action_ms: Option<u64>) -> Option<u64> {
     let at = fired.last_fired_ms?;
     let fresh =
         last_action_ms.is_none_or(|t| at > t) && sample.at_ms.saturating_sub(at) <= fired.window_ms;
     fresh.then(|| sample.at_ms.saturating_sub(at))
 }
 
-/// How long the stall behind `cond`'s current run of firings has gone on, if at least
+/// How long the stall behind the trigger's current run of firings has gone on, if at least
 /// `for_ms`: from one window before the run's first firing (that firing measured the window
 /// before it) to its last, provided the stall measured between those firings kept the
 /// trigger's share on average — one burst the kernel reports twice is not a stall that goes
 /// on. Only what came after the last kill counts: the run is taken to start one window
 /// after it, when the first firing that measured nothing but new stall can arrive. (A
 /// page-out does not restart it: it answers no stall.)
-fn psi_sustained_ms(
-    sample: &Sample,
-    cond: &PsiCondition,
-    for_ms: u64,
-    last_kill_ms: Option<u64>,
-) -> Option<u64> {
-    let fired = sample.psi.iter().find(|p| p.condition == *cond)?;
+fn psi_sustained_ms(fired: &PsiFired, for_ms: u64, last_kill_ms: Option<u64>) -> Option<u64> {
+    let cond = &fired.condition;
     let (last, first) = (fired.last_fired_ms?, fired.streak_since_ms?);
     let since = last_kill_ms.map_or(first, |t| first.max(t + fired.window_ms));
     let held = (last + fired.window_ms).checked_sub(since)?;
@@ -196,10 +190,11 @@ fn evaluate(
     ];
     for (cond, for_ms, reason) in psi {
         let hit = cond.and_then(|cond| {
-            let ago = psi_fresh(sample, &cond, last_action_ms)?;
+            let fired = sample.psi.iter().find(|p| p.condition == cond)?;
+            let ago = psi_fresh(sample, fired, last_action_ms)?;
             let mut hit = Fired::new(reason, ago as f64, cond.stall_pct);
             if let Some(for_ms) = for_ms {
-                hit.sustained_ms = Some(psi_sustained_ms(sample, &cond, for_ms, last.kill_ms)?);
+                hit.sustained_ms = Some(psi_sustained_ms(fired, for_ms, last.kill_ms)?);
             }
             Some(hit)
         });
