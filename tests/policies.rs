@@ -182,6 +182,7 @@ fn sample(
         vmpressure_ms: None,
         thrashing_pct: thrash,
         thrashing_since_ms: 0,
+        headroom_fall_kib_s: None,
     }
 }
 
