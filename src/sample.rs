@@ -54,6 +54,12 @@ impl MemSnapshot {
     }
 }
 
+/// The span the headroom's fall ([`Sample::headroom_fall_kib_s`]) is measured over. Long
+/// enough that one allocation burst, or the kernel refilling its per-CPU lists after a kill
+/// (a few hundred MiB of MemAvailable for a moment), does not set the rate alone; short
+/// enough that a leak that starts is seen within it.
+pub const TREND_WINDOW_MS: u64 = 2000;
+
 /// Counters for the thrashing measure: refaults so far, and the file cache now (pages).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Refaults {

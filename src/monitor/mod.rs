@@ -20,6 +20,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use rustix::event::{PollFd, PollFlags, Timespec};
 
 use crate::clock::monotonic_ms;
+use crate::policy::Watermark;
 use crate::policy::decide::{LastActions, decide};
 use crate::policy::store::PolicyStore;
 use crate::sample::{MemSnapshot, Refaults, Sample};
@@ -48,7 +49,7 @@ pub struct Monitor {
     scope: Arc<Scope>,
     store: Arc<PolicyStore>,
     generation: u64,
-    watermarks_pct: Vec<f64>,
+    watermarks: Vec<Watermark>,
     thrashing_window_ms: Option<u64>,
     thrash: ThrashMeter,
     trend: TrendMeter,
@@ -80,7 +81,7 @@ impl Monitor {
             scope,
             store,
             generation: 0,
-            watermarks_pct: Vec::new(),
+            watermarks: Vec::new(),
             thrashing_window_ms: None,
             thrash: ThrashMeter::default(),
             trend: TrendMeter::default(),
@@ -101,7 +102,7 @@ impl Monitor {
         self.generation = self.store.generation();
         let policy = self.store.get();
         let total = self.scope.read_memory().map_or(0, |m| m.total_kib);
-        self.watermarks_pct = policy.watermarks_pct(total);
+        self.watermarks = policy.watermarks(total);
         let window = policy
             .needs_thrashing()
             .then_some(policy.thrashing_window_ms);
@@ -116,9 +117,15 @@ impl Monitor {
         let mut warnings = self.sources.arm(&self.scope, &policy);
         warnings.extend(
             self.sources
-                .arm_thresholds(&self.scope, total, &self.watermarks_pct),
+                .arm_thresholds(&self.scope, total, &self.watermark_pcts()),
         );
         warnings
+    }
+
+    /// The watermarks' levels in percent, for the usage thresholds (which bound RAM, and so
+    /// wake no later than a watermark that counts swap too).
+    fn watermark_pcts(&self) -> Vec<f64> {
+        self.watermarks.iter().map(|w| w.pct).collect()
     }
 
     /// Makes the monitor fail as a poll error would, after `n` polls (hidden test flag).
@@ -254,7 +261,7 @@ impl Monitor {
                         warnings.extend(self.sources.arm_thresholds(
                             &self.scope,
                             m.mem.total_kib,
-                            &self.watermarks_pct,
+                            &self.watermark_pcts(),
                         ));
                         for w in warnings {
                             log::warn!("{w}");
@@ -279,13 +286,11 @@ impl Monitor {
                 }
             };
             let (mem, refaults, usage_kib) = (measured.mem, measured.refaults, measured.usage_kib);
-            let count_swap = self.count_swap;
             if let Some(prev) = schedule.previous() {
-                let (was, is) = (prev.headroom_pct(count_swap), mem.headroom_pct(count_swap));
                 let crossed = self
-                    .watermarks_pct
+                    .watermarks
                     .iter()
-                    .filter(|w| was >= **w && is < **w)
+                    .filter(|w| !w.holds(prev) && w.holds(&mem))
                     .count();
                 if crossed > 0 {
                     self.outlets.count(Source::Watermark, crossed as u64);
@@ -298,7 +303,7 @@ impl Monitor {
                 .lowest_threshold_kib()
                 .zip(usage_kib)
                 .is_some_and(|(lowest, usage)| usage < lowest);
-            sleep_ms = schedule.next(now, mem, count_swap, &self.watermarks_pct, below_thresholds);
+            sleep_ms = schedule.next(now, mem, &self.watermarks, below_thresholds);
             // Refaults are a rate: while reclaim is active (a kernel event within the
             // window, or the file cache shrinking), read them at least 10 times per window.
             if let Some(w) = self.thrashing_window_ms {

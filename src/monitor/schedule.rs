@@ -3,6 +3,7 @@
 //! one, inside a level or right after a kernel event it polls fast. Without watermarks it
 //! does not poll at all: the kernel's PSI triggers wake it.
 
+use crate::policy::Watermark;
 use crate::sample::MemSnapshot;
 
 /// The fast poll: inside or near a level, and after a kernel event.
@@ -28,8 +29,7 @@ const FALL_MEMORY_MS: u64 = 60_000;
 /// will say when one comes near (`kernel_watches`: usage thresholds armed and not reached).
 pub fn next_interval_ms(
     mem: &MemSnapshot,
-    count_swap: bool,
-    watermarks_pct: &[f64],
+    watermarks: &[Watermark],
     fill_kib_per_s: f64,
     since_event_ms: Option<u64>,
     kernel_watches: bool,
@@ -37,25 +37,20 @@ pub fn next_interval_ms(
     if since_event_ms.is_some_and(|d| d < AFTER_EVENT_MS) {
         return Some(FAST_POLL_MS);
     }
-    if watermarks_pct.is_empty() || kernel_watches {
+    if watermarks.is_empty() || kernel_watches {
         return None;
     }
-    // The memory conditions judge RAM and, where the policy counts it, swap headroom.
-    let avail_pct = mem.headroom_pct(count_swap);
-    // The highest watermark still below us is the next one memory would cross.
-    let Some(next) = watermarks_pct
-        .iter()
-        .copied()
-        .filter(|w| *w <= avail_pct)
-        .reduce(f64::max)
-    else {
-        return Some(FAST_POLL_MS);
-    };
-    if watermarks_pct.iter().any(|w| avail_pct < *w) {
-        // Already inside a level: every sample may decide a kill.
-        return Some(FAST_POLL_MS);
+    // Each watermark is judged as its level judges memory: RAM, or RAM and swap headroom.
+    let mut nearest_pct = f64::INFINITY;
+    for w in watermarks {
+        let distance = mem.headroom_pct(w.counts_swap) - w.pct;
+        if distance < 0.0 {
+            // Already inside a level: every sample may decide a kill.
+            return Some(FAST_POLL_MS);
+        }
+        nearest_pct = nearest_pct.min(distance);
     }
-    let headroom_kib = (avail_pct - next) / 100.0 * mem.total_kib as f64;
+    let headroom_kib = nearest_pct / 100.0 * mem.total_kib as f64;
     let ms = headroom_kib / fill_kib_per_s.max(1.0) * 1000.0;
     Some((ms as u64).clamp(FAST_POLL_MS, MAX_SLEEP_MS))
 }
@@ -124,15 +119,20 @@ impl Schedule {
         &mut self,
         now_ms: u64,
         mem: MemSnapshot,
-        count_swap: bool,
-        watermarks_pct: &[f64],
+        watermarks: &[Watermark],
         kernel_watches: bool,
     ) -> Option<u64> {
         if let Some(p) = self.prev
             && now_ms > p.at_ms
         {
-            let (was, is) = (p.mem.headroom_kib(count_swap), mem.headroom_kib(count_swap));
-            let fall = was.saturating_sub(is) as f64 * 1000.0 / (now_ms - p.at_ms) as f64;
+            // RAM, or RAM and swap together, whichever fell faster: while the kernel swaps,
+            // RAM holds still and the headroom falls.
+            let fell = |swap| {
+                p.mem
+                    .headroom_kib(swap)
+                    .saturating_sub(mem.headroom_kib(swap))
+            };
+            let fall = fell(false).max(fell(true)) as f64 * 1000.0 / (now_ms - p.at_ms) as f64;
             let stale = self
                 .fastest
                 .is_none_or(|(_, at)| now_ms.saturating_sub(at) >= FALL_MEMORY_MS);
@@ -143,8 +143,7 @@ impl Schedule {
         self.prev = Some(Reading { at_ms: now_ms, mem });
         next_interval_ms(
             &mem,
-            count_swap,
-            watermarks_pct,
+            watermarks,
             self.fill_rate(now_ms),
             self.since_event(now_ms),
             kernel_watches,
@@ -178,6 +177,15 @@ mod tests {
 
     const GIB: u64 = 1024 * 1024;
 
+    fn marks(pcts: &[f64]) -> Vec<Watermark> {
+        pcts.iter()
+            .map(|&pct| Watermark {
+                pct,
+                counts_swap: true,
+            })
+            .collect()
+    }
+
     fn mem(total: u64, avail: u64) -> MemSnapshot {
         MemSnapshot {
             total_kib: total,
@@ -191,12 +199,12 @@ mod tests {
         // 24 GiB at 98 %, nearest watermark 25 %: 17.5 GiB at 4 GiB/s is 4.4 s.
         let m = mem(24 * GIB, 24 * GIB * 98 / 100);
         let rate = 2.0 * FILL_KIB_PER_S_PER_CPU;
-        let ms = next_interval_ms(&m, true, &[25.0, 15.0, 5.0], rate, None, false).unwrap();
+        let ms = next_interval_ms(&m, &marks(&[25.0, 15.0, 5.0]), rate, None, false).unwrap();
         assert!((4300..=4500).contains(&ms), "{ms}");
         // Never longer than the cap, however much room.
         let huge = mem(1 << 40, 1 << 40);
         assert_eq!(
-            next_interval_ms(&huge, true, &[5.0], rate, None, false),
+            next_interval_ms(&huge, &marks(&[5.0]), rate, None, false),
             Some(MAX_SLEEP_MS)
         );
     }
@@ -209,8 +217,7 @@ mod tests {
         assert_eq!(
             next_interval_ms(
                 &mem(m256, m256 * 16 / 100),
-                true,
-                &[15.0, 5.0],
+                &marks(&[15.0, 5.0]),
                 rate,
                 None,
                 false
@@ -220,7 +227,7 @@ mod tests {
         // Between low and critical, and below everything.
         for avail in [m256 * 10 / 100, 0] {
             assert_eq!(
-                next_interval_ms(&mem(m256, avail), true, &[15.0, 5.0], rate, None, false),
+                next_interval_ms(&mem(m256, avail), &marks(&[15.0, 5.0]), rate, None, false),
                 Some(FAST_POLL_MS)
             );
         }
@@ -231,12 +238,12 @@ mod tests {
         let m = mem(24 * GIB, 12 * GIB);
         let rate = FILL_KIB_PER_S_PER_CPU;
         assert_eq!(
-            next_interval_ms(&m, true, &[15.0], rate, Some(200), false),
+            next_interval_ms(&m, &marks(&[15.0]), rate, Some(200), false),
             Some(FAST_POLL_MS)
         );
-        assert_eq!(next_interval_ms(&m, true, &[], rate, None, false), None);
+        assert_eq!(next_interval_ms(&m, &[], rate, None, false), None);
         assert_eq!(
-            next_interval_ms(&m, true, &[], rate, Some(200), false),
+            next_interval_ms(&m, &[], rate, Some(200), false),
             Some(FAST_POLL_MS)
         );
     }
@@ -244,21 +251,42 @@ mod tests {
     #[test]
     fn a_fall_faster_than_the_machine_bound_is_planned_for() {
         let mut s = Schedule::new(1);
-        let w = [15.0, 5.0];
-        let calm = s.next(0, mem(24 * GIB, 20 * GIB), true, &w, false).unwrap();
+        let w = marks(&[15.0, 5.0]);
+        let calm = s.next(0, mem(24 * GIB, 20 * GIB), &w, false).unwrap();
         // 4 GiB gone in 100 ms: 40 GiB/s, far above one CPU's bound.
-        let falling = s
-            .next(100, mem(24 * GIB, 16 * GIB), true, &w, false)
-            .unwrap();
+        let falling = s.next(100, mem(24 * GIB, 16 * GIB), &w, false).unwrap();
         assert!(falling < calm / 4, "{falling} < {calm}");
         assert!(s.fill_rate(200) > 30.0 * GIB as f64);
         // Forgotten after a minute.
         assert_eq!(s.fill_rate(100 + FALL_MEMORY_MS), FILL_KIB_PER_S_PER_CPU);
         s.event(150);
         assert_eq!(
-            s.next(200, mem(24 * GIB, 16 * GIB), true, &w, false),
+            s.next(200, mem(24 * GIB, 16 * GIB), &w, false),
             Some(FAST_POLL_MS)
         );
         assert_eq!(s.previous().unwrap().available_kib, 16 * GIB);
+    }
+
+    #[test]
+    fn each_watermark_is_judged_as_its_level_judges_memory() {
+        let rate = FILL_KIB_PER_S_PER_CPU;
+        // RAM at 10 %, swap can take another 30 % of RAM's worth.
+        let mut m = mem(1024 * 1024, 1024 * 1024 / 10);
+        m.swap_headroom_kib = 1024 * 1024 * 3 / 10;
+        let kill = Watermark {
+            pct: 15.0,
+            counts_swap: true,
+        };
+        let pageout = Watermark {
+            pct: 25.0,
+            counts_swap: false,
+        };
+        // A kill watermark at 15 % is 25 % away when swap counts: a sleep.
+        assert!(next_interval_ms(&m, &[kill], rate, None, false).unwrap() > FAST_POLL_MS);
+        // A page-out watermark judges RAM alone: inside it.
+        assert_eq!(
+            next_interval_ms(&m, &[pageout, kill], rate, None, false),
+            Some(FAST_POLL_MS)
+        );
     }
 }

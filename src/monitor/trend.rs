@@ -4,10 +4,8 @@
 
 use std::collections::VecDeque;
 
-/// The span the fall is measured over. Long enough that one allocation burst or the kernel
-/// refilling its per-CPU lists after a kill (a few hundred MiB of MemAvailable for a moment)
-/// does not set the rate alone; short enough that a leak that starts is seen within it.
-pub const TREND_WINDOW_MS: u64 = 2000;
+pub use crate::sample::TREND_WINDOW_MS;
+
 /// A rate over less than this is mostly the jitter of two readings 10 ms apart.
 const MIN_SPAN_MS: u64 = 200;
 

@@ -300,7 +300,8 @@ pub fn decide(sample: &Sample, policy: &Policy, last: LastActions) -> Option<Dec
             if level.from_client.is_some() != from_client {
                 return None;
             }
-            let (fired, present) = evaluate(level, index == 0, policy.count_swap, sample, last);
+            let counts_swap = policy.counts_swap(level);
+            let (fired, present) = evaluate(level, index == 0, counts_swap, sample, last);
             let holds = match level.combine {
                 Combine::Any => !fired.is_empty(),
                 Combine::All => present > 0 && fired.len() == present,
@@ -643,7 +644,7 @@ mod tests {
         assert_eq!(
             decide(&s, &p, LastActions::NONE).map(|d| d.level),
             Some(3),
-            "23 % with swap: only the page-out level (below 25 %)"
+            "the kill levels judge 23 % with swap: none holds; page-out judges RAM alone (3 %)"
         );
         p.count_swap = false;
         assert_eq!(

@@ -191,6 +191,22 @@ pub struct Level {
     pub from_client: Option<i32>,
 }
 
+/// A level of available memory the monitor watches for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Watermark {
+    /// Percent of the scope's RAM.
+    pub pct: f64,
+    /// Judged on available RAM plus swap headroom (else RAM alone).
+    pub counts_swap: bool,
+}
+
+impl Watermark {
+    /// Whether `mem` is below it.
+    pub fn holds(&self, mem: &crate::sample::MemSnapshot) -> bool {
+        mem.headroom_pct(self.counts_swap) < self.pct
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Policy {
     /// A cgroup path to protect (`None`: the whole system). `--cgroup` overrides it.
@@ -240,26 +256,39 @@ impl Policy {
         all
     }
 
+    /// Whether `level`'s memory conditions count swap headroom: where the policy says so,
+    /// except on page-out levels. Page-out is how lowmemd chooses what goes to swap
+    /// (background processes, before the kernel's LRU picks the user's): it must act while
+    /// RAM runs short, not only once swap is nearly full too.
+    pub fn counts_swap(&self, level: &Level) -> bool {
+        self.count_swap && level.action != Action::Pageout
+    }
+
     /// The watermarks (percent of the scope) the monitor polls against, highest first.
     /// Absolute `_kib` watermarks are converted with the scope's total.
-    pub fn watermarks_pct(&self, total_kib: u64) -> Vec<f64> {
-        let mut w: Vec<f64> = Vec::new();
+    pub fn watermarks(&self, total_kib: u64) -> Vec<Watermark> {
+        let mut w: Vec<Watermark> = Vec::new();
         for l in &self.levels {
-            w.extend(l.conditions.available_below_pct);
+            let counts_swap = self.counts_swap(l);
+            let mark = |pct| Watermark { pct, counts_swap };
+            w.extend(l.conditions.available_below_pct.map(mark));
             if let Some(kib) = l.conditions.available_below_kib
                 && total_kib > 0
             {
-                w.push(kib as f64 * 100.0 / total_kib as f64);
+                w.push(mark(kib as f64 * 100.0 / total_kib as f64));
             }
             // Free and file cache both below M means available below about 2 M (a memcg's
-            // available is at most free + inactive file): watch from there.
+            // available is at most free + inactive file): watch from there, in RAM.
             if let Some(kib) = l.conditions.free_and_file_below_kib
                 && total_kib > 0
             {
-                w.push((2 * kib) as f64 * 100.0 / total_kib as f64);
+                w.push(Watermark {
+                    pct: (2 * kib) as f64 * 100.0 / total_kib as f64,
+                    counts_swap: false,
+                });
             }
         }
-        w.sort_by(|a, b| b.total_cmp(a));
+        w.sort_by(|a, b| b.pct.total_cmp(&a.pct));
         w
     }
 
