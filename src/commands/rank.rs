@@ -48,6 +48,7 @@ pub fn run(args: &RankArgs) -> CmdResult {
     let shown = Shown {
         scope: &scope,
         mem: &mem,
+        count_swap: policy.count_swap,
         lmkd: &lmkd,
         vanished: scan.vanished,
     };
@@ -116,6 +117,8 @@ fn mark_registered(ranked: &mut [Ranked], snap: &Snapshot, candidates: Candidate
 struct Shown<'a> {
     scope: &'a Scope,
     mem: &'a MemSnapshot,
+    /// The policy counts swap as headroom.
+    count_swap: bool,
     lmkd: &'a Lmkd,
     vanished: usize,
 }
@@ -139,6 +142,24 @@ fn print_rank(
         mem.total_kib / 1024,
         mem.available_pct()
     )?;
+    if mem.swap_total_kib > 0 {
+        let judged = if shown.count_swap {
+            format!(
+                "the levels judge {} MiB ({:.1} %)",
+                mem.headroom_kib(true) / 1024,
+                mem.headroom_pct(true)
+            )
+        } else {
+            "not counted: the policy says count_swap = false".to_string()
+        };
+        writeln!(
+            out,
+            "swap headroom {} MiB ({} of {} MiB swap free): {judged}",
+            mem.swap_headroom_kib / 1024,
+            mem.swap_free_kib / 1024,
+            mem.swap_total_kib / 1024,
+        )?;
+    }
     match shown.lmkd {
         Lmkd::Unknown => {}
         Lmkd::Shown { path, snap } => writeln!(

@@ -71,6 +71,14 @@ pub fn render(v: &serde_json::Value) -> String {
         kib(&m["swap_free_kib"]),
         kib(&m["swap_total_kib"])
     );
+    if m["swap_total_kib"].as_u64().unwrap_or(0) > 0 {
+        let _ = writeln!(
+            s,
+            "judged:  {} % of the scope (available + swap headroom {})",
+            v["headroom_pct"],
+            kib(&m["swap_headroom_kib"])
+        );
+    }
     let _ = writeln!(s, "level:   {}", v["current_level"].as_str().unwrap_or("?"));
     for l in v["levels"].as_array().into_iter().flatten() {
         let _ = writeln!(s, "  {}", l.as_str().unwrap_or(""));

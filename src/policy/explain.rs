@@ -54,6 +54,16 @@ fn conditions_words(
     if let Some(k) = c.available_below_kib {
         out.push(format!("available < {}", mib(k as f64)));
     }
+    if let Some(ms) = c.exhausted_within_ms
+        && let Some(memory) = out.last_mut()
+    {
+        // A trend qualifies the watermark: both must hold for it to count.
+        *memory = format!(
+            "{memory} and falling so fast it is gone within {:.1} s (the fall of the last {:.0} s)",
+            ms as f64 / 1000.0,
+            crate::sample::TREND_WINDOW_MS as f64 / 1000.0
+        );
+    }
     for (psi, for_ms) in [
         (c.psi_some, c.psi_some_for_ms),
         (c.psi_full, c.psi_full_for_ms),
@@ -117,9 +127,24 @@ pub fn explain(p: &Policy, total_kib: Option<u64>) -> String {
     );
     let _ = writeln!(
         s,
+        "{}",
+        if p.count_swap {
+            "available memory: RAM plus what swap can still take (disk swap's free space; zram's free slots times 1 - 1/ratio, the ratio measured); RAM alone without swap"
+        } else {
+            "available memory: RAM alone, swap not counted (count_swap = false)"
+        }
+    );
+    let _ = writeln!(
+        s,
         "levels, most severe first (the first that fires decides):"
     );
     for l in &p.levels {
+        let ram_only = l.action == Action::Pageout
+            && p.count_swap
+            && l.conditions
+                .available_below_pct
+                .or(l.conditions.available_below_kib.map(|k| k as f64))
+                .is_some();
         let join = if l.combine == Combine::All {
             " and "
         } else {
@@ -133,6 +158,12 @@ pub fn explain(p: &Policy, total_kib: Option<u64>) -> String {
             action_words(l),
             words.join(join)
         );
+        if ram_only {
+            let _ = writeln!(
+                s,
+                "    available RAM alone: page-out chooses what goes to swap, so it acts while RAM runs short"
+            );
+        }
         if l.action == Action::Kill && l.kill == KillMode::Cgroup {
             let _ = writeln!(
                 s,

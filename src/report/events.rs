@@ -80,9 +80,13 @@ pub struct ActionEvent {
     pub swap_kib: u64,
     #[serde(flatten)]
     pub cause: Cause,
-    /// The scope's available memory in the sample that decided.
+    /// The scope's available memory (RAM) in the sample that decided.
     pub scope_available_kib: u64,
     pub scope_total_kib: u64,
+    /// What swap could still take in that sample, in RAM it frees (zram: free slots times
+    /// 1 − 1/ratio). A memory condition judged `scope_available_kib + swap_headroom_kib`
+    /// unless the policy says `count_swap = false`.
+    pub swap_headroom_kib: u64,
     /// Available memory re-read right before the signal.
     pub available_at_kill_kib: u64,
     /// The rest of the triggering snapshot: PSI avg10 of the scope (read right after the
@@ -117,6 +121,7 @@ pub struct LevelEvent {
     pub scope_available_kib: u64,
     pub scope_total_kib: u64,
     pub swap_free_kib: u64,
+    pub swap_headroom_kib: u64,
 }
 
 /// One page-out. Field names are a public interface (documented in the README).
@@ -161,6 +166,7 @@ impl ActionEvent {
             cause: Cause::new(k.decision, &k.level.name),
             scope_available_kib: k.sample.mem.available_kib,
             scope_total_kib: k.sample.mem.total_kib,
+            swap_headroom_kib: k.sample.mem.swap_headroom_kib,
             available_at_kill_kib: k.available_at_kill_kib,
             psi_some_avg10: k.psi_avg10.map(|p| p.0),
             psi_full_avg10: k.psi_avg10.map(|p| p.1),

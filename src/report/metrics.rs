@@ -45,6 +45,7 @@ pub struct Metrics {
     pub scope_available_bytes: IntGauge,
     pub swap_total_bytes: IntGauge,
     pub swap_free_bytes: IntGauge,
+    pub swap_headroom_bytes: IntGauge,
     pub psi_some_avg10: Gauge,
     pub psi_full_avg10: Gauge,
     pub decision_to_signal: Histogram,
@@ -81,7 +82,11 @@ pub struct Status {
     /// The level the last sample fell in (`none` outside every level).
     pub current_level: String,
     pub memory: MemSnapshot,
+    /// Available RAM, percent of the scope.
     pub available_pct: f64,
+    /// What the memory conditions judge: available RAM plus swap headroom where the policy
+    /// counts swap, percent of the scope's RAM.
+    pub headroom_pct: f64,
     pub started_unix_ms: u64,
     /// The last actions, newest last (the event log's records).
     pub last_actions: VecDeque<serde_json::Value>,
@@ -184,6 +189,11 @@ impl Metrics {
                 &r,
                 "lowmemd_swap_free_bytes",
                 "Free swap (zram-aware: bounded by RAM for compressed pages).",
+            ),
+            swap_headroom_bytes: gauge(
+                &r,
+                "lowmemd_swap_headroom_bytes",
+                "What swap can still take, in RAM it frees (zram: free slots times 1 - 1/ratio); memory conditions count it unless the policy says count_swap = false.",
             ),
             psi_some_avg10: fgauge(
                 &r,
@@ -385,6 +395,8 @@ impl Metrics {
         self.swap_total_bytes
             .set((mem.swap_total_kib * 1024) as i64);
         self.swap_free_bytes.set((mem.swap_free_kib * 1024) as i64);
+        self.swap_headroom_bytes
+            .set((mem.swap_headroom_kib * 1024) as i64);
         for l in &policy.levels {
             self.level_active
                 .with_label_values(&[&l.name])
@@ -393,6 +405,7 @@ impl Metrics {
         let mut st = self.status.lock();
         st.memory = *mem;
         st.available_pct = (mem.available_pct() * 10.0).round() / 10.0;
+        st.headroom_pct = (mem.headroom_pct(policy.count_swap) * 10.0).round() / 10.0;
         st.current_level = level.unwrap_or("none").to_string();
     }
 

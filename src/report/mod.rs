@@ -65,6 +65,7 @@ impl Observer for Reporter {
                 scope_available_kib: mem.available_kib,
                 scope_total_kib: mem.total_kib,
                 swap_free_kib: mem.swap_free_kib,
+                swap_headroom_kib: mem.swap_headroom_kib,
             };
             self.hooks.fire(HookOn::Level, &event);
         }
