@@ -78,7 +78,7 @@ fn kill_once(w: &Workload) -> (f64, f64) {
         .resident_kib();
     let t0 = monotonic_ms();
     let start = Instant::now();
-    lowmemd::pipeline::kill::kill_target(&target, &KernelCaps::probe(), &ProcRoot::default())
+    lowmemd::pipeline::signal::kill_target(&target, &KernelCaps::probe(), &ProcRoot::default())
         .unwrap();
     let out = lowmemd::pipeline::confirm::wait_target(&target, &ProcRoot::default(), t0 + 5000);
     assert!(matches!(

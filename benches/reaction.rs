@@ -62,7 +62,7 @@ fn bare_kill_once(i: usize, mib: u64) -> f64 {
     let target = lowmemd::pipeline::pin::pin(&proc, &scope, RankedProc::from(info), true).unwrap();
     let caps = KernelCaps::probe();
     let t0 = monotonic_ms();
-    lowmemd::pipeline::kill::kill_target(&target, &caps, &proc).unwrap();
+    lowmemd::pipeline::signal::kill_target(&target, &caps, &proc).unwrap();
     let out = lowmemd::pipeline::confirm::wait_target(&target, &ProcRoot::default(), t0 + 5000);
     let lowmemd::pipeline::confirm::Outcome::Exited { at_ms } = out else {
         panic!("bare kill not confirmed")

@@ -21,7 +21,11 @@ fn a_job_that_fits_in_ram_and_zram_is_left_alone() {
     // 100 MiB/s to 360 MiB of ~2:1-compressible memory: 40 % more than the memcg's RAM,
     // a quarter of what zram can take.
     let mut job = Workload::spawn(cg, "job", 0, 360, 100);
-    assert!(job.wait_ready(), "the job died growing: {:#?}", sc.daemon.events());
+    assert!(
+        job.wait_ready(),
+        "the job died growing: {:#?}",
+        sc.daemon.events()
+    );
     // Held: a job that fits must stay, not just outlive its growth.
     std::thread::sleep(Duration::from_secs(4));
     let swapped = status_kib(job.pid, "VmSwap");
@@ -34,7 +38,11 @@ fn a_job_that_fits_in_ram_and_zram_is_left_alone() {
         swapped > 80 * 1024,
         "the job must really sit partly in zram (VmSwap {swapped} KiB)"
     );
-    assert_eq!(cg.oom_kills(), 0, "the kernel kept it without its OOM killer");
+    assert_eq!(
+        cg.oom_kills(),
+        0,
+        "the kernel kept it without its OOM killer"
+    );
 }
 
 #[test]

@@ -21,7 +21,7 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 
 use crate::clock::monotonic_ms;
 use crate::policy::Watermark;
-use crate::policy::decide::{LastActions, decide};
+use crate::policy::decide::{Decided, LastActions, decide};
 use crate::policy::store::PolicyStore;
 use crate::sample::{MemSnapshot, Refaults, Sample};
 use crate::scope::Scope;
@@ -197,8 +197,9 @@ impl Monitor {
 
     /// Runs until `stop` is set and the wake fd written. `tx` is bounded; `rx` is a clone of
     /// the pipeline's receiver, used only to throw away a sample the pipeline has not taken
-    /// yet so the newest one can take its place.
-    pub fn run(mut self, tx: Sender<Sample>, rx: Receiver<Sample>) {
+    /// yet so the newest one can take its place. Each sample goes with the decision taken
+    /// on it here: the pipeline only re-checks it right before acting.
+    pub fn run(mut self, tx: Sender<Decided>, rx: Receiver<Decided>) {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut schedule = Schedule::new(cpus);
         let mut sleep_ms = Some(FAST_POLL_MS);
@@ -343,7 +344,7 @@ impl Monitor {
                 continue;
             }
             handed_level = level;
-            if !send_latest(&tx, &rx, sample) {
+            if !send_latest(&tx, &rx, Decided { sample, decision }) {
                 return;
             }
         }

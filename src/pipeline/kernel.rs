@@ -13,10 +13,10 @@ use crate::scope::{Scope, ScopeError};
 
 use super::confirm::{self, Outcome};
 use super::group::{self, GroupError, Member};
-use super::kill::{KillError, Reap, kill_target};
 use super::pageout::{Advised, advise};
 use super::pin::{self, PinError, Target};
 use super::rank::RankedProc;
+use super::signal::{KillError, Reap, kill_target};
 
 pub trait Kernel: Send {
     /// Monotonic milliseconds.

@@ -9,14 +9,15 @@ use std::time::Duration;
 use super::confirm::Outcome;
 use super::group::{GroupError, Member};
 use super::kernel::Kernel;
-use super::kill::{KillError, Reap};
 use super::outcome::{Ending, GroupKill, Kill, Observer, Pageout, Skip};
 use super::pageout::Advised;
 use super::pin::{PinError, Target};
 use super::rank::RankedProc;
+use super::signal::{KillError, Reap};
 use super::{Pipeline, PolicyStore};
 use crate::health::Health;
 use crate::policy::Policy;
+use crate::policy::decide::{Decided, decide};
 use crate::procs::{Attrs, MemDetail, Needs, ProcError, ProcInfo, Region, Scan};
 use crate::sample::{MemSnapshot, Sample};
 use crate::scope::ScopeError;
@@ -365,6 +366,13 @@ impl Observer for Record {
 }
 
 /// One kill level below 10 % available, killing adj ≥ 900, waiting 1 s, with `extra` keys.
+/// Hands `sample` to the pipeline as the monitor does: with the decision taken on it, from
+/// the last actions the pipeline reports.
+fn feed(p: &mut Pipeline, sample: Sample) {
+    let decision = decide(&sample, &p.store.get(), p.ledger.last());
+    p.handle(Decided { sample, decision });
+}
+
 fn policy(extra: &str) -> Arc<PolicyStore> {
     let text = format!(
         "[[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 900\navailable_below_pct = 10\nwait_ms = 1000\n{extra}"
@@ -399,7 +407,7 @@ fn one_victim_at_a_time_and_never_for_a_stale_sample() {
     );
     let (mut p, seen) = pipeline(&fake, policy(""), false);
     let stale = fake.sample();
-    p.handle(stale.clone());
+    feed(&mut p, stale.clone());
     assert_eq!(fake.signalled(), [101]);
     assert_eq!(
         seen.kills(),
@@ -411,9 +419,9 @@ fn one_victim_at_a_time_and_never_for_a_stale_sample() {
         )]
     );
     // The same shortage, seen before the kill ended, earns no second kill.
-    p.handle(stale);
+    feed(&mut p, stale);
     fake.advance(10);
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     assert_eq!(
         fake.signalled(),
         [101],
@@ -433,7 +441,7 @@ fn a_victim_that_never_exits_is_waited_for_once_and_never_picked_again() {
     );
     let (mut p, seen) = pipeline(&fake, policy(""), false);
     let t0 = fake.now_ms();
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     assert_eq!(seen.kills(), [(101, Ending::Unconfirmed)]);
     assert_eq!(
         fake.now_ms(),
@@ -442,11 +450,11 @@ fn a_victim_that_never_exits_is_waited_for_once_and_never_picked_again() {
     );
     // Still short of memory: the next victim is p102, not p101 again.
     fake.advance(10);
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     // Long after: p101 is still there, still first by adj, and still not chosen.
     for _ in 0..30 {
         fake.advance(1000);
-        p.handle(fake.sample());
+        feed(&mut p, fake.sample());
     }
     assert_eq!(fake.signalled(), [101, 102]);
 }
@@ -462,12 +470,12 @@ fn cooldown_holds_the_level_back_after_an_action() {
         ],
     );
     let (mut p, _) = pipeline(&fake, policy("cooldown_ms = 5000\n"), false);
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     fake.advance(100);
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     assert_eq!(fake.signalled(), [101], "inside the cooldown");
     fake.advance(5000);
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     assert_eq!(fake.signalled(), [101, 102]);
 }
 
@@ -482,18 +490,18 @@ fn a_dry_run_signals_nothing_and_paces_as_if_each_kill_ran_to_its_deadline() {
         ],
     );
     let (mut p, seen) = pipeline(&fake, policy(""), true);
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     fake.advance(500);
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     assert_eq!(
         seen.kills(),
         [(101, Ending::DryRun)],
         "within the pretend wait"
     );
     fake.advance(600);
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     fake.advance(2000);
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     assert_eq!(seen.kills(), [(101, Ending::DryRun), (102, Ending::DryRun)]);
     assert!(fake.signalled().is_empty());
 }
@@ -508,7 +516,7 @@ fn max_victims_kills_on_while_memory_stays_short_and_stops_when_it_recovers() {
     ];
     let fake = Fake::new(1000, 990, &procs);
     let (mut p, _) = pipeline(&fake, policy("max_victims = 3\n"), false);
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     assert_eq!(
         fake.signalled(),
         [101, 102, 103],
@@ -521,7 +529,7 @@ fn max_victims_kills_on_while_memory_stays_short_and_stops_when_it_recovers() {
         .collect();
     let fake = Fake::new(1000, 990, &big);
     let (mut p, seen) = pipeline(&fake, policy("max_victims = 3\n"), false);
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     assert_eq!(fake.signalled(), [101]);
     assert!(seen.seen().contains(&Seen::Recovered));
 }
@@ -534,11 +542,11 @@ fn a_victim_gone_before_the_signal_is_not_a_kill() {
         &[(101, 1000, 10, Exit::Gone), (102, 950, 10, Exit::After(5))],
     );
     let (mut p, seen) = pipeline(&fake, policy(""), false);
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     assert_eq!(seen.seen(), [Seen::Skipped(Skip::Vanished)]);
     assert!(fake.signalled().is_empty());
     fake.advance(10);
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     assert_eq!(
         seen.kills(),
         [(
@@ -563,7 +571,7 @@ fn a_victim_that_made_itself_unkillable_after_ranking_is_skipped() {
     // Ranked at 1000, then it writes -1000 to its oom_score_adj before the pin.
     fake.state().after_scan = Some((101, -1000));
     let (mut p, seen) = pipeline(&fake, policy(""), false);
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     assert_eq!(fake.signalled(), [102]);
     assert_eq!(seen.seen()[0], Seen::Skipped(Skip::RuleChanged));
 }
@@ -602,7 +610,7 @@ fn registered_only_skips_unregistered_processes_even_when_they_rank_first() {
     );
     let (mut p, _) = pipeline(&fake, registered_only_policy(), false);
     p.set_registrations(Arc::new(FixedRegistrations(vec![(102, 202)])));
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     assert_eq!(fake.signalled(), [102]);
 }
 
@@ -612,7 +620,7 @@ fn registered_only_never_takes_a_recycled_pid_for_the_registered_process() {
     let fake = Fake::new(1000, 950, &[(101, 1000, 100, Exit::After(20))]);
     let (mut p, _) = pipeline(&fake, registered_only_policy(), false);
     p.set_registrations(Arc::new(FixedRegistrations(vec![(101, 7)])));
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     assert!(fake.signalled().is_empty());
 }
 
@@ -634,7 +642,7 @@ fn with_candidates_all_a_registered_victim_carries_its_registration() {
     }
     p.observer = Box::new(Grab(seen.clone()));
     p.set_registrations(Arc::new(FixedRegistrations(vec![(101, 201)])));
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     assert_eq!(fake.signalled(), [101]);
     assert_eq!(
         *seen.lock().unwrap(),
@@ -681,13 +689,13 @@ fn a_level_without_candidates_says_so_when_it_starts_and_when_it_ends() {
     // Holding for 30 s, then on and off (a PSI level holds a window at a time): one spell.
     for i in 0..40 {
         fake.state().used_kib = if i < 30 || i % 2 == 0 { 990 } else { 500 } * MIB;
-        p.handle(fake.sample());
+        feed(&mut p, fake.sample());
         fake.advance(1000);
     }
     // Not holding for 30 s: the spell is over.
     fake.state().used_kib = 500 * MIB;
     for _ in 0..31 {
-        p.handle(fake.sample());
+        feed(&mut p, fake.sample());
         fake.advance(1000);
     }
     let mine: Vec<String> = logs
@@ -729,7 +737,7 @@ fn kill_cgroup_takes_the_victims_whole_app_and_waits_for_every_member() {
     let fake = apps();
     let (mut p, seen) = pipeline(&fake, policy("kill = \"cgroup\"\n"), false);
     let t0 = fake.now_ms();
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     assert_eq!(fake.cgroups_killed(), ["/box/app-a.scope"]);
     assert_eq!(fake.signalled(), [101, 102, 103]);
     assert_eq!(
@@ -760,7 +768,7 @@ fn kill_cgroup_takes_the_victims_whole_app_and_waits_for_every_member() {
 fn kill_process_is_the_default_even_inside_an_app_cgroup() {
     let fake = apps();
     let (mut p, seen) = pipeline(&fake, policy(""), false);
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     assert_eq!(fake.signalled(), [101]);
     assert!(fake.cgroups_killed().is_empty() && seen.groups().is_empty());
 }
@@ -778,11 +786,11 @@ fn an_app_with_a_protected_process_loses_only_the_victim() {
             fake.state().procs[2].adj = -1000;
         }
         let (mut p, seen) = pipeline(&fake, policy(extra), false);
-        p.handle(fake.sample());
+        feed(&mut p, fake.sample());
         assert_eq!(fake.signalled(), [101], "{extra}");
         assert!(fake.cgroups_killed().is_empty());
         assert!(seen.groups().is_empty());
-        assert!(p.warned_cgroups.contains("/box/app-a.scope"));
+        assert!(p.ledger.spared("/box/app-a.scope"));
     }
 }
 
@@ -797,7 +805,7 @@ fn the_scope_itself_a_slice_or_init_scope_is_never_killed_whole() {
         let fake = apps();
         fake.in_cgroup(cg, &[101, 102, 103]);
         let (mut p, _) = pipeline(&fake, policy("kill = \"cgroup\"\n"), false);
-        p.handle(fake.sample());
+        feed(&mut p, fake.sample());
         assert_eq!(fake.signalled(), [101], "{cg}");
         assert!(fake.cgroups_killed().is_empty(), "{cg}");
     }
@@ -809,11 +817,11 @@ fn a_member_that_never_exits_leaves_the_kill_unconfirmed_and_stays_pinned() {
     fake.state().procs[1].exit = Exit::Never;
     let (mut p, seen) = pipeline(&fake, policy("kill = \"cgroup\"\n"), false);
     let t0 = fake.now_ms();
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     assert_eq!(seen.kills(), [(101, Ending::Unconfirmed)]);
     assert_eq!(fake.now_ms(), t0 + 1000, "one deadline for all members");
-    assert_eq!(p.dying.len(), 1);
-    assert_eq!(p.dying[0].proc.pid, 102);
+    assert_eq!(p.ledger.dying().len(), 1);
+    assert_eq!(p.ledger.dying()[0].proc.pid, 102);
 }
 
 /// Decided on a minfree level (adj >= 0) whose shortage passed by the re-read before the
@@ -834,14 +842,14 @@ fn a_minfree_level_that_passed_before_the_kill_does_not_kill_at_its_adj() {
     let mut sample = fake.sample();
     (sample.mem.free_kib, sample.mem.file_kib) = (10 * MIB, 10 * MIB);
     fake.state().free_file_kib = Some((200 * MIB, 10 * MIB));
-    p.handle(sample);
+    feed(&mut p, sample);
     assert_eq!(fake.signalled(), Vec::<i32>::new());
 
     let fake = Fake::new(1000, 950, &[(101, 0, 100, Exit::After(20))]);
     let (mut p, _seen) = pipeline(&fake, store, false);
     let sample = fake.sample();
     fake.state().free_file_kib = Some((10 * MIB, 10 * MIB));
-    p.handle(sample);
+    feed(&mut p, sample);
     assert_eq!(fake.signalled(), Vec::<i32>::new());
 }
 
@@ -852,10 +860,10 @@ fn a_minfree_level_that_passed_before_the_kill_does_not_kill_at_its_adj() {
 fn a_level_that_let_go_looks_again_at_once() {
     let fake = Fake::new(1000, 950, &[]);
     let (mut p, _) = pipeline(&fake, policy(""), false);
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     fake.advance(10);
     fake.state().used_kib = 500 * MIB;
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     fake.advance(10);
     fake.state().procs.push(FakeProc {
         pid: 102,
@@ -867,6 +875,6 @@ fn a_level_that_let_go_looks_again_at_once() {
         signalled_at: None,
     });
     fake.state().used_kib = 950 * MIB;
-    p.handle(fake.sample());
+    feed(&mut p, fake.sample());
     assert_eq!(fake.signalled(), [102]);
 }

@@ -122,6 +122,14 @@ impl Decision {
     }
 }
 
+/// A sample with the decision the monitor took on it (`None`: no level holds): what the
+/// pipeline acts on, re-checking the decision once on fresh memory right before it acts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decided {
+    pub sample: Sample,
+    pub decision: Option<Decision>,
+}
+
 /// How long before `sample` the trigger `fired`, if that event still counts: after the last
 /// action ended (a stall the last kill already answered must not cause a second kill) and
 /// within one window of the sample (the kernel re-fires at most once per window while the

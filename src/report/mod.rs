@@ -53,7 +53,8 @@ impl Reporter {
 
 impl Observer for Reporter {
     fn sampled(&self, mem: &MemSnapshot, level: Option<&str>, policy: &Policy) {
-        self.metrics.observe_memory(mem, level, policy);
+        // The memory gauges and /status are the monitor's to write, on every poll: here
+        // only what follows from the pipeline's own samples (level hooks).
         self.hooks.adopt(policy);
         if self.hooks.level_started(level)
             && let Some(level) = level

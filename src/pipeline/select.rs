@@ -1,0 +1,143 @@
+//! The select stage: scan the scope, rank (`rank.rs`), pin the first candidate that is
+//! still itself (`pin.rs`) and still eligible once its attributes are read again. A
+//! function from the plan and what the ledger excludes to a [`Selection`].
+
+use std::time::{Duration, Instant};
+
+use crate::policy::rules::{self, Effect, standing};
+use crate::policy::{Action, Candidates, Policy};
+use crate::procs::{Needs, printable};
+use crate::scope::ScopeError;
+
+use super::Plan;
+use super::kernel::Kernel;
+use super::outcome::Skip;
+use super::pageout::tracker::Tracker;
+use super::pin::{PinError, Target};
+use super::rank::{RankContext, RankedProc, add_swap_to_first_band, candidates};
+use super::registered::Registrations;
+
+/// What the stage needs besides the plan and the kernel.
+pub struct Context<'a> {
+    pub self_pid: i32,
+    /// Incarnations (pid, starttime) not to pick: acted on lately, or still dying.
+    pub excluded: &'a [(i32, u64)],
+    pub registrations: Option<&'a dyn Registrations>,
+    /// For page-out levels: who was paged out lately.
+    pub pageouts: &'a Tracker,
+}
+
+/// What one selection found.
+#[derive(Debug, Default)]
+pub struct Selection {
+    /// The pinned victim, if any candidate was still itself and eligible.
+    pub target: Option<Target>,
+    /// Candidates ranked, and how long listing, reading and ranking took.
+    pub candidates: usize,
+    pub took: Duration,
+    /// Why each candidate tried before the victim (or all of them) was passed over.
+    pub skips: Vec<Skip>,
+}
+
+/// Ranks the scope's processes for `plan` and pins the first candidate that is still
+/// itself. An unreadable scope is an error; no candidate at all is an empty selection.
+pub fn select(
+    kernel: &mut dyn Kernel,
+    plan: &Plan<'_>,
+    cx: &Context<'_>,
+) -> Result<Selection, ScopeError> {
+    let (policy, level) = (plan.policy, plan.level);
+    // Processes below the floor are not sized, unless a rule could lift them over it.
+    let rules_can_raise = policy.rules.iter().any(|r| {
+        matches!(r.effect, Effect::SetAdj(_)) || matches!(r.effect, Effect::Shift(n) if n > 0)
+    });
+    let floor = (!rules_can_raise).then_some(level.min_adj);
+    // VmSwap costs a `status` read per process: only worth it when swap is in use, and
+    // then only for the first band (see `rank::add_swap_to_first_band`).
+    let with_swap = plan.fresh.mem.swap_used_kib() > 0;
+    let started = Instant::now();
+    let scan = kernel.scan(floor, false, rules::needs(&policy.rules))?;
+    for e in &scan.errors {
+        log::debug!("skipping unreadable process: {e}");
+    }
+    let ctx = RankContext {
+        self_pid: cx.self_pid,
+        min_adj: Some(level.min_adj),
+        recent: cx.excluded,
+        rules: &policy.rules,
+    };
+    let now = plan.fresh.at_ms;
+    let registered_only = policy.candidates == Candidates::Registered;
+    let mut cands: Vec<RankedProc> = candidates(scan.procs, &ctx)
+        .into_iter()
+        .map(|mut c| {
+            c.registered = cx.registrations.and_then(|r| r.lookup(c.pid, c.starttime));
+            c
+        })
+        .filter(|c| !registered_only || c.registered.is_some())
+        .filter(|c| level.action != Action::Pageout || cx.pageouts.eligible(c, level, now))
+        .collect();
+    if with_swap {
+        add_swap_to_first_band(&mut cands, |c| kernel.swap_kib(c.pid));
+    }
+    let mut out = Selection {
+        candidates: cands.len(),
+        took: started.elapsed(),
+        ..Default::default()
+    };
+    for cand in cands {
+        match kernel.pin(cand) {
+            Ok(mut t) => {
+                if eligible(&*kernel, policy, level.min_adj, &mut t) {
+                    out.target = Some(t);
+                    return Ok(out);
+                }
+                out.skips.push(Skip::RuleChanged);
+                log::info!(
+                    "skipped pid {} ({}): its rule standing changed since ranking",
+                    t.proc.pid,
+                    printable(&t.proc.comm)
+                );
+            }
+            Err(e) => match e.skip() {
+                Some(why) => {
+                    out.skips.push(why);
+                    // A process that exits by itself is the normal race: not worth a line.
+                    if !matches!(e, PinError::Vanished(_)) {
+                        log::info!("skipped: {e}");
+                    }
+                }
+                None => log::warn!("cannot pin a victim: {e}"),
+            },
+        }
+    }
+    Ok(out)
+}
+
+/// Rule attributes and oom_score_adj were read when the process was ranked; an exec or a
+/// new adj since (a process that just made itself -1000) may have changed what it is.
+/// Re-read both for the pinned victim and apply the rules again. Its cgroup and owner are
+/// read here too, whatever the rules need: records and hooks name them.
+fn eligible(kernel: &dyn Kernel, policy: &Policy, min_adj: i16, t: &mut Target) -> bool {
+    let always = Needs {
+        cgroup: true,
+        uid: true,
+        ..Default::default()
+    };
+    let needs = rules::needs(&policy.rules).union(always);
+    let (attrs, adj) = kernel.reread(t.proc.pid, needs);
+    t.proc.cgroup = attrs.unified_cgroup.clone().or(t.proc.cgroup.take());
+    t.proc.uid = attrs.uid.or(t.proc.uid);
+    if needs.marking {
+        t.proc.marking = attrs.marking.clone();
+    }
+    // Unreadable: it is exiting; the signal will tell. (Read by path after the pin: a
+    // recycled number could only make us skip, never hit another process: the signal goes
+    // through the pidfd.)
+    let adj = adj.unwrap_or(t.proc.oom_score_adj);
+    if adj <= -1000 {
+        return false;
+    }
+    let st = standing(&policy.rules, &t.proc.comm, &attrs, adj);
+    !st.protected && st.effective_adj >= min_adj
+}
