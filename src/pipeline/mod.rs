@@ -31,7 +31,7 @@ use crate::sample::Sample;
 use kernel::Kernel;
 use outcome::{Observer, Skip};
 use pin::{PinError, Target};
-use rank::{RankContext, RankedProc, add_swap_to_first_band, candidates};
+use rank::{RankContext, RankedProc, add_swap_to_first_band, candidates, settle};
 use registered::Registrations;
 
 /// How long an empty candidate list silences a level: rescanning /proc every 10 ms for
@@ -269,6 +269,10 @@ impl Pipeline {
         if with_swap {
             let kernel = &self.kernel;
             add_swap_to_first_band(&mut cands, |c| kernel.swap_kib(c.pid));
+        } else {
+            // Filtering may have left out a user's process that another of theirs was
+            // ordered behind (`rank::settle`): order what is left.
+            settle(&mut cands);
         }
         self.observer.ranked(scan_started.elapsed(), cands.len());
         if cands.is_empty() {

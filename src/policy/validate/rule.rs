@@ -1,5 +1,6 @@
 //! One `[[rule]]` table: its matchers (comm, cmdline regex, exe, uid/user, cgroup,
-//! systemd_oom_preference) and its one effect (protect, prefer, avoid, set_adj or last).
+//! systemd_oom_preference) and its one effect (protect, prefer, avoid, set_adj, last or
+//! owner_last).
 
 use crate::policy::raw::{Doc, Table};
 use crate::policy::rules::{Effect, Matcher, Rule};
@@ -117,6 +118,9 @@ pub(super) fn read_rule(doc: &mut Doc<'_>, t: &mut Table<'_, '_>, index: usize) 
     if t.boolean(doc, "last") == Some(true) {
         effects.push(("last", Effect::Last));
     }
+    if t.boolean(doc, "owner_last") == Some(true) {
+        effects.push(("owner_last", Effect::OwnerLast));
+    }
     if doc.problems.len() != before {
         return None;
     }
@@ -129,17 +133,20 @@ pub(super) fn read_rule(doc: &mut Doc<'_>, t: &mut Table<'_, '_>, index: usize) 
         return None;
     }
     match effects.as_slice() {
-        [(_, effect)] => Some(Rule {
-            name,
-            line,
-            matcher,
-            effect: *effect,
-        }),
+        [(_, effect)] => {
+            let rule = Rule {
+                name,
+                line,
+                matcher,
+                effect: *effect,
+            };
+            Some(rule)
+        }
         [] => {
             doc.problem(
                 &t.span,
                 &t.path,
-                "no effect: give one of protect = true, prefer = N, avoid = N, set_adj = N, last = true",
+                "no effect: give one of protect = true, prefer = N, avoid = N, set_adj = N, last = true, owner_last = true",
             );
             None
         }
@@ -155,19 +162,22 @@ pub(super) fn read_rule(doc: &mut Doc<'_>, t: &mut Table<'_, '_>, index: usize) 
     }
 }
 
-/// A string key that must hold an absolute path; `hint` says what would be valid.
+/// A key holding an absolute path or an array of them; `hint` says what would be valid.
 fn absolute(
     doc: &mut Doc<'_>,
     t: &mut Table<'_, '_>,
     key: &'static str,
     hint: &str,
-) -> Option<String> {
-    let (v, span) = t.string(doc, key)?;
-    if v.starts_with('/') {
-        return Some(v);
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (v, span) in t.strings(doc, key).unwrap_or_default() {
+        if v.starts_with('/') {
+            out.push(v);
+        } else {
+            doc.problem(&span, &t.key_path(key), format!("{v:?}: {hint}"));
+        }
     }
-    doc.problem(&span, &t.key_path(key), format!("{v:?}: {hint}"));
-    None
+    out
 }
 
 /// The uid of `user` from /etc/passwd.
@@ -178,4 +188,21 @@ fn lookup_user(user: &str) -> Option<u32> {
         (f.next()? == user).then_some(())?;
         f.nth(1)?.parse().ok()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn exe_and_cgroup_take_lists_of_absolute_paths() {
+        let text = "[[level]]\nname = \"l\"\naction = \"kill\"\nmin_adj = 0\navailable_below_pct = 5\n\n\
+                    [[rule]]\nexe = [\"/a\", \"b\"]\ncgroup = [\"/c\", \"/d\"]\nprotect = true\n";
+        let e = super::super::compile(Path::new("p.toml"), text).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(
+            e[0].to_string(),
+            "p.toml:8:14: rule[1].exe: \"b\": use an absolute path, as /proc/PID/exe shows it"
+        );
+    }
 }
