@@ -246,3 +246,152 @@ fn hooks_see_each_kill_and_a_hanging_one_delays_nothing() {
     assert!(fg.alive() && small.alive());
     assert_eq!(sc.cg.oom_kills(), 0);
 }
+
+/// lowmemd-workload run as `nobody` (uid/gid 65534), moved by the test (root) into `cg`'s
+/// v1 memcg and the unified cgroup `v2_dir`: an unprivileged user's process. Killed on Drop.
+struct AsNobody {
+    child: std::process::Child,
+    pid: i32,
+    /// Kept open: the workload may still write to it.
+    _stdout: Option<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl AsNobody {
+    fn start(cg: &common::TestCgroup, v2_dir: &Path, name: &str, adj: i32) -> AsNobody {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_lowmemd-workload"))
+            .args(["--name", name, "--adj", &adj.to_string(), "--mib", "4"])
+            .uid(65534)
+            .gid(65534)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn lowmemd-workload as nobody");
+        let pid = child.id() as i32;
+        let mut w = AsNobody {
+            child,
+            pid,
+            _stdout: None,
+        };
+        let mut stdout = std::io::BufReader::new(w.child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "workload {name} as nobody");
+        w._stdout = Some(stdout);
+        for procs in [cg.v1.join("cgroup.procs"), v2_dir.join("cgroup.procs")] {
+            std::fs::write(&procs, pid.to_string())
+                .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", procs.display()));
+        }
+        w
+    }
+}
+
+impl Drop for AsNobody {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `lowmemd rank --json` of `cg` under `policy`, as rows.
+fn rank_json(cg: &common::TestCgroup, policy: &Path) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lowmemd"))
+        .args(["rank", "--json", "--cgroup", &cg.name, "--policy"])
+        .arg(policy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// A user-owned cgroup below the test cgroup's unified side, as a user manager's
+/// delegated subtree is: owned by nobody, with `children` below it, also nobody's.
+fn users_subtree(cg: &common::TestCgroup, children: &[&str]) -> PathBuf {
+    let v2 = cg
+        .v2
+        .clone()
+        .expect("a cgroup2 mount (the markings live there)");
+    let user = v2.join("user@65534.service");
+    let nobody = Some(rustix::fs::Uid::from_raw(65534));
+    for d in std::iter::once(user.clone()).chain(children.iter().map(|c| user.join(c))) {
+        std::fs::create_dir_all(&d).unwrap();
+        rustix::fs::chown(&d, nobody, None).unwrap();
+    }
+    user
+}
+
+/// Issue 19, item 2: `nobody` names an adj-1000 process `sshd`; desktop.toml used to show
+/// it "protected by a policy rule" (`session`). Now a name gives nobody's process no place
+/// before or behind anyone else's.
+#[test]
+#[ignore = "needs root and a cgroup-v1 memory controller: run as root with cargo test -- --include-ignored"]
+fn a_process_nobody_names_sshd_is_not_protected_by_the_desktop_policy() {
+    common::require_real_kernel(
+        "a_process_nobody_names_sshd_is_not_protected_by_the_desktop_policy",
+    );
+    let cg = common::TestCgroup::create("fake-sshd", LIMIT_MIB);
+    let user = users_subtree(&cg, &["session-9.scope"]);
+    let fake = AsNobody::start(&cg, &user.join("session-9.scope"), "sshd", 1000);
+    let rows = rank_json(&cg, Path::new("policies/desktop.toml"));
+    let row = rows
+        .iter()
+        .find(|r| r["pid"] == fake.pid)
+        .unwrap_or_else(|| panic!("pid {} not ranked: {rows:#?}", fake.pid));
+    assert_eq!(row["comm"], "sshd");
+    assert_eq!(row["uid"], 65534);
+    assert_eq!(row["excluded"], serde_json::Value::Null, "{row:#}");
+    assert_eq!(row["effective_adj"], 1000, "{row:#}");
+    assert_eq!(row["last"], false, "{row:#}");
+    assert_eq!(rows[0]["pid"], fake.pid, "the first victim: {rows:#?}");
+}
+
+/// Issue 19, item 3: a user marks their own unit `user.oomd_avoid` (as `systemctl --user
+/// set-property … ManagedOOMPreference=avoid` does). That used to put their adj-1000
+/// process behind root's processes. It still goes after the same user's other process,
+/// which takes its place, and root's process stays behind both.
+#[test]
+#[ignore = "needs root and a cgroup-v1 memory controller: run as root with cargo test -- --include-ignored"]
+fn a_users_own_avoid_marking_orders_only_their_own_processes() {
+    common::require_real_kernel("a_users_own_avoid_marking_orders_only_their_own_processes");
+    let cg = common::TestCgroup::create("user-marks", LIMIT_MIB);
+    let user = users_subtree(
+        &cg,
+        &["app.slice", "app.slice/hog.scope", "app.slice/small.scope"],
+    );
+    let hog_dir = user.join("app.slice/hog.scope");
+    rustix::fs::setxattr(
+        &hog_dir,
+        "user.oomd_avoid",
+        b"1",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap_or_else(|e| panic!("setxattr on {}: {e}", hog_dir.display()));
+    let hog = AsNobody::start(&cg, &hog_dir, "hog", 1000);
+    let small = AsNobody::start(&cg, &user.join("app.slice/small.scope"), "small", 100);
+    let root = Workload::ready(&cg, "root-job", 500, 4);
+    let rows = rank_json(&cg, Path::new("policies/desktop.toml"));
+    let order: Vec<i64> = rows
+        .iter()
+        .filter(|r| r["excluded"].is_null())
+        .map(|r| r["pid"].as_i64().unwrap())
+        .filter(|p| [hog.pid, small.pid, root.pid].contains(&(*p as i32)))
+        .collect();
+    assert_eq!(
+        order,
+        [small.pid, hog.pid, root.pid].map(i64::from),
+        "nobody's small one first, their avoided hog next, root's after both: {rows:#?}"
+    );
+    let hog_row = rows.iter().find(|r| r["pid"] == hog.pid).unwrap();
+    assert_eq!(hog_row["marking"]["preference"], "avoid");
+    assert_eq!(hog_row["marking"]["owner"], 65534);
+    assert_eq!(hog_row["owner_last"], 65534, "{hog_row:#}");
+}

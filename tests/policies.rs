@@ -147,6 +147,147 @@ fn check_command_exit_codes() {
     assert!(String::from_utf8_lossy(&run.stderr).contains("adj-range.toml:4:11"));
 }
 
+/// A process anyone could start: any name, run by `nobody` from a path `nobody` can write,
+/// in a cgroup `nobody` owns.
+fn forged(pid: i32, comm: &str, adj: i16) -> ProcInfo {
+    ProcInfo {
+        pid,
+        comm: comm.to_string(),
+        state: 'S',
+        flags: 0,
+        starttime: pid as u64,
+        oom_score_adj: adj,
+        rss_kib: 100_000,
+        swap_kib: 0,
+        attrs: lowmemd::procs::Attrs {
+            cmdline: Some(format!("{comm} -D")),
+            exe: Some(format!("/tmp/{comm}")),
+            uid: Some(65534),
+            cgroups: vec!["/user.slice/user-65534.slice/session-9.scope".into()],
+            unified_cgroup: Some("/user.slice/user-65534.slice/session-9.scope".into()),
+            marking: None,
+        },
+    }
+}
+
+/// Issue 19, item 2: any process can call itself `sshd` (prctl PR_SET_NAME). Under no
+/// shipped policy may a name (or a command line) make a process less killable than its
+/// own adj says: not protected, not shifted down, not held back behind others.
+#[test]
+fn a_process_that_names_itself_like_a_protected_one_gains_nothing_under_any_shipped_policy() {
+    let names = [
+        "sshd",
+        "Xorg",
+        "Xwayland",
+        "gnome-shell",
+        "systemd",
+        "systemd-journal",
+        "systemd-logind",
+        "dbus-daemon",
+        "pipewire",
+        "NetworkManager",
+        "gdm",
+        "pause",
+        "init",
+        "zygote64",
+        "system_server",
+        "surfaceflinger",
+        "lmkd",
+        "dropbear",
+        "syslogd",
+        "getty",
+        "udhcpc",
+    ];
+    for file in shipped() {
+        let (policy, _) = load(&file).unwrap();
+        let procs: Vec<ProcInfo> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| forged(1000 + i as i32, n, 1000))
+            .collect();
+        let ctx = RankContext {
+            rules: &policy.rules,
+            ..Default::default()
+        };
+        for r in rank(procs, &ctx) {
+            let p = &r.proc;
+            assert!(
+                r.excluded.is_none() && p.effective_adj == 1000 && !p.last,
+                "{}: nobody's adj-1000 process named {:?} got {:?} by rule {:?} (effective adj {}, last {})",
+                file.display(),
+                p.comm,
+                r.excluded,
+                p.rule,
+                p.effective_adj,
+                p.last
+            );
+        }
+    }
+}
+
+/// The protection that replaced the names still holds for what root started from a path
+/// only root can write.
+#[test]
+fn desktop_still_protects_root_sshd_from_its_own_path() {
+    let (policy, _) = load(Path::new("policies/desktop.toml")).unwrap();
+    let mut sshd = forged(900, "sshd", 0);
+    sshd.attrs.uid = Some(0);
+    sshd.attrs.exe = Some("/usr/sbin/sshd".into());
+    sshd.attrs.cgroups = vec!["/system.slice/ssh.service".into()];
+    let ctx = RankContext {
+        rules: &policy.rules,
+        ..Default::default()
+    };
+    let ranked = rank(vec![sshd], &ctx);
+    assert_eq!(ranked[0].excluded, Some(Exclusion::Protected), "{ranked:?}");
+}
+
+/// `lowmemd check` says where a rule lowers the kill order on a name alone, as a warning
+/// (exit 0), and the shipped policies have no such rule.
+#[test]
+fn check_warns_where_a_name_alone_lowers_the_kill_order() {
+    let bin = env!("CARGO_BIN_EXE_lowmemd");
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("names.toml");
+    std::fs::write(
+        &file,
+        "[[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 900\navailable_below_pct = 10\n\n\
+         [[rule]]\nname = \"by-name\"\ncomm = [\"sshd\", \"Xorg\"]\nprotect = true\n\n\
+         [[rule]]\nname = \"by-cmdline\"\ncmdline = \"--keep\"\navoid = 100\n\n\
+         [[rule]]\nname = \"by-uid\"\ncomm = \"backup\"\nuid = 0\nprotect = true\n\n\
+         [[rule]]\nname = \"tabs\"\ncomm = \"Web Content\"\nprefer = 300\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("check")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "a warning is not an error: {err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 2, "{err}");
+    let at = format!("{}:9:1: warning: rule[1].comm:", file.display());
+    assert!(warnings[0].starts_with(&at), "{err}");
+    assert!(
+        warnings[0].contains("any process can take this name"),
+        "{err}"
+    );
+    let at = format!("{}:14:1: warning: rule[2].cmdline:", file.display());
+    assert!(warnings[1].starts_with(&at), "{err}");
+    let shipped = std::process::Command::new(bin)
+        .arg("check")
+        .args(shipped())
+        .output()
+        .unwrap();
+    assert!(shipped.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&shipped.stderr),
+        "",
+        "the shipped policies draw no warning"
+    );
+}
+
 // ---- property tests ----
 
 /// A sample at 100 s; `psi_runs[i]`: the i-th trigger last fired 500 ms ago, at the end of

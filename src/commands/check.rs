@@ -1,5 +1,7 @@
 //! `lowmemd check`: validates policy files, naming file, line and key of every problem;
-//! with `--explain`, says in words what each would do.
+//! warns (on stderr, exit code unchanged) where a valid rule is probably not meant, such as
+//! a protection any process can take by its name; with `--explain`, says in words what each
+//! would do.
 
 use lowmemd::policy::explain::explain;
 use lowmemd::policy::validate::load;
@@ -14,6 +16,9 @@ pub fn run(args: &CheckArgs) -> CmdResult {
     for file in &args.files {
         match load(file) {
             Ok((policy, _)) => {
+                for w in &policy.warnings {
+                    writeln!(err, "{}", w.as_warning()).map_err(write_failed("stderr"))?;
+                }
                 writeln!(out, "{}: ok", file.display()).map_err(write_failed("stdout"))?;
                 if args.explain {
                     // Sizes for the scope the policy names, when it exists here.

@@ -196,7 +196,11 @@ fn print_rank(
             printable(&p.comm),
             printable(&cgroup),
             p.marking.as_ref().map_or("-", |m| m.preference.as_str()),
-            p.rule.as_deref().unwrap_or("-"),
+            match (p.rule.as_deref(), p.owner_last) {
+                // After this uid's other candidates only (a rule or a user's own marking).
+                (Some(r), Some(u)) => format!("{r} (uid {u} last)"),
+                (r, _) => r.unwrap_or("-").to_string(),
+            },
             registered,
             r.excluded.map(|e| e.to_string()).unwrap_or_default()
         )?;

@@ -127,6 +127,7 @@ mod tests {
             starttime: 0,
             registered: None,
             last: false,
+            owner_last: None,
             cgroup: None,
             marking: None,
             uid: None,

@@ -2,9 +2,11 @@
 //! `last` rule matched go after all others; then highest effective `oom_score_adj` first
 //! (the kernel's value, changed by the first matching rule); inside one adj, the largest
 //! (RSS + swap) first; equal sizes go to the youngest process, which has the least work to
-//! lose.
+//! lose. Last, [`settle`] puts each user's `owner_last` processes after that user's others
+//! without moving anyone else's earlier.
 
 use std::cmp::Reverse;
+use std::collections::HashMap;
 
 use serde::Serialize;
 
@@ -73,6 +75,9 @@ pub struct RankedProc {
     pub rule: Option<String>,
     /// A `last` rule matched: ranked after every candidate without one.
     pub last: bool,
+    /// Ranked after the other candidates of this uid and nowhere else: an `owner_last`
+    /// rule, or a marking this user (not root) set on their own cgroup.
+    pub owner_last: Option<u32>,
     pub rss_kib: u64,
     pub swap_kib: u64,
     pub starttime: u64,
@@ -97,6 +102,7 @@ impl From<ProcInfo> for RankedProc {
             effective_adj: p.oom_score_adj,
             rule: None,
             last: false,
+            owner_last: None,
             rss_kib: p.rss_kib,
             swap_kib: p.swap_kib,
             starttime: p.starttime,
@@ -163,6 +169,7 @@ pub fn rank(procs: Vec<ProcInfo>, ctx: &RankContext<'_>) -> Vec<Ranked> {
                     effective_adj: st.effective_adj,
                     rule,
                     last: st.last,
+                    owner_last: st.owner_last,
                     ..p.into()
                 },
             }
@@ -175,11 +182,15 @@ pub fn rank(procs: Vec<ProcInfo>, ctx: &RankContext<'_>) -> Vec<Ranked> {
 /// Candidates first, best victim first, then the excluded ones in the same order.
 pub fn sort(ranked: &mut [Ranked]) {
     ranked.sort_by_key(|r| (r.excluded.is_some(), order(&r.proc)));
+    let n = ranked.iter().take_while(|r| r.excluded.is_none()).count();
+    settle_by(&mut ranked[..n], |r| &r.proc);
 }
+
+type Key = (bool, Reverse<i16>, Reverse<u64>, Reverse<u64>, i32);
 
 /// The victim order among candidates: those a `last` rule holds back after all others;
 /// then highest effective adj, largest, youngest.
-fn order(p: &RankedProc) -> (bool, Reverse<i16>, Reverse<u64>, Reverse<u64>, i32) {
+fn order(p: &RankedProc) -> Key {
     (
         p.last,
         Reverse(p.effective_adj),
@@ -189,25 +200,69 @@ fn order(p: &RankedProc) -> (bool, Reverse<i16>, Reverse<u64>, Reverse<u64>, i32
     )
 }
 
+/// Orders candidates (best victim first) after the set of them changed (some left out,
+/// sizes read): [`order`], then each user's `owner_last` processes after that user's
+/// others.
+pub fn settle(cands: &mut [RankedProc]) {
+    cands.sort_by_key(order);
+    settle_by(cands, |p| p);
+}
+
+/// On candidates already in [`order`]: where user U has `owner_last` processes, U's other
+/// candidates ranked behind the first of them are pulled forward to just before it. So U's
+/// held-back processes go after all of U's others, and nobody else's process moves
+/// earlier — at most later, behind U's pulled ones (which is what U could do alone, by
+/// raising their other processes' adj). Holding a process back behind other users' would
+/// let a user's marking push someone else's process towards the killer. A process whose
+/// uid is unknown, or that a root `last` rule holds back, is not pulled.
+fn settle_by<T>(items: &mut [T], proc: impl Fn(&T) -> &RankedProc) {
+    let mut first_held: HashMap<u32, Key> = HashMap::new();
+    for p in items.iter().map(&proc) {
+        if let Some(u) = p.owner_last {
+            // In order: the first seen is the best.
+            first_held.entry(u).or_insert_with(|| order(p));
+        }
+    }
+    if first_held.is_empty() {
+        return;
+    }
+    items.sort_by_cached_key(|t| {
+        let p = proc(t);
+        let own = order(p);
+        if p.owner_last.is_some() {
+            return (own, true, own);
+        }
+        match p.uid.and_then(|u| first_held.get(&u)) {
+            Some(held) if !p.last && *held < own => (*held, false, own),
+            _ => (own, false, own),
+        }
+    });
+}
+
 /// With swap in use, the size that orders victims includes swapped-out memory, which costs
 /// a `status` read per process (~10 µs against ~1.4 µs for the rest). Only the first band
 /// (the candidates sharing the highest effective adj) can give the victim, so only they
-/// get `swap_kib` (from `read_swap`) and are ordered again; the rest keep their RSS order.
+/// get `swap_kib` (from `read_swap`) and all are ordered again; the rest keep their RSS
+/// order. (With `owner_last`, a user's process pulled forward may come from a lower band:
+/// it is ordered by RSS among that user's own.)
 pub fn add_swap_to_first_band(
     cands: &mut [RankedProc],
     mut read_swap: impl FnMut(&RankedProc) -> Option<u64>,
 ) {
-    let Some(top) = cands.first().map(|c| (c.last, c.effective_adj)) else {
+    let Some(top) = cands
+        .iter()
+        .map(|c| (c.last, Reverse(c.effective_adj)))
+        .min()
+    else {
         return;
     };
-    let band = cands
-        .iter()
-        .take_while(|c| (c.last, c.effective_adj) == top)
-        .count();
-    for c in &mut cands[..band] {
+    for c in cands
+        .iter_mut()
+        .filter(|c| (c.last, Reverse(c.effective_adj)) == top)
+    {
         c.swap_kib = read_swap(c).unwrap_or(0);
     }
-    cands[..band].sort_by_key(order);
+    settle(cands);
 }
 
 /// Only the candidates, best victim first.
@@ -352,5 +407,76 @@ mod tests {
         let ranked = candidates(procs, &ctx);
         assert_eq!(pids(&ranked), [13, 11, 10]);
         assert!(ranked[2].last && !ranked[0].last);
+    }
+
+    /// Issue 19, item 3: a marking a user set on their own cgroup. Before: their avoided
+    /// adj-1000 process went behind root's adj-0 processes. Now it goes after their own
+    /// other candidate only, which is pulled forward to its place: root's processes keep
+    /// their places behind both.
+    #[test]
+    fn a_users_avoid_marking_orders_only_that_users_own_processes() {
+        use crate::policy::rules::{Effect, Matcher, Rule};
+        use crate::procs::{Marking, OomPreference};
+        let rules = [Rule {
+            name: "systemd-avoid".into(),
+            line: 1,
+            matcher: Matcher {
+                marking: Some(OomPreference::Avoid),
+                ..Default::default()
+            },
+            effect: Effect::Last,
+        }];
+        let owned = |mut p: ProcInfo, uid: u32| {
+            p.attrs.uid = Some(uid);
+            p
+        };
+        let marked = |mut p: ProcInfo, owner: u32| {
+            p.attrs.marking = Some(Marking {
+                preference: OomPreference::Avoid,
+                cgroup: "/user.slice/user-65534.slice/user@65534.service/app.slice".into(),
+                owner,
+            });
+            p
+        };
+        let user_hog = marked(owned(proc(10, 1000, 500_000), 65534), 65534);
+        let user_small = owned(proc(11, 100, 1_000), 65534);
+        let root_big = owned(proc(20, 0, 900_000), 0);
+        let root_mid = owned(proc(21, 500, 50_000), 0);
+        let other_user = owned(proc(30, 300, 10_000), 1000);
+        let ctx = RankContext {
+            rules: &rules,
+            ..Default::default()
+        };
+        let procs = || {
+            vec![
+                user_hog.clone(),
+                user_small.clone(),
+                root_big.clone(),
+                root_mid.clone(),
+                other_user.clone(),
+            ]
+        };
+        let ranked = candidates(procs(), &ctx);
+        // Without the marking: 10, 21, 30, 11, 20. The user's small one takes the place
+        // of their marked one; everyone else's order is as without it.
+        assert_eq!(pids(&ranked), [11, 10, 21, 30, 20]);
+        assert_eq!(ranked[1].owner_last, Some(65534));
+        assert!(!ranked[1].last, "not held back behind anyone else's");
+        // The same marking set by root keeps its meaning: after every unmarked candidate.
+        let by_root: Vec<ProcInfo> = procs()
+            .into_iter()
+            .map(|p| if p.pid == 10 { marked(p, 0) } else { p })
+            .collect();
+        assert_eq!(pids(&candidates(by_root, &ctx)), [21, 30, 11, 20, 10]);
+        // Ordered again after some are left out (a page-out level's eligibility): still
+        // never behind another user's process it was ahead of.
+        let mut some = candidates(procs(), &ctx);
+        some.retain(|p| p.pid != 11);
+        settle(&mut some);
+        assert_eq!(pids(&some), [10, 21, 30, 20]);
+        // A marking whose user is unknown orders nothing.
+        let mut unknown = procs();
+        unknown[1].attrs.uid = None;
+        assert_eq!(pids(&candidates(unknown, &ctx)), [10, 21, 30, 11, 20]);
     }
 }

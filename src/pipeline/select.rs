@@ -14,7 +14,7 @@ use super::kernel::Kernel;
 use super::outcome::Skip;
 use super::pageout::tracker::Tracker;
 use super::pin::{PinError, Target};
-use super::rank::{RankContext, RankedProc, add_swap_to_first_band, candidates};
+use super::rank::{RankContext, RankedProc, add_swap_to_first_band, candidates, settle};
 use super::registered::Registrations;
 
 /// What the stage needs besides the plan and the kernel.
@@ -79,6 +79,10 @@ pub fn select(
         .collect();
     if with_swap {
         add_swap_to_first_band(&mut cands, |c| kernel.swap_kib(c.pid));
+    } else {
+        // Filtering may have left out a user's process that another of theirs was ordered
+        // behind (`rank::settle`): order what is left.
+        settle(&mut cands);
     }
     let mut out = Selection {
         candidates: cands.len(),

@@ -190,33 +190,38 @@ pub fn explain(p: &Policy, total_kib: Option<u64>) -> String {
         for r in &p.rules {
             let m = &r.matcher;
             let mut what = Vec::new();
-            match m.comm.as_slice() {
-                [] => {}
-                [one] => what.push(format!("comm {one:?}")),
-                many => what.push(format!("comm one of {}", many.join(", "))),
-            }
+            let any_of = |key: &str, all: &[String]| match all {
+                [] => None,
+                [one] => Some(format!("{key} {one}")),
+                many => Some(format!("{key} one of {}", many.join(", "))),
+            };
+            let quoted: Vec<String> = m.comm.iter().map(|c| format!("{c:?}")).collect();
+            what.extend(any_of("comm", &quoted));
             if let Some(c) = &m.cmdline {
                 what.push(format!("cmdline ~ /{}/", c.as_str()));
             }
-            if let Some(e) = &m.exe {
-                what.push(format!("exe {e}"));
-            }
+            what.extend(any_of("exe", &m.exe));
             if let Some(u) = m.uid {
                 what.push(format!("uid {u}"));
             }
-            if let Some(c) = &m.cgroup {
-                what.push(format!("in cgroup {c}"));
-            }
+            what.extend(any_of("in cgroup", &m.cgroup));
             if let Some(p) = m.marking {
                 what.push(format!("cgroup marked ManagedOOMPreference={}", p.as_str()));
             }
-            let effect = match r.effect {
+            let mut effect = match r.effect {
                 Effect::Protect => "never kill".to_string(),
                 Effect::Shift(n) if n > 0 => format!("adj + {n} (prefer)"),
                 Effect::Shift(n) => format!("adj − {} (avoid)", -n),
                 Effect::SetAdj(n) => format!("adj = {n}"),
                 Effect::Last => "only after every candidate without it (last)".to_string(),
+                Effect::OwnerLast => {
+                    "after the other candidates of the same user, nowhere else (owner_last)"
+                        .to_string()
+                }
             };
+            if m.marking.is_some() && r.effect.lowers() {
+                effect.push_str("; where a user, not root, set the marking: only after that user's other candidates");
+            }
             let _ = writeln!(
                 s,
                 "  {} (line {}): {} → {}",

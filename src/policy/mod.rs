@@ -229,6 +229,10 @@ pub struct Policy {
     pub count_swap: bool,
     /// Programs run after actions, in file order.
     pub hooks: Vec<Hook>,
+    /// Valid but probably not meant (a rule that lets any process take a protection), in
+    /// file order: `lowmemd check` prints them.
+    #[serde(skip)]
+    pub warnings: Vec<raw::Problem>,
 }
 
 impl Default for Policy {

@@ -20,6 +20,24 @@ pub struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    /// As a warning: `FILE:LINE:COLUMN: warning: KEY: message`.
+    pub fn as_warning(&self) -> String {
+        let mut s = format!(
+            "{}:{}:{}: warning: ",
+            self.file.display(),
+            self.line,
+            self.column
+        );
+        if !self.key.is_empty() {
+            s.push_str(&self.key);
+            s.push_str(": ");
+        }
+        s.push_str(&self.message);
+        s
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
@@ -35,6 +53,9 @@ pub struct Doc<'a> {
     pub file: &'a Path,
     text: &'a str,
     pub problems: Vec<Problem>,
+    /// What is valid but probably not meant (a protection anyone can take): said by
+    /// `lowmemd check`, never a reason to refuse the file.
+    pub warnings: Vec<Problem>,
 }
 
 impl<'a> Doc<'a> {
@@ -43,6 +64,7 @@ impl<'a> Doc<'a> {
             file,
             text,
             problems: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -55,14 +77,24 @@ impl<'a> Doc<'a> {
     }
 
     pub fn problem(&mut self, span: &Range<usize>, key: &str, message: impl Into<String>) {
+        let p = self.at(span, key, message.into());
+        self.problems.push(p);
+    }
+
+    pub fn warning(&mut self, span: &Range<usize>, key: &str, message: impl Into<String>) {
+        let w = self.at(span, key, message.into());
+        self.warnings.push(w);
+    }
+
+    fn at(&self, span: &Range<usize>, key: &str, message: String) -> Problem {
         let (line, column) = self.line_col(span.start);
-        self.problems.push(Problem {
+        Problem {
             file: self.file.to_owned(),
             line,
             column,
             key: key.to_owned(),
-            message: message.into(),
-        });
+            message,
+        }
     }
 
     /// Parses the text; syntax errors are recorded (all of them) and yield `None`.

@@ -4,11 +4,12 @@
 //! and cached per cgroup: a desktop has a few hundred processes in a few dozen cgroups.
 //!
 //! Trust: a `user.*` attribute can be written by whoever owns the cgroup directory, and a
-//! user manager (`user@UID.service`, `Delegate=yes`) owns everything below it. A user who
-//! could mark their own runaway `omit` would make it unkillable for lowmemd, so `omit` found
-//! on a cgroup not owned by root counts only as `avoid` (systemd-oomd, acting for the whole
-//! machine, likewise ignores markings below a user's manager). An `avoid` counts wherever it
-//! is: it only reorders candidates, it never takes one away.
+//! user manager (`user@UID.service`, `Delegate=yes`) owns everything below it. So each
+//! marking comes with the owner of the cgroup that carries it. A marking root set keeps its
+//! full meaning (the policy's rules decide what it does); one a user set may only order
+//! that user's own processes among themselves (`policy::rules::standing`), as systemd-oomd
+//! honours a marking on a cgroup not owned by root only when the same user owns the
+//! subtree it is acting on (`oomd_fetch_cgroup_oom_preference`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -41,21 +42,28 @@ impl OomPreference {
     }
 }
 
-/// The marking that applies to a process: the strongest on its cgroup or an ancestor (the
-/// nearest one on a tie), and the cgroup that carries it.
+/// The marking that applies to a process: the strongest root set on its cgroup or an
+/// ancestor (the nearest one on a tie), else the strongest a user set; the cgroup that
+/// carries it, and that cgroup's owner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Marking {
     pub preference: OomPreference,
     /// As in /proc/PID/cgroup, e.g. `/user.slice/user-1000.slice/user@1000.service/app.slice`.
     pub cgroup: String,
+    /// The uid owning that cgroup's directory: 0 for what root (systemd for system units and
+    /// slices) set, a user's uid below their `user@UID.service`.
+    pub owner: u32,
 }
+
+/// One cgroup's own marking and the owner of its directory.
+type Own = Option<(OomPreference, u32)>;
 
 /// Reads markings under the cgroup2 mount (none known: nothing is ever marked).
 #[derive(Debug, Default)]
 pub struct CgroupMarks {
     /// (mount point, root inside the hierarchy), as `scope::mounts` finds it.
     mount: Option<(PathBuf, PathBuf)>,
-    cache: Mutex<HashMap<String, (Option<OomPreference>, Instant)>>,
+    cache: Mutex<HashMap<String, (Own, Instant)>>,
 }
 
 impl CgroupMarks {
@@ -73,22 +81,30 @@ impl CgroupMarks {
     /// The marking of a process whose unified-hierarchy cgroup is `cgroup` (the `0::` line).
     pub fn marking(&self, cgroup: &str) -> Option<Marking> {
         let mount = self.mount.as_ref()?;
-        let mut best: Option<Marking> = None;
+        // (root's, a user's): a marking root set wins over any a user set below it.
+        let (mut by_root, mut by_user): (Option<Marking>, Option<Marking>) = (None, None);
         for path in ancestors(cgroup) {
-            if let Some(p) = self.own(mount, path)
-                && best.as_ref().is_none_or(|b| p > b.preference)
-            {
-                best = Some(Marking {
+            let Some((p, owner)) = self.own(mount, path) else {
+                continue;
+            };
+            let best = if owner == 0 {
+                &mut by_root
+            } else {
+                &mut by_user
+            };
+            if best.as_ref().is_none_or(|b| p > b.preference) {
+                *best = Some(Marking {
                     preference: p,
                     cgroup: path.to_string(),
+                    owner,
                 });
             }
         }
-        best
+        by_root.or(by_user)
     }
 
     /// The marking written on `cgroup` itself, from the cache when fresh.
-    fn own(&self, mount: &(PathBuf, PathBuf), cgroup: &str) -> Option<OomPreference> {
+    fn own(&self, mount: &(PathBuf, PathBuf), cgroup: &str) -> Own {
         let now = Instant::now();
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((p, at)) = cache.get(cgroup)
@@ -133,10 +149,10 @@ fn dir_of((point, root): &(PathBuf, PathBuf), cgroup: &str) -> PathBuf {
     point.join(rel)
 }
 
-/// The marking on one directory. Absent attributes (ENODATA), a cgroup that went away
-/// (ENOENT) and a kernel without user xattrs on cgroupfs (EOPNOTSUPP, before 5.7) all mean
-/// "not marked": markings are optional everywhere.
-pub fn read_marking(dir: &Path) -> Option<OomPreference> {
+/// The marking on one directory, with the directory's owner. Absent attributes (ENODATA), a
+/// cgroup that went away (ENOENT) and a kernel without user xattrs on cgroupfs (EOPNOTSUPP,
+/// before 5.7) all mean "not marked": markings are optional everywhere.
+pub fn read_marking(dir: &Path) -> Option<(OomPreference, u32)> {
     let set = |name: &str| {
         let mut buf = [0u8; 16];
         rustix::fs::lgetxattr(dir, name, &mut buf)
@@ -150,13 +166,10 @@ pub fn read_marking(dir: &Path) -> Option<OomPreference> {
     } else {
         return None;
     };
-    let root_owned = rustix::fs::lstat(dir).is_ok_and(|st| st.st_uid == 0);
-    Some(if root_owned {
-        p
-    } else {
-        // See the module comment: an unprivileged owner cannot make anything unkillable.
-        OomPreference::Avoid
-    })
+    // Read after the attribute: a directory that vanished in between is not marked. An
+    // owner that cannot be read is not root (see the module comment).
+    let owner = rustix::fs::lstat(dir).map_or(u32::MAX, |st| st.st_uid);
+    Some((p, owner))
 }
 
 /// systemd reads these attributes with parse_boolean(): "1", "yes", "y", "true", "t", "on".
@@ -204,8 +217,8 @@ mod tests {
     }
 
     /// Markings on a directory tree (tmpfs and ext4 keep `user.*` attributes for root, as
-    /// cgroupfs does): the strongest wins, nearest on a tie, absent is none, `omit` on a
-    /// directory not owned by root counts as `avoid`.
+    /// cgroupfs does): the strongest wins, nearest on a tie, absent is none; each comes
+    /// with its directory's owner, and one root set wins over any a user set below it.
     #[test]
     fn markings_on_a_tree() {
         let tmp = tempfile::tempdir().unwrap();
@@ -215,48 +228,49 @@ mod tests {
         let set = |rel: &str, name: &str| {
             rustix::fs::setxattr(base.join(rel), name, b"1", rustix::fs::XattrFlags::empty())
         };
-        if set("s", "user.oomd_avoid").is_err() {
+        if set("s/u", "user.oomd_avoid").is_err() {
             eprintln!("no user xattrs on {}: skipped", base.display());
             return;
         }
+        let me = rustix::process::geteuid().as_raw();
         let marks = CgroupMarks::new(Some((base.to_owned(), PathBuf::from("/"))));
         let m = marks.marking("/s/u/app").unwrap();
         assert_eq!(
-            (m.preference, m.cgroup.as_str()),
-            (OomPreference::Avoid, "/s")
+            (m.preference, m.cgroup.as_str(), m.owner),
+            (OomPreference::Avoid, "/s/u", me)
         );
         // Cached: a new marking shows after the TTL, not at once.
-        set("s/u", "user.oomd_omit").unwrap();
+        set("s/u/app", "user.oomd_omit").unwrap();
         assert_eq!(
             marks.marking("/s/u/app").unwrap().preference,
             OomPreference::Avoid
         );
         let fresh = CgroupMarks::new(Some((base.to_owned(), PathBuf::from("/"))));
-        let owner_is_root = rustix::process::geteuid().is_root();
         let m = fresh.marking("/s/u/app").unwrap();
-        assert_eq!(m.cgroup, if owner_is_root { "/s/u" } else { "/s" });
         assert_eq!(
-            m.preference,
-            if owner_is_root {
-                OomPreference::Omit
-            } else {
-                OomPreference::Avoid
-            }
+            (m.preference, m.cgroup.as_str()),
+            (OomPreference::Omit, "/s/u/app")
         );
         assert_eq!(fresh.marking("/t").map(|m| m.preference), None);
-        if owner_is_root {
-            rustix::fs::chown(
-                base.join("s/u"),
-                Some(rustix::fs::Uid::from_raw(65534)),
-                None,
-            )
-            .unwrap();
-            let again = CgroupMarks::new(Some((base.to_owned(), PathBuf::from("/"))));
-            assert_eq!(
-                again.marking("/s/u/app").unwrap().preference,
-                OomPreference::Avoid,
-                "omit by an unprivileged owner is only avoid"
-            );
+        if me != 0 {
+            return;
         }
+        // A user's subtree below a slice root marked: root's marking applies, whatever the
+        // user wrote below it; without root's, the user's own, with the user as owner.
+        let nobody = Some(rustix::fs::Uid::from_raw(65534));
+        for d in ["s/u", "s/u/app"] {
+            rustix::fs::chown(base.join(d), nobody, None).unwrap();
+        }
+        let user_only = CgroupMarks::new(Some((base.to_owned(), PathBuf::from("/"))));
+        let m = user_only.marking("/s/u/app").unwrap();
+        assert_eq!((m.preference, m.owner), (OomPreference::Omit, 65534));
+        set("s", "user.oomd_avoid").unwrap();
+        let both = CgroupMarks::new(Some((base.to_owned(), PathBuf::from("/"))));
+        let m = both.marking("/s/u/app").unwrap();
+        assert_eq!(
+            (m.preference, m.cgroup.as_str(), m.owner),
+            (OomPreference::Avoid, "/s", 0),
+            "root's avoid on the slice over the user's omit below it"
+        );
     }
 }

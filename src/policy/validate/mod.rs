@@ -153,7 +153,11 @@ pub fn compile(file: &Path, text: &str) -> Result<Policy, Vec<Problem>> {
     let policy = read_policy(&mut doc, &mut t);
     t.finish(&mut doc);
     match policy {
-        Some(p) if doc.problems.is_empty() => Ok(p),
+        Some(mut p) if doc.problems.is_empty() => {
+            p.warnings = doc.warnings;
+            p.warnings.sort_by_key(|w| (w.line, w.column));
+            Ok(p)
+        }
         _ => {
             let mut problems = doc.problems;
             problems.sort_by_key(|p| (p.line, p.column));
@@ -255,6 +259,7 @@ fn read_policy(doc: &mut Doc<'_>, t: &mut Table<'_, '_>) -> Option<Policy> {
         levels,
         rules,
         hooks,
+        warnings: Vec::new(),
     })
 }
 
