@@ -67,7 +67,7 @@ impl Cause {
     }
 }
 
-/// One action. Field names are a public interface (documented in the README).
+/// One action. Field names are a public interface (documented in docs/reference.md).
 #[derive(Debug, Clone, Serialize)]
 pub struct ActionEvent {
     /// Wall-clock time of the signal (or would-be signal), ms since the Unix epoch.
@@ -124,7 +124,7 @@ pub struct LevelEvent {
     pub swap_headroom_kib: u64,
 }
 
-/// One page-out. Field names are a public interface (documented in the README).
+/// One page-out. Field names are a public interface (documented in docs/reference.md).
 #[derive(Debug, Clone, Serialize)]
 pub struct PageoutEvent {
     pub ts_ms: u64,

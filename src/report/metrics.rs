@@ -3,7 +3,7 @@
 //! and the pipeline with atomics and one short-held lock, read by the HTTP thread, so a
 //! scrape never holds up a decision.
 //!
-//! Metric and label names are a public interface (README): never rename one.
+//! Metric and label names are a public interface (docs/observability.md): never rename one.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
