@@ -53,7 +53,18 @@ pub fn run(args: &RunArgs) -> CmdResult {
         }
     }
     let events = match &args.event_log {
-        Some(f) => EventLog::open(f).map_err(|e| (exit::USAGE, format!("--event-log {f}: {e}")))?,
+        Some(f) => match EventLog::open(f) {
+            Ok(log) => log,
+            Err(e) if e.is_misconfiguration() => {
+                return Err((exit::USAGE, format!("--event-log {f}: {e}")));
+            }
+            // Refusing to start would hand whoever planted this the power to switch the
+            // killer off; every action is still in the log lines (stderr or the journal).
+            Err(e) => {
+                log::error!("--event-log: {e}; running without an event log");
+                EventLog::none()
+            }
+        },
         None => EventLog::none(),
     };
     let health = Arc::new(Health::new(monotonic_ms()));
