@@ -178,7 +178,11 @@ pub fn run(args: &RunArgs) -> CmdResult {
         .map_err(|e| (exit::RUNTIME, e.to_string()))?;
     let cache_capacity = procs::cache_capacity(procs::raise_fd_limit());
     let pageout_off = caps.pageout_unavailable();
-    let mut observer: Box<dyn Observer> = Box::new(Reporter::new(metrics.clone(), events));
+    let mut reporter = Reporter::new(metrics.clone(), events);
+    if args.dry_run {
+        reporter = reporter.without_hooks();
+    }
+    let mut observer: Box<dyn Observer> = Box::new(reporter);
     let mut registrations = None;
     if let Some(lmkd) = lmkd_socket {
         let (listener, origin) = lmkd;

@@ -44,6 +44,13 @@ impl Reporter {
         }
     }
 
+    /// A dry run's reporter: no hook runs, whatever the policy says (a dry run must have
+    /// no effect outside lowmemd, and a hook is one: a notification, a ticket, a restart).
+    pub fn without_hooks(mut self) -> Self {
+        self.hooks = Hooks::off();
+        self
+    }
+
     /// Writes an action to the event log and the `/status` ring.
     fn record(&self, event: &impl Serialize) {
         self.events.record(event);

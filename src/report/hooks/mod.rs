@@ -85,9 +85,19 @@ pub struct Hooks {
     hooks: RefCell<Vec<Hook>>,
     level: RefCell<Option<String>>,
     queue: RefCell<Option<Handoff<Job>>>,
+    /// A dry run: nothing is fired.
+    off: bool,
 }
 
 impl Hooks {
+    /// Hooks that never run (a dry run).
+    pub fn off() -> Self {
+        Hooks {
+            off: true,
+            ..Hooks::default()
+        }
+    }
+
     /// Adopts the hooks of the policy in force: called with every sample, so a reload
     /// applies from the next action on.
     pub fn adopt(&self, policy: &Policy) {
@@ -106,6 +116,9 @@ impl Hooks {
 
     /// Queues `event` for the hooks that follow `on`; never waits.
     pub fn fire(&self, on: HookOn, event: &impl Serialize) {
+        if self.off {
+            return;
+        }
         let Some(job) = Job::new(&self.hooks.borrow(), on, event) else {
             return;
         };
