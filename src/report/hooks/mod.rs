@@ -53,9 +53,10 @@ impl Job {
     }
 }
 
-/// `LOWMEMD_EVENT` and one `LOWMEMD_<FIELD>` per top-level field of the event: strings as
-/// they are (a process name with its control characters escaped, as in the logs), numbers,
-/// `true`/`false`; null fields are left out.
+/// `LOWMEMD_EVENT` and one `LOWMEMD_<FIELD>` per top-level field of the event: strings with
+/// their control characters escaped as in the logs (a process's name, a cgroup's path and a
+/// rule's name come from whoever made them, and a hook may write them to a terminal or a
+/// log of its own), numbers, `true`/`false`; null fields are left out.
 pub fn environment(on: HookOn, event: &serde_json::Value) -> Vec<(String, String)> {
     let mut env = vec![("LOWMEMD_EVENT".to_string(), on.as_str().to_string())];
     let Some(fields) = event.as_object() else {
@@ -65,8 +66,7 @@ pub fn environment(on: HookOn, event: &serde_json::Value) -> Vec<(String, String
         let value = match v {
             serde_json::Value::Null | serde_json::Value::Array(_) => continue,
             serde_json::Value::Object(_) => continue,
-            serde_json::Value::String(s) if k == "comm" => printable(s).into_owned(),
-            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::String(s) => printable(s).into_owned(),
             other => other.to_string(),
         };
         // An environment string ends at a NUL; no field of ours holds one, but be sure.
@@ -160,6 +160,20 @@ mod tests {
         assert_eq!(get("LOWMEMD_CGROUP"), Some("/user.slice/app.scope"));
         assert_eq!(get("LOWMEMD_EXIT_CONFIRMED"), Some("true"));
         assert_eq!(get("LOWMEMD_RULE"), None);
+    }
+
+    #[test]
+    fn a_cgroup_path_with_control_characters_is_escaped() {
+        // Any user may name their own cgroup (`mkdir` in a delegated subtree) so.
+        let event = serde_json::json!({
+            "action": "kill", "cgroup": "/user.slice/a\nLOWMEMD_PID=1\u{1b}[2J\u{0}x",
+        });
+        let env = environment(HookOn::Kill, &event);
+        let cgroup = env.iter().find(|(n, _)| n == "LOWMEMD_CGROUP").unwrap();
+        assert_eq!(
+            cgroup.1,
+            "/user.slice/a\\u{a}LOWMEMD_PID=1\\u{1b}[2J\\u{0}x"
+        );
     }
 
     #[test]
