@@ -8,6 +8,7 @@
 //! killed at its timeout, each limited to `max_per_minute` starts.
 
 mod exec;
+mod orphans;
 
 use std::cell::RefCell;
 use std::sync::atomic::AtomicU64;
@@ -18,7 +19,8 @@ use crate::policy::{Hook, HookOn, Policy};
 use crate::procs::printable;
 
 use super::handoff::Handoff;
-pub use exec::{Ran, Runner};
+pub use exec::{HookError, Ran, Runner, run};
+pub use orphans::adopt_orphans;
 
 /// Jobs dropped because the hooks thread was behind (a hook at its timeout, say).
 pub static HOOKS_DROPPED: AtomicU64 = AtomicU64::new(0);
@@ -124,6 +126,13 @@ impl Hooks {
         };
         let mut queue = self.queue.borrow_mut();
         if queue.is_none() {
+            // Only hooks start processes in lowmemd: every orphan that comes to us is a
+            // hook's (orphans.rs).
+            if let Err(e) = adopt_orphans() {
+                log::warn!(
+                    "PR_SET_CHILD_SUBREAPER: {e}; a hook that detaches from its process group outlives its timeout"
+                );
+            }
             let mut runner = Runner::new();
             match Handoff::spawn("hooks", QUEUE, &HOOKS_DROPPED, move |job: Job| {
                 runner.run(&job)
