@@ -23,7 +23,9 @@ const MODE: u32 = 0o640;
 pub enum EventLogError {
     /// Someone else's doing (a link planted in a directory they can write), not the
     /// operator's: the daemon goes on without the log rather than stop protecting.
-    #[error("{0}: is a symbolic link; refusing to follow it (planted by someone who can write its directory?)")]
+    #[error(
+        "{0}: is a symbolic link; refusing to follow it (planted by someone who can write its directory?)"
+    )]
     Symlink(PathBuf),
     #[error("{path}: {why}; refusing to write events to it")]
     NotOurs { path: PathBuf, why: String },

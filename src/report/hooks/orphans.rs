@@ -38,7 +38,10 @@ fn children() -> Vec<i32> {
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         for t in tasks.flatten() {
             match std::fs::read_to_string(t.path().join("children")) {
-                Ok(list) => out.extend(list.split_whitespace().filter_map(|p| p.parse::<i32>().ok())),
+                Ok(list) => out.extend(
+                    list.split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok()),
+                ),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return by_ppid(),
                 // The thread ended between the listing and the read.
                 Err(_) => {}
@@ -61,7 +64,9 @@ fn by_ppid() -> Vec<i32> {
         .filter(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             // `pid (comm) state ppid ...`: comm may hold anything, so split after its end.
-            let ppid = stat.rsplit_once(") ").and_then(|(_, r)| r.split(' ').nth(1));
+            let ppid = stat
+                .rsplit_once(") ")
+                .and_then(|(_, r)| r.split(' ').nth(1));
             ppid.and_then(|p| p.parse::<i32>().ok()) == Some(me)
         })
         .collect()
