@@ -70,6 +70,7 @@ pub fn run(args: &RunArgs) -> CmdResult {
     let health = Arc::new(Health::new(monotonic_ms()));
     let metrics = Arc::new(Metrics::new(&caps, health.clone()));
     metrics.adopt_policy(&store.get(), &scope.describe(), &store.describe());
+    let served = http::Shared::new(metrics.clone(), scope.clone());
     let metrics_addr = match args.metrics_listen.as_str() {
         "off" => None,
         addr => {
@@ -82,15 +83,17 @@ pub fn run(args: &RunArgs) -> CmdResult {
                     ),
                 )
             })?;
-            let bound = http::spawn(parsed, metrics.clone(), scope.clone()).map_err(|e| {
-                (
-                    exit::USAGE,
-                    format!(
-                        "--metrics-listen {addr}: {e} (another lowmemd? use another address or off)"
-                    ),
-                )
-            })?;
-            Some(bound)
+            match http::spawn(parsed, served.clone()).map_err(|e| (exit::RUNTIME, e.to_string()))? {
+                http::Listening::Bound(bound) => Some(bound),
+                // A scrape endpoint is not worth the protection (with Restart=always, an
+                // exit here would loop for as long as the squatter holds the port).
+                http::Listening::Retrying(e) => {
+                    log::error!(
+                        "--metrics-listen {addr}: {e} (another lowmemd, or another program on that port?); protecting anyway, trying again in the background"
+                    );
+                    None
+                }
+            }
         }
     };
     let lmkd_socket = lmkd_listener(args)?;
@@ -152,6 +155,7 @@ pub fn run(args: &RunArgs) -> CmdResult {
     if let Some(addr) = metrics_addr {
         log::info!("metrics on http://{addr}/metrics, status on http://{addr}/status");
     }
+
     log::info!(
         "monitoring {}: {} of {} MiB available; sources: {}; levels: {}{}",
         scope.describe(),
