@@ -22,7 +22,7 @@ use lowmemd::pipeline::outcome::Observer;
 use lowmemd::policy::store::ReloadResult;
 use lowmemd::report::eventlog::EventLog;
 use lowmemd::report::metrics::Metrics;
-use lowmemd::report::{Reporter, http, logger, notify};
+use lowmemd::report::{Reporter, http, logger, notify, status_socket};
 use lowmemd::{procs, protect, reload};
 
 use super::{CmdResult, exit, load_store, resolve_scope};
@@ -96,6 +96,26 @@ pub fn run(args: &RunArgs) -> CmdResult {
             }
         }
     };
+    let status_socket = status_socket::place(
+        args.status_socket.as_deref(),
+        std::env::var_os("RUNTIME_DIRECTORY").as_deref(),
+    );
+    let status_socket = status_socket.and_then(|path| {
+        match status_socket::create(&path).and_then(|l| {
+            http::spawn_unix(l, served.clone()).map_err(|source| {
+                status_socket::StatusSocketError::Io {
+                    path: path.clone(),
+                    source,
+                }
+            })
+        }) {
+            Ok(()) => Some(path),
+            Err(e) => {
+                log::warn!("status socket: {e}; `lowmemd status` can only ask the TCP port");
+                None
+            }
+        }
+    });
     let lmkd_socket = lmkd_listener(args)?;
     for w in protect::protect_self(&caps) {
         log::warn!("{w}");
@@ -155,7 +175,9 @@ pub fn run(args: &RunArgs) -> CmdResult {
     if let Some(addr) = metrics_addr {
         log::info!("metrics on http://{addr}/metrics, status on http://{addr}/status");
     }
-
+    if let Some(path) = &status_socket {
+        log::info!("status for `lowmemd status` on {}", path.display());
+    }
     log::info!(
         "monitoring {}: {} of {} MiB available; sources: {}; levels: {}{}",
         scope.describe(),
@@ -281,6 +303,9 @@ pub fn run(args: &RunArgs) -> CmdResult {
     let deadline = Instant::now() + STOP_WITHIN;
     while !(monitor.is_finished() && pipeline.is_finished()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
+    }
+    if let Some(path) = &status_socket {
+        let _ = std::fs::remove_file(path);
     }
     log::info!("stopped");
     logger::drain(Duration::from_millis(100));

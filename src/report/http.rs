@@ -6,12 +6,17 @@
 //! Nothing here takes a lock the pipeline holds for longer than a copy, so a slow,
 //! malformed or flooding client cannot delay a decision.
 //!
+//! The same server answers on the status socket (`status_socket.rs`), a Unix socket in the
+//! runtime directory that only lowmemd can create: `lowmemd status` asks there first, since
+//! anyone may bind the TCP port while lowmemd does not hold it.
+//!
 //! A TCP port another process holds costs the scrape, never the protection: the failed bind
 //! is counted (`lowmemd_metrics_bind_failures_total`) and retried on the HTTP thread, with
 //! back-off, until it succeeds.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -36,7 +41,7 @@ const PSI_READ_EVERY: Duration = Duration::from_secs(5);
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// What the HTTP threads share.
+/// What the HTTP and status-socket threads share.
 pub struct Shared {
     metrics: Arc<Metrics>,
     scope: Arc<Scope>,
@@ -108,6 +113,14 @@ fn bind_with_backoff(addr: SocketAddr, metrics: &Metrics) -> TcpListener {
     }
 }
 
+/// Serves the status socket `listener` on a background thread.
+pub fn spawn_unix(listener: UnixListener, shared: Arc<Shared>) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("status-sock".into())
+        .spawn(move || accept_loop(listener.incoming(), shared))?;
+    Ok(())
+}
+
 /// A connection either server accepts.
 trait Conn: Read + Write + Send + 'static {
     fn timeouts(&self, d: Duration) -> io::Result<()>;
@@ -115,6 +128,16 @@ trait Conn: Read + Write + Send + 'static {
 }
 
 impl Conn for TcpStream {
+    fn timeouts(&self, d: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(d))?;
+        self.set_write_timeout(Some(d))
+    }
+    fn nonblocking(&self) -> io::Result<()> {
+        self.set_nonblocking(true)
+    }
+}
+
+impl Conn for UnixStream {
     fn timeouts(&self, d: Duration) -> io::Result<()> {
         self.set_read_timeout(Some(d))?;
         self.set_write_timeout(Some(d))
