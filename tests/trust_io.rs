@@ -94,12 +94,6 @@ fn dry_run() -> Command {
     cmd
 }
 
-/// A loopback address nobody listens on now.
-fn free_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
 #[test]
 fn a_planted_symlink_for_the_event_log_is_refused_and_its_target_untouched() {
     use std::os::unix::fs::PermissionsExt;

@@ -248,6 +248,19 @@ pub fn drop_ambient_caps_on_exec(cmd: &mut std::process::Command) {
     }
 }
 
+/// Caps glibc's malloc at one arena. By default every thread that allocates gets an arena
+/// of its own (a 64 MiB reservation whose touched pages mlockall then pins); lowmemd's
+/// threads allocate little and rarely at the same time, so they share the main one. Call
+/// it before the first thread starts. A no-op on other C libraries (musl has no arenas).
+pub fn single_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt(3) only sets a tuning parameter of the allocator; it takes integers
+    // and touches no memory of ours. A refused value (0 returned) leaves the default.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::fds_meant_for_us;
@@ -260,18 +273,5 @@ mod tests {
         assert!(fds_meant_for_us(Some("42"), Some("-1"), None, 42).is_empty());
         assert_eq!(fds_meant_for_us(None, None, Some("9"), 42), [9]);
         assert_eq!(fds_meant_for_us(Some("42"), Some("1"), Some("3"), 42), [3]);
-    }
-}
-
-/// Caps glibc's malloc at one arena. By default every thread that allocates gets an arena
-/// of its own (a 64 MiB reservation whose touched pages mlockall then pins); lowmemd's
-/// threads allocate little and rarely at the same time, so they share the main one. Call
-/// it before the first thread starts. A no-op on other C libraries (musl has no arenas).
-pub fn single_malloc_arena() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt(3) only sets a tuning parameter of the allocator; it takes integers
-    // and touches no memory of ours. A refused value (0 returned) leaves the default.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
