@@ -25,7 +25,14 @@ const POLL: Duration = Duration::from_millis(20);
 const KILL_FOR_MS: u64 = 2000;
 
 /// Makes lowmemd the reaper of its descendants' orphans; [`sweep`] does nothing before.
+/// Refused as PID 1 (a container's entry point): every orphan of the namespace comes to
+/// PID 1, not only our hooks', and the sweep would kill them.
 pub fn adopt_orphans() -> std::io::Result<()> {
+    if rustix::process::getpid().is_init() {
+        return Err(std::io::Error::other(
+            "lowmemd is PID 1, where orphans may be anyone's",
+        ));
+    }
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
     ADOPTING.store(true, Ordering::Release);
     Ok(())
