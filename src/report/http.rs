@@ -106,10 +106,10 @@ fn bind_with_backoff(addr: SocketAddr, metrics: &Metrics) -> TcpListener {
             }
             Err(e) => {
                 metrics.metrics_bind_failures.inc();
+                wait = (wait * 2).min(RETRY_MAX);
                 log::debug!("--metrics-listen {addr}: {e}; trying again in {wait:?}");
             }
         }
-        wait = (wait * 2).min(RETRY_MAX);
     }
 }
 
