@@ -48,7 +48,8 @@ pub enum Command {
     Rank(RankArgs),
     /// Validate policy files (exit 0 when all are valid, 2 otherwise).
     Check(CheckArgs),
-    /// Ask a running daemon what it sees and did (through its metrics endpoint).
+    /// Ask a running daemon what it sees and did (through its status socket, else its
+    /// metrics endpoint).
     Status(StatusArgs),
     /// What this machine offers lowmemd, and what lowmemd will do here (exit 1 only when it
     /// could not protect the machine at all).
@@ -68,9 +69,13 @@ pub struct DoctorArgs {
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// The daemon's --metrics-listen address.
+    /// The daemon's --metrics-listen address, asked only when there is no status socket.
     #[arg(long, default_value = DEFAULT_METRICS_ADDR, value_name = "HOST:PORT")]
     pub addr: String,
+    /// The daemon's status socket (its `run --status-socket`). Default: status.sock in
+    /// $RUNTIME_DIRECTORY, else /run/lowmemd/status.sock (the unit's), when it exists.
+    #[arg(long, value_name = "PATH")]
+    pub status_socket: Option<std::path::PathBuf>,
     /// Print the daemon's JSON as is.
     #[arg(long)]
     pub json: bool,
@@ -131,6 +136,11 @@ pub struct RunArgs {
     /// (LISTEN_FDS, FileDescriptorName=lmkd) is served without this flag.
     #[arg(long, value_name = "PATH")]
     pub lmkd_socket: Option<std::path::PathBuf>,
+    /// Serve /status and /metrics also on a Unix socket at PATH (mode 0666), for `lowmemd
+    /// status`. Default: status.sock in $RUNTIME_DIRECTORY when set (systemd's
+    /// RuntimeDirectory=; the shipped unit's is /run/lowmemd/status.sock).
+    #[arg(long, value_name = "PATH")]
+    pub status_socket: Option<std::path::PathBuf>,
     /// The group that owns the --lmkd-socket file (its members may connect).
     #[arg(long, value_name = "NAME", requires = "lmkd_socket")]
     pub lmkd_socket_group: Option<String>,

@@ -14,7 +14,17 @@ fn main() -> ExitCode {
     // Before any thread exists: each would otherwise get a malloc arena of its own.
     lowmemd::sys::single_malloc_arena();
     let cli = Cli::parse();
+    // The daemon, before its logger opens the journal's socket: see sys::close_inherited_fds.
+    let daemon = matches!(cli.command, None | Some(Command::Run(_)));
+    let closed = daemon.then(close_inherited_fds);
     lowmemd::report::logger::init(cli.log_level);
+    match closed {
+        Some(Ok(0)) | None => {}
+        Some(Ok(n)) => log::info!("closed {n} descriptors left open by whatever started lowmemd"),
+        Some(Err(e)) => {
+            log::warn!("/proc/self/fd: {e}; descriptors inherited at start-up stay open")
+        }
+    }
     let result = match cli.command {
         Some(Command::Rank(a)) => commands::rank::run(&a),
         Some(Command::Run(a)) => commands::run::run(&a),
@@ -33,6 +43,19 @@ fn main() -> ExitCode {
     // Log lines are written by a thread of their own: let it say the last ones.
     lowmemd::report::logger::drain(std::time::Duration::from_millis(500));
     code
+}
+
+/// Closes what whoever started us left open, sparing what a service manager passed on
+/// purpose (systemd's LISTEN_FDS, Android init's ANDROID_SOCKET_lmkd).
+fn close_inherited_fds() -> std::io::Result<usize> {
+    let var = |k: &str| std::env::var(k).ok();
+    let keep = lowmemd::sys::fds_meant_for_us(
+        var("LISTEN_PID").as_deref(),
+        var("LISTEN_FDS").as_deref(),
+        var("ANDROID_SOCKET_lmkd").as_deref(),
+        std::process::id(),
+    );
+    lowmemd::sys::close_inherited_fds(&keep)
 }
 
 #[cfg(test)]

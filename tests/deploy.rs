@@ -63,6 +63,54 @@ fn systemd_unit_verifies_and_is_hardened() {
     assert!(exposure <= 2.0, "{exposure}");
 }
 
+#[test]
+#[ignore = "needs systemd-analyze (Debian package systemd; .ci/run installs it): cargo test -- --include-ignored"]
+fn the_hooks_user_drop_in_lets_lowmemd_switch_users_and_stays_hardened() {
+    require_tool("systemd-analyze", "Debian package systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("lowmemd.service");
+    let text = std::fs::read_to_string("deploy/systemd/lowmemd.service").unwrap();
+    std::fs::write(&unit, text.replace("/usr/bin/lowmemd", BIN)).unwrap();
+    let dropins = dir.path().join("lowmemd.service.d");
+    std::fs::create_dir(&dropins).unwrap();
+    std::fs::copy(
+        "deploy/systemd/lowmemd.service.d/hooks-user.conf",
+        dropins.join("hooks-user.conf"),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--threshold=20"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exposure above 2.0:\n{report}");
+    // The drop-in was read: setuid(2) and friends are allowed again, and the capabilities
+    // to use them are there (std's Command::uid/gid needs both).
+    let line = |needle: &str| {
+        report
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle} line:\n{report}"))
+            .to_string()
+    };
+    assert!(line("CAP_SET(UID|GID").starts_with('✗'), "{report}");
+    assert!(
+        line("SystemCallFilter=~@privileged").contains("setgroups is allowed"),
+        "{report}"
+    );
+}
+
 /// Receives one datagram, or None after `timeout`.
 fn recv(sock: &UnixDatagram, timeout: Duration) -> Option<String> {
     sock.set_read_timeout(Some(timeout)).unwrap();

@@ -22,7 +22,7 @@ use lowmemd::pipeline::outcome::Observer;
 use lowmemd::policy::store::ReloadResult;
 use lowmemd::report::eventlog::EventLog;
 use lowmemd::report::metrics::Metrics;
-use lowmemd::report::{Reporter, http, logger, notify};
+use lowmemd::report::{Reporter, http, logger, notify, status_socket};
 use lowmemd::{procs, protect, reload};
 
 use super::{CmdResult, exit, load_store, resolve_scope};
@@ -53,12 +53,24 @@ pub fn run(args: &RunArgs) -> CmdResult {
         }
     }
     let events = match &args.event_log {
-        Some(f) => EventLog::open(f).map_err(|e| (exit::USAGE, format!("--event-log {f}: {e}")))?,
+        Some(f) => match EventLog::open(f) {
+            Ok(log) => log,
+            Err(e) if e.is_misconfiguration() => {
+                return Err((exit::USAGE, format!("--event-log {f}: {e}")));
+            }
+            // Refusing to start would hand whoever planted this the power to switch the
+            // killer off; every action is still in the log lines (stderr or the journal).
+            Err(e) => {
+                log::error!("--event-log: {e}; running without an event log");
+                EventLog::none()
+            }
+        },
         None => EventLog::none(),
     };
     let health = Arc::new(Health::new(monotonic_ms()));
     let metrics = Arc::new(Metrics::new(&caps, health.clone()));
     metrics.adopt_policy(&store.get(), &scope.describe(), &store.describe());
+    let served = http::Shared::new(metrics.clone(), scope.clone());
     let metrics_addr = match args.metrics_listen.as_str() {
         "off" => None,
         addr => {
@@ -71,17 +83,39 @@ pub fn run(args: &RunArgs) -> CmdResult {
                     ),
                 )
             })?;
-            let bound = http::spawn(parsed, metrics.clone(), scope.clone()).map_err(|e| {
-                (
-                    exit::USAGE,
-                    format!(
-                        "--metrics-listen {addr}: {e} (another lowmemd? use another address or off)"
-                    ),
-                )
-            })?;
-            Some(bound)
+            match http::spawn(parsed, served.clone()).map_err(|e| (exit::RUNTIME, e.to_string()))? {
+                http::Listening::Bound(bound) => Some(bound),
+                // A scrape endpoint is not worth the protection (with Restart=always, an
+                // exit here would loop for as long as the squatter holds the port).
+                http::Listening::Retrying(e) => {
+                    log::error!(
+                        "--metrics-listen {addr}: {e} (another lowmemd, or another program on that port?); protecting anyway, trying again in the background"
+                    );
+                    None
+                }
+            }
         }
     };
+    let status_socket = status_socket::place(
+        args.status_socket.as_deref(),
+        std::env::var_os("RUNTIME_DIRECTORY").as_deref(),
+    );
+    let status_socket = status_socket.and_then(|path| {
+        match status_socket::create(&path).and_then(|l| {
+            http::spawn_unix(l, served.clone()).map_err(|source| {
+                status_socket::StatusSocketError::Io {
+                    path: path.clone(),
+                    source,
+                }
+            })
+        }) {
+            Ok(()) => Some(path),
+            Err(e) => {
+                log::warn!("status socket: {e}; `lowmemd status` can only ask the TCP port");
+                None
+            }
+        }
+    });
     let lmkd_socket = lmkd_listener(args)?;
     for w in protect::protect_self(&caps) {
         log::warn!("{w}");
@@ -141,6 +175,9 @@ pub fn run(args: &RunArgs) -> CmdResult {
     if let Some(addr) = metrics_addr {
         log::info!("metrics on http://{addr}/metrics, status on http://{addr}/status");
     }
+    if let Some(path) = &status_socket {
+        log::info!("status for `lowmemd status` on {}", path.display());
+    }
     log::info!(
         "monitoring {}: {} of {} MiB available; sources: {}; levels: {}{}",
         scope.describe(),
@@ -167,7 +204,11 @@ pub fn run(args: &RunArgs) -> CmdResult {
         .map_err(|e| (exit::RUNTIME, e.to_string()))?;
     let cache_capacity = procs::cache_capacity(procs::raise_fd_limit());
     let pageout_off = caps.pageout_unavailable();
-    let mut observer: Box<dyn Observer> = Box::new(Reporter::new(metrics.clone(), events));
+    let mut reporter = Reporter::new(metrics.clone(), events);
+    if args.dry_run {
+        reporter = reporter.without_hooks();
+    }
+    let mut observer: Box<dyn Observer> = Box::new(reporter);
     let mut registrations = None;
     if let Some(lmkd) = lmkd_socket {
         let (listener, origin) = lmkd;
@@ -262,6 +303,9 @@ pub fn run(args: &RunArgs) -> CmdResult {
     let deadline = Instant::now() + STOP_WITHIN;
     while !(monitor.is_finished() && pipeline.is_finished()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
+    }
+    if let Some(path) = &status_socket {
+        let _ = std::fs::remove_file(path);
     }
     log::info!("stopped");
     logger::drain(Duration::from_millis(100));

@@ -1,38 +1,169 @@
 //! `lowmemd status`: asks a running daemon for its `/status` and says it in words.
+//!
+//! It asks the daemon's status socket when there is one, and believes it only when the
+//! peer (SO_PEERCRED) is root, the owner of the socket's directory (the daemon's user, who
+//! created it) or the caller: anyone can bind the TCP port while lowmemd does not hold it.
+//! Without a socket it asks the TCP port and says so. Either way the answer is read with a
+//! size cap and a deadline: whoever answers cannot make `status` hang or grow.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use lowmemd::procs::printable;
+use lowmemd::report::status_socket::{FILE_NAME, UNIT_RUNTIME_DIR};
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 use super::{CmdResult, exit, stdout, write_failed};
 use crate::cli::StatusArgs;
 
+/// A `/status` is a few KiB (32 actions at most); anything far beyond is not lowmemd.
+const ANSWER_CAP: usize = 1 << 20;
+/// The whole exchange, connect to last byte.
+const DEADLINE: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Sends the request on `s` and reads the answer, within [`ANSWER_CAP`] and [`DEADLINE`];
+/// the body of a 200, or what went wrong.
+fn exchange<S: Read + Write>(
+    s: &mut S,
+    host: &str,
+    started: Instant,
+    set_timeout: impl Fn(&S, Duration) -> io::Result<()>,
+) -> Result<String, String> {
+    // One write: a server that reads one segment and closes must not reset us.
+    let request = format!("GET /status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let late = || format!("no answer within {} s", DEADLINE.as_secs());
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let left = DEADLINE.checked_sub(started.elapsed()).ok_or_else(late)?;
+        set_timeout(s, left.max(Duration::from_millis(1))).map_err(|e| e.to_string())?;
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) if raw.len() + n > ANSWER_CAP => {
+                return Err(format!(
+                    "answer larger than {} KiB: not a lowmemd status",
+                    ANSWER_CAP >> 10
+                ));
+            }
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(late());
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("not an HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(printable(head.lines().next().unwrap_or("")).into_owned());
+    }
+    Ok(body.to_string())
+}
+
 /// GETs `/status` from `addr` (HOST:PORT); the body, or what went wrong.
 pub fn fetch(addr: &str) -> Result<String, String> {
+    let started = Instant::now();
     let sock = addr
         .to_socket_addrs()
         .map_err(|e| e.to_string())?
         .next()
         .ok_or("no address")?;
-    let mut s =
-        TcpStream::connect_timeout(&sock, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    let mut s = TcpStream::connect_timeout(&sock, CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
+    exchange(&mut s, addr, started, |s, d| s.set_read_timeout(Some(d)))
+}
+
+/// The status socket to ask: `--status-socket`, else `$RUNTIME_DIRECTORY/status.sock`,
+/// else the unit's; with whether it was named on the command line.
+fn socket_path(args: &StatusArgs) -> (PathBuf, bool) {
+    match (&args.status_socket, std::env::var_os("RUNTIME_DIRECTORY")) {
+        (Some(p), _) => (p.clone(), true),
+        (None, Some(d)) => (Path::new(&d).join(FILE_NAME), false),
+        (None, None) => (Path::new(UNIT_RUNTIME_DIR).join(FILE_NAME), false),
+    }
+}
+
+/// Whether a status socket's peer may speak for lowmemd: root, the owner of the socket's
+/// directory (who made the socket, or could replace it), or ourselves.
+fn trusted(peer_uid: u32, dir_owner: Option<u32>, me: u32) -> bool {
+    peer_uid == 0 || peer_uid == me || Some(peer_uid) == dir_owner
+}
+
+/// GETs `/status` through the socket at `path`, after checking who serves it.
+pub fn fetch_unix(path: &Path) -> Result<String, String> {
+    let started = Instant::now();
+    // Non-blocking connect: a listener whose backlog is full answers EAGAIN at once
+    // instead of holding us past the deadline.
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
     )
     .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("not an HTTP response")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(head.lines().next().unwrap_or("").to_string());
+    let addr = SocketAddrUnix::new(path).map_err(|e| e.to_string())?;
+    rustix::net::connect(&fd, &addr).map_err(|e| match e {
+        rustix::io::Errno::CONNREFUSED => "refuses connections: is lowmemd running?".into(),
+        e => e.to_string(),
+    })?;
+    rustix::io::ioctl_fionbio(&fd, false).map_err(|e| e.to_string())?;
+    let peer = rustix::net::sockopt::socket_peercred(&fd).map_err(|e| e.to_string())?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir_owner = std::fs::metadata(dir.unwrap_or(Path::new(".")))
+        .ok()
+        .map(|m| m.uid());
+    let (uid, me) = (peer.uid.as_raw(), rustix::process::geteuid().as_raw());
+    if !trusted(uid, dir_owner, me) {
+        return Err(format!(
+            "served by pid {} as uid {uid}, neither root, the directory's owner ({}) nor you: not believed",
+            peer.pid.as_raw_nonzero(),
+            dir_owner.map_or("?".into(), |u| u.to_string())
+        ));
     }
-    Ok(body.to_string())
+    let mut s = UnixStream::from(fd);
+    exchange(&mut s, "lowmemd", started, |s, d| {
+        s.set_read_timeout(Some(d))
+    })
+}
+
+/// The status document: from the socket when there is one, else from the TCP port (said
+/// on stderr, which `--json` leaves alone).
+fn fetch_any(args: &StatusArgs) -> Result<String, (u8, String)> {
+    let (path, named) = socket_path(args);
+    if std::fs::symlink_metadata(&path).is_ok() {
+        return fetch_unix(&path).map_err(|e| (exit::RUNTIME, format!("{}: {e}", path.display())));
+    }
+    if named {
+        return Err((
+            exit::USAGE,
+            format!("--status-socket {}: no such socket", path.display()),
+        ));
+    }
+    eprintln!(
+        "lowmemd status: no status socket at {}: asking http://{} over TCP (whoever holds that port answers)",
+        path.display(),
+        args.addr
+    );
+    fetch(&args.addr).map_err(|e| {
+        (
+            exit::RUNTIME,
+            format!(
+                "{}: {e} (is lowmemd running with --metrics-listen {}?)",
+                args.addr, args.addr
+            ),
+        )
+    })
 }
 
 fn kib(v: &serde_json::Value) -> String {
@@ -118,16 +249,8 @@ pub fn render(v: &serde_json::Value) -> String {
 }
 
 pub fn run(args: &StatusArgs) -> CmdResult {
-    let fail = |e: String| {
-        (
-            exit::RUNTIME,
-            format!(
-                "{}: {e} (is lowmemd running with --metrics-listen {}?)",
-                args.addr, args.addr
-            ),
-        )
-    };
-    let body = fetch(&args.addr).map_err(fail)?;
+    let body = fetch_any(args)?;
+    let fail = |e: String| (exit::RUNTIME, e);
     let mut out = stdout();
     if args.json {
         writeln!(out, "{body}")
@@ -138,4 +261,21 @@ pub fn run(args: &StatusArgs) -> CmdResult {
     }
     .and_then(|()| out.flush())
     .map_err(write_failed("stdout"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trusted;
+
+    #[test]
+    fn root_the_directorys_owner_or_the_caller_may_serve_the_socket() {
+        assert!(trusted(0, Some(500), 1000));
+        assert!(trusted(500, Some(500), 1000), "the daemon's (dynamic) user");
+        assert!(
+            trusted(1000, Some(500), 1000),
+            "a lowmemd of the caller's own"
+        );
+        assert!(!trusted(65534, Some(0), 1000), "someone else in /tmp");
+        assert!(!trusted(65534, None, 0));
+    }
 }

@@ -5,9 +5,18 @@
 //! 8 KiB, and at most 16 connections are served at once (more get a 503 and are closed).
 //! Nothing here takes a lock the pipeline holds for longer than a copy, so a slow,
 //! malformed or flooding client cannot delay a decision.
+//!
+//! The same server answers on the status socket (`status_socket.rs`), a Unix socket in the
+//! runtime directory that only lowmemd can create: `lowmemd status` asks there first, since
+//! anyone may bind the TCP port while lowmemd does not hold it.
+//!
+//! A TCP port another process holds costs the scrape, never the protection: the failed bind
+//! is counted (`lowmemd_metrics_bind_failures_total`) and retried on the HTTP thread, with
+//! back-off, until it succeeds.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -26,37 +35,125 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// PSI averages are read at most this often: reading the pressure file that holds our
 /// triggers can delay them (DESIGN.md §4).
 const PSI_READ_EVERY: Duration = Duration::from_secs(5);
+/// A failed bind is retried after 1 s, then twice as long each time, at most a minute apart:
+/// a port freed is served within a minute, a port held for days costs a line of debug log
+/// a minute.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
 
-struct Shared {
+/// What the HTTP and status-socket threads share.
+pub struct Shared {
     metrics: Arc<Metrics>,
     scope: Arc<Scope>,
     psi_read: Mutex<Option<Instant>>,
     active: AtomicUsize,
 }
 
-/// Binds `addr` and serves on a background thread.
-pub fn spawn(addr: SocketAddr, metrics: Arc<Metrics>, scope: Arc<Scope>) -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
-    let bound = listener.local_addr()?;
-    let shared = Arc::new(Shared {
-        metrics,
-        scope,
-        psi_read: Mutex::new(None),
-        active: AtomicUsize::new(0),
-    });
-    std::thread::Builder::new()
-        .name("http".into())
-        .spawn(move || accept_loop(listener, shared))?;
-    Ok(bound)
+impl Shared {
+    pub fn new(metrics: Arc<Metrics>, scope: Arc<Scope>) -> Arc<Shared> {
+        Arc::new(Shared {
+            metrics,
+            scope,
+            psi_read: Mutex::new(None),
+            active: AtomicUsize::new(0),
+        })
+    }
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    for conn in listener.incoming() {
+/// Where the metrics endpoint stands after [`spawn`].
+#[derive(Debug)]
+pub enum Listening {
+    /// Serving on this address.
+    Bound(SocketAddr),
+    /// The address could not be bound (why): the HTTP thread retries, with back-off, and
+    /// says when it serves.
+    Retrying(io::Error),
+}
+
+/// Binds `addr` and serves on a background thread; if the bind fails, counts it and goes
+/// on trying on that thread. Only a thread that cannot start is an error.
+pub fn spawn(addr: SocketAddr, shared: Arc<Shared>) -> io::Result<Listening> {
+    let (listener, listening) = match TcpListener::bind(addr) {
+        Ok(l) => {
+            let bound = l.local_addr()?;
+            (Some(l), Listening::Bound(bound))
+        }
+        Err(e) => {
+            shared.metrics.metrics_bind_failures.inc();
+            (None, Listening::Retrying(e))
+        }
+    };
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            let listener = listener.unwrap_or_else(|| bind_with_backoff(addr, &shared.metrics));
+            accept_loop(listener.incoming(), shared)
+        })?;
+    Ok(listening)
+}
+
+/// Binds `addr`, however long that takes; each failure counted.
+fn bind_with_backoff(addr: SocketAddr, metrics: &Metrics) -> TcpListener {
+    let mut wait = RETRY_FIRST;
+    loop {
+        std::thread::sleep(wait);
+        match TcpListener::bind(addr) {
+            Ok(l) => {
+                log::info!(
+                    "metrics on http://{addr}/metrics, status on http://{addr}/status (the address is free now)"
+                );
+                return l;
+            }
+            Err(e) => {
+                metrics.metrics_bind_failures.inc();
+                wait = (wait * 2).min(RETRY_MAX);
+                log::debug!("--metrics-listen {addr}: {e}; trying again in {wait:?}");
+            }
+        }
+    }
+}
+
+/// Serves the status socket `listener` on a background thread.
+pub fn spawn_unix(listener: UnixListener, shared: Arc<Shared>) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("status-sock".into())
+        .spawn(move || accept_loop(listener.incoming(), shared))?;
+    Ok(())
+}
+
+/// A connection either server accepts.
+trait Conn: Read + Write + Send + 'static {
+    fn timeouts(&self, d: Duration) -> io::Result<()>;
+    fn nonblocking(&self) -> io::Result<()>;
+}
+
+impl Conn for TcpStream {
+    fn timeouts(&self, d: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(d))?;
+        self.set_write_timeout(Some(d))
+    }
+    fn nonblocking(&self) -> io::Result<()> {
+        self.set_nonblocking(true)
+    }
+}
+
+impl Conn for UnixStream {
+    fn timeouts(&self, d: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(d))?;
+        self.set_write_timeout(Some(d))
+    }
+    fn nonblocking(&self) -> io::Result<()> {
+        self.set_nonblocking(true)
+    }
+}
+
+fn accept_loop<C: Conn>(incoming: impl Iterator<Item = io::Result<C>>, shared: Arc<Shared>) {
+    for conn in incoming {
         let Ok(mut stream) = conn else { continue };
         if shared.active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
             shared.active.fetch_sub(1, Ordering::AcqRel);
             // Best effort, never blocking the accept loop.
-            let _ = stream.set_nonblocking(true);
+            let _ = stream.nonblocking();
             let _ = stream.write(response(503, "text/plain", b"busy\n", false).as_slice());
             continue;
         }
@@ -101,9 +198,8 @@ fn response(code: u16, content_type: &str, body: &[u8], head: bool) -> Vec<u8> {
 }
 
 /// Reads one request (or gives up), answers it, closes.
-fn serve(stream: &mut TcpStream, shared: &Shared) -> io::Result<()> {
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    stream.set_write_timeout(Some(READ_TIMEOUT))?;
+fn serve(stream: &mut impl Conn, shared: &Shared) -> io::Result<()> {
+    stream.timeouts(READ_TIMEOUT)?;
     let started = Instant::now();
     let mut buf = vec![0u8; HEADER_CAP];
     let mut len = 0;

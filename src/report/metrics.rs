@@ -54,6 +54,8 @@ pub struct Metrics {
     pub candidates: IntGauge,
     pub skipped: IntCounterVec,
     pub kills_unconfirmed: IntCounter,
+    /// Failed binds of the metrics address (another process holds it): retried.
+    pub metrics_bind_failures: IntCounter,
     pub recovered: IntCounter,
     pub reloads: IntCounterVec,
     pub kernel_feature: IntGaugeVec,
@@ -234,6 +236,11 @@ impl Metrics {
                 &r,
                 "lowmemd_kills_unconfirmed_total",
                 "Kills whose exit was not seen before the deadline.",
+            ),
+            metrics_bind_failures: counter(
+                &r,
+                "lowmemd_metrics_bind_failures_total",
+                "Failed attempts to bind the --metrics-listen address (retried with back-off).",
             ),
             recovered: counter(
                 &r,

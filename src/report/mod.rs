@@ -1,7 +1,8 @@
 //! What leaves the daemon: the records of actions (`events.rs`) and their log
 //! (`eventlog.rs`), Prometheus metrics and `/status` (`metrics.rs`, served by `http.rs`),
-//! log lines to stderr or the journal (`logger.rs`), the service manager (`notify.rs`), and
-//! the policy's hooks (`hooks/`). [`Reporter`] turns what the pipeline observed into all of
+//! log lines to stderr or the journal (`logger.rs`), the service manager (`notify.rs`), the
+//! status socket `lowmemd status` asks (`status_socket.rs`), and the policy's hooks
+//! (`hooks/`). [`Reporter`] turns what the pipeline observed into all of
 //! these.
 
 pub mod eventlog;
@@ -12,6 +13,7 @@ pub mod http;
 pub mod logger;
 pub mod metrics;
 pub mod notify;
+pub mod status_socket;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +44,13 @@ impl Reporter {
             events,
             hooks: Hooks::default(),
         }
+    }
+
+    /// A dry run's reporter: no hook runs, whatever the policy says (a dry run must have
+    /// no effect outside lowmemd, and a hook is one: a notification, a ticket, a restart).
+    pub fn without_hooks(mut self) -> Self {
+        self.hooks = Hooks::off();
+        self
     }
 
     /// Writes an action to the event log and the `/status` ring.

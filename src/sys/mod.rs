@@ -176,6 +176,52 @@ pub fn adopt_inherited_fd(fd: i32) -> io::Result<std::os::fd::OwnedFd> {
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
+/// The descriptors above stdio that a service manager meant for us: systemd's
+/// `LISTEN_FDS` (from 3 on, when `LISTEN_PID` is ours) and Android init's
+/// `ANDROID_SOCKET_lmkd`. Everything else open above 2 at start-up was left open by
+/// mistake by whatever started lowmemd.
+pub fn fds_meant_for_us(
+    listen_pid: Option<&str>,
+    listen_fds: Option<&str>,
+    android_lmkd: Option<&str>,
+    me: u32,
+) -> Vec<i32> {
+    let mut keep = Vec::new();
+    if listen_pid.and_then(|p| p.trim().parse::<u32>().ok()) == Some(me) {
+        let n = listen_fds.and_then(|n| n.trim().parse::<i32>().ok());
+        // systemd's SD_LISTEN_FDS_START; a count beyond any fd limit is not believed.
+        keep.extend((3..).take(n.unwrap_or(0).clamp(0, 1 << 16) as usize));
+    }
+    keep.extend(android_lmkd.and_then(|n| n.trim().parse::<i32>().ok()));
+    keep.sort_unstable();
+    keep.dedup();
+    keep
+}
+
+/// Closes every descriptor above 2 but `keep`: what an init script, a shell or a
+/// supervisor left open would otherwise stay open in lowmemd for its lifetime and reach
+/// every hook it runs. Returns how many were closed. Call it first thing in `main`,
+/// before any thread, logger or file exists.
+pub fn close_inherited_fds(keep: &[i32]) -> io::Result<usize> {
+    let open: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    // The directory's own descriptor was among them and is closed now: closing that
+    // number again below is EBADF, which is ignored.
+    let mut closed = 0;
+    for fd in open.into_iter().filter(|fd| *fd > 2 && !keep.contains(fd)) {
+        // SAFETY: at start-up nothing in this process owns a descriptor above 2: std opens
+        // none before `main`, and the caller runs before any file, socket or thread of
+        // ours exists, so no OwnedFd or File can be left holding a closed number. close(2)
+        // takes an integer and touches no memory of ours.
+        if unsafe { libc::close(fd) } == 0 {
+            closed += 1;
+        }
+    }
+    Ok(closed)
+}
+
 /// Makes `cmd`'s child drop the ambient capabilities it would inherit: under the shipped
 /// systemd unit lowmemd runs as a dynamic user with CAP_KILL, CAP_SYS_PTRACE and others in
 /// its ambient set, which a non-root program keeps across execve. A hook must not get them.
@@ -212,5 +258,20 @@ pub fn single_malloc_arena() {
     // and touches no memory of ours. A refused value (0 returned) leaves the default.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fds_meant_for_us;
+
+    #[test]
+    fn only_descriptors_passed_to_this_very_process_are_kept() {
+        assert_eq!(fds_meant_for_us(Some("42"), Some("2"), None, 42), [3, 4]);
+        assert!(fds_meant_for_us(Some("41"), Some("2"), None, 42).is_empty());
+        assert!(fds_meant_for_us(None, Some("2"), None, 42).is_empty());
+        assert!(fds_meant_for_us(Some("42"), Some("-1"), None, 42).is_empty());
+        assert_eq!(fds_meant_for_us(None, None, Some("9"), 42), [9]);
+        assert_eq!(fds_meant_for_us(Some("42"), Some("1"), Some("3"), 42), [3]);
     }
 }

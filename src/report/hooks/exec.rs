@@ -7,13 +7,13 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
+use rustix::process::{Pid, PidfdFlags, Signal, kill_process_group, pidfd_open, pidfd_send_signal};
 
 use crate::clock::monotonic_ms;
 use crate::pipeline::confirm::{Outcome, wait_exit};
 use crate::policy::Hook;
 
-use super::Job;
+use super::{Job, orphans};
 
 /// A hook's problems and its rate limit are said at most once per this.
 const SAY_EVERY: Duration = Duration::from_secs(60);
@@ -46,8 +46,12 @@ pub enum HookError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ran {
     Exited(ExitStatus),
-    /// Still running at its timeout: killed through its pidfd.
+    /// Still running at its timeout: killed, with its process group and whatever else it
+    /// started.
     TimedOut,
+    /// Ended, but left processes behind that were still running at its timeout: killed
+    /// (how many).
+    LeftBehind(usize),
     /// Over `max_per_minute`: not started.
     RateLimited,
 }
@@ -86,7 +90,11 @@ impl Runner {
                     _ => format!("{}: ended with {st}", hook.exec[0]),
                 },
                 Ok(Ran::TimedOut) => format!(
-                    "{}: still running after {} ms: killed",
+                    "{}: still running after {} ms: killed, with every process it started",
+                    hook.exec[0], hook.timeout_ms
+                ),
+                Ok(Ran::LeftBehind(n)) => format!(
+                    "{}: left {n} processes running past its {} ms: killed",
                     hook.exec[0], hook.timeout_ms
                 ),
                 Ok(Ran::RateLimited) => format!(
@@ -165,7 +173,7 @@ fn nobody() -> (u32, u32) {
 }
 
 /// Runs one hook to its end or its timeout.
-fn run(hook: &Hook, env: &[(String, String)], stdin: &[u8]) -> Result<Ran, HookError> {
+pub fn run(hook: &Hook, env: &[(String, String)], stdin: &[u8]) -> Result<Ran, HookError> {
     let exec = || hook.exec[0].clone();
     let mut cmd = Command::new(&hook.exec[0]);
     cmd.args(&hook.exec[1..])
@@ -173,6 +181,8 @@ fn run(hook: &Hook, env: &[(String, String)], stdin: &[u8]) -> Result<Ran, HookE
         .env("PATH", PATH)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir("/")
+        // A group of its own (pgid = its pid), so that the timeout kills all it started.
+        .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -215,6 +225,13 @@ fn run(hook: &Hook, env: &[(String, String)], stdin: &[u8]) -> Result<Ran, HookE
     let ran = match wait_exit(&pidfd, deadline) {
         Outcome::Exited { .. } => None,
         Outcome::TimedOut => {
+            // The group by its raw id: there is no pidfd for a process group. Sound here
+            // because the id is the leader's pid and the leader is our child, not yet
+            // reaped (we wait for it below): the number cannot be reused for another group
+            // until then. The leader's pidfd after, in case it left its own group.
+            if let Some(pgid) = Pid::from_raw(child.id() as i32) {
+                let _ = kill_process_group(pgid, Signal::KILL);
+            }
             let _ = pidfd_send_signal(&pidfd, Signal::KILL);
             Some(Ran::TimedOut)
         }
@@ -223,7 +240,14 @@ fn run(hook: &Hook, env: &[(String, String)], stdin: &[u8]) -> Result<Ran, HookE
         exec: exec(),
         source,
     })?;
-    Ok(ran.unwrap_or(Ran::Exited(status)))
+    // Whatever detached from the group (setsid, a daemonising double fork) came to us as
+    // an orphan: it has until the same deadline.
+    let left = orphans::sweep(deadline);
+    Ok(match ran {
+        Some(r) => r,
+        None if left > 0 => Ran::LeftBehind(left),
+        None => Ran::Exited(status),
+    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! killed at its timeout, each limited to `max_per_minute` starts.
 
 mod exec;
+mod orphans;
 
 use std::cell::RefCell;
 use std::sync::atomic::AtomicU64;
@@ -18,7 +19,8 @@ use crate::policy::{Hook, HookOn, Policy};
 use crate::procs::printable;
 
 use super::handoff::Handoff;
-pub use exec::{Ran, Runner};
+pub use exec::{HookError, Ran, Runner, run};
+pub use orphans::adopt_orphans;
 
 /// Jobs dropped because the hooks thread was behind (a hook at its timeout, say).
 pub static HOOKS_DROPPED: AtomicU64 = AtomicU64::new(0);
@@ -53,9 +55,10 @@ impl Job {
     }
 }
 
-/// `LOWMEMD_EVENT` and one `LOWMEMD_<FIELD>` per top-level field of the event: strings as
-/// they are (a process name with its control characters escaped, as in the logs), numbers,
-/// `true`/`false`; null fields are left out.
+/// `LOWMEMD_EVENT` and one `LOWMEMD_<FIELD>` per top-level field of the event: strings with
+/// their control characters escaped as in the logs (a process's name, a cgroup's path and a
+/// rule's name come from whoever made them, and a hook may write them to a terminal or a
+/// log of its own), numbers, `true`/`false`; null fields are left out.
 pub fn environment(on: HookOn, event: &serde_json::Value) -> Vec<(String, String)> {
     let mut env = vec![("LOWMEMD_EVENT".to_string(), on.as_str().to_string())];
     let Some(fields) = event.as_object() else {
@@ -65,8 +68,7 @@ pub fn environment(on: HookOn, event: &serde_json::Value) -> Vec<(String, String
         let value = match v {
             serde_json::Value::Null | serde_json::Value::Array(_) => continue,
             serde_json::Value::Object(_) => continue,
-            serde_json::Value::String(s) if k == "comm" => printable(s).into_owned(),
-            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::String(s) => printable(s).into_owned(),
             other => other.to_string(),
         };
         // An environment string ends at a NUL; no field of ours holds one, but be sure.
@@ -85,9 +87,19 @@ pub struct Hooks {
     hooks: RefCell<Vec<Hook>>,
     level: RefCell<Option<String>>,
     queue: RefCell<Option<Handoff<Job>>>,
+    /// A dry run: nothing is fired.
+    off: bool,
 }
 
 impl Hooks {
+    /// Hooks that never run (a dry run).
+    pub fn off() -> Self {
+        Hooks {
+            off: true,
+            ..Hooks::default()
+        }
+    }
+
     /// Adopts the hooks of the policy in force: called with every sample, so a reload
     /// applies from the next action on.
     pub fn adopt(&self, policy: &Policy) {
@@ -106,11 +118,21 @@ impl Hooks {
 
     /// Queues `event` for the hooks that follow `on`; never waits.
     pub fn fire(&self, on: HookOn, event: &impl Serialize) {
+        if self.off {
+            return;
+        }
         let Some(job) = Job::new(&self.hooks.borrow(), on, event) else {
             return;
         };
         let mut queue = self.queue.borrow_mut();
         if queue.is_none() {
+            // Only hooks start processes in lowmemd: every orphan that comes to us is a
+            // hook's (orphans.rs).
+            if let Err(e) = adopt_orphans() {
+                log::warn!(
+                    "PR_SET_CHILD_SUBREAPER: {e}; a hook that detaches from its process group outlives its timeout"
+                );
+            }
             let mut runner = Runner::new();
             match Handoff::spawn("hooks", QUEUE, &HOOKS_DROPPED, move |job: Job| {
                 runner.run(&job)
@@ -147,6 +169,20 @@ mod tests {
         assert_eq!(get("LOWMEMD_CGROUP"), Some("/user.slice/app.scope"));
         assert_eq!(get("LOWMEMD_EXIT_CONFIRMED"), Some("true"));
         assert_eq!(get("LOWMEMD_RULE"), None);
+    }
+
+    #[test]
+    fn a_cgroup_path_with_control_characters_is_escaped() {
+        // Any user may name their own cgroup (`mkdir` in a delegated subtree) so.
+        let event = serde_json::json!({
+            "action": "kill", "cgroup": "/user.slice/a\nLOWMEMD_PID=1\u{1b}[2J\u{0}x",
+        });
+        let env = environment(HookOn::Kill, &event);
+        let cgroup = env.iter().find(|(n, _)| n == "LOWMEMD_CGROUP").unwrap();
+        assert_eq!(
+            cgroup.1,
+            "/user.slice/a\\u{a}LOWMEMD_PID=1\\u{1b}[2J\\u{0}x"
+        );
     }
 
     #[test]
