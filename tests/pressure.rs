@@ -40,8 +40,14 @@ fn cached_apps_make_room_highest_adj_first() {
     assert_eq!(cg.oom_kills(), 0, "the kernel OOM killer must not have run");
     for k in &kills {
         assert_eq!(k["exit_confirmed"], true, "{k}");
-        assert_eq!(k["level"], "low", "{k}");
-        assert_eq!(k["reason"], "low_memory", "{k}");
+        // The foreground grows at 100 MiB/s: below 15 % it would run out within a second,
+        // so the runaway level (adj >= 0, highest adj first: the same victims) may decide
+        // before the low one (adj >= 900) does.
+        let decided = (k["level"].as_str().unwrap(), k["reason"].as_str().unwrap());
+        assert!(
+            [("low", "low_memory"), ("runaway", "exhaustion")].contains(&decided),
+            "{k}"
+        );
         assert!(k["kill_to_exit_ms"].as_u64().unwrap() < 1000, "{k}");
         assert!(k["rss_kib"].as_u64().unwrap() >= 29 * 1024, "{k}");
         for field in [

@@ -1,23 +1,22 @@
-//! What lowmemd sees and does, for operators: the Prometheus registry and the `/status`
-//! state (scope, policy, current level, memory, the last actions). Updated by the monitor
-//! and the pipeline with atomics and one short-held lock, read by the HTTP thread, so a
-//! scrape never holds up a decision.
+//! What lowmemd sees and does, for operators: the Prometheus registry, and the `/status`
+//! state (`status.rs`) behind the same handle. Updated by the monitor and the pipeline with
+//! atomics and one short-held lock, read by the HTTP thread, so a scrape never holds up a
+//! decision.
 //!
 //! Metric and label names are a public interface (docs/observability.md): never rename one.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use parking_lot::Mutex;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
 };
 use serde::Serialize;
 
+use super::status::StatusBoard;
 use crate::caps::KernelCaps;
-use crate::clock::{monotonic_ms, wall_ms};
+use crate::clock::wall_ms;
 use crate::health::Health;
 use crate::monitor::Source;
 use crate::pipeline::outcome::Skip;
@@ -32,8 +31,6 @@ const DROP_COUNTS: [(&str, &std::sync::atomic::AtomicU64); 3] = [
     ("hooks", &super::hooks::HOOKS_DROPPED),
 ];
 
-/// Actions kept for `/status`.
-const RING: usize = 32;
 pub struct Metrics {
     registry: Registry,
     pub kills: IntCounterVec,
@@ -71,30 +68,8 @@ pub struct Metrics {
     health: Arc<Health>,
     build_info: IntGaugeVec,
     start_time: Gauge,
-    status: Mutex<Status>,
-}
-
-/// The `/status` document, minus what is computed on request.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Status {
-    pub version: &'static str,
-    pub scope: String,
-    pub policy: String,
-    pub levels: Vec<String>,
-    /// The level the last sample fell in (`none` outside every level).
-    pub current_level: String,
-    pub memory: MemSnapshot,
-    /// Available RAM, percent of the scope.
-    pub available_pct: f64,
-    /// What the memory conditions judge: available RAM plus swap headroom where the policy
-    /// counts swap, percent of the scope's RAM.
-    pub headroom_pct: f64,
-    pub started_unix_ms: u64,
-    /// The last actions, newest last (the event log's records).
-    pub last_actions: VecDeque<serde_json::Value>,
-    /// The lmkd socket, when served: its clients, registrations and LMK_TARGET table.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lmkd: Option<serde_json::Value>,
+    /// The `/status` document's state.
+    status: StatusBoard,
 }
 
 // Latency buckets: 1 ms to 10 s, dense around the tens of milliseconds a kill takes.
@@ -316,12 +291,7 @@ impl Metrics {
                 "Start time of lowmemd, seconds since the Unix epoch.",
             ),
             registry: r,
-            status: Mutex::new(Status {
-                version: env!("CARGO_PKG_VERSION"),
-                current_level: "none".into(),
-                started_unix_ms: wall_ms(),
-                ..Default::default()
-            }),
+            status: StatusBoard::new(),
         };
         for (f, on) in [
             ("psi", caps.psi),
@@ -365,7 +335,7 @@ impl Metrics {
 
     /// The lmkd socket's state for `/status` (its LMK_TARGET table, its clients).
     pub fn set_lmkd_status(&self, v: serde_json::Value) {
-        self.status.lock().lmkd = Some(v);
+        self.status.set_lmkd(v);
     }
 
     /// Creates every label set the policy can produce, so a fresh daemon shows zeros (a
@@ -380,19 +350,12 @@ impl Metrics {
             self.pageout_bytes.with_label_values(&[&l.name]);
             self.level_active.with_label_values(&[&l.name]);
         }
-        let mut st = self.status.lock();
-        st.scope = scope.to_string();
-        st.policy = describe.to_string();
-        st.levels = policy
-            .levels
-            .iter()
-            .map(crate::policy::explain::level_short)
-            .collect();
+        self.status.adopt_policy(policy, scope, describe);
     }
 
     /// The scope as described in `/status`.
     pub fn scope_name(&self) -> String {
-        self.status.lock().scope.clone()
+        self.status.scope_name()
     }
 
     pub fn observe_memory(&self, mem: &MemSnapshot, level: Option<&str>, policy: &Policy) {
@@ -409,22 +372,12 @@ impl Metrics {
                 .with_label_values(&[&l.name])
                 .set(i64::from(Some(l.name.as_str()) == level));
         }
-        let mut st = self.status.lock();
-        st.memory = *mem;
-        st.available_pct = (mem.available_pct() * 10.0).round() / 10.0;
-        st.headroom_pct = (mem.headroom_pct(policy.count_swap) * 10.0).round() / 10.0;
-        st.current_level = level.unwrap_or("none").to_string();
+        self.status.observe_memory(mem, level, policy);
     }
 
     /// Adds an action (an event-log record) to the `/status` ring.
     pub fn push_action(&self, event: &impl Serialize) {
-        if let Ok(v) = serde_json::to_value(event) {
-            let mut st = self.status.lock();
-            if st.last_actions.len() == RING {
-                st.last_actions.pop_front();
-            }
-            st.last_actions.push_back(v);
-        }
+        self.status.push_action(event);
     }
 
     /// The Prometheus text exposition.
@@ -441,19 +394,15 @@ impl Metrics {
 
     /// The `/status` document.
     pub fn status_json(&self) -> Vec<u8> {
-        let st = self.status.lock().clone();
-        let uptime_s = wall_ms().saturating_sub(st.started_unix_ms) / 1000;
-        let mut v = serde_json::to_value(&st).unwrap_or_default();
-        v["uptime_s"] = uptime_s.into();
-        v["healthy"] = self.health.healthy(monotonic_ms()).into();
-        v["scope_ok"] = self.health.scope_ok().into();
-        serde_json::to_vec_pretty(&v).unwrap_or_default()
+        self.status.to_json(&self.health)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::monotonic_ms;
+    use crate::report::status::RING;
 
     fn caps() -> KernelCaps {
         KernelCaps {

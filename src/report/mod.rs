@@ -13,6 +13,7 @@ pub mod http;
 pub mod logger;
 pub mod metrics;
 pub mod notify;
+pub mod status;
 pub mod status_socket;
 
 use std::sync::Arc;
