@@ -86,7 +86,9 @@ fn runaway_is_killed_before_the_kernel_oom_killer() {
     assert_eq!(kills.len(), 1, "{events:#?}");
     let k = kills[0];
     assert_eq!(k["pid"], leak.pid, "{k}");
-    assert_eq!(k["level"], "critical", "{k}");
+    // Stopped by its trend with ~15 % left, not at the critical 5 %.
+    assert_eq!(k["level"], "runaway", "{k}");
+    assert_eq!(k["reason"], "exhaustion", "{k}");
     assert_eq!(k["exit_confirmed"], true, "{k}");
     assert!(small.alive(), "the small process must survive");
 }
