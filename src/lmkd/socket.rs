@@ -1,7 +1,8 @@
 //! The listening socket: created at `--lmkd-socket PATH` (mode 0660, a chosen group), or
 //! inherited already open from Android init (`ANDROID_SOCKET_lmkd=<fd>`) or from systemd
 //! socket activation (`LISTEN_FDS`, the fd named `lmkd` in `LISTEN_FDNAMES`). Who may
-//! connect is the file's mode and group. A socket is only created in a directory no other user
+//! connect is the file's mode and group; what a client may do once connected is decided by
+//! its peer credentials (`peer`). A socket is only created in a directory no other user
 //! may write, or one like /tmp (sticky, root's): elsewhere another user could replace the
 //! socket, or plant files where lowmemd writes its registrations snapshot.
 
@@ -32,6 +33,8 @@ pub enum SocketError {
     SharedDirectory { dir: PathBuf, why: String },
     #[error("group {0:?} is neither a number nor in /etc/group")]
     NoSuchGroup(String),
+    #[error("user {0:?} is neither a number nor in /etc/passwd")]
+    NoSuchUser(String),
     #[error("{var}: {why}")]
     Inherited { var: &'static str, why: String },
 }
@@ -73,6 +76,20 @@ pub fn group_id(name: &str) -> Result<u32, SocketError> {
             (f.next()? == name).then(|| f.nth(1)?.parse().ok())?
         })
         .ok_or_else(|| SocketError::NoSuchGroup(name.into()))
+}
+
+/// The uid of a user name (or number) from /etc/passwd.
+pub fn user_id(name: &str) -> Result<u32, SocketError> {
+    if let Ok(n) = name.parse() {
+        return Ok(n);
+    }
+    let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    text.lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next()? == name).then(|| f.nth(1)?.parse().ok())?
+        })
+        .ok_or_else(|| SocketError::NoSuchUser(name.into()))
 }
 
 /// Creates and listens on `path`: mode 0660, owned by `group` when given. A stale socket
@@ -213,6 +230,9 @@ mod tests {
         assert_eq!(group_id("1234").unwrap(), 1234);
         assert_eq!(group_id("root").unwrap(), 0);
         assert!(group_id("no-such-group-here").is_err());
+        assert_eq!(user_id("1234").unwrap(), 1234);
+        assert_eq!(user_id("root").unwrap(), 0);
+        assert!(user_id("no-such-user-here").is_err());
     }
 
     #[test]
