@@ -361,10 +361,9 @@ impl Server {
                 if self.untrusted(c, "LMK_UPDATE_PROPS") {
                     // As lmkd answers a reload that failed.
                     self.reply(c, &[protocol::LMK_UPDATE_PROPS, -1]);
-                    return;
+                } else {
+                    self.reloads.ask(c.conn);
                 }
-                self.reloads.ask(c.conn);
-                return;
             }
             Command::StartMonitoring => {}
             Command::BootCompleted => {
@@ -372,10 +371,9 @@ impl Server {
                 self.reply(c, &[protocol::LMK_BOOT_COMPLETED, i32::from(already)]);
             }
             Command::Target(targets) => {
-                if self.untrusted(c, "LMK_TARGET") {
-                    return;
+                if !self.untrusted(c, "LMK_TARGET") {
+                    self.target(c, targets)
                 }
-                self.target(c, targets)
             }
         }
     }
