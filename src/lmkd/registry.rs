@@ -5,15 +5,18 @@
 //! waiting on a client.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 
 use parking_lot::Mutex;
 use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::fs::{Mode, OFlags, openat};
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, pidfd_open};
 
 use crate::pipeline::registered::{Registered, Registrations};
-use crate::procs::{PF_KTHREAD, ProcError, ProcRoot};
+use crate::procs::{PF_KTHREAD, ProcError, ProcRoot, StatLite, parse_stat};
 
 use super::peer::{self, Peer, Written};
 use super::protocol::{Prio, ProcType};
@@ -146,27 +149,93 @@ fn exited(fd: impl AsFd) -> bool {
     matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
 }
 
-/// The real uid of /proc/PID/status (`Uid:` real effective saved fs).
-fn real_uid(proc: &ProcRoot, pid: i32) -> Result<u32, RegistryError> {
-    let path = proc.file(pid, "status");
-    let text = std::fs::read_to_string(&path).map_err(|e| match e.raw_os_error() {
-        Some(libc_enoent) if libc_enoent == Errno::NOENT.raw_os_error() => {
-            RegistryError::NoSuchProcess(pid)
+/// A process's /proc directory, opened while its pidfd says it runs. Files opened through
+/// it are that incarnation's (once it exits they fail, and a recycled pid gets a directory
+/// of its own), so the checks and the write to oom_score_adj are all about the process the
+/// pidfd pins: a client cannot have its own process exit and its pid reused by root's
+/// between lowmemd's check of the uid and its write.
+struct ProcDir {
+    fd: OwnedFd,
+    pid: i32,
+    path: PathBuf,
+}
+
+impl ProcDir {
+    fn open(proc: &ProcRoot, pid: i32, pidfd: &OwnedFd) -> Result<ProcDir, RegistryError> {
+        let path = proc.path().join(pid.to_string());
+        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+        let fd = rustix::fs::open(&path, flags, Mode::empty()).map_err(|e| match e {
+            Errno::NOENT | Errno::SRCH => RegistryError::NoSuchProcess(pid),
+            e => RegistryError::Proc(ProcError::Io {
+                path: path.clone(),
+                source: e.into(),
+            }),
+        })?;
+        if exited(pidfd) {
+            return Err(RegistryError::NoSuchProcess(pid));
         }
-        _ => RegistryError::Proc(ProcError::Io {
-            path: path.clone(),
-            source: e,
-        }),
-    })?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| {
-            RegistryError::Proc(ProcError::Malformed {
-                path,
-                what: "no Uid: line".into(),
-            })
+        Ok(ProcDir { fd, pid, path })
+    }
+
+    fn gone_or(&self, name: &str) -> impl Fn(Errno) -> RegistryError + '_ {
+        let path = self.path.join(name);
+        move |e| match e {
+            Errno::NOENT | Errno::SRCH => RegistryError::NoSuchProcess(self.pid),
+            e => RegistryError::Proc(ProcError::Io {
+                path: path.clone(),
+                source: e.into(),
+            }),
+        }
+    }
+
+    fn read(&self, name: &str) -> Result<Vec<u8>, RegistryError> {
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+        let fd = openat(&self.fd, name, flags, Mode::empty()).map_err(self.gone_or(name))?;
+        let mut buf = Vec::with_capacity(1024);
+        std::fs::File::from(fd)
+            .read_to_end(&mut buf)
+            .map_err(|e| self.gone_or(name)(Errno::from_io_error(&e).unwrap_or(Errno::IO)))?;
+        Ok(buf)
+    }
+
+    fn malformed(&self, name: &str, what: String) -> RegistryError {
+        RegistryError::Proc(ProcError::Malformed {
+            path: self.path.join(name),
+            what,
         })
+    }
+
+    /// The real uid (`Uid:` real effective saved fs).
+    fn real_uid(&self) -> Result<u32, RegistryError> {
+        let text = String::from_utf8_lossy(&self.read("status")?).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .ok_or_else(|| self.malformed("status", "no Uid: line".into()))
+    }
+
+    fn stat(&self) -> Result<StatLite, RegistryError> {
+        parse_stat(&self.read("stat")?).map_err(|e| self.malformed("stat", e))
+    }
+
+    fn adj(&self) -> Result<i16, RegistryError> {
+        let buf = self.read("oom_score_adj")?;
+        (std::str::from_utf8(&buf).ok())
+            .and_then(|t| t.trim().parse().ok())
+            .ok_or_else(|| self.malformed("oom_score_adj", "not a number".into()))
+    }
+
+    fn write_adj(&self, adj: i32) -> Result<(), RegistryError> {
+        let write = || -> std::io::Result<()> {
+            let flags = OFlags::WRONLY | OFlags::CLOEXEC;
+            let fd = openat(&self.fd, "oom_score_adj", flags, Mode::empty())?;
+            std::fs::File::from(fd).write_all(adj.to_string().as_bytes())
+        };
+        write().map_err(|source| RegistryError::WriteAdj {
+            pid: self.pid,
+            source,
+        })
+    }
 }
 
 impl Registry {
@@ -195,7 +264,8 @@ impl Registry {
             Errno::SRCH => RegistryError::NoSuchProcess(pid),
             source => RegistryError::Pidfd { pid, source },
         })?;
-        let actual = real_uid(&self.proc, pid)?;
+        let dir = ProcDir::open(&self.proc, pid, &pidfd)?;
+        let actual = dir.real_uid()?;
         if actual != prio.uid {
             return Err(RegistryError::WrongUid {
                 pid,
@@ -203,9 +273,8 @@ impl Registry {
                 actual,
             });
         }
-        let mut buf = Vec::with_capacity(512);
-        let stat = self.proc.read_stat(pid, &mut buf)?;
-        let current = self.proc.read_adj(pid)?;
+        let stat = dir.stat()?;
+        let current = dir.adj()?;
         if let Some(what) = peer::untouchable(pid, self.me, stat.flags & PF_KTHREAD != 0, current) {
             return Err(RegistryError::Protected { pid, what });
         }
@@ -239,13 +308,7 @@ impl Registry {
             }
             Some(peer::floor_after_untrusted(current, written))
         };
-        std::fs::write(self.proc.file(pid, "oom_score_adj"), prio.adj.to_string())
-            .map_err(|source| RegistryError::WriteAdj { pid, source })?;
-        // Still alive after the reads and the write: the pid was this process's all along,
-        // so they were all about it.
-        if exited(&pidfd) {
-            return Err(RegistryError::NoSuchProcess(pid));
-        }
+        dir.write_adj(prio.adj)?;
         let rec = Record {
             pidfd,
             starttime: stat.starttime,
