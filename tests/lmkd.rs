@@ -700,13 +700,23 @@ fn lmkd_an_untrusted_peer_cannot_set_thresholds_or_reload_and_roots_reloads_coal
         [7, -1],
         "UPDATE_PROPS refused as lmkd refuses"
     );
-    assert_eq!(rejected(&sc, "untrusted_command"), 3.0);
+    assert_eq!(
+        peer.ask(&[10]),
+        [10, -1],
+        "BOOT_COMPLETED is system_server's to say"
+    );
+    assert_eq!(rejected(&sc, "untrusted_command"), 4.0);
     let status = http_get(&sc.daemon.metrics_addr(), "/status").unwrap().1;
     let st: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert!(st["lmkd"]["minfree"].is_null(), "{status}");
     assert!(!status.contains("minfree from lmkd client"), "{status}");
     // Root's client may; a burst of requests is one reload, each request answered.
     let root = Client::connect(&sock);
+    assert_eq!(
+        root.ask(&[10]),
+        [10, 0],
+        "the first BOOT_COMPLETED is root's"
+    );
     for _ in 0..100 {
         root.send(&[7]);
     }

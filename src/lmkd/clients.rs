@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::peer::{Bucket, Peer, Trust};
+use super::registry::Owner;
 
 /// lmkd serves at most this many data connections at once (root has one more).
 pub const MAX_CLIENTS: usize = 3;
@@ -32,6 +33,16 @@ pub struct Client {
     active: Instant,
     /// Whether it is over its rate now (counted once per episode).
     throttled: bool,
+}
+
+impl Client {
+    /// What the registry records as the owner of what this client registers.
+    pub fn owner(&self) -> Owner {
+        Owner {
+            conn: self.conn,
+            peer: self.peer,
+        }
+    }
 }
 
 pub struct Clients {

@@ -3,7 +3,8 @@
 //! MSG_DONTWAIT, and nothing the kill path needs is held while a client is served.
 //!
 //! What a client may do is what its peer credentials allow (`peer`): an untrusted client
-//! acts only on its own processes and never sends LMK_TARGET or LMK_UPDATE_PROPS. What a
+//! acts only on its own processes and never sends LMK_TARGET, LMK_UPDATE_PROPS or
+//! LMK_BOOT_COMPLETED. What a
 //! client may cost is bounded: its packets are read at a rate, an idle untrusted client is
 //! let go (`clients`), policy reloads are coalesced, and the registry is pruned and
 //! published on a timer, never per packet (`upkeep`).
@@ -22,7 +23,7 @@ use super::Hub;
 use super::clients::{Client, Clients, IDLE_TIMEOUT};
 use super::peer::Trust;
 use super::protocol::{self, Command, MAX_PACKET, ProtocolError, Target};
-use super::registry::{Owner, Registry};
+use super::registry::Registry;
 use super::snapshot::Publisher;
 use super::upkeep::{MinfreeTable, Reloads, Upkeep, status};
 
@@ -291,13 +292,6 @@ impl Server {
         }
     }
 
-    fn owner(c: &Client) -> Owner {
-        Owner {
-            conn: c.conn,
-            peer: c.peer,
-        }
-    }
-
     /// Refuses a command only a trusted client may send; true when refused.
     fn untrusted(&mut self, c: &Client, what: &str) -> bool {
         if c.peer.trusted {
@@ -334,7 +328,7 @@ impl Server {
             Command::ProcsPrio(ps) => self.register(c, &ps),
             Command::ProcRemove { pid } => {
                 self.upkeep.changed();
-                if let Err(e) = self.registry.remove(pid, Self::owner(c)) {
+                if let Err(e) = self.registry.remove(pid, c.owner()) {
                     self.reject(
                         e.why(),
                         format_args!("client pid {}: LMK_PROCREMOVE: {e}", c.peer.pid),
@@ -366,6 +360,10 @@ impl Server {
                 }
             }
             Command::StartMonitoring => {}
+            // Another client's "boot completed" would make system_server's "already handled".
+            Command::BootCompleted if self.untrusted(c, "LMK_BOOT_COMPLETED") => {
+                self.reply(c, &[protocol::LMK_BOOT_COMPLETED, -1]);
+            }
             Command::BootCompleted => {
                 let already = std::mem::replace(&mut self.boot_completed, true);
                 self.reply(c, &[protocol::LMK_BOOT_COMPLETED, i32::from(already)]);
@@ -381,7 +379,7 @@ impl Server {
     fn register(&mut self, c: &Client, prios: &[protocol::Prio]) {
         self.upkeep.changed();
         for p in prios {
-            match self.registry.register(p, Self::owner(c)) {
+            match self.registry.register(p, c.owner()) {
                 Ok(()) => log::debug!(
                     "lmkd client pid {} (uid {}): pid {} uid {} adj {}",
                     c.peer.pid,
