@@ -3,6 +3,7 @@
 //!
 //! - `protocol`: the packets, parsed and encoded (pure).
 //! - `peer`: who a client is (SO_PEERCRED) and what it may do: trust, floors, rate limits.
+//! - `procdir`: a registered process read and written through its pinned /proc directory.
 //! - `registry`: the pidfd-pinned table of registered processes, read by the pipeline.
 //! - `clients`: the connections: slots (one kept for root), read rates, idle timeouts.
 //! - `socket`: the listening socket: created, or inherited from init or systemd.
@@ -14,6 +15,7 @@
 
 pub mod clients;
 pub mod peer;
+mod procdir;
 pub mod protocol;
 pub mod registry;
 pub mod server;

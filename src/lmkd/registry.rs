@@ -5,20 +5,18 @@
 //! waiting on a client.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
 
 use parking_lot::Mutex;
 use rustix::event::{PollFd, PollFlags, Timespec};
-use rustix::fs::{Mode, OFlags, openat};
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, pidfd_open};
 
 use crate::pipeline::registered::{Registered, Registrations};
-use crate::procs::{PF_KTHREAD, ProcError, ProcRoot, StatLite, parse_stat};
+use crate::procs::{PF_KTHREAD, ProcError, ProcRoot};
 
 use super::peer::{self, Peer, Written};
+use super::procdir::ProcDir;
 use super::protocol::{Prio, ProcType};
 
 /// The connection that owns a record.
@@ -74,7 +72,9 @@ pub enum RegistryError {
         "pid {pid}: adj {adj} is below {lowest}, the lowest the process could set itself; only a trusted client may go lower"
     )]
     BelowFloor { pid: i32, adj: i32, lowest: i16 },
-    #[error("pid {pid}: already {cap} registrations, as many as the fd limit allows")]
+    #[error(
+        "pid {pid}: already {cap} registrations, as many as the fd limit allows (untrusted clients: half of it)"
+    )]
     Full { pid: i32, cap: usize },
     #[error("pid {pid} is registered by client pid {owner}, which is still connected")]
     NotOwner { pid: i32, owner: i32 },
@@ -140,102 +140,13 @@ pub struct Registry {
 }
 
 /// Whether a pidfd says its process exited (readable), without waiting.
-fn exited(fd: impl AsFd) -> bool {
+pub(super) fn exited(fd: impl AsFd) -> bool {
     let mut fds = [PollFd::new(&fd, PollFlags::IN)];
     let zero = Timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
-}
-
-/// A process's /proc directory, opened while its pidfd says it runs. Files opened through
-/// it are that incarnation's (once it exits they fail, and a recycled pid gets a directory
-/// of its own), so the checks and the write to oom_score_adj are all about the process the
-/// pidfd pins: a client cannot have its own process exit and its pid reused by root's
-/// between lowmemd's check of the uid and its write.
-struct ProcDir {
-    fd: OwnedFd,
-    pid: i32,
-    path: PathBuf,
-}
-
-impl ProcDir {
-    fn open(proc: &ProcRoot, pid: i32, pidfd: &OwnedFd) -> Result<ProcDir, RegistryError> {
-        let path = proc.path().join(pid.to_string());
-        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
-        let fd = rustix::fs::open(&path, flags, Mode::empty()).map_err(|e| match e {
-            Errno::NOENT | Errno::SRCH => RegistryError::NoSuchProcess(pid),
-            e => RegistryError::Proc(ProcError::Io {
-                path: path.clone(),
-                source: e.into(),
-            }),
-        })?;
-        if exited(pidfd) {
-            return Err(RegistryError::NoSuchProcess(pid));
-        }
-        Ok(ProcDir { fd, pid, path })
-    }
-
-    fn gone_or(&self, name: &str) -> impl Fn(Errno) -> RegistryError + '_ {
-        let path = self.path.join(name);
-        move |e| match e {
-            Errno::NOENT | Errno::SRCH => RegistryError::NoSuchProcess(self.pid),
-            e => RegistryError::Proc(ProcError::Io {
-                path: path.clone(),
-                source: e.into(),
-            }),
-        }
-    }
-
-    fn read(&self, name: &str) -> Result<Vec<u8>, RegistryError> {
-        let flags = OFlags::RDONLY | OFlags::CLOEXEC;
-        let fd = openat(&self.fd, name, flags, Mode::empty()).map_err(self.gone_or(name))?;
-        let mut buf = Vec::with_capacity(1024);
-        std::fs::File::from(fd)
-            .read_to_end(&mut buf)
-            .map_err(|e| self.gone_or(name)(Errno::from_io_error(&e).unwrap_or(Errno::IO)))?;
-        Ok(buf)
-    }
-
-    fn malformed(&self, name: &str, what: String) -> RegistryError {
-        RegistryError::Proc(ProcError::Malformed {
-            path: self.path.join(name),
-            what,
-        })
-    }
-
-    /// The real uid (`Uid:` real effective saved fs).
-    fn real_uid(&self) -> Result<u32, RegistryError> {
-        let text = String::from_utf8_lossy(&self.read("status")?).into_owned();
-        text.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .ok_or_else(|| self.malformed("status", "no Uid: line".into()))
-    }
-
-    fn stat(&self) -> Result<StatLite, RegistryError> {
-        parse_stat(&self.read("stat")?).map_err(|e| self.malformed("stat", e))
-    }
-
-    fn adj(&self) -> Result<i16, RegistryError> {
-        let buf = self.read("oom_score_adj")?;
-        (std::str::from_utf8(&buf).ok())
-            .and_then(|t| t.trim().parse().ok())
-            .ok_or_else(|| self.malformed("oom_score_adj", "not a number".into()))
-    }
-
-    fn write_adj(&self, adj: i32) -> Result<(), RegistryError> {
-        let write = || -> std::io::Result<()> {
-            let flags = OFlags::WRONLY | OFlags::CLOEXEC;
-            let fd = openat(&self.fd, "oom_score_adj", flags, Mode::empty())?;
-            std::fs::File::from(fd).write_all(adj.to_string().as_bytes())
-        };
-        write().map_err(|source| RegistryError::WriteAdj {
-            pid: self.pid,
-            source,
-        })
-    }
 }
 
 impl Registry {
@@ -258,7 +169,7 @@ impl Registry {
         if let Some(what) = peer::untouchable(pid, self.me, false, 0) {
             return Err(RegistryError::Protected { pid, what });
         }
-        self.check_room(pid)?;
+        self.check_room(pid, owner.peer.trusted)?;
         let raw = Pid::from_raw(pid).ok_or(RegistryError::NoSuchProcess(pid))?;
         let pidfd = pidfd_open(raw, PidfdFlags::empty()).map_err(|e| match e {
             Errno::SRCH => RegistryError::NoSuchProcess(pid),
@@ -323,12 +234,23 @@ impl Registry {
     }
 
     /// Refuses a new record when the table is full (before a pidfd is opened for it).
-    fn check_room(&self, pid: i32) -> Result<(), RegistryError> {
+    /// Untrusted clients' records (those with a floor) may fill half of it together, so
+    /// that they cannot leave system_server no room.
+    fn check_room(&self, pid: i32, trusted: bool) -> Result<(), RegistryError> {
         let mut t = self.table.lock();
-        if t.len() >= self.cap && !t.contains_key(&pid) {
+        if t.contains_key(&pid) {
+            return Ok(());
+        }
+        let cap = if trusted { self.cap } else { self.cap / 2 };
+        let held = |t: &HashMap<i32, Record>| {
+            (t.values())
+                .filter(|r| trusted || r.floor.is_some())
+                .count()
+        };
+        if held(&t) >= cap {
             t.retain(|_, r| !exited(&r.pidfd));
-            if t.len() >= self.cap {
-                return Err(RegistryError::Full { pid, cap: self.cap });
+            if held(&t) >= cap {
+                return Err(RegistryError::Full { pid, cap });
             }
         }
         Ok(())
@@ -617,6 +539,29 @@ mod tests {
         reg.register(&prio(b.id() as i32, 900), me(1)).unwrap();
         b.kill().unwrap();
         b.wait().unwrap();
+    }
+
+    #[test]
+    fn untrusted_clients_fill_half_the_table_and_leave_trusted_ones_room() {
+        let reg = Registry::new(ProcRoot::default(), 2);
+        let uid = rustix::process::getuid().as_raw();
+        let (mut a, mut b, mut c) = (sleeper(), sleeper(), sleeper());
+        let pid = |c: &std::process::Child| c.id() as i32;
+        reg.register(&prio(pid(&a), 900), untrusted(1, uid))
+            .unwrap();
+        let e = reg
+            .register(&prio(pid(&b), 900), untrusted(1, uid))
+            .unwrap_err();
+        assert_eq!(e.why(), "registry_full", "{e}");
+        reg.register(&prio(pid(&b), 900), me(2)).unwrap();
+        assert_eq!(
+            reg.register(&prio(pid(&c), 900), me(2)).unwrap_err().why(),
+            "registry_full"
+        );
+        for p in [&mut a, &mut b, &mut c] {
+            p.kill().unwrap();
+            p.wait().unwrap();
+        }
     }
 
     #[test]
