@@ -141,9 +141,19 @@ pub struct RunArgs {
     /// RuntimeDirectory=; the shipped unit's is /run/lowmemd/status.sock).
     #[arg(long, value_name = "PATH")]
     pub status_socket: Option<std::path::PathBuf>,
-    /// The group that owns the --lmkd-socket file (its members may connect).
+    /// The group that owns the --lmkd-socket file (its members may connect). A member that
+    /// is not trusted (see --lmkd-trusted-uid) may act only on its own processes.
     #[arg(long, value_name = "NAME", requires = "lmkd_socket")]
     pub lmkd_socket_group: Option<String>,
+    /// An lmkd client running as this user (name or number; repeatable) is trusted as root's
+    /// is: it may set any process's adj and send LMK_TARGET and LMK_UPDATE_PROPS (Android's
+    /// system_server). Any other client may only act on processes of its own uid, never
+    /// below the adj they could set themselves.
+    #[arg(long, value_name = "USER")]
+    pub lmkd_trusted_uid: Vec<String>,
+    /// Disconnect an untrusted lmkd client after this long without a packet (tests).
+    #[arg(long, value_name = "MS", hide = true)]
+    pub lmkd_idle_timeout_ms: Option<u64>,
 }
 
 #[derive(Args, Debug)]

@@ -277,15 +277,18 @@ fn lmkd_protocol_replies_ownership_limits_and_bad_input() {
         assert_eq!(rejected(&sc, why), 1.0, "{why}");
     }
     assert_eq!(adj_of(other.pid), Some(960));
-    // The 4th connection is refused.
+    // Three connections and one more kept for root; the 5th is refused.
     let c = Client::connect(&sock);
     let d = Client::connect(&sock);
+    let e = Client::connect(&sock);
     assert_eq!(
-        d.recv_raw(2000),
+        e.recv_raw(2000),
         Some(vec![]),
-        "the 4th connection is closed"
+        "the 5th connection is closed"
     );
     assert_eq!(c.ask(&[10]), [10, 1]);
+    assert_eq!(d.ask(&[10]), [10, 1]);
+    drop(d);
     assert_eq!(rejected(&sc, "too_many_clients"), 1.0);
     // A client that disconnects leaves its records unowned: another may claim them.
     drop(a);
@@ -507,4 +510,384 @@ fn lmkd_rank_shows_registered_processes_with_their_client() {
     sc.daemon.stop();
     let text = rank(&sc, &sock, false);
     assert!(text.contains("which is no longer running"), "{text}");
+}
+
+// Trust (issue #19): a peer that is not root, nor a uid named with --lmkd-trusted-uid, may
+// do over the socket only what it could do alone.
+
+const NOBODY: u32 = 65534;
+
+/// Nothing acts: a level far below what the tests use.
+const QUIET: &str =
+    "[[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 900\navailable_below_pct = 2\n";
+
+impl Client {
+    /// A client whose SO_PEERCRED is nobody's. The kernel keeps credentials per thread and
+    /// SO_PEERCRED records the connecting thread's, so a thread that dropped to uid and gid
+    /// 65534 (and no groups) is, to the daemon, a process of nobody's; the test process
+    /// stays root.
+    fn connect_as_nobody(path: &Path) -> Client {
+        let path = path.to_owned();
+        std::thread::spawn(move || {
+            use rustix::process::{Gid, Uid};
+            let (gid, uid) = (Gid::from_raw(NOBODY), Uid::from_raw(NOBODY));
+            rustix::thread::set_thread_groups(&[]).unwrap();
+            rustix::thread::set_thread_res_gid(gid, gid, gid).unwrap();
+            rustix::thread::set_thread_res_uid(uid, uid, uid).unwrap();
+            Client::connect(&path)
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+/// A daemon whose socket nobody may connect to (group 65534, in a directory others may
+/// enter but not write), run through `wrapper`: the directory, the socket, the scenario.
+fn start_shared(
+    name: &str,
+    policy: &str,
+    wrapper: &[&str],
+    extra: &[&str],
+) -> (tempfile::TempDir, PathBuf, Scenario) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = socket_path(&dir);
+    let policy = write_policy(dir.path(), policy);
+    let mut args = vec![
+        OsStr::new("--policy"),
+        policy.as_os_str(),
+        OsStr::new("--lmkd-socket"),
+        sock.as_os_str(),
+        OsStr::new("--lmkd-socket-group"),
+        OsStr::new("65534"),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    let sc = Scenario::start_under(wrapper, name, 256, &args);
+    (dir, sock, sc)
+}
+
+/// A process of nobody's (`sleep`), killed on Drop.
+struct Nobodys(std::process::Child);
+
+impl Nobodys {
+    fn spawn() -> Nobodys {
+        use std::os::unix::process::CommandExt;
+        let child = Command::new("sleep")
+            .arg("120")
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Nobodys(child)
+    }
+
+    fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+}
+
+impl Drop for Nobodys {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Puts `pid`'s oom_score_adj back on Drop (PID 1's, should a refusal regress).
+struct AdjRestore(i32, Option<i32>);
+
+impl Drop for AdjRestore {
+    fn drop(&mut self) {
+        if let Some(adj) = self.1 {
+            let _ = std::fs::write(format!("/proc/{}/oom_score_adj", self.0), adj.to_string());
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root and a cgroup-v1 memory controller: run as root with cargo test -- --include-ignored"]
+fn lmkd_an_untrusted_peer_cannot_reprioritise_roots_process_lowmemd_or_pid_1() {
+    let (_dir, sock, sc) = start_shared("lmkd-untrusted", QUIET, &[], &[]);
+    let roots = Workload::ready(&sc.cg, "roots", 0, 1);
+    let lowmemd = sc.daemon.pid();
+    let daemon_adj = adj_of(lowmemd);
+    let init = AdjRestore(1, adj_of(1));
+    let init_adj = init.1.unwrap();
+    let other = if init_adj < 1000 { init_adj + 1 } else { 999 };
+    let peer = Client::connect_as_nobody(&sock);
+    // The packet's uid matches the process: lowmemd must look at who is asking.
+    peer.send(&[1, roots.pid, 0, 1000]);
+    peer.send(&[11, roots.pid, 0, 1000, 0]);
+    peer.send(&[1, lowmemd, 0, 1000]);
+    peer.send(&[1, 1, 0, other]);
+    peer.send(&[2, roots.pid]);
+    assert_eq!(peer.ask(&[4, 0, 1000]), [4, 0], "still served");
+    assert_eq!(adj_of(roots.pid), Some(0), "root's process untouched");
+    assert_eq!(adj_of(lowmemd), daemon_adj, "lowmemd untouched");
+    assert_eq!(adj_of(1), Some(init_adj), "PID 1 untouched");
+    // Root is trusted with root's process, but nobody may touch lowmemd or PID 1.
+    let root = Client::connect(&sock);
+    root.send(&[1, lowmemd, 0, 1000]);
+    root.send(&[1, 1, 0, other]);
+    root.send(&[1, roots.pid, 0, 900]);
+    assert!(
+        wait_adj(roots.pid, 900),
+        "a trusted peer sets root's process"
+    );
+    assert_eq!(root.ask(&[4, 0, 1000]), [4, 0]);
+    assert_eq!(
+        adj_of(lowmemd),
+        daemon_adj,
+        "lowmemd untouched by root's client"
+    );
+    assert_eq!(
+        adj_of(1),
+        Some(init_adj),
+        "PID 1 untouched by root's client"
+    );
+    // An untrusted peer may not remove what root's client registered either.
+    peer.send(&[2, roots.pid]);
+    assert_eq!(peer.ask(&[4, 0, 1000]), [4, 0]);
+    assert_eq!(rejected(&sc, "not_peers_process"), 3.0);
+    assert_eq!(rejected(&sc, "protected_process"), 4.0);
+    // `/status` is rebuilt at most every 100 ms.
+    std::thread::sleep(Duration::from_millis(300));
+    let status = http_get(&sc.daemon.metrics_addr(), "/status").unwrap().1;
+    let st: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let clients = st["lmkd"]["clients"].as_array().unwrap();
+    assert!(
+        clients.contains(
+            &serde_json::json!({"pid": std::process::id(), "uid": NOBODY, "trusted": false})
+        ),
+        "{status}"
+    );
+}
+
+#[test]
+#[ignore = "needs root and a cgroup-v1 memory controller: run as root with cargo test -- --include-ignored"]
+fn lmkd_an_untrusted_peer_cannot_lower_its_own_process_below_where_it_stood() {
+    let (_dir, sock, sc) = start_shared("lmkd-own-floor", QUIET, &[], &[]);
+    let own = Nobodys::spawn();
+    std::fs::write(format!("/proc/{}/oom_score_adj", own.pid()), "500").unwrap();
+    let peer = Client::connect_as_nobody(&sock);
+    peer.send(&[1, own.pid(), NOBODY as i32, 300]);
+    assert_eq!(peer.ask(&[4, 0, 1000]), [4, 0]);
+    assert_eq!(adj_of(own.pid()), Some(500), "not below where it stood");
+    // Up, and back down as far as where it stood: what the process could do itself.
+    peer.send(&[1, own.pid(), NOBODY as i32, 800]);
+    assert!(wait_adj(own.pid(), 800));
+    peer.send(&[1, own.pid(), NOBODY as i32, 500]);
+    assert!(wait_adj(own.pid(), 500));
+    peer.send(&[11, own.pid(), NOBODY as i32, 499, 0]);
+    assert_eq!(peer.ask(&[4, 0, 1000]), [4, 0]);
+    assert_eq!(adj_of(own.pid()), Some(500));
+    assert_eq!(rejected(&sc, "adj_below_floor"), 2.0);
+    drop(sc);
+}
+
+#[test]
+#[ignore = "needs root and a cgroup-v1 memory controller: run as root with cargo test -- --include-ignored"]
+fn lmkd_an_untrusted_peer_cannot_set_thresholds_or_reload_and_roots_reloads_coalesce() {
+    let (_dir, sock, sc) = start_shared("lmkd-untrusted-cmds", QUIET, &[], &[]);
+    let peer = Client::connect_as_nobody(&sock);
+    let page = rustix::param::page_size() as i32;
+    peer.send(&[0, i32::MAX, -999]);
+    peer.send(&[0, 200 * 1024 * 1024 / page, 0]);
+    assert_eq!(
+        peer.ask(&[7]),
+        [7, -1],
+        "UPDATE_PROPS refused as lmkd refuses"
+    );
+    assert_eq!(
+        peer.ask(&[10]),
+        [10, -1],
+        "BOOT_COMPLETED is system_server's to say"
+    );
+    assert_eq!(rejected(&sc, "untrusted_command"), 4.0);
+    let status = http_get(&sc.daemon.metrics_addr(), "/status").unwrap().1;
+    let st: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert!(st["lmkd"]["minfree"].is_null(), "{status}");
+    assert!(!status.contains("minfree from lmkd client"), "{status}");
+    // Root's client may; a burst of requests is one reload, each request answered.
+    let root = Client::connect(&sock);
+    assert_eq!(
+        root.ask(&[10]),
+        [10, 0],
+        "the first BOOT_COMPLETED is root's"
+    );
+    for _ in 0..100 {
+        root.send(&[7]);
+    }
+    let mut answered = 0;
+    while answered < 100 {
+        let reply = root.recv(3000).expect("every UPDATE_PROPS is answered");
+        assert_eq!(reply, [7, 0]);
+        answered += 1;
+    }
+    let log = sc.daemon.stderr.lock().unwrap().clone();
+    let reloads = log
+        .iter()
+        .filter(|l| l.contains("(LMK_UPDATE_PROPS)"))
+        .count();
+    assert!((1..=2).contains(&reloads), "{reloads} reloads: {log:#?}");
+}
+
+#[test]
+#[ignore = "needs root and a cgroup-v1 memory controller: run as root with cargo test -- --include-ignored"]
+fn lmkd_three_idle_peers_neither_lock_out_root_nor_stay_connected() {
+    let (_dir, sock, _sc) =
+        start_shared("lmkd-idle", QUIET, &[], &["--lmkd-idle-timeout-ms", "1500"]);
+    let idle: Vec<Client> = (0..3).map(|_| Client::connect_as_nobody(&sock)).collect();
+    for c in &idle {
+        assert_eq!(c.ask(&[4, 0, 1000]), [4, 0]);
+    }
+    let fourth = Client::connect_as_nobody(&sock);
+    assert_eq!(fourth.recv_raw(2000), Some(vec![]), "a 4th peer is refused");
+    let root = Client::connect(&sock);
+    assert_eq!(root.ask(&[4, 0, 1000]), [4, 0], "root always gets a slot");
+    for c in &idle {
+        assert_eq!(c.recv_raw(5000), Some(vec![]), "an idle peer is let go");
+    }
+    let next = Client::connect_as_nobody(&sock);
+    assert_eq!(next.ask(&[4, 0, 1000]), [4, 0], "the freed slots are free");
+    assert_eq!(root.ask(&[4, 0, 1000]), [4, 0], "a trusted peer may idle");
+}
+
+#[test]
+#[ignore = "needs root and a cgroup-v1 memory controller: run as root with cargo test -- --include-ignored"]
+fn lmkd_a_registration_flood_under_a_low_fd_limit_is_capped_and_a_runaway_still_dies() {
+    let (_dir, sock, mut sc) = start_shared(
+        "lmkd-flood",
+        "[[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 0\navailable_below_pct = 20\n",
+        &["prlimit", "--nofile=512:512", "--"],
+        &[],
+    );
+    // 240 processes of nobody's in the memcg: more than the fd limit leaves room for.
+    let sleepers: Vec<Nobodys> = (0..240).map(|_| Nobodys::spawn()).collect();
+    for s in &sleepers {
+        for f in sc.cg.procs_files() {
+            std::fs::write(f, s.pid().to_string()).unwrap();
+        }
+    }
+    let peer = Client::connect_as_nobody(&sock);
+    for three in sleepers.chunks(3) {
+        let mut p = vec![11];
+        for s in three {
+            p.extend([s.pid(), NOBODY as i32, 0, 0]);
+        }
+        peer.send(&p);
+    }
+    assert_eq!(peer.ask(&[4, 0, 1000]), [4, 0], "still served");
+    assert!(
+        rejected(&sc, "registry_full") > 0.0,
+        "registrations are capped"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let registered = metric_sum(&metrics(&sc), "lowmemd_lmkd_registered_processes");
+    assert!((1.0..240.0).contains(&registered), "{registered}");
+    let runaway = Workload::spawn(&sc.cg, "runaway", 0, 400, 200);
+    assert!(
+        runaway.wait_dead(Duration::from_secs(10)),
+        "the runaway is killed"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let events = sc.daemon.events();
+    sc.daemon.stop();
+    let kills = actions(&events, "kill");
+    assert_eq!(
+        kills.first().map(|k| k["pid"].clone()),
+        Some(runaway.pid.into()),
+        "{events:#?}"
+    );
+    assert_eq!(sc.cg.oom_kills(), 0, "lowmemd, not the kernel, killed it");
+    let log = sc.daemon.stderr.lock().unwrap().join("\n");
+    assert!(!log.contains("Too many open files"), "{log}");
+}
+
+#[test]
+#[ignore = "needs root and a cgroup-v1 memory controller: run as root with cargo test -- --include-ignored"]
+fn lmkd_a_symlink_planted_at_the_snapshot_temp_path_is_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let serial = common::serial();
+    common::require_real_kernel("lmkd-symlink");
+    let cg = common::TestCgroup::create("lmkd-symlink", 64);
+    let dir = tempfile::tempdir().unwrap();
+    let sock = socket_path(&dir);
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "root only\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&secret, dir.path().join("lmkd.registered.tmp")).unwrap();
+    let policy = write_policy(dir.path(), QUIET);
+    let daemon = common::Daemon::start(
+        &cg,
+        &[
+            OsStr::new("--policy"),
+            policy.as_os_str(),
+            OsStr::new("--lmkd-socket"),
+            sock.as_os_str(),
+        ],
+    );
+    let snap = dir.path().join("lmkd.registered");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !snap.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    drop(daemon);
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root only\n");
+    let meta = std::fs::symlink_metadata(&snap).expect("the snapshot is published");
+    assert!(meta.is_file(), "a regular file, not the planted link");
+    let text = std::fs::read_to_string(&snap).unwrap();
+    assert!(text.starts_with("{\"version\":1"), "{text}");
+    drop(cg);
+    drop(serial);
+}
+
+#[test]
+fn lmkd_a_socket_directory_others_may_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let sock = shared.join("lmkd");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lowmemd"))
+        .args([
+            "run",
+            "--dry-run",
+            "--metrics-listen",
+            "off",
+            "--lmkd-socket",
+        ])
+        .arg(&sock)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{err}");
+    assert!(err.contains("others may write"), "{err}");
+    assert!(!sock.exists());
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use lowmemd::caps::{CAP_KILL, KernelCaps};
 use lowmemd::clock::monotonic_ms;
 use lowmemd::health::Health;
-use lowmemd::lmkd::registry::Registry;
+use lowmemd::lmkd::clients::IDLE_TIMEOUT;
+use lowmemd::lmkd::peer::Trust;
+use lowmemd::lmkd::registry::{self, Registry};
 use lowmemd::lmkd::server::{Controls, Server};
 use lowmemd::lmkd::snapshot::{self, Publisher, Writer};
 use lowmemd::lmkd::socket::{self, Origin};
@@ -117,6 +119,11 @@ pub fn run(args: &RunArgs) -> CmdResult {
         }
     });
     let lmkd_socket = lmkd_listener(args)?;
+    let lmkd_trust = (args.lmkd_trusted_uid.iter())
+        .map(|u| socket::user_id(u))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Trust::new)
+        .map_err(|e| (exit::USAGE, format!("--lmkd-trusted-uid: {e}")))?;
     for w in protect::protect_self(&caps) {
         log::warn!("{w}");
     }
@@ -202,7 +209,11 @@ pub fn run(args: &RunArgs) -> CmdResult {
             exit_unless_stopping("monitor", &on_stop);
         })
         .map_err(|e| (exit::RUNTIME, e.to_string()))?;
-    let cache_capacity = procs::cache_capacity(procs::raise_fd_limit());
+    // Registrations hold a pidfd each: their share of the fd limit is taken from the
+    // process cache's, so that /proc and the scope can always be read.
+    let fd_limit = procs::raise_fd_limit();
+    let lmkd_cap = lmkd_socket.as_ref().map(|_| registry::capacity(fd_limit));
+    let cache_capacity = procs::cache_capacity(fd_limit - lmkd_cap.unwrap_or(0) as u64);
     let pageout_off = caps.pageout_unavailable();
     let mut reporter = Reporter::new(metrics.clone(), events);
     if args.dry_run {
@@ -212,7 +223,11 @@ pub fn run(args: &RunArgs) -> CmdResult {
     let mut registrations = None;
     if let Some(lmkd) = lmkd_socket {
         let (listener, origin) = lmkd;
-        let registry = Arc::new(Registry::new(scope.proc.clone()));
+        let cap = lmkd_cap.unwrap_or(0);
+        log::info!(
+            "lmkd: at most {cap} registrations and {cache_capacity} cached processes under an fd limit of {fd_limit}"
+        );
+        let registry = Arc::new(Registry::new(scope.proc.clone(), cap));
         let hub = Arc::new(Hub::new(metrics.clone()));
         observer = Box::new(Notifying {
             inner: observer,
@@ -238,7 +253,11 @@ pub fn run(args: &RunArgs) -> CmdResult {
             reload,
             set_minfree,
         };
-        let mut server = Server::new(listener, registry, hub, metrics.clone(), controls);
+        let mut server = Server::new(listener, registry, hub, metrics.clone(), controls)
+            .with_clients(
+                lmkd_trust.clone(),
+                (args.lmkd_idle_timeout_ms).map_or(IDLE_TIMEOUT, Duration::from_millis),
+            );
         match snapshot::place(&origin, std::env::var_os("RUNTIME_DIRECTORY").as_deref()) {
             Some(path) => {
                 let me = std::process::id() as i32;

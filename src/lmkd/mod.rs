@@ -2,18 +2,26 @@
 //! process priorities, kill thresholds and subscriptions to lowmemd as they would to lmkd.
 //!
 //! - `protocol`: the packets, parsed and encoded (pure).
+//! - `peer`: who a client is (SO_PEERCRED) and what it may do: trust, floors, rate limits.
+//! - `procdir`: a registered process read and written through its pinned /proc directory.
 //! - `registry`: the pidfd-pinned table of registered processes, read by the pipeline.
+//! - `clients`: the connections: slots (one kept for root), read rates, idle timeouts.
 //! - `socket`: the listening socket: created, or inherited from init or systemd.
 //! - `server`: the socket's own thread, one packet at a time, never blocking on a client.
+//! - `upkeep`: on timers, the registry pruned, `/status` rebuilt, the snapshot written.
 //! - `snapshot`: the registrations published to a file for `lowmemd rank`.
 //! - this file: the `Hub` the kill path tells of kills (counts per adj, subscribers'
 //!   notifications sent without blocking), and the observer that feeds it.
 
+pub mod clients;
+pub mod peer;
+mod procdir;
 pub mod protocol;
 pub mod registry;
 pub mod server;
 pub mod snapshot;
 pub mod socket;
+pub mod upkeep;
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;

@@ -13,8 +13,10 @@ use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, pidfd_open};
 
 use crate::pipeline::registered::{Registered, Registrations};
-use crate::procs::{ProcError, ProcRoot};
+use crate::procs::{PF_KTHREAD, ProcError, ProcRoot};
 
+use super::peer::{self, Peer, Written};
+use super::procdir::ProcDir;
 use super::protocol::{Prio, ProcType};
 
 /// The connection that owns a record.
@@ -22,8 +24,22 @@ use super::protocol::{Prio, ProcType};
 pub struct Owner {
     /// Connection number, unique for the daemon's life.
     pub conn: u64,
-    /// The client's pid, from SO_PEERCRED.
-    pub pid: i32,
+    /// The client, from SO_PEERCRED.
+    pub peer: Peer,
+}
+
+/// The fds kept for everything but registrations and the process cache: /proc and the
+/// scope's files, the PSI triggers, the sockets, the victim's pidfd. `procs::cache_capacity`
+/// keeps the same 128 back.
+pub const FD_RESERVE: u64 = 128;
+/// At most this many registrations under any fd limit (as many as the process cache).
+pub const MAX_REGISTRATIONS: usize = 4096;
+
+/// How many registrations (one pidfd each) an fd limit allows: a fifth of what the reserve
+/// leaves, so that the process cache (four fds per process) keeps as many processes as
+/// there may be registrations. `run` gives the cache the rest.
+pub fn capacity(fd_limit: u64) -> usize {
+    ((fd_limit.saturating_sub(FD_RESERVE) / 5) as usize).min(MAX_REGISTRATIONS)
 }
 
 struct Record {
@@ -34,6 +50,9 @@ struct Record {
     ptype: ProcType,
     /// `None` once the owning connection closed: any client may claim it.
     owner: Option<Owner>,
+    /// Where the process stood before lowmemd first raised it for an untrusted peer
+    /// (`peer::lowest_untrusted`); `None` after a trusted peer's write.
+    floor: Option<i16>,
 }
 
 /// A registration refused. The `why()` strings are `lowmemd_lmkd_rejected_total` labels.
@@ -43,6 +62,20 @@ pub enum RegistryError {
     NoSuchProcess(i32),
     #[error("pid {pid} belongs to uid {actual}, not to uid {claimed} as the packet says")]
     WrongUid { pid: i32, claimed: u32, actual: u32 },
+    #[error("pid {pid} is {what}: no client may re-prioritise it")]
+    Protected { pid: i32, what: &'static str },
+    #[error(
+        "pid {pid} belongs to uid {actual}; the client runs as uid {peer}, which is not trusted (--lmkd-trusted-uid) and may only act on its own processes"
+    )]
+    NotPeersProcess { pid: i32, actual: u32, peer: u32 },
+    #[error(
+        "pid {pid}: adj {adj} is below {lowest}, the lowest the process could set itself; only a trusted client may go lower"
+    )]
+    BelowFloor { pid: i32, adj: i32, lowest: i16 },
+    #[error(
+        "pid {pid}: already {cap} registrations, as many as the fd limit allows (untrusted clients: half of it)"
+    )]
+    Full { pid: i32, cap: usize },
     #[error("pid {pid} is registered by client pid {owner}, which is still connected")]
     NotOwner { pid: i32, owner: i32 },
     #[error("pid {0} is not registered")]
@@ -60,6 +93,10 @@ impl RegistryError {
         match self {
             RegistryError::NoSuchProcess(_) => "no_such_process",
             RegistryError::WrongUid { .. } => "wrong_uid",
+            RegistryError::Protected { .. } => "protected_process",
+            RegistryError::NotPeersProcess { .. } => "not_peers_process",
+            RegistryError::BelowFloor { .. } => "adj_below_floor",
+            RegistryError::Full { .. } => "registry_full",
             RegistryError::NotOwner { .. } => "not_owner",
             RegistryError::NotRegistered(_) => "not_registered",
             RegistryError::Pidfd { .. } | RegistryError::WriteAdj { .. } => "failed",
@@ -68,9 +105,13 @@ impl RegistryError {
         }
     }
 
-    pub const WHYS: [&'static str; 5] = [
+    pub const WHYS: [&'static str; 9] = [
         "no_such_process",
         "wrong_uid",
+        "protected_process",
+        "not_peers_process",
+        "adj_below_floor",
+        "registry_full",
         "not_owner",
         "not_registered",
         "failed",
@@ -92,10 +133,14 @@ pub struct Entry {
 pub struct Registry {
     proc: ProcRoot,
     table: Mutex<HashMap<i32, Record>>,
+    /// At most this many records (each holds a pidfd: see [`capacity`]).
+    cap: usize,
+    /// lowmemd's own pid, which no client may re-prioritise.
+    me: i32,
 }
 
 /// Whether a pidfd says its process exited (readable), without waiting.
-fn exited(fd: impl AsFd) -> bool {
+pub(super) fn exited(fd: impl AsFd) -> bool {
     let mut fds = [PollFd::new(&fd, PollFlags::IN)];
     let zero = Timespec {
         tv_sec: 0,
@@ -104,48 +149,34 @@ fn exited(fd: impl AsFd) -> bool {
     matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
 }
 
-/// The real uid of /proc/PID/status (`Uid:` real effective saved fs).
-fn real_uid(proc: &ProcRoot, pid: i32) -> Result<u32, RegistryError> {
-    let path = proc.file(pid, "status");
-    let text = std::fs::read_to_string(&path).map_err(|e| match e.raw_os_error() {
-        Some(libc_enoent) if libc_enoent == Errno::NOENT.raw_os_error() => {
-            RegistryError::NoSuchProcess(pid)
-        }
-        _ => RegistryError::Proc(ProcError::Io {
-            path: path.clone(),
-            source: e,
-        }),
-    })?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| {
-            RegistryError::Proc(ProcError::Malformed {
-                path,
-                what: "no Uid: line".into(),
-            })
-        })
-}
-
 impl Registry {
-    pub fn new(proc: ProcRoot) -> Self {
+    pub fn new(proc: ProcRoot, cap: usize) -> Self {
         Registry {
             proc,
             table: Mutex::new(HashMap::new()),
+            cap,
+            me: std::process::id() as i32,
         }
     }
 
-    /// Validates and applies one LMK_PROCPRIO record: the process exists and runs as the
-    /// uid the packet says, its oom_score_adj is written, and it is pinned. All file and
+    /// Validates and applies one LMK_PROCPRIO record: the process exists, runs as the uid
+    /// the packet says, is one the client may act on (its own, unless the client is
+    /// trusted; never PID 1, lowmemd, a kernel thread or an adj -1000 process) and the adj
+    /// is one it may set; then its oom_score_adj is written and it is pinned. All file and
     /// syscall work happens before the table's lock is taken.
     pub fn register(&self, prio: &Prio, owner: Owner) -> Result<(), RegistryError> {
         let pid = prio.pid;
+        if let Some(what) = peer::untouchable(pid, self.me, false, 0) {
+            return Err(RegistryError::Protected { pid, what });
+        }
+        self.check_room(pid, owner.peer.trusted)?;
         let raw = Pid::from_raw(pid).ok_or(RegistryError::NoSuchProcess(pid))?;
         let pidfd = pidfd_open(raw, PidfdFlags::empty()).map_err(|e| match e {
             Errno::SRCH => RegistryError::NoSuchProcess(pid),
             source => RegistryError::Pidfd { pid, source },
         })?;
-        let actual = real_uid(&self.proc, pid)?;
+        let dir = ProcDir::open(&self.proc, pid, &pidfd)?;
+        let actual = dir.real_uid()?;
         if actual != prio.uid {
             return Err(RegistryError::WrongUid {
                 pid,
@@ -153,18 +184,42 @@ impl Registry {
                 actual,
             });
         }
-        let mut buf = Vec::with_capacity(512);
-        let stat = self.proc.read_stat(pid, &mut buf)?;
-        if let Some(o) = self.owned_by_other(pid, stat.starttime, owner) {
-            return Err(RegistryError::NotOwner { pid, owner: o.pid });
+        let stat = dir.stat()?;
+        let current = dir.adj()?;
+        if let Some(what) = peer::untouchable(pid, self.me, stat.flags & PF_KTHREAD != 0, current) {
+            return Err(RegistryError::Protected { pid, what });
         }
-        std::fs::write(self.proc.file(pid, "oom_score_adj"), prio.adj.to_string())
-            .map_err(|source| RegistryError::WriteAdj { pid, source })?;
-        // Still alive after the reads and the write: the pid was this process's all along,
-        // so they were all about it.
-        if exited(&pidfd) {
-            return Err(RegistryError::NoSuchProcess(pid));
+        let me = owner.peer;
+        if !me.trusted && actual != me.uid {
+            return Err(RegistryError::NotPeersProcess {
+                pid,
+                actual,
+                peer: me.uid,
+            });
         }
+        let written = match self.owned_by_other(pid, stat.starttime, owner) {
+            Err(o) => {
+                return Err(RegistryError::NotOwner {
+                    pid,
+                    owner: o.peer.pid,
+                });
+            }
+            Ok(w) => w,
+        };
+        let floor = if me.trusted {
+            None
+        } else {
+            let lowest = peer::lowest_untrusted(current, written);
+            if prio.adj < i32::from(lowest) {
+                return Err(RegistryError::BelowFloor {
+                    pid,
+                    adj: prio.adj,
+                    lowest,
+                });
+            }
+            Some(peer::floor_after_untrusted(current, written))
+        };
+        dir.write_adj(prio.adj)?;
         let rec = Record {
             pidfd,
             starttime: stat.starttime,
@@ -172,29 +227,79 @@ impl Registry {
             adj: prio.adj as i16,
             ptype: prio.ptype,
             owner: Some(owner),
+            floor,
         };
         self.table.lock().insert(pid, rec);
         Ok(())
     }
 
-    /// The owner of a live record of this incarnation, when it is another connection.
-    fn owned_by_other(&self, pid: i32, starttime: u64, me: Owner) -> Option<Owner> {
-        let t = self.table.lock();
-        let r = t.get(&pid)?;
-        let live = r.starttime == starttime && !exited(&r.pidfd);
-        r.owner.filter(|o| live && o.conn != me.conn)
+    /// Refuses a new record when the table is full (before a pidfd is opened for it).
+    /// Untrusted clients' records (those with a floor) may fill half of it together, so
+    /// that they cannot leave system_server no room.
+    fn check_room(&self, pid: i32, trusted: bool) -> Result<(), RegistryError> {
+        let mut t = self.table.lock();
+        if t.contains_key(&pid) {
+            return Ok(());
+        }
+        let cap = if trusted { self.cap } else { self.cap / 2 };
+        let held = |t: &HashMap<i32, Record>| {
+            (t.values())
+                .filter(|r| trusted || r.floor.is_some())
+                .count()
+        };
+        if held(&t) >= cap {
+            t.retain(|_, r| !exited(&r.pidfd));
+            if held(&t) >= cap {
+                return Err(RegistryError::Full { pid, cap });
+            }
+        }
+        Ok(())
     }
 
-    /// LMK_PROCREMOVE: only the owner (or anyone, for an unowned record) may.
+    /// The owner of a live record of this incarnation when it is another connection
+    /// (`Err`); else what lowmemd wrote for the record, if there is one.
+    fn owned_by_other(
+        &self,
+        pid: i32,
+        starttime: u64,
+        me: Owner,
+    ) -> Result<Option<Written>, Owner> {
+        let t = self.table.lock();
+        let Some(r) = t.get(&pid) else {
+            return Ok(None);
+        };
+        let live = r.starttime == starttime && !exited(&r.pidfd);
+        if let Some(o) = r.owner.filter(|o| live && o.conn != me.conn) {
+            return Err(o);
+        }
+        Ok(live.then_some(Written {
+            floor: r.floor,
+            adj: r.adj,
+        }))
+    }
+
+    /// LMK_PROCREMOVE: only the owner (or anyone, for an unowned record) may; an untrusted
+    /// client only for a process of its own uid (dropping a registration can take a
+    /// process out of a `registered`-only policy's candidates).
     pub fn remove(&self, pid: i32, me: Owner) -> Result<(), RegistryError> {
         let mut t = self.table.lock();
         let Some(r) = t.get(&pid) else {
             return Err(RegistryError::NotRegistered(pid));
         };
+        if !me.peer.trusted && r.uid != me.peer.uid {
+            return Err(RegistryError::NotPeersProcess {
+                pid,
+                actual: r.uid,
+                peer: me.peer.uid,
+            });
+        }
         if !exited(&r.pidfd)
             && let Some(o) = r.owner.filter(|o| o.conn != me.conn)
         {
-            return Err(RegistryError::NotOwner { pid, owner: o.pid });
+            return Err(RegistryError::NotOwner {
+                pid,
+                owner: o.peer.pid,
+            });
         }
         t.remove(&pid);
         Ok(())
@@ -236,7 +341,7 @@ impl Registry {
                 uid: r.uid,
                 adj: r.adj,
                 service: r.ptype == ProcType::Service,
-                owner_pid: r.owner.map(|o| o.pid),
+                owner_pid: r.owner.map(|o| o.peer.pid),
             })
             .collect();
         v.sort_by_key(|e| e.pid);
@@ -255,7 +360,7 @@ impl Registrations for Registry {
         }
         (r.starttime == starttime).then_some(Registered {
             uid: r.uid,
-            owner_pid: r.owner.map(|o| o.pid),
+            owner_pid: r.owner.map(|o| o.peer.pid),
         })
     }
 }
@@ -268,7 +373,11 @@ mod tests {
     fn me(conn: u64) -> Owner {
         Owner {
             conn,
-            pid: 1000 + conn as i32,
+            peer: Peer {
+                pid: 1000 + conn as i32,
+                uid: 0,
+                trusted: true,
+            },
         }
     }
 
@@ -298,7 +407,7 @@ mod tests {
 
     #[test]
     fn registers_sets_the_adj_and_forgets_the_process_once_it_exits() {
-        let reg = Registry::new(ProcRoot::default());
+        let reg = Registry::new(ProcRoot::default(), 16);
         let mut child = sleeper();
         let pid = child.id() as i32;
         reg.register(&prio(pid, 900), me(1)).unwrap();
@@ -322,7 +431,7 @@ mod tests {
 
     #[test]
     fn refuses_a_wrong_uid_and_a_missing_pid() {
-        let reg = Registry::new(ProcRoot::default());
+        let reg = Registry::new(ProcRoot::default(), 16);
         let mut child = sleeper();
         let pid = child.id() as i32;
         let mut p = prio(pid, 900);
@@ -340,7 +449,7 @@ mod tests {
 
     #[test]
     fn only_the_owner_removes_and_a_disowned_record_can_be_claimed() {
-        let reg = Registry::new(ProcRoot::default());
+        let reg = Registry::new(ProcRoot::default(), 16);
         let mut child = sleeper();
         let pid = child.id() as i32;
         reg.register(&prio(pid, 900), me(1)).unwrap();
@@ -358,5 +467,110 @@ mod tests {
         assert_eq!(reg.remove(pid, me(2)).unwrap_err().why(), "not_registered");
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    fn untrusted(conn: u64, uid: u32) -> Owner {
+        Owner {
+            conn,
+            peer: Peer {
+                pid: 2000,
+                uid,
+                trusted: false,
+            },
+        }
+    }
+
+    fn adj(pid: i32) -> String {
+        let a = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap();
+        a.trim().to_string()
+    }
+
+    #[test]
+    fn an_untrusted_client_acts_on_its_own_uid_only_and_never_below_where_a_process_stood() {
+        let reg = Registry::new(ProcRoot::default(), 16);
+        let mut child = sleeper();
+        let pid = child.id() as i32;
+        let uid = rustix::process::getuid().as_raw();
+        std::fs::write(format!("/proc/{pid}/oom_score_adj"), "500").unwrap();
+        let stranger = untrusted(1, uid.wrapping_add(1));
+        let e = reg.register(&prio(pid, 900), stranger).unwrap_err();
+        assert_eq!(e.why(), "not_peers_process", "{e}");
+        let own = untrusted(2, uid);
+        let e = reg.register(&prio(pid, 499), own).unwrap_err();
+        assert_eq!(e.why(), "adj_below_floor", "{e}");
+        assert_eq!(adj(pid), "500");
+        reg.register(&prio(pid, 900), own).unwrap();
+        reg.register(&prio(pid, 500), own).unwrap();
+        assert_eq!(adj(pid), "500");
+        // Someone else raised it: that is the floor now.
+        std::fs::write(format!("/proc/{pid}/oom_score_adj"), "700").unwrap();
+        assert_eq!(
+            reg.register(&prio(pid, 600), own).unwrap_err().why(),
+            "adj_below_floor"
+        );
+        // Removing: only a record of its own uid.
+        reg.disown(2);
+        assert_eq!(
+            reg.remove(pid, stranger).unwrap_err().why(),
+            "not_peers_process"
+        );
+        reg.remove(pid, own).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn pid_1_and_lowmemd_are_refused_to_everyone_and_the_table_has_a_cap() {
+        let reg = Registry::new(ProcRoot::default(), 1);
+        let me_pid = std::process::id() as i32;
+        for pid in [1, me_pid] {
+            let e = reg.register(&prio(pid, 1000), me(1)).unwrap_err();
+            assert_eq!(e.why(), "protected_process", "{e}");
+        }
+        let (mut a, mut b) = (sleeper(), sleeper());
+        reg.register(&prio(a.id() as i32, 900), me(1)).unwrap();
+        let e = reg.register(&prio(b.id() as i32, 900), me(1)).unwrap_err();
+        assert_eq!(e.why(), "registry_full", "{e}");
+        // Re-registering one already in is no new record.
+        reg.register(&prio(a.id() as i32, 950), me(1)).unwrap();
+        // An exited process's record makes room.
+        a.kill().unwrap();
+        a.wait().unwrap();
+        reg.register(&prio(b.id() as i32, 900), me(1)).unwrap();
+        b.kill().unwrap();
+        b.wait().unwrap();
+    }
+
+    #[test]
+    fn untrusted_clients_fill_half_the_table_and_leave_trusted_ones_room() {
+        let reg = Registry::new(ProcRoot::default(), 2);
+        let uid = rustix::process::getuid().as_raw();
+        let (mut a, mut b, mut c) = (sleeper(), sleeper(), sleeper());
+        let pid = |c: &std::process::Child| c.id() as i32;
+        reg.register(&prio(pid(&a), 900), untrusted(1, uid))
+            .unwrap();
+        let e = reg
+            .register(&prio(pid(&b), 900), untrusted(1, uid))
+            .unwrap_err();
+        assert_eq!(e.why(), "registry_full", "{e}");
+        reg.register(&prio(pid(&b), 900), me(2)).unwrap();
+        assert_eq!(
+            reg.register(&prio(pid(&c), 900), me(2)).unwrap_err().why(),
+            "registry_full"
+        );
+        for p in [&mut a, &mut b, &mut c] {
+            p.kill().unwrap();
+            p.wait().unwrap();
+        }
+    }
+
+    #[test]
+    fn the_fd_budget_leaves_the_reserve_and_the_cache_its_share() {
+        assert_eq!(capacity(1600), 294);
+        assert_eq!(capacity(100), 0);
+        assert_eq!(capacity(1 << 20), MAX_REGISTRATIONS);
+        let limit = 1600;
+        let cache = crate::procs::cache_capacity(limit - capacity(limit) as u64);
+        assert!(capacity(limit) + 4 * cache + FD_RESERVE as usize <= limit as usize);
     }
 }

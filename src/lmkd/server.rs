@@ -1,6 +1,13 @@
-//! The socket's thread: accepts up to three clients, reads one packet at a time, answers as
-//! lmkd does. A client is never waited on: replies and notifications are sent with
+//! The socket's thread: accepts clients (`clients`), reads one packet at a time, answers
+//! as lmkd does. A client is never waited on: replies and notifications are sent with
 //! MSG_DONTWAIT, and nothing the kill path needs is held while a client is served.
+//!
+//! What a client may do is what its peer credentials allow (`peer`): an untrusted client
+//! acts only on its own processes and never sends LMK_TARGET, LMK_UPDATE_PROPS or
+//! LMK_BOOT_COMPLETED. What a
+//! client may cost is bounded: its packets are read at a rate, an idle untrusted client is
+//! let go (`clients`), policy reloads are coalesced, and the registry is pruned and
+//! published on a timer, never per packet (`upkeep`).
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -13,50 +20,17 @@ use rustix::net::{RecvFlags, SendFlags, SocketFlags};
 use crate::report::metrics::Metrics;
 
 use super::Hub;
+use super::clients::{Client, Clients, IDLE_TIMEOUT};
+use super::peer::Trust;
 use super::protocol::{self, Command, MAX_PACKET, ProtocolError, Target};
-use super::registry::{Owner, Registry};
+use super::registry::Registry;
 use super::snapshot::Publisher;
+use super::upkeep::{MinfreeTable, Reloads, Upkeep, status};
 
-/// lmkd serves at most this many data connections at once.
-pub const MAX_CLIENTS: usize = 3;
-/// The socket's thread wakes at least this often to drop the records of exited processes.
-const TICK: Duration = Duration::from_secs(2);
 /// LMK_TARGET is taken at most once per this long (as lmkd).
 const TARGET_EVERY: Duration = Duration::from_secs(1);
 /// One log line per kind of bad input per this long.
 const WARN_EVERY: Duration = Duration::from_secs(10);
-
-#[derive(Clone)]
-struct Client {
-    conn: u64,
-    fd: Arc<OwnedFd>,
-    pid: i32,
-    uid: u32,
-}
-
-/// The LMK_TARGET table in force and who sent it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MinfreeTable {
-    pub client_pid: i32,
-    pub targets: Vec<Target>,
-}
-
-impl MinfreeTable {
-    /// "kill adj ≥ 900 below 72 MiB free+file, adj ≥ 950 below 90 MiB free+file".
-    pub fn describe(&self, page_kib: u64) -> String {
-        self.targets
-            .iter()
-            .map(|t| {
-                format!(
-                    "kill adj ≥ {} below {} MiB free+file",
-                    t.adj,
-                    u64::from(t.minfree_pages) * page_kib / 1024
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
 
 /// What the socket's commands change in the daemon, handed in by `run`.
 pub struct Controls {
@@ -74,16 +48,14 @@ pub struct Server {
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     controls: Controls,
-    clients: Vec<Client>,
-    next_conn: u64,
+    clients: Clients,
     boot_completed: bool,
     minfree: Option<MinfreeTable>,
     last_target: Option<Instant>,
     warned: HashMap<&'static str, (Instant, u64)>,
-    /// Writes the registrations for `lowmemd rank`, when there is somewhere to.
-    publisher: Option<Publisher>,
-    /// Records left after the last pass, to see exits.
-    last_count: usize,
+    upkeep: Upkeep,
+    /// LMK_UPDATE_PROPS waiting for the next reload.
+    reloads: Reloads,
 }
 
 impl Server {
@@ -97,40 +69,43 @@ impl Server {
         metrics.adopt_lmkd_labels(&Command::LABELS, &ALL_WHYS.concat());
         Server {
             listener,
+            upkeep: Upkeep::new(registry.clone(), metrics.clone()),
             registry,
             hub,
             metrics,
             controls,
-            clients: Vec::new(),
-            next_conn: 1,
+            clients: Clients::new(Trust::default(), IDLE_TIMEOUT),
             boot_completed: false,
             minfree: None,
             last_target: None,
             warned: HashMap::new(),
-            publisher: None,
-            last_count: 0,
+            reloads: Reloads::default(),
         }
+    }
+
+    /// Trusts clients of these uids besides root (`--lmkd-trusted-uid`), and lets
+    /// untrusted ones go after `idle` without a packet. Before `run`: no client yet.
+    pub fn with_clients(mut self, trust: Trust, idle: Duration) -> Self {
+        self.clients = Clients::new(trust, idle);
+        self
     }
 
     /// Publishes the registrations for `lowmemd rank` through `publisher`.
     pub fn with_publisher(mut self, publisher: Publisher) -> Self {
-        self.publisher = Some(publisher);
+        self.upkeep.set_publisher(publisher);
         self
     }
 
     pub fn run(mut self) {
-        self.publish();
         loop {
-            let mut fds = Vec::with_capacity(1 + self.clients.len());
+            let now = Instant::now();
+            let polled = self.clients.readable(now);
+            let mut fds = Vec::with_capacity(1 + polled.len());
             fds.push(PollFd::new(&self.listener, PollFlags::IN));
-            for c in &self.clients {
+            for c in &polled {
                 fds.push(PollFd::new(&*c.fd, PollFlags::IN));
             }
-            // Wake now and then to drop records of processes that exited, and when the
-            // snapshot for `lowmemd rank` is due.
-            let wait = (self.publisher.as_ref())
-                .and_then(|p| p.due_in(Instant::now()))
-                .map_or(TICK, |d| d.min(TICK));
+            let wait = self.next_wake(now);
             let tick = Timespec {
                 tv_sec: wait.as_secs() as i64,
                 tv_nsec: i64::from(wait.subsec_nanos()),
@@ -145,33 +120,62 @@ impl Server {
             let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
             drop(fds);
             // Clients first: a slot freed by a hang-up is free for a waiting connection.
-            let mut gone = Vec::new();
-            let served: Vec<Client> = (self.clients.iter().enumerate())
-                .filter(|(i, _)| ready[i + 1])
-                .map(|(_, c)| c.clone())
+            let served: Vec<u64> = (polled.iter().enumerate())
+                .filter(|(k, _)| ready[k + 1])
+                .map(|(_, c)| c.conn)
                 .collect();
-            for c in &served {
-                if !self.serve(c) {
-                    gone.push(c.conn);
+            for conn in served {
+                if !self.serve(conn) {
+                    self.disconnect(conn, "disconnected");
                 }
             }
-            for conn in gone {
-                self.disconnect(conn);
-            }
+            self.note_throttled();
             if ready[0] {
                 self.accept();
             }
-            let left = self.registry.prune();
-            self.metrics.lmkd_registered.set(left as i64);
-            if let Some(p) = &mut self.publisher {
-                // Exits show here (commands mark it in `publish`).
-                if left != self.last_count {
-                    p.mark();
-                }
-                let registry = &self.registry;
-                p.flush(Instant::now(), || registry.entries());
-            }
-            self.last_count = left;
+            let now = Instant::now();
+            self.let_idle_go(now);
+            self.reload_if_due(now);
+            let (clients, minfree) = (&self.clients, &self.minfree);
+            self.upkeep
+                .run(now, |registered| status(clients, minfree, registered));
+        }
+    }
+
+    /// How long the thread may sleep: until the next prune, `/status` refresh, snapshot,
+    /// coalesced reload, idle deadline or token of a client over its rate.
+    fn next_wake(&self, now: Instant) -> Duration {
+        let mut wait = self.upkeep.wake_in(now);
+        if let Some(d) = self.reloads.wake_in(now) {
+            wait = wait.min(d);
+        }
+        if let Some(d) = self.clients.wake_in(now) {
+            wait = wait.min(d);
+        }
+        // At least 1 ms: a deadline met just now must not spin.
+        wait.max(Duration::from_millis(1))
+    }
+
+    /// Counts each client that ran out of tokens, once per episode of it.
+    fn note_throttled(&mut self) {
+        for p in self.clients.newly_throttled(Instant::now()) {
+            self.reject(
+                "rate_limited",
+                format_args!(
+                    "client pid {} (uid {}) sends faster than it is read: its packets wait",
+                    p.pid, p.uid
+                ),
+            );
+        }
+    }
+
+    fn let_idle_go(&mut self, now: Instant) {
+        for conn in self.clients.idle(now) {
+            self.metrics
+                .lmkd_rejected
+                .with_label_values(&["idle_timeout"])
+                .inc();
+            self.disconnect(conn, "idle: disconnected");
         }
     }
 
@@ -185,49 +189,54 @@ impl Server {
                     return;
                 }
             };
+            // Credentials the kernel took at connect(2): what a packet says is never asked.
             let (pid, uid) = match rustix::net::sockopt::socket_peercred(&fd) {
                 Ok(c) => (c.pid.as_raw_nonzero().get(), c.uid.as_raw()),
                 Err(_) => (0, u32::MAX),
             };
-            if self.clients.len() >= MAX_CLIENTS {
+            let count = self.clients.len();
+            let Some(c) = self.clients.admit(fd, pid, uid, Instant::now()) else {
                 self.reject(
                     "too_many_clients",
                     format_args!(
-                        "refused a connection from pid {pid} uid {uid}: already {MAX_CLIENTS} clients"
+                        "refused a connection from pid {pid} uid {uid}: already {count} clients"
                     ),
                 );
                 continue;
-            }
-            let conn = self.next_conn;
-            self.next_conn += 1;
-            log::info!("lmkd client connected: pid {pid} uid {uid} (connection {conn})");
-            self.clients.push(Client {
-                conn,
-                fd: Arc::new(fd),
-                pid,
-                uid,
-            });
+            };
+            let trusted = if c.peer.trusted {
+                "trusted"
+            } else {
+                "untrusted"
+            };
+            log::info!(
+                "lmkd client connected: pid {pid} uid {uid}, {trusted} (connection {})",
+                c.conn
+            );
             self.metrics.lmkd_clients.set(self.clients.len() as i64);
-            self.publish();
+            self.upkeep.changed();
         }
     }
 
-    fn disconnect(&mut self, conn: u64) {
-        if let Some(c) = self.clients.iter().find(|c| c.conn == conn) {
+    fn disconnect(&mut self, conn: u64, how: &str) {
+        if let Some(c) = self.clients.remove(conn) {
             log::info!(
-                "lmkd client pid {} disconnected; its registrations stay, unowned",
-                c.pid
+                "lmkd client pid {} {how}; its registrations stay, unowned",
+                c.peer.pid
             );
         }
-        self.clients.retain(|c| c.conn != conn);
+        self.reloads.forget(conn);
         self.registry.disown(conn);
         self.hub.forget(conn);
         self.metrics.lmkd_clients.set(self.clients.len() as i64);
-        self.publish();
+        self.upkeep.changed();
     }
 
-    /// Reads and answers one packet; false when the client hung up.
-    fn serve(&mut self, c: &Client) -> bool {
+    /// Reads and answers one packet of connection `conn`; false when the client hung up.
+    fn serve(&mut self, conn: u64) -> bool {
+        let Some(c) = self.clients.take(conn, Instant::now()) else {
+            return true;
+        };
         let mut buf = [0u8; MAX_PACKET + 4];
         let (_, len) =
             match rustix::net::recv(&*c.fd, &mut buf[..], RecvFlags::DONTWAIT | RecvFlags::TRUNC) {
@@ -245,15 +254,15 @@ impl Server {
                     .lmkd_commands
                     .with_label_values(&[cmd.label()])
                     .inc();
-                self.command(c, cmd);
+                self.command(&c, cmd);
             }
-            Err(e) => self.bad_packet(c, &e),
+            Err(e) => self.bad_packet(&c, &e),
         }
         true
     }
 
     fn bad_packet(&mut self, c: &Client, e: &ProtocolError) {
-        self.reject(e.why(), format_args!("client pid {}: {e}", c.pid));
+        self.reject(e.why(), format_args!("client pid {}: {e}", c.peer.pid));
     }
 
     /// Counts a refusal and says it, at most once per kind per [`WARN_EVERY`] (with how
@@ -279,14 +288,37 @@ impl Server {
     fn reply(&self, c: &Client, words: &[i32]) {
         let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
         if let Err(e) = rustix::net::send(&*c.fd, &protocol::encode(words), flags) {
-            log::debug!("lmkd client pid {}: reply not sent: {e}", c.pid);
+            log::debug!("lmkd client pid {}: reply not sent: {e}", c.peer.pid);
         }
     }
 
-    fn owner(c: &Client) -> Owner {
-        Owner {
-            conn: c.conn,
-            pid: c.pid,
+    /// Refuses a command only a trusted client may send; true when refused.
+    fn untrusted(&mut self, c: &Client, what: &str) -> bool {
+        if c.peer.trusted {
+            return false;
+        }
+        self.reject(
+            "untrusted_command",
+            format_args!(
+                "client pid {} uid {}: {what} refused: only root and --lmkd-trusted-uid clients may send it",
+                c.peer.pid, c.peer.uid
+            ),
+        );
+        true
+    }
+
+    /// Answers the LMK_UPDATE_PROPS waiting, with one reload, when one is due.
+    fn reload_if_due(&mut self, now: Instant) {
+        let Some(waiting) = self.reloads.due(now) else {
+            return;
+        };
+        let ok = (self.controls.reload)();
+        for (conn, n) in waiting {
+            if let Some(c) = self.clients.get(conn) {
+                for _ in 0..n {
+                    self.reply(c, &[protocol::LMK_UPDATE_PROPS, if ok { 0 } else { -1 }]);
+                }
+            }
         }
     }
 
@@ -295,16 +327,21 @@ impl Server {
             Command::ProcPrio(p) => self.register(c, &[p]),
             Command::ProcsPrio(ps) => self.register(c, &ps),
             Command::ProcRemove { pid } => {
-                if let Err(e) = self.registry.remove(pid, Self::owner(c)) {
+                self.upkeep.changed();
+                if let Err(e) = self.registry.remove(pid, c.owner()) {
                     self.reject(
                         e.why(),
-                        format_args!("client pid {}: LMK_PROCREMOVE: {e}", c.pid),
+                        format_args!("client pid {}: LMK_PROCREMOVE: {e}", c.peer.pid),
                     );
                 }
             }
             Command::ProcPurge => {
+                self.upkeep.changed();
                 let n = self.registry.purge(c.conn);
-                log::info!("lmkd client pid {}: purged its {n} registrations", c.pid);
+                log::info!(
+                    "lmkd client pid {}: purged its {n} registrations",
+                    c.peer.pid
+                );
             }
             Command::GetKillCnt { min_adj, max_adj } => {
                 let n = self.hub.kill_count(min_adj, max_adj);
@@ -315,36 +352,45 @@ impl Server {
             }
             Command::Subscribe(ev) => self.hub.subscribe(c.conn, c.fd.clone(), ev),
             Command::UpdateProps => {
-                let ok = (self.controls.reload)();
-                self.reply(c, &[protocol::LMK_UPDATE_PROPS, if ok { 0 } else { -1 }]);
+                if self.untrusted(c, "LMK_UPDATE_PROPS") {
+                    // As lmkd answers a reload that failed.
+                    self.reply(c, &[protocol::LMK_UPDATE_PROPS, -1]);
+                } else {
+                    self.reloads.ask(c.conn);
+                }
             }
             Command::StartMonitoring => {}
+            // Another client's "boot completed" would make system_server's "already handled".
+            Command::BootCompleted if self.untrusted(c, "LMK_BOOT_COMPLETED") => {
+                self.reply(c, &[protocol::LMK_BOOT_COMPLETED, -1]);
+            }
             Command::BootCompleted => {
                 let already = std::mem::replace(&mut self.boot_completed, true);
                 self.reply(c, &[protocol::LMK_BOOT_COMPLETED, i32::from(already)]);
             }
-            Command::Target(targets) => self.target(c, targets),
+            Command::Target(targets) => {
+                if !self.untrusted(c, "LMK_TARGET") {
+                    self.target(c, targets)
+                }
+            }
         }
-        self.metrics
-            .lmkd_registered
-            .set(self.registry.prune() as i64);
-        self.publish();
     }
 
     fn register(&mut self, c: &Client, prios: &[protocol::Prio]) {
+        self.upkeep.changed();
         for p in prios {
-            match self.registry.register(p, Self::owner(c)) {
+            match self.registry.register(p, c.owner()) {
                 Ok(()) => log::debug!(
                     "lmkd client pid {} (uid {}): pid {} uid {} adj {}",
-                    c.pid,
-                    c.uid,
+                    c.peer.pid,
+                    c.peer.uid,
                     p.pid,
                     p.uid,
                     p.adj
                 ),
                 Err(e) => self.reject(
                     e.why(),
-                    format_args!("client pid {}: LMK_PROCPRIO: {e}", c.pid),
+                    format_args!("client pid {}: LMK_PROCPRIO: {e}", c.peer.pid),
                 ),
             }
         }
@@ -360,20 +406,20 @@ impl Server {
                 "rate_limited",
                 format_args!(
                     "client pid {}: LMK_TARGET more than once a second: ignored",
-                    c.pid
+                    c.peer.pid
                 ),
             );
             return;
         }
         self.last_target = Some(now);
         let table = MinfreeTable {
-            client_pid: c.pid,
+            client_pid: c.peer.pid,
             targets,
         };
         let page_kib = rustix::param::page_size() as u64 / 1024;
         log::info!(
             "minfree from client pid {}: {}",
-            c.pid,
+            c.peer.pid,
             table.describe(page_kib)
         );
         let kib: Vec<(u64, i16)> = table
@@ -381,38 +427,9 @@ impl Server {
             .iter()
             .map(|t| (u64::from(t.minfree_pages) * page_kib, t.adj))
             .collect();
-        (self.controls.set_minfree)(c.pid, &kib);
+        (self.controls.set_minfree)(c.peer.pid, &kib);
         self.minfree = Some(table);
-        self.publish();
-    }
-
-    /// The socket's state in `/status`; the snapshot for `lowmemd rank` is due.
-    fn publish(&mut self) {
-        if let Some(p) = &mut self.publisher {
-            p.mark();
-        }
-        let page_kib = rustix::param::page_size() as u64 / 1024;
-        let clients: Vec<_> = self
-            .clients
-            .iter()
-            .map(|c| serde_json::json!({ "pid": c.pid, "uid": c.uid }))
-            .collect();
-        let minfree = self.minfree.as_ref().map(|m| {
-            serde_json::json!({
-                "client_pid": m.client_pid,
-                "describe": m.describe(page_kib),
-                "targets": m.targets.iter().map(|t| serde_json::json!({
-                    "minfree_pages": t.minfree_pages,
-                    "minfree_kib": u64::from(t.minfree_pages) * page_kib,
-                    "adj": t.adj,
-                })).collect::<Vec<_>>(),
-            })
-        });
-        self.metrics.set_lmkd_status(serde_json::json!({
-            "clients": clients,
-            "registered": self.registry.entries(),
-            "minfree": minfree,
-        }));
+        self.upkeep.changed();
     }
 }
 
@@ -420,5 +437,10 @@ impl Server {
 const ALL_WHYS: [&[&str]; 3] = [
     &ProtocolError::WHYS,
     &super::registry::RegistryError::WHYS,
-    &["too_many_clients", "rate_limited"],
+    &[
+        "too_many_clients",
+        "rate_limited",
+        "untrusted_command",
+        "idle_timeout",
+    ],
 ];

@@ -273,26 +273,50 @@ impl Publisher {
     }
 }
 
-/// Writes `snap` to a temporary file beside `path` (mode 0644: registrations are no secret
-/// beyond what /proc shows) and renames it over `path`.
+/// Writes `snap` to a new temporary file beside `path` (mode 0644: registrations are no
+/// secret beyond what /proc shows) and renames it over `path`. The socket's directory may
+/// be shared (/tmp): the temporary file has an unguessable name and is created with
+/// O_EXCL|O_NOFOLLOW, so a file or symlink planted there is never opened (a fixed name
+/// followed a planted symlink onto a root-only file), and rename(2) replaces a planted
+/// `path` itself rather than what it points to.
 fn write_atomically(path: &Path, snap: &Snapshot) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&tmp)?;
     let mut text = serde_json::to_vec(snap).map_err(std::io::Error::other)?;
     text.push(b'\n');
-    f.write_all(&text)?;
+    let mut tries = 0;
+    let (tmp, mut f) = loop {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".tmp.{:016x}", unguessable()));
+        let tmp = PathBuf::from(tmp);
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .mode(0o644)
+            .open(&tmp);
+        match opened {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 3 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    let written = f.write_all(&text);
     drop(f);
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    written
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+}
+
+/// 64 bits another user cannot guess: std's hash keys come from the kernel's getrandom
+/// (a `RandomState` per call), mixed with the time.
+fn unguessable() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(crate::clock::wall_ms());
+    h.write_u64(crate::clock::monotonic_ms());
+    h.finish()
 }
 
 #[cfg(test)]
@@ -359,7 +383,28 @@ mod tests {
             vec![entry(10, None), entry(11, Some(5))]
         });
         assert!(!path.exists());
-        assert!(!dir.path().join("lmkd.registered.tmp").exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "no temporary file left: {left:?}");
+    }
+
+    #[test]
+    fn a_planted_symlink_is_neither_followed_nor_replaced_by_the_snapshot() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lmkd.registered");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "root only\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&secret, dir.path().join("lmkd.registered.tmp")).unwrap();
+        std::os::unix::fs::symlink(&secret, &path).unwrap();
+        let mut p = Publisher::new(path.clone(), me());
+        p.flush(Instant::now(), || vec![entry(10, Some(5))]);
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root only\n");
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(
+            Snapshot::read(&path).unwrap().registered,
+            [entry(10, Some(5))]
+        );
     }
 
     #[test]

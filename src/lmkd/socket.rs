@@ -1,7 +1,10 @@
 //! The listening socket: created at `--lmkd-socket PATH` (mode 0660, a chosen group), or
 //! inherited already open from Android init (`ANDROID_SOCKET_lmkd=<fd>`) or from systemd
 //! socket activation (`LISTEN_FDS`, the fd named `lmkd` in `LISTEN_FDNAMES`). Who may
-//! connect is the file's mode and group; lowmemd adds no check of its own.
+//! connect is the file's mode and group; what a client may do once connected is decided by
+//! its peer credentials (`peer`). A socket is only created in a directory no other user
+//! may write, or one like /tmp (sticky, root's): elsewhere another user could replace the
+//! socket, or plant files where lowmemd writes its registrations snapshot.
 
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileTypeExt;
@@ -24,8 +27,14 @@ pub enum SocketError {
     },
     #[error("{path}: exists and is not a socket; refusing to replace it")]
     NotASocket { path: PathBuf },
+    #[error(
+        "{dir}: {why}: another user could replace the lmkd socket or plant files beside it; use a directory only lowmemd's user may write (e.g. /run/lowmemd), or a sticky one of root's like /tmp"
+    )]
+    SharedDirectory { dir: PathBuf, why: String },
     #[error("group {0:?} is neither a number nor in /etc/group")]
     NoSuchGroup(String),
+    #[error("user {0:?} is neither a number nor in /etc/passwd")]
+    NoSuchUser(String),
     #[error("{var}: {why}")]
     Inherited { var: &'static str, why: String },
 }
@@ -69,10 +78,25 @@ pub fn group_id(name: &str) -> Result<u32, SocketError> {
         .ok_or_else(|| SocketError::NoSuchGroup(name.into()))
 }
 
+/// The uid of a user name (or number) from /etc/passwd.
+pub fn user_id(name: &str) -> Result<u32, SocketError> {
+    if let Ok(n) = name.parse() {
+        return Ok(n);
+    }
+    let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    text.lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next()? == name).then(|| f.nth(1)?.parse().ok())?
+        })
+        .ok_or_else(|| SocketError::NoSuchUser(name.into()))
+}
+
 /// Creates and listens on `path`: mode 0660, owned by `group` when given. A stale socket
 /// left by a previous run is replaced; any other file is not.
 pub fn create(path: &Path, group: Option<&str>) -> Result<OwnedFd, SocketError> {
     let gid = group.map(group_id).transpose()?;
+    check_directory(path)?;
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
             std::fs::remove_file(path).map_err(|source| SocketError::Create {
@@ -98,6 +122,41 @@ pub fn create(path: &Path, group: Option<&str>) -> Result<OwnedFd, SocketError> 
     }
     rustix::net::listen(&fd, BACKLOG).map_err(io(path))?;
     Ok(fd)
+}
+
+/// Refuses a socket directory that another user may write: one owned by another user, or
+/// writable by group or others, unless it is sticky and owned by root or lowmemd's user
+/// (then nobody else may rename or remove what lowmemd puts there).
+fn check_directory(path: &Path) -> Result<(), SocketError> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let m = std::fs::metadata(dir).map_err(|source| SocketError::Create {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let me = rustix::process::geteuid().as_raw();
+    let ours = m.uid() == 0 || m.uid() == me;
+    let shared = |why: String| SocketError::SharedDirectory {
+        dir: dir.to_owned(),
+        why,
+    };
+    if !ours {
+        return Err(shared(format!(
+            "owned by uid {}, who may replace what is in it",
+            m.uid()
+        )));
+    }
+    let mode = m.mode() & 0o7777;
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !sticky {
+        return Err(shared(format!(
+            "others may write it (mode {mode:04o}) and it has no sticky bit"
+        )));
+    }
+    Ok(())
 }
 
 /// A listening socket handed over by Android init or systemd, if there is one.
@@ -171,6 +230,9 @@ mod tests {
         assert_eq!(group_id("1234").unwrap(), 1234);
         assert_eq!(group_id("root").unwrap(), 0);
         assert!(group_id("no-such-group-here").is_err());
+        assert_eq!(user_id("1234").unwrap(), 1234);
+        assert_eq!(user_id("root").unwrap(), 0);
+        assert!(user_id("no-such-user-here").is_err());
     }
 
     #[test]
@@ -190,5 +252,27 @@ mod tests {
             create(&f, None),
             Err(SocketError::NotASocket { .. })
         ));
+    }
+
+    #[test]
+    fn a_directory_others_may_write_is_refused_unless_sticky() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |m| std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(m));
+        let p = dir.path().join("lmkd");
+        mode(0o777).unwrap();
+        let e = create(&p, None).unwrap_err().to_string();
+        assert!(
+            e.contains("others may write it (mode 0777) and it has no sticky bit"),
+            "{e}"
+        );
+        assert!(!p.exists());
+        mode(0o770).unwrap();
+        assert!(create(&p, None).is_err(), "group-writable");
+        // As /tmp: sticky, lowmemd's user's (or root's).
+        mode(0o1777).unwrap();
+        drop(create(&p, None).unwrap());
+        mode(0o755).unwrap();
+        drop(create(&p, None).unwrap());
     }
 }

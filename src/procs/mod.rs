@@ -20,7 +20,7 @@ pub use root::ProcRoot;
 pub use smaps::{Backing, Region, parse_smaps};
 
 /// `PF_KTHREAD` from include/linux/sched.h: set in `stat` flags for kernel threads.
-const PF_KTHREAD: u32 = 0x0020_0000;
+pub const PF_KTHREAD: u32 = 0x0020_0000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {

@@ -326,9 +326,24 @@ impl Daemon {
 
     /// [`Daemon::start`] with the cgroup spelled as given on the command line.
     pub fn start_as(cgroup: &str, extra: &[&std::ffi::OsStr]) -> Daemon {
+        Self::start_under(&[], cgroup, extra)
+    }
+
+    /// [`Daemon::start_as`] run through `wrapper` (a command that execs its arguments, e.g.
+    /// `prlimit --nofile=512:512 --`): the daemon keeps the wrapper's pid.
+    pub fn start_under(wrapper: &[&str], cgroup: &str, extra: &[&std::ffi::OsStr]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let events = dir.path().join("events.jsonl");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lowmemd"))
+        let lowmemd = env!("CARGO_BIN_EXE_lowmemd");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(lowmemd);
+                c
+            }
+            None => Command::new(lowmemd),
+        };
+        let mut child = cmd
             .args(["run", "--cgroup", cgroup, "--event-log"])
             .arg(&events)
             .args(["--metrics-listen", "127.0.0.1:0"])
@@ -361,6 +376,11 @@ impl Daemon {
             panic!("lowmemd did not start: {:?}", d.stderr.lock().unwrap());
         }
         d
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
     }
 
     /// HOST:PORT of the daemon's metrics endpoint, from its start-up line.
@@ -450,10 +470,20 @@ pub struct Scenario {
 impl Scenario {
     /// Panics, naming what is missing, when this machine cannot run real-kernel tests.
     pub fn start(name: &str, limit_mib: u64, daemon_args: &[&std::ffi::OsStr]) -> Scenario {
+        Self::start_under(&[], name, limit_mib, daemon_args)
+    }
+
+    /// [`Scenario::start`] with the daemon run through `wrapper` ([`Daemon::start_under`]).
+    pub fn start_under(
+        wrapper: &[&str],
+        name: &str,
+        limit_mib: u64,
+        daemon_args: &[&std::ffi::OsStr],
+    ) -> Scenario {
         let serial = serial();
         require_real_kernel(name);
         let cg = TestCgroup::create(name, limit_mib);
-        let daemon = Daemon::start(&cg, daemon_args);
+        let daemon = Daemon::start_under(wrapper, &cg.name, daemon_args);
         Scenario {
             daemon,
             cg,
