@@ -14,6 +14,7 @@
 //!   notifications sent without blocking), and the observer that feeds it.
 
 pub mod clients;
+pub mod error;
 pub mod peer;
 mod procdir;
 pub mod protocol;

@@ -2,15 +2,16 @@
 //! opened while the pidfd that pins it says it runs.
 
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
+use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fs::{Mode, OFlags, openat};
 use rustix::io::Errno;
 
 use crate::procs::{ProcError, ProcRoot, StatLite, parse_stat};
 
-use super::registry::{RegistryError, exited};
+use super::error::RegistryError;
 
 /// A process's /proc directory, opened while its pidfd says it runs. Files opened through
 /// it are that incarnation's (once it exits they fail, and a recycled pid gets a directory
@@ -99,4 +100,14 @@ impl ProcDir {
             source,
         })
     }
+}
+
+/// Whether a pidfd says its process exited (readable), without waiting.
+pub(super) fn exited(fd: impl AsFd) -> bool {
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
 }

@@ -13,7 +13,7 @@ use crate::scope::{Scope, ScopeError};
 
 use super::confirm::{self, Outcome};
 use super::group::{self, GroupError, Member};
-use super::pageout::{Advised, advise};
+use super::pageout::advise::{Advised, advise};
 use super::pin::{self, PinError, Target};
 use super::rank::RankedProc;
 use super::signal::{KillError, Reap, kill_target};
