@@ -5,7 +5,7 @@
 
 use crate::clock::wall_ms;
 use crate::policy::Policy;
-use crate::policy::rules::{self, standing};
+use crate::policy::rules::standing;
 use crate::procs::printable;
 
 use super::Plan;
@@ -177,7 +177,7 @@ pub fn group_members(
     if !members.iter().any(|m| m.proc.pid == victim.proc.pid) {
         return Err(format!("pid {} is no longer in it", victim.proc.pid));
     }
-    let needs = rules::needs(&policy.rules);
+    let needs = policy.facts.needs;
     for m in &members {
         let p = &m.proc;
         let who = format!("pid {} ({})", p.pid, printable(&p.comm));

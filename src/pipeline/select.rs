@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::policy::rules::{self, Effect, standing};
+use crate::policy::rules::standing;
 use crate::policy::{Action, Candidates, Policy};
 use crate::procs::{Needs, printable};
 use crate::scope::ScopeError;
@@ -48,15 +48,12 @@ pub fn select(
 ) -> Result<Selection, ScopeError> {
     let (policy, level) = (plan.policy, plan.level);
     // Processes below the floor are not sized, unless a rule could lift them over it.
-    let rules_can_raise = policy.rules.iter().any(|r| {
-        matches!(r.effect, Effect::SetAdj(_)) || matches!(r.effect, Effect::Shift(n) if n > 0)
-    });
-    let floor = (!rules_can_raise).then_some(level.min_adj);
+    let floor = (!policy.facts.rules_can_raise).then_some(level.min_adj);
     // VmSwap costs a `status` read per process: only worth it when swap is in use, and
     // then only for the first band (see `rank::add_swap_to_first_band`).
     let with_swap = plan.fresh.mem.swap_used_kib() > 0;
     let started = Instant::now();
-    let scan = kernel.scan(floor, false, rules::needs(&policy.rules))?;
+    let scan = kernel.scan(floor, false, policy.facts.needs)?;
     for e in &scan.errors {
         log::debug!("skipping unreadable process: {e}");
     }
@@ -128,7 +125,7 @@ fn eligible(kernel: &dyn Kernel, policy: &Policy, min_adj: i16, t: &mut Target) 
         uid: true,
         ..Default::default()
     };
-    let needs = rules::needs(&policy.rules).union(always);
+    let needs = policy.facts.needs.union(always);
     let (attrs, adj) = kernel.reread(t.proc.pid, needs);
     t.proc.cgroup = attrs.unified_cgroup.clone().or(t.proc.cgroup.take());
     t.proc.uid = attrs.uid.or(t.proc.uid);

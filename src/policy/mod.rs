@@ -233,6 +233,31 @@ pub struct Policy {
     /// file order: `lowmemd check` prints them.
     #[serde(skip)]
     pub warnings: Vec<raw::Problem>,
+    /// What the rules take, worked out once when the policy is compiled.
+    #[serde(skip)]
+    pub facts: Facts,
+}
+
+/// Facts of a policy's rules that the kill path would otherwise work out per decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// The process attributes the rules read.
+    pub needs: crate::procs::Needs,
+    /// Some rule may lift a process's adj (`set_adj`, `prefer`): processes below a level's
+    /// floor must be read too, since a rule may lift them over it.
+    pub rules_can_raise: bool,
+}
+
+impl Facts {
+    pub fn of(rules: &[Rule]) -> Self {
+        Facts {
+            needs: rules::needs(rules),
+            rules_can_raise: rules.iter().any(|r| {
+                matches!(r.effect, Effect::SetAdj(_))
+                    || matches!(r.effect, Effect::Shift(n) if n > 0)
+            }),
+        }
+    }
 }
 
 impl Default for Policy {

@@ -249,6 +249,7 @@ fn read_policy(doc: &mut Doc<'_>, t: &mut Table<'_, '_>) -> Option<Policy> {
             Candidates::All
         }
     };
+    let facts = crate::policy::Facts::of(&rules);
     Some(Policy {
         allow_pid_kill,
         count_swap,
@@ -260,6 +261,7 @@ fn read_policy(doc: &mut Doc<'_>, t: &mut Table<'_, '_>) -> Option<Policy> {
         rules,
         hooks,
         warnings: Vec::new(),
+        facts,
     })
 }
 
