@@ -113,9 +113,23 @@ pub fn read_members(proc: &ProcRoot, dir: &Path) -> Result<Vec<Member>, GroupErr
     Ok(out)
 }
 
+/// Whether a failed write to `cgroup.kill` is one the members' pidfds can stand in for:
+/// the kernel lacks the file (< 5.14), or lowmemd may not write it — the shipped unit runs
+/// as a dynamic user with `ProtectControlGroups=` (a read-only /sys/fs/cgroup, and root's
+/// files besides), where CAP_KILL still signals through a pidfd. Every member is pinned
+/// and checked before, so the pidfds reach exactly the processes cgroup.kill would have.
+fn signal_each_instead(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::NotFound | ErrorKind::PermissionDenied)
+        || matches!(
+            Errno::from_io_error(e),
+            Some(Errno::ROFS | Errno::PERM | Errno::ACCESS)
+        )
+}
+
 /// SIGKILL to every process of the cgroup at `dir`, whose members are `members`, pinned:
-/// one write to `cgroup.kill`, or, where the kernel lacks it (< 5.14), a signal through
-/// each member's pidfd. Then their memory is reaped with process_mrelease where it can be.
+/// one write to `cgroup.kill`, or, where the kernel lacks it (< 5.14) or lowmemd may not
+/// write it (a sandboxed unit), a signal through each member's pidfd. Then their memory is
+/// reaped with process_mrelease where it can be.
 pub fn kill_group(dir: &Path, members: &[Target], caps: &KernelCaps) -> Result<(), GroupError> {
     if let Some(t) = members.iter().find(|t| t.pidfd().is_none()) {
         return Err(GroupError::NoPidfd(t.proc.pid));
@@ -129,7 +143,11 @@ pub fn kill_group(dir: &Path, members: &[Target], caps: &KernelCaps) -> Result<(
         .and_then(|mut f| f.write_all(b"1"));
     match written {
         Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::NotFound => {
+        Err(e) if signal_each_instead(&e) => {
+            log::debug!(
+                "{}: {e}; SIGKILL through each member's pidfd",
+                path.display()
+            );
             for t in members {
                 let Some(pidfd) = t.pidfd() else { continue };
                 match pidfd_send_signal(pidfd, Signal::KILL) {
@@ -216,6 +234,16 @@ mod tests {
         for c in &mut children {
             assert_eq!(c.wait().unwrap().signal(), Some(9));
         }
+    }
+
+    #[test]
+    fn a_cgroup_kill_lowmemd_may_not_write_falls_back_to_the_pidfds() {
+        let err = |e: Errno| std::io::Error::from_raw_os_error(e.raw_os_error());
+        for e in [Errno::NOENT, Errno::ACCESS, Errno::PERM, Errno::ROFS] {
+            assert!(signal_each_instead(&err(e)), "{e}");
+        }
+        // Anything else (an I/O error) is not a reason to go member by member.
+        assert!(!signal_each_instead(&err(Errno::IO)));
     }
 
     #[test]
