@@ -23,6 +23,29 @@ fn require_tool(name: &str, why: &str) {
 
 const BIN: &str = env!("CARGO_BIN_EXE_lowmemd");
 
+/// `systemd-analyze verify` of `unit` (with its drop-ins beside it) must pass without a
+/// word, and `security` must put it at 2.0 or below (`--threshold=20`); returns the report.
+fn verified_exposure_report(unit: &Path) -> String {
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(unit)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--threshold=20"])
+        .arg(unit)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "exposure above 2.0:\n{report}");
+    report
+}
+
 #[test]
 #[ignore = "needs systemd-analyze (Debian package systemd; .ci/run installs it): cargo test -- --include-ignored"]
 fn systemd_unit_verifies_and_is_hardened() {
@@ -37,24 +60,7 @@ fn systemd_unit_verifies_and_is_hardened() {
     );
     // verify wants the ExecStart binary to exist: point it at the one just built.
     std::fs::write(&unit, text.replace("/usr/bin/lowmemd", BIN)).unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&unit)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "systemd-analyze verify: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // --threshold=20: fail if the overall exposure is above 2.0.
-    let out = Command::new("systemd-analyze")
-        .args(["security", "--offline=true", "--threshold=20"])
-        .arg(&unit)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "exposure above 2.0:\n{report}");
+    let report = verified_exposure_report(&unit);
     let exposure = report
         .lines()
         .find_map(|l| l.split("exposure level for lowmemd.service: ").nth(1))
@@ -78,23 +84,7 @@ fn the_hooks_user_drop_in_lets_lowmemd_switch_users_and_stays_hardened() {
         dropins.join("hooks-user.conf"),
     )
     .unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&unit)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "systemd-analyze verify: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new("systemd-analyze")
-        .args(["security", "--offline=true", "--threshold=20"])
-        .arg(&unit)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "exposure above 2.0:\n{report}");
+    let report = verified_exposure_report(&unit);
     // The drop-in was read: setuid(2) and friends are allowed again, and the capabilities
     // to use them are there (std's Command::uid/gid needs both).
     let line = |needle: &str| {
