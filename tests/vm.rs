@@ -27,7 +27,8 @@ use harness::{Newc, Output, Vm, module_depends, report};
 // Scenarios
 
 /// (a) System scope, 768 MiB with zram swap: a runaway leak is killed by lowmemd, the
-/// kernel's OOM killer never fires, the innocents live.
+/// kernel's OOM killer never fires, the probe never stalls, the innocents live (issue 24:
+/// with swap counted as headroom, a runaway must still die early).
 #[test]
 #[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
 fn system_runaway_with_zram() {
@@ -41,6 +42,11 @@ fn system_runaway_with_zram() {
             "leak_to_gone_ms",
             "oom_kill_delta",
             "swapped_out_kib",
+            "max_swap_used_kib",
+            "min_available_pct",
+            "probe_max_ms",
+            "probe_p99_ms",
+            "probe_stalled_ms",
         ],
     );
     assert!(out.num("swap_kib") > 0, "zram swap is on");
@@ -67,6 +73,11 @@ fn system_runaway_with_zram() {
             "innocent{i} alive"
         );
     }
+    assert!(
+        out.float("probe_max_ms") < PROBE_MAX_MS,
+        "the probe stalled {} ms (bound {PROBE_MAX_MS})",
+        out.get("probe_max_ms")
+    );
     assert_eq!(out.get("lowmemd_exit"), "0");
 }
 
