@@ -16,10 +16,7 @@ start_min_available
 t0=$(now_ms)
 spawn job --adj 0 --mib "${JOB_MIB:?}" --rate 100 --compress-ratio 3
 # Growing: ~JOB_MIB / 100 s natively, slower under TCG.
-end=$((t0 + 120000))
-until grep -q '^ready' /tmp/job.out || ! alive "$PID_job" || [ "$(now_ms)" -ge "$end" ]; do
-	sleep 0.05
-done
+wait_ready_or_gone job 120
 result job_grow_ms $(($(now_ms) - t0))
 # Holding.
 if alive "$PID_job" && ! wait_gone "$PID_job" "${HOLD_S:?}"; then

@@ -96,6 +96,17 @@ wait_ready() {
 	wait_file "/tmp/$1.out" '^ready' "${2:-60}" || fail "$1 not ready: $(cat "/tmp/$1.out")"
 }
 
+# wait_ready_or_gone NAME SECONDS: until the workload NAME printed `ready`, exited, or
+# SECONDS passed; 0 if it is ready.
+wait_ready_or_gone() {
+	eval "_pid=\$PID_$1"
+	end=$(($(now_ms) + $2 * 1000))
+	until grep -q '^ready' "/tmp/$1.out"; do
+		alive "$_pid" && [ "$(now_ms)" -lt "$end" ] || return 1
+		sleep 0.05
+	done
+}
+
 # start_lowmemd ARGS...: lowmemd on the system (or --cgroup) scope, events in
 # /tmp/events.jsonl; returns once it is monitoring.
 start_lowmemd() {
