@@ -668,6 +668,21 @@ pub fn finite_job_board() -> Vm {
     }
 }
 
+/// System scope, 768 MiB with zram swap of half of RAM: two cached apps (adj 900) and two
+/// user apps (adj 0) of 200 MiB each re-read all their memory every second, watched for
+/// 60 s (thrash_zram.sh, issue 24).
+pub fn thrash_zram() -> Vm {
+    Vm {
+        name: "thrash-zram",
+        mem_mib: 768,
+        modules: &["zram", "lzo-rle"],
+        script: include_str!("thrash_zram.sh"),
+        timeout: Duration::from_secs(300),
+        env: vec![("OBSERVE_S", "60".into())],
+        ..Vm::default()
+    }
+}
+
 /// A 256 MiB board without swap: background apps and a growing foreground app (board.sh).
 pub fn board() -> Vm {
     Vm {
