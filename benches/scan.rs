@@ -170,6 +170,7 @@ fn decide_pure(b: Bencher) {
         vmpressure_ms: None,
         thrashing_pct: None,
         thrashing_since_ms: 0,
+        headroom_fall_kib_s: None,
     };
     b.bench(|| {
         black_box(decide(

@@ -15,6 +15,10 @@ pub struct MemSnapshot {
     /// minfree table compares, both at once.
     pub free_kib: u64,
     pub file_kib: u64,
+    /// What swap can still take, in RAM it frees: free disk swap whole; a zram device's free
+    /// slots times (1 − 1/ratio), since each page it takes still costs its compressed copy
+    /// in RAM (`scope::swap::headroom_kib`). 0 without swap.
+    pub swap_headroom_kib: u64,
 }
 
 impl MemSnapshot {
@@ -25,16 +29,48 @@ impl MemSnapshot {
         self.available_kib as f64 * 100.0 / self.total_kib as f64
     }
 
+    /// The headroom a memory condition judges: available RAM, plus what swap can still take
+    /// when the policy counts swap (`count_swap`, on by default).
+    pub fn headroom_kib(&self, count_swap: bool) -> u64 {
+        let swap = if count_swap {
+            self.swap_headroom_kib
+        } else {
+            0
+        };
+        self.available_kib + swap
+    }
+
+    /// [`Self::headroom_kib`] in percent of the scope's RAM, so that one policy file fits a
+    /// board and a desktop; more than 100 % where swap adds to a nearly empty machine.
+    pub fn headroom_pct(&self, count_swap: bool) -> f64 {
+        if self.total_kib == 0 {
+            return 0.0;
+        }
+        self.headroom_kib(count_swap) as f64 * 100.0 / self.total_kib as f64
+    }
+
     pub fn swap_used_kib(&self) -> u64 {
         self.swap_total_kib.saturating_sub(self.swap_free_kib)
     }
 }
 
-/// Counters for the thrashing measure: file refaults so far, and the file cache now (pages).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Counters for the thrashing measure: refaults so far, and the file cache now (pages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Refaults {
     pub refault_file: u64,
     pub file_pages: u64,
+    /// Anonymous refaults so far (`workingset_refault_anon`, 5.9+): swap-ins of pages
+    /// evicted recently. A swap-in storm is thrashing as much as a file cache that re-reads
+    /// itself; 0 without swap, where anonymous pages are never evicted, so the measure
+    /// without swap is lmkd's unchanged.
+    pub refault_anon: u64,
+}
+
+impl Refaults {
+    /// Refaults of both kinds so far.
+    pub fn total(&self) -> u64 {
+        self.refault_file + self.refault_anon
+    }
 }
 
 /// Which PSI line a condition watches.
@@ -94,4 +130,7 @@ pub struct Sample {
     /// When the readings behind `thrashing_pct` start: a measure that began before the last
     /// kill still counts refaults that kill answered.
     pub thrashing_since_ms: u64,
+    /// How fast the judged headroom ([`MemSnapshot::headroom_kib`]) fell over the last
+    /// trend window, KiB/s (negative: it grew); `None` before two readings a while apart.
+    pub headroom_fall_kib_s: Option<f64>,
 }

@@ -7,10 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
+use lowmemd::monitor::trend::{TREND_WINDOW_MS, TrendMeter};
 use lowmemd::pipeline::rank::{Exclusion, RankContext, rank};
-use lowmemd::policy::Policy;
 use lowmemd::policy::decide::{LastActions, decide};
 use lowmemd::policy::validate::{LoadError, load};
+use lowmemd::policy::{Action, Policy, Reason};
 use lowmemd::procs::ProcInfo;
 use lowmemd::sample::{MemSnapshot, PsiFired, Sample};
 use proptest::prelude::*;
@@ -182,6 +183,7 @@ fn sample(
         vmpressure_ms: None,
         thrashing_pct: thrash,
         thrashing_since_ms: 0,
+        headroom_fall_kib_s: None,
     }
 }
 
@@ -190,7 +192,116 @@ fn severity(policy: &Policy, s: &Sample) -> usize {
     decide(s, policy, LastActions::NONE).map_or(usize::MAX, |d| d.level)
 }
 
+/// The shipped policies with a runaway level (a watermark qualified by a trend): the policy,
+/// that level's watermark in KiB of a 1 GiB scope and its `exhausted_within_ms`.
+fn with_runaway_level() -> Vec<(PathBuf, Policy, u64, u64)> {
+    shipped()
+        .into_iter()
+        .filter_map(|path| {
+            let (policy, _) = load(&path).unwrap();
+            let l = policy
+                .levels
+                .iter()
+                .find(|l| l.conditions.exhausted_within_ms.is_some())?;
+            let wm_kib = (l.conditions.available_below_pct? / 100.0 * (1u64 << 20) as f64) as u64;
+            let within = l.conditions.exhausted_within_ms?;
+            Some((path, policy.clone(), wm_kib, within))
+        })
+        .collect()
+}
+
+/// Headroom over time, sampled every 10 ms as the monitor polls near a watermark: the
+/// decisions, with the headroom each was taken at.
+fn run_headroom(
+    policy: &Policy,
+    headroom_at: impl Fn(u64) -> u64,
+    until_ms: u64,
+) -> Vec<(u64, u64, Option<lowmemd::policy::decide::Decision>)> {
+    let mut trend = TrendMeter::default();
+    (0..=until_ms)
+        .step_by(10)
+        .map(|t| {
+            let h = headroom_at(t);
+            let mut s = sample(policy, h, &[], None);
+            s.at_ms = t;
+            s.headroom_fall_kib_s = trend.update(t, h);
+            (t, h, decide(&s, policy, LastActions::NONE))
+        })
+        .collect()
+}
+
+#[test]
+fn every_swap_aware_shipped_policy_has_a_runaway_level() {
+    let names: Vec<String> = with_runaway_level()
+        .iter()
+        .map(|(p, ..)| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for want in [
+        "android.toml",
+        "default.toml",
+        "desktop.toml",
+        "embedded.toml",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want}: {names:?}");
+    }
+}
+
 proptest! {
+    /// A job that grows at any rate and then holds its size is never taken for a runaway
+    /// once the trend window has passed, however little headroom it left.
+    #[test]
+    fn a_job_that_stopped_growing_is_never_a_runaway(
+        which in 0usize..4,
+        start_pct in 30u64..100,
+        end_pct in 1u64..30,
+        rate_mib_s in 10u64..2048,
+    ) {
+        let all = with_runaway_level();
+        let (path, policy, ..) = &all[which % all.len()];
+        let kib = |pct: u64| (pct << 20) / 100;
+        let (start, end, rate) = (kib(start_pct), kib(end_pct), rate_mib_s * 1024);
+        let grown_ms = (start - end) * 1000 / rate;
+        let runs = run_headroom(policy, |t| start.saturating_sub(rate * t / 1000).max(end),
+            grown_ms + TREND_WINDOW_MS + 5_000);
+        for (t, h, d) in runs {
+            if t > grown_ms + TREND_WINDOW_MS {
+                prop_assert!(
+                    d.as_ref().is_none_or(|d| d.reason != Reason::Exhaustion),
+                    "{}: a job holding {} KiB of headroom taken for a runaway at {} ms", path.display(), h, t
+                );
+            }
+        }
+    }
+
+    /// A steady leak at any rate meets a kill level that reaches adj 0 before the headroom
+    /// falls below what the runaway level promises: its watermark or `exhausted_within_ms`
+    /// of the leak, whichever is less, give or take one 10 ms poll.
+    #[test]
+    fn a_steady_leak_is_stopped_before_headroom_runs_out(
+        which in 0usize..4,
+        rate_mib_s in 5u64..4096,
+    ) {
+        let all = with_runaway_level();
+        let (path, policy, wm_kib, within) = &all[which % all.len()];
+        let total = 1u64 << 20;
+        let rate = rate_mib_s * 1024;
+        let runs = run_headroom(policy, |t| total.saturating_sub(rate * t / 1000),
+            total * 1000 / rate + 10);
+        let first = runs.into_iter().find(|(_, _, d)| d.as_ref().is_some_and(|d| {
+            let level = d.level(policy);
+            level.action == Action::Kill && level.min_adj <= 0
+        }));
+        let Some((t, h, _)) = first else {
+            return Err(TestCaseError::fail(format!("{}: a {rate_mib_s} MiB/s leak never met an adj-0 kill level", path.display())));
+        };
+        let promised = (*wm_kib).min(rate * within / 1000);
+        prop_assert!(
+            h + rate / 100 + 1 >= promised,
+            "{}: a {} MiB/s leak met an adj-0 kill level only at {} ms with {} KiB left (promised {} KiB)",
+            path.display(), rate_mib_s, t, h, promised
+        );
+    }
+
     /// Less available memory, more PSI events, longer stalls or more thrashing never yields
     /// a milder level.
     #[test]

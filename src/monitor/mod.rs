@@ -9,6 +9,7 @@ pub mod schedule;
 pub mod sources;
 pub mod thrash;
 pub mod threshold;
+pub mod trend;
 pub mod vmpressure;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -23,11 +24,11 @@ use crate::policy::decide::{LastActions, decide};
 use crate::policy::store::PolicyStore;
 use crate::sample::{MemSnapshot, Refaults, Sample};
 use crate::scope::Scope;
-use crate::scope::swap::{effective_swap_free_kib, zram_swap_ratio};
 pub use outlets::{Outlets, Source};
 use schedule::{FAST_POLL_MS, RETRY_MS, Schedule, Slack};
 use sources::Sources;
 use thrash::ThrashMeter;
+use trend::TrendMeter;
 
 /// One poll's readings of the scope.
 struct Measured {
@@ -35,6 +36,8 @@ struct Measured {
     refaults: Option<Refaults>,
     /// Refaults over the window in percent of the file cache, and since when.
     thrashing: Option<(f64, u64)>,
+    /// How fast the judged headroom fell, KiB/s.
+    headroom_fall_kib_s: Option<f64>,
     /// A memcg's usage, for its usage thresholds.
     usage_kib: Option<u64>,
 }
@@ -48,11 +51,12 @@ pub struct Monitor {
     watermarks_pct: Vec<f64>,
     thrashing_window_ms: Option<u64>,
     thrash: ThrashMeter,
+    trend: TrendMeter,
+    /// Whether the policy in force counts swap as headroom.
+    count_swap: bool,
     sources: Sources,
     wake: OwnedFd,
     stop: Arc<AtomicBool>,
-    swap_seen_kib: Option<u64>,
-    zram_ratio: Option<f64>,
     outlets: Outlets,
     /// For tests of the daemon's reaction: fail as a poll error would after this many
     /// polls.
@@ -79,11 +83,11 @@ impl Monitor {
             watermarks_pct: Vec::new(),
             thrashing_window_ms: None,
             thrash: ThrashMeter::default(),
+            trend: TrendMeter::default(),
+            count_swap: true,
             sources,
             wake,
             stop,
-            swap_seen_kib: None,
-            zram_ratio: None,
             outlets,
             fail_after_polls: None,
         };
@@ -105,6 +109,10 @@ impl Monitor {
             self.thrash = ThrashMeter::default();
         }
         self.thrashing_window_ms = window;
+        if policy.count_swap != self.count_swap {
+            self.trend.reset();
+        }
+        self.count_swap = policy.count_swap;
         let mut warnings = self.sources.arm(&self.scope, &policy);
         warnings.extend(
             self.sources
@@ -148,18 +156,12 @@ impl Monitor {
         }
     }
 
-    /// The scope's memory (with zram-aware free swap), the refault counters, and the
-    /// thrashing measure.
+    /// The scope's memory (swap judged by the scope), the refault counters, the thrashing
+    /// measure and the headroom's trend.
     fn measure(&mut self, now: u64) -> Result<Measured, crate::scope::ScopeError> {
         let reading = self.scope.read(self.thrashing_window_ms.is_some())?;
-        let (mut mem, refaults) = (reading.mem, reading.refaults);
-        if self.swap_seen_kib != Some(mem.swap_total_kib) {
-            // Swap was switched on or off: find out again whether it is zram.
-            self.swap_seen_kib = Some(mem.swap_total_kib);
-            self.zram_ratio = (mem.swap_total_kib > 0).then(zram_swap_ratio).flatten();
-        }
-        mem.swap_free_kib =
-            effective_swap_free_kib(mem.swap_free_kib, mem.available_kib, self.zram_ratio);
+        let (mem, refaults) = (reading.mem, reading.refaults);
+        let headroom_fall_kib_s = self.trend.update(now, mem.headroom_kib(self.count_swap));
         let thrashing = match (refaults, self.thrashing_window_ms) {
             (Some(r), Some(w)) => self.thrash.update(now, r, w),
             _ => None,
@@ -168,11 +170,13 @@ impl Monitor {
             mem,
             refaults,
             thrashing,
+            headroom_fall_kib_s,
             usage_kib: reading.usage_kib,
         })
     }
 
-    fn sample(&self, at_ms: u64, mem: MemSnapshot, thrashing: Option<(f64, u64)>) -> Sample {
+    fn sample(&self, at_ms: u64, m: &Measured) -> Sample {
+        let (mem, thrashing) = (m.mem, m.thrashing);
         Sample {
             at_ms,
             mem,
@@ -180,6 +184,7 @@ impl Monitor {
             vmpressure_ms: self.sources.vmpressure_ms(),
             thrashing_pct: thrashing.map(|t| t.0),
             thrashing_since_ms: thrashing.map_or(0, |t| t.1),
+            headroom_fall_kib_s: m.headroom_fall_kib_s,
         }
     }
 
@@ -239,12 +244,7 @@ impl Monitor {
                 }
                 log::info!("monitor now watching: {}", self.sources());
             }
-            let Measured {
-                mem,
-                refaults,
-                thrashing,
-                usage_kib,
-            } = match self.measure(now) {
+            let measured = match self.measure(now) {
                 Ok(m) => {
                     if read_failing {
                         read_failing = false;
@@ -278,8 +278,10 @@ impl Monitor {
                     continue;
                 }
             };
+            let (mem, refaults, usage_kib) = (measured.mem, measured.refaults, measured.usage_kib);
+            let count_swap = self.count_swap;
             if let Some(prev) = schedule.previous() {
-                let (was, is) = (prev.available_pct(), mem.available_pct());
+                let (was, is) = (prev.headroom_pct(count_swap), mem.headroom_pct(count_swap));
                 let crossed = self
                     .watermarks_pct
                     .iter()
@@ -296,7 +298,7 @@ impl Monitor {
                 .lowest_threshold_kib()
                 .zip(usage_kib)
                 .is_some_and(|(lowest, usage)| usage < lowest);
-            sleep_ms = schedule.next(now, mem, &self.watermarks_pct, below_thresholds);
+            sleep_ms = schedule.next(now, mem, count_swap, &self.watermarks_pct, below_thresholds);
             // Refaults are a rate: while reclaim is active (a kernel event within the
             // window, or the file cache shrinking), read them at least 10 times per window.
             if let Some(w) = self.thrashing_window_ms {
@@ -319,7 +321,7 @@ impl Monitor {
             if let Some(every) = self.outlets.max_sleep_ms {
                 sleep_ms = Some(sleep_ms.map_or(every, |s| s.min(every)));
             }
-            let sample = self.sample(now, mem, thrashing);
+            let sample = self.sample(now, &measured);
             // The decision is pure and takes nanoseconds: take it here, and wake the
             // pipeline only when a level holds (or just stopped holding).
             let policy = self.store.get();

@@ -28,6 +28,7 @@ const FALL_MEMORY_MS: u64 = 60_000;
 /// will say when one comes near (`kernel_watches`: usage thresholds armed and not reached).
 pub fn next_interval_ms(
     mem: &MemSnapshot,
+    count_swap: bool,
     watermarks_pct: &[f64],
     fill_kib_per_s: f64,
     since_event_ms: Option<u64>,
@@ -39,7 +40,8 @@ pub fn next_interval_ms(
     if watermarks_pct.is_empty() || kernel_watches {
         return None;
     }
-    let avail_pct = mem.available_pct();
+    // The memory conditions judge RAM and, where the policy counts it, swap headroom.
+    let avail_pct = mem.headroom_pct(count_swap);
     // The highest watermark still below us is the next one memory would cross.
     let Some(next) = watermarks_pct
         .iter()
@@ -122,14 +124,15 @@ impl Schedule {
         &mut self,
         now_ms: u64,
         mem: MemSnapshot,
+        count_swap: bool,
         watermarks_pct: &[f64],
         kernel_watches: bool,
     ) -> Option<u64> {
         if let Some(p) = self.prev
             && now_ms > p.at_ms
         {
-            let fall = p.mem.available_kib.saturating_sub(mem.available_kib) as f64 * 1000.0
-                / (now_ms - p.at_ms) as f64;
+            let (was, is) = (p.mem.headroom_kib(count_swap), mem.headroom_kib(count_swap));
+            let fall = was.saturating_sub(is) as f64 * 1000.0 / (now_ms - p.at_ms) as f64;
             let stale = self
                 .fastest
                 .is_none_or(|(_, at)| now_ms.saturating_sub(at) >= FALL_MEMORY_MS);
@@ -140,6 +143,7 @@ impl Schedule {
         self.prev = Some(Reading { at_ms: now_ms, mem });
         next_interval_ms(
             &mem,
+            count_swap,
             watermarks_pct,
             self.fill_rate(now_ms),
             self.since_event(now_ms),
@@ -187,12 +191,12 @@ mod tests {
         // 24 GiB at 98 %, nearest watermark 25 %: 17.5 GiB at 4 GiB/s is 4.4 s.
         let m = mem(24 * GIB, 24 * GIB * 98 / 100);
         let rate = 2.0 * FILL_KIB_PER_S_PER_CPU;
-        let ms = next_interval_ms(&m, &[25.0, 15.0, 5.0], rate, None, false).unwrap();
+        let ms = next_interval_ms(&m, true, &[25.0, 15.0, 5.0], rate, None, false).unwrap();
         assert!((4300..=4500).contains(&ms), "{ms}");
         // Never longer than the cap, however much room.
         let huge = mem(1 << 40, 1 << 40);
         assert_eq!(
-            next_interval_ms(&huge, &[5.0], rate, None, false),
+            next_interval_ms(&huge, true, &[5.0], rate, None, false),
             Some(MAX_SLEEP_MS)
         );
     }
@@ -203,13 +207,20 @@ mod tests {
         let rate = FILL_KIB_PER_S_PER_CPU;
         // 16 % available, low watermark at 15 %: 2.5 MiB of headroom.
         assert_eq!(
-            next_interval_ms(&mem(m256, m256 * 16 / 100), &[15.0, 5.0], rate, None, false),
+            next_interval_ms(
+                &mem(m256, m256 * 16 / 100),
+                true,
+                &[15.0, 5.0],
+                rate,
+                None,
+                false
+            ),
             Some(FAST_POLL_MS)
         );
         // Between low and critical, and below everything.
         for avail in [m256 * 10 / 100, 0] {
             assert_eq!(
-                next_interval_ms(&mem(m256, avail), &[15.0, 5.0], rate, None, false),
+                next_interval_ms(&mem(m256, avail), true, &[15.0, 5.0], rate, None, false),
                 Some(FAST_POLL_MS)
             );
         }
@@ -220,12 +231,12 @@ mod tests {
         let m = mem(24 * GIB, 12 * GIB);
         let rate = FILL_KIB_PER_S_PER_CPU;
         assert_eq!(
-            next_interval_ms(&m, &[15.0], rate, Some(200), false),
+            next_interval_ms(&m, true, &[15.0], rate, Some(200), false),
             Some(FAST_POLL_MS)
         );
-        assert_eq!(next_interval_ms(&m, &[], rate, None, false), None);
+        assert_eq!(next_interval_ms(&m, true, &[], rate, None, false), None);
         assert_eq!(
-            next_interval_ms(&m, &[], rate, Some(200), false),
+            next_interval_ms(&m, true, &[], rate, Some(200), false),
             Some(FAST_POLL_MS)
         );
     }
@@ -234,16 +245,18 @@ mod tests {
     fn a_fall_faster_than_the_machine_bound_is_planned_for() {
         let mut s = Schedule::new(1);
         let w = [15.0, 5.0];
-        let calm = s.next(0, mem(24 * GIB, 20 * GIB), &w, false).unwrap();
+        let calm = s.next(0, mem(24 * GIB, 20 * GIB), true, &w, false).unwrap();
         // 4 GiB gone in 100 ms: 40 GiB/s, far above one CPU's bound.
-        let falling = s.next(100, mem(24 * GIB, 16 * GIB), &w, false).unwrap();
+        let falling = s
+            .next(100, mem(24 * GIB, 16 * GIB), true, &w, false)
+            .unwrap();
         assert!(falling < calm / 4, "{falling} < {calm}");
         assert!(s.fill_rate(200) > 30.0 * GIB as f64);
         // Forgotten after a minute.
         assert_eq!(s.fill_rate(100 + FALL_MEMORY_MS), FILL_KIB_PER_S_PER_CPU);
         s.event(150);
         assert_eq!(
-            s.next(200, mem(24 * GIB, 16 * GIB), &w, false),
+            s.next(200, mem(24 * GIB, 16 * GIB), true, &w, false),
             Some(FAST_POLL_MS)
         );
         assert_eq!(s.previous().unwrap().available_kib, 16 * GIB);

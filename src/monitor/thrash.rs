@@ -1,6 +1,8 @@
-//! The thrashing measure: file refaults over a sliding window, in percent of the file cache
-//! (lmkd's measure). A cache that keeps re-reading what it just evicted is thrashing even
-//! when "available" memory looks fine.
+//! The thrashing measure: refaults over a sliding window, in percent of the file cache
+//! (lmkd's measure, with anonymous refaults — swap-ins of recently evicted pages — counted
+//! too). A cache that keeps re-reading what it just evicted is thrashing even when
+//! "available" memory looks fine, and so is a machine swapping its working set in and out
+//! of zram. Without swap there are no anonymous refaults: lmkd's measure, unchanged.
 
 use std::collections::VecDeque;
 
@@ -10,7 +12,8 @@ use crate::sample::Refaults;
 #[derive(Debug, Clone, Copy)]
 struct Reading {
     at_ms: u64,
-    refault_file: u64,
+    /// File and anonymous refaults so far.
+    refaults: u64,
 }
 
 #[derive(Debug, Default)]
@@ -38,18 +41,17 @@ impl ThrashMeter {
             || self
                 .history
                 .back()
-                .is_some_and(|last| last.refault_file > r.refault_file)
+                .is_some_and(|last| last.refaults > r.total())
         {
             self.history.clear();
         }
         self.history.push_back(Reading {
             at_ms: now_ms,
-            refault_file: r.refault_file,
+            refaults: r.total(),
         });
         let oldest = *self.history.front()?;
         (self.history.len() >= 2).then(|| {
-            let pct =
-                (r.refault_file - oldest.refault_file) as f64 * 100.0 / r.file_pages.max(1) as f64;
+            let pct = (r.total() - oldest.refaults) as f64 * 100.0 / r.file_pages.max(1) as f64;
             (pct, oldest.at_ms)
         })
     }
@@ -65,6 +67,7 @@ mod tests {
         let r = |refault_file| Refaults {
             refault_file,
             file_pages: 1000,
+            refault_anon: 0,
         };
         assert_eq!(m.update(0, r(100), 1000), None);
         assert_eq!(m.update(500, r(300), 1000), Some((20.0, 0)));
@@ -76,5 +79,18 @@ mod tests {
         // So does a gap of more than two windows: no delta across it.
         assert_eq!(m.update(1800, r(10), 1000), Some((0.5, 1700)));
         assert_eq!(m.update(5000, r(900), 1000), None);
+    }
+
+    #[test]
+    fn swap_ins_of_evicted_pages_count_as_thrashing() {
+        let mut m = ThrashMeter::default();
+        let r = |refault_anon| Refaults {
+            refault_file: 10,
+            file_pages: 1000,
+            refault_anon,
+        };
+        assert_eq!(m.update(0, r(0), 1000), None);
+        // 150 anonymous refaults in half a window, no file refaults: 15 % of the cache.
+        assert_eq!(m.update(500, r(150), 1000), Some((15.0, 0)));
     }
 }

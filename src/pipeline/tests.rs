@@ -105,6 +105,7 @@ impl Fake {
             vmpressure_ms: None,
             thrashing_pct: None,
             thrashing_since_ms: 0,
+            headroom_fall_kib_s: None,
         }
     }
 

@@ -14,6 +14,9 @@ pub struct Fired {
     pub threshold: f64,
     /// For a PSI condition with a duration: how long its stall had gone on.
     pub sustained_ms: Option<u64>,
+    /// For a memory condition qualified by `exhausted_within_ms`: how soon the headroom
+    /// would be gone at the fall just measured.
+    pub exhausted_in_ms: Option<u64>,
 }
 
 impl Fired {
@@ -23,6 +26,7 @@ impl Fired {
             value,
             threshold,
             sustained_ms: None,
+            exhausted_in_ms: None,
         }
     }
 }
@@ -31,10 +35,14 @@ impl fmt::Display for Fired {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (v, t) = (self.value, self.threshold);
         match self.reason {
-            Reason::LowMemory | Reason::CriticalMemory if t >= 100.0 => {
-                write!(f, "available {v:.0} KiB < {t:.0} KiB")
+            Reason::LowMemory | Reason::CriticalMemory | Reason::Exhaustion if t >= 100.0 => {
+                write!(f, "available {v:.0} KiB < {t:.0} KiB")?;
+                self.fmt_exhaustion(f)
             }
-            Reason::LowMemory | Reason::CriticalMemory => write!(f, "available {v:.1} % < {t} %"),
+            Reason::LowMemory | Reason::CriticalMemory | Reason::Exhaustion => {
+                write!(f, "available {v:.1} % < {t} %")?;
+                self.fmt_exhaustion(f)
+            }
             Reason::PsiSome | Reason::PsiFull => {
                 let kind = if self.reason == Reason::PsiSome {
                     "some"
@@ -65,6 +73,27 @@ impl fmt::Display for Fired {
             }
         }
     }
+}
+
+impl Fired {
+    fn fmt_exhaustion(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.exhausted_in_ms {
+            Some(ms) => write!(
+                f,
+                ", gone in {:.1} s at the fall just measured",
+                ms as f64 / 1000.0
+            ),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How soon `headroom_kib` is gone at `fall_kib_s`, if within `within_ms`: a headroom that
+/// does not fall (a job that stopped growing) is never exhausted.
+pub fn exhausted_in_ms(headroom_kib: u64, fall_kib_s: Option<f64>, within_ms: u64) -> Option<u64> {
+    let fall = fall_kib_s.filter(|f| *f > 0.0)?;
+    let ms = headroom_kib as f64 * 1000.0 / fall;
+    (ms < within_ms as f64).then_some(ms as u64)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -154,12 +183,24 @@ impl LastActions {
 fn evaluate(
     level: &Level,
     most_severe: bool,
+    count_swap: bool,
     sample: &Sample,
     last: LastActions,
 ) -> (Vec<Fired>, usize) {
     let last_action_ms = last.action_ms;
     let c = &level.conditions;
     let mem = &sample.mem;
+    let headroom_kib = mem.headroom_kib(count_swap);
+    // A watermark qualified by a trend holds only while the headroom would be gone soon.
+    let trend = |mut hit: Fired| match c.exhausted_within_ms {
+        None => Some(hit),
+        Some(within) => {
+            let ms = exhausted_in_ms(headroom_kib, sample.headroom_fall_kib_s, within)?;
+            hit.reason = Reason::Exhaustion;
+            hit.exhausted_in_ms = Some(ms);
+            Some(hit)
+        }
+    };
     let memory_reason = if most_severe {
         Reason::CriticalMemory
     } else {
@@ -171,17 +212,17 @@ fn evaluate(
         present += usize::from(present_here);
         fired.extend(cond);
     };
-    let avail_pct = mem.available_pct();
+    let avail_pct = mem.headroom_pct(count_swap);
     check(
         c.available_below_pct
             .filter(|w| avail_pct < *w)
-            .map(|w| Fired::new(memory_reason, avail_pct, w)),
+            .and_then(|w| trend(Fired::new(memory_reason, avail_pct, w))),
         c.available_below_pct.is_some(),
     );
     check(
         c.available_below_kib
-            .filter(|k| mem.available_kib < *k)
-            .map(|k| Fired::new(memory_reason, mem.available_kib as f64, k as f64)),
+            .filter(|k| headroom_kib < *k)
+            .and_then(|k| trend(Fired::new(memory_reason, headroom_kib as f64, k as f64))),
         c.available_below_kib.is_some(),
     );
     let psi = [
@@ -259,7 +300,7 @@ pub fn decide(sample: &Sample, policy: &Policy, last: LastActions) -> Option<Dec
             if level.from_client.is_some() != from_client {
                 return None;
             }
-            let (fired, present) = evaluate(level, index == 0, sample, last);
+            let (fired, present) = evaluate(level, index == 0, policy.count_swap, sample, last);
             let holds = match level.combine {
                 Combine::Any => !fired.is_empty(),
                 Combine::All => present > 0 && fired.len() == present,
@@ -290,7 +331,7 @@ mod tests {
     use crate::sample::{MemSnapshot, PsiFired};
 
     const CRITICAL: usize = 0;
-    const LOW: usize = 1;
+    const LOW: usize = 2;
 
     pub(crate) fn sample_for(policy: &Policy, at_ms: u64, avail_pct: f64) -> Sample {
         let total = 262_144;
@@ -317,6 +358,7 @@ mod tests {
             vmpressure_ms: None,
             thrashing_pct: None,
             thrashing_since_ms: 0,
+            headroom_fall_kib_s: None,
         }
     }
 
@@ -588,5 +630,76 @@ mod tests {
             None,
             "kill too long ago"
         );
+    }
+
+    #[test]
+    fn swap_headroom_counts_as_available_unless_the_policy_says_not() {
+        let mut p = Policy::default();
+        // RAM nearly full (3 %), zram can still take a fifth of RAM's worth.
+        let mut s = sample_for(&p, 1000, 3.0);
+        s.mem.swap_total_kib = 131_072;
+        s.mem.swap_free_kib = 131_072;
+        s.mem.swap_headroom_kib = s.mem.total_kib / 5;
+        assert_eq!(
+            decide(&s, &p, LastActions::NONE).map(|d| d.level),
+            Some(3),
+            "23 % with swap: only the page-out level (below 25 %)"
+        );
+        p.count_swap = false;
+        assert_eq!(
+            level_name(&decide(&s, &p, LastActions::NONE)),
+            Some((CRITICAL, Reason::CriticalMemory))
+        );
+        // Without swap the headroom is RAM alone, whatever count_swap says.
+        s.mem.swap_headroom_kib = 0;
+        p.count_swap = true;
+        assert_eq!(
+            level_name(&decide(&s, &p, LastActions::NONE)),
+            Some((CRITICAL, Reason::CriticalMemory))
+        );
+    }
+
+    #[test]
+    fn a_runaway_is_told_from_a_job_that_stopped_growing_by_its_fall() {
+        let p = Policy::default();
+        const RUNAWAY: usize = 1;
+        assert_eq!(p.levels[RUNAWAY].name, "runaway");
+        // 12 % left: below the runaway's 15 %, above critical's 5 %.
+        let mut s = sample_for(&p, 1000, 12.0);
+        let left_kib = s.mem.available_kib as f64;
+        // Not falling (a job that reached its size), or no trend measured yet: the plain
+        // `low` level (adj >= 900) holds, never the runaway level (adj >= 0).
+        for fall in [None, Some(0.0), Some(-50_000.0)] {
+            s.headroom_fall_kib_s = fall;
+            assert_eq!(
+                level_name(&decide(&s, &p, LastActions::NONE)),
+                Some((LOW, Reason::LowMemory)),
+                "{fall:?}"
+            );
+        }
+        // Falling so slowly that it lasts more than 10 s: still only `low`.
+        s.headroom_fall_kib_s = Some(left_kib / 20.0);
+        assert_eq!(
+            level_name(&decide(&s, &p, LastActions::NONE)).unwrap().0,
+            LOW
+        );
+        // Gone within 2 s at 100 MiB/s-ish: the runaway level, and the record says when.
+        s.headroom_fall_kib_s = Some(left_kib / 2.0);
+        let d = decide(&s, &p, LastActions::NONE).unwrap();
+        assert_eq!((d.level, d.reason), (RUNAWAY, Reason::Exhaustion));
+        assert_eq!(d.fired.exhausted_in_ms, Some(2000));
+        assert_eq!(
+            d.fired.to_string(),
+            "available 12.0 % < 15 %, gone in 2.0 s at the fall just measured"
+        );
+    }
+
+    #[test]
+    fn exhaustion_needs_a_fall() {
+        assert_eq!(exhausted_in_ms(1000, Some(1000.0), 2000), Some(1000));
+        assert_eq!(exhausted_in_ms(1000, Some(1000.0), 1000), None);
+        assert_eq!(exhausted_in_ms(1000, Some(0.0), 10_000), None);
+        assert_eq!(exhausted_in_ms(0, Some(-5.0), 10_000), None);
+        assert_eq!(exhausted_in_ms(0, None, 10_000), None);
     }
 }

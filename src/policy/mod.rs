@@ -42,10 +42,13 @@ pub enum Reason {
     PressureAfterKill,
     /// Free memory and the file cache both below an lmkd client's minfree (LMK_TARGET).
     Minfree,
+    /// Little headroom left and, at the fall just measured, gone within the level's
+    /// `exhausted_within_ms`: a runaway, not a large job that has stopped growing.
+    Exhaustion,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::LowMemory,
         Reason::CriticalMemory,
         Reason::PsiSome,
@@ -54,6 +57,7 @@ impl Reason {
         Reason::Thrashing,
         Reason::PressureAfterKill,
         Reason::Minfree,
+        Reason::Exhaustion,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +70,7 @@ impl Reason {
             Reason::Thrashing => "thrashing",
             Reason::PressureAfterKill => "pressure_after_kill",
             Reason::Minfree => "minfree",
+            Reason::Exhaustion => "exhaustion",
         }
     }
 }
@@ -134,10 +139,16 @@ pub enum Combine {
 /// The conditions of one level; `None` means "not part of this level".
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Conditions {
-    /// Available memory below this percent of the scope's total.
+    /// Available memory below this percent of the scope's total. "Available" is the judged
+    /// headroom: RAM, plus what swap can still take unless the policy says `count_swap =
+    /// false` ([`crate::sample::MemSnapshot::headroom_kib`]).
     pub available_below_pct: Option<f64>,
     /// Available memory below this many KiB (holds together with the percent: either fires).
     pub available_below_kib: Option<u64>,
+    /// The available-memory condition holds only while the headroom, falling as fast as it
+    /// fell over the last trend window, would be gone within this long: what tells a
+    /// runaway from a large job that has stopped growing (`None`: the watermark alone).
+    pub exhausted_within_ms: Option<u64>,
     /// PSI stall above a share of the trigger window.
     pub psi_some: Option<PsiCondition>,
     pub psi_full: Option<PsiCondition>,
@@ -197,6 +208,9 @@ pub struct Policy {
     pub allow_pid_kill: bool,
     /// `candidates = "registered"`: only processes registered over the lmkd socket.
     pub candidates: Candidates,
+    /// Whether memory conditions count what swap can still take as headroom (the default):
+    /// zram and disk swap exist so that a machine holds more than its RAM.
+    pub count_swap: bool,
     /// Programs run after actions, in file order.
     pub hooks: Vec<Hook>,
 }

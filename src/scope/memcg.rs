@@ -48,13 +48,14 @@ impl Version {
     }
 }
 
-/// File refaults so far and the file cache now, for the thrashing measure, from
-/// `memory.stat` (bytes there, pages here).
+/// Refaults so far and the file cache now, for the thrashing measure, from `memory.stat`
+/// (the cache in bytes there, pages here).
 pub fn refaults(version: Version, stat: &str, page_size: u64) -> Option<Refaults> {
     let key = |n: &str| parse_stat_key(stat, &version.stat_key(n));
     Some(Refaults {
         refault_file: key("workingset_refault_file")?,
         file_pages: (key("active_file")? + key("inactive_file")?) / page_size,
+        refault_anon: key("workingset_refault_anon").unwrap_or(0),
     })
 }
 
@@ -113,6 +114,7 @@ pub fn snapshot(
         swap_free_kib: 0,
         free_kib: limit_kib.saturating_sub(usage_kib),
         file_kib: active_file_kib + inactive_file_kib,
+        swap_headroom_kib: 0,
     })
 }
 
@@ -147,6 +149,20 @@ pub fn read(
             .flatten(),
         usage_kib: parse_usage(&usage).ok().map(|b| b / 1024),
     })
+}
+
+/// How much more the memcg may swap, KiB: v2 `memory.swap.max − memory.swap.current`; v1
+/// `memory.memsw.limit_in_bytes − memory.memsw.usage_in_bytes` (memory and swap together).
+/// `None` when it has no swap limit of its own (or the kernel does not account swap).
+pub fn swap_room_kib(dir: &Path, version: Version) -> Option<u64> {
+    let (limit, usage) = match version {
+        Version::V1 => ("memory.memsw.limit_in_bytes", "memory.memsw.usage_in_bytes"),
+        Version::V2 => ("memory.swap.max", "memory.swap.current"),
+    };
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    let limit = parse_limit(&read(limit)?).ok()??;
+    let usage = parse_usage(&read(usage)?).ok()?;
+    Some(limit.saturating_sub(usage) / 1024)
 }
 
 /// The kernel OOM killer's kill count for this memcg (`oom_kill` in v1 `memory.oom_control`
@@ -207,6 +223,12 @@ mod tests {
         let stat = "workingset_refault_file 1\ntotal_workingset_refault_file 500\ntotal_active_file 4096000\ntotal_inactive_file 4096000\n";
         let r = refaults(Version::V1, stat, 4096).unwrap();
         assert_eq!((r.refault_file, r.file_pages), (500, 2000));
+        assert_eq!(r.refault_anon, 0);
+        let with_anon = format!("{stat}total_workingset_refault_anon 70\n");
+        assert_eq!(
+            refaults(Version::V1, &with_anon, 4096).unwrap().total(),
+            570
+        );
         assert_eq!(refaults(Version::V2, stat, 4096), None);
     }
 

@@ -27,11 +27,14 @@ pub fn parse(r: impl BufRead) -> Result<MemSnapshot, String> {
         // lmkd's "other file": page cache that reclaim can drop or write back.
         file_kib: kib((m.buffers + m.cached)
             .saturating_sub(m.shmem.unwrap_or(0) + m.unevictable.unwrap_or(0))),
+        // Judged from /proc/swaps by the scope (`Scope::read`).
+        swap_headroom_kib: 0,
     })
 }
 
-/// File refaults and file cache from `/proc/vmstat` (kernel 5.9+ splits refaults into
-/// anon and file; older kernels have one `workingset_refault`, all file-backed without swap).
+/// Refaults and the file cache from `/proc/vmstat` (kernel 5.9+ splits refaults into anon and
+/// file; older kernels have one `workingset_refault`, counted as file, and `pswpin` stands
+/// in for anonymous refaults: every swap-in, not only of recently evicted pages).
 pub fn parse_vmstat_refaults(text: &str) -> Option<Refaults> {
     let key = |k: &str| {
         text.lines().find_map(|l| {
@@ -42,6 +45,9 @@ pub fn parse_vmstat_refaults(text: &str) -> Option<Refaults> {
     Some(Refaults {
         refault_file: key("workingset_refault_file").or_else(|| key("workingset_refault"))?,
         file_pages: key("nr_active_file")? + key("nr_inactive_file")?,
+        refault_anon: key("workingset_refault_anon")
+            .or_else(|| key("pswpin"))
+            .unwrap_or(0),
     })
 }
 
@@ -65,6 +71,9 @@ mod tests {
         let new = "nr_inactive_file 300\nnr_active_file 700\nworkingset_refault_anon 5\nworkingset_refault_file 42\n";
         let r = parse_vmstat_refaults(new).unwrap();
         assert_eq!((r.refault_file, r.file_pages), (42, 1000));
+        assert_eq!(r.refault_anon, 5);
+        let old_swap = "nr_inactive_file 1\nnr_active_file 1\nworkingset_refault 7\npswpin 9\n";
+        assert_eq!(parse_vmstat_refaults(old_swap).unwrap().refault_anon, 9);
         let old = "nr_inactive_file 1\nnr_active_file 1\nworkingset_refault 7\n";
         assert_eq!(parse_vmstat_refaults(old).unwrap().refault_file, 7);
         assert_eq!(parse_vmstat_refaults("garbage"), None);

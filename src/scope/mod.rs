@@ -144,9 +144,10 @@ impl Scope {
     }
 
     /// The scope's memory and, with `want_refaults`, its thrashing counters (for a memcg from
-    /// the same `memory.stat` read; for the system from `/proc/vmstat`).
+    /// the same `memory.stat` read; for the system from `/proc/vmstat`). Swap is judged here
+    /// (`swap::judge`), so the monitor and the pipeline's re-check see the same headroom.
     pub fn read(&self, want_refaults: bool) -> Result<Reading, ScopeError> {
-        match &self.cgroup {
+        let mut reading = match &self.cgroup {
             None => {
                 let mem = read_meminfo(&self.proc)?;
                 let refaults = if want_refaults {
@@ -157,18 +158,48 @@ impl Scope {
                 } else {
                     None
                 };
-                Ok(Reading {
+                Reading {
                     mem,
                     refaults,
                     usage_kib: None,
-                })
+                }
             }
             Some(c) => memcg::read(
                 &c.memcg_dir,
                 c.version,
                 self.system_total_kib,
                 want_refaults,
-            ),
+            )?,
+        };
+        self.judge_swap(&mut reading.mem);
+        Ok(reading)
+    }
+
+    /// Fills in the swap of `mem`: free swap as far as it can be used and what swap can
+    /// still take. Without swap (SwapTotal 0: the system scope reads no more files) nothing
+    /// changes. A memcg swaps into the machine's swap, within its own swap limit.
+    fn judge_swap(&self, mem: &mut MemSnapshot) {
+        let system = self.cgroup.is_none();
+        if system && mem.swap_total_kib == 0 {
+            return;
+        }
+        let text = std::fs::read_to_string(self.proc.path().join("swaps")).unwrap_or_default();
+        let devices = swap::parse_swaps(&text);
+        let room = swap::judge(&devices, mem.available_kib, swap::read_mm_stat);
+        mem.swap_headroom_kib = room.headroom_kib;
+        mem.swap_free_kib = room.usable_free_kib;
+        if let Some(c) = &self.cgroup {
+            mem.swap_total_kib = devices.iter().map(|d| d.size_kib).sum();
+            if let Some(room_kib) = memcg::swap_room_kib(&c.memcg_dir, c.version) {
+                // v2 swap.max bounds swap alone; v1 memsw bounds memory and swap together,
+                // so its room is shared with the memory still available.
+                let room_kib = match c.version {
+                    memcg::Version::V2 => room_kib,
+                    memcg::Version::V1 => room_kib.saturating_sub(mem.available_kib),
+                };
+                mem.swap_headroom_kib = mem.swap_headroom_kib.min(room_kib);
+                mem.swap_free_kib = mem.swap_free_kib.min(room_kib);
+            }
         }
     }
 

@@ -123,6 +123,14 @@ pub(super) fn read_level(
         available_below_kib: t
             .int(doc, "available_below_kib", 1..=i64::MAX, "KiB")
             .map(|k| k as u64),
+        exhausted_within_ms: t
+            .int(
+                doc,
+                "exhausted_within_ms",
+                100..=600_000,
+                "milliseconds until the headroom is gone at the fall just measured",
+            )
+            .map(|m| m as u64),
         psi_some: psi(doc, t, "psi_some_ms", PsiKind::Some),
         psi_full: psi(doc, t, "psi_full_ms", PsiKind::Full),
         psi_some_for_ms: sustained(doc, t, "psi_some_for_ms", "psi_some_ms"),
@@ -139,6 +147,19 @@ pub(super) fn read_level(
             .map(|m| m as u64),
         free_and_file_below_kib: None,
     };
+    if conditions.exhausted_within_ms.is_some()
+        && conditions.available_below_pct.is_none()
+        && conditions.available_below_kib.is_none()
+    {
+        let span = t
+            .key_span("exhausted_within_ms")
+            .unwrap_or_else(|| t.span.clone());
+        doc.problem(
+            &span,
+            &t.key_path("exhausted_within_ms"),
+            "needs `available_below_pct` or `available_below_kib` in the same level: it says how little headroom must be left before the trend counts",
+        );
+    }
     let defaults = PageoutLimits::default();
     let pageout = PageoutLimits {
         max_kib_per_event: t
@@ -238,7 +259,15 @@ pub(super) fn check_level_order(
         let Some(prev) = i.checked_sub(1).map(|p| &levels[p]) else {
             continue;
         };
-        let order = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a.total_cmp(&b));
+        // A watermark qualified by a trend fires at a different point than a plain one (only
+        // while memory is falling fast), so the two do not compete for the same memory.
+        let plain = |l: &Level| l.conditions.exhausted_within_ms.is_none();
+        let comparable = plain(prev) && plain(l);
+        let order = |a: Option<f64>, b: Option<f64>| {
+            a.zip(b)
+                .filter(|_| comparable)
+                .map(|(a, b)| a.total_cmp(&b))
+        };
         let pairs = [
             (
                 "available_below_pct",

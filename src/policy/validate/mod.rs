@@ -231,6 +231,7 @@ fn read_policy(doc: &mut Doc<'_>, t: &mut Table<'_, '_>) -> Option<Policy> {
         ht.finish(doc);
     }
     let allow_pid_kill = t.boolean(doc, "allow_pid_kill").unwrap_or(false);
+    let count_swap = t.boolean(doc, "count_swap").unwrap_or(true);
     let candidates = match t.string(doc, "candidates") {
         None => Candidates::All,
         Some((s, _)) if s == "all" => Candidates::All,
@@ -246,6 +247,7 @@ fn read_policy(doc: &mut Doc<'_>, t: &mut Table<'_, '_>) -> Option<Policy> {
     };
     Some(Policy {
         allow_pid_kill,
+        count_swap,
         candidates,
         scope,
         psi_window_ms,
@@ -348,5 +350,9 @@ mod tests {
         );
         assert_eq!(p.psi_window_ms, 1000);
         assert_eq!(p.scope, None);
+        assert!(
+            p.count_swap,
+            "swap is headroom unless a policy says otherwise"
+        );
     }
 }
