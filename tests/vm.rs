@@ -420,6 +420,8 @@ fn finite_job_faults(label: &str, out: &Output) -> Vec<String> {
             "zram_orig_kib",
             "zram_mem_used_kib",
             "zram_ratio_x100",
+            "psi_some_ms",
+            "psi_full_ms",
             "oom_kill_delta",
             "died",
             "probe_max_ms",

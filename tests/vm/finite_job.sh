@@ -12,6 +12,8 @@ sleep 1
 result available_before_kib "$(mem_available_kib)"
 oom0=$(oom_kills)
 pswpin0=$(awk '$1 == "pswpin" { print $2 }' /proc/vmstat)
+some0=$(psi_total some)
+full0=$(psi_total full)
 start_min_available
 t0=$(now_ms)
 spawn job --adj 0 --mib "${JOB_MIB:?}" --rate 100 --compress-ratio 3
@@ -29,6 +31,9 @@ else
 	zram_stats
 fi
 stop_min_available
+# Under TCG zram compresses several times slower than natively: the job stalls in reclaim.
+result psi_some_ms $((($(psi_total some) - some0) / 1000))
+result psi_full_ms $((($(psi_total full) - full0) / 1000))
 result oom_kill_delta $(($(oom_kills) - oom0))
 result dmesg_out_of_memory "$(dmesg | grep -c 'Out of memory')"
 result swapped_in_kib $((($(awk '$1 == "pswpin" { print $2 }' /proc/vmstat) - pswpin0) * 4))
