@@ -402,9 +402,15 @@ fn thrash_burst_kills_nothing_the_user_sees() {
 /// ms"). The kernel alone kept the finite job at 228 ms, earlyoom at 121 ms, under TCG.
 const PROBE_MAX_MS: f64 = 500.0;
 
+/// The same on the 256 MiB board, where the kernel alone stalled the probe 357 ms in one
+/// run and 1,595 ms in another (TCG, a host shared with other work): with 1 % of RAM left
+/// while the job swaps in, 500 ms would fail whatever lowmemd does. 2 s is a hang a user
+/// would report.
+const BOARD_PROBE_MAX_MS: f64 = 2000.0;
+
 /// What went wrong in a finite-job run, if anything: the job or anything else died, a
 /// kernel OOM kill, the probe stalled.
-fn finite_job_faults(label: &str, out: &Output) -> Vec<String> {
+fn finite_job_faults(label: &str, out: &Output, probe_max_ms: f64) -> Vec<String> {
     report(
         label,
         out,
@@ -457,9 +463,9 @@ fn finite_job_faults(label: &str, out: &Output) -> Vec<String> {
             out.num("oom_kill_delta")
         ));
     }
-    if out.float("probe_max_ms") >= PROBE_MAX_MS {
+    if out.float("probe_max_ms") >= probe_max_ms {
         faults.push(format!(
-            "{label}: the probe stalled {} ms (bound {PROBE_MAX_MS})",
+            "{label}: the probe stalled {} ms (bound {probe_max_ms})",
             out.get("probe_max_ms")
         ));
     }
@@ -472,7 +478,7 @@ fn finite_job_faults(label: &str, out: &Output) -> Vec<String> {
 fn finite_job_under(policy: Option<&str>) {
     let label = format!("finite job, {}", policy.unwrap_or("built-in policy"));
     let out = harness::finite_job().guard("lowmemd", policy).run();
-    let faults = finite_job_faults(&label, &out);
+    let faults = finite_job_faults(&label, &out, PROBE_MAX_MS);
     assert!(faults.is_empty(), "{}", faults.join("\n"));
 }
 
@@ -504,14 +510,19 @@ fn finite_job_with_zram_lives_under_android_toml() {
     finite_job_under(Some("android.toml"));
 }
 
-/// (f) on a board: 256 MiB with 128 MiB of zram, embedded.toml, a 220 MiB job.
+/// (f) on a board: 256 MiB with 128 MiB of zram, embedded.toml, a 220 MiB job; the probe
+/// held to [`BOARD_PROBE_MAX_MS`].
 #[test]
 #[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
 fn finite_job_with_zram_lives_on_a_board_under_embedded_toml() {
     let out = harness::finite_job_board()
         .guard("lowmemd", Some("embedded.toml"))
         .run();
-    let faults = finite_job_faults("finite job on a board, embedded.toml", &out);
+    let faults = finite_job_faults(
+        "finite job on a board, embedded.toml",
+        &out,
+        BOARD_PROBE_MAX_MS,
+    );
     assert!(faults.is_empty(), "{}", faults.join("\n"));
 }
 
