@@ -614,6 +614,10 @@ pub fn report(name: &str, out: &Output, keys: &[&str]) {
         out.wall.as_secs_f64()
     );
     eprintln!("lowmemd log:\n{}", out.lowmemd_log);
+    // The records whole: what a level saw (available, swap headroom, trend) when it acted.
+    for e in &out.events {
+        eprintln!("lowmemd event: {e}");
+    }
     if !out.kernel_oom.is_empty() {
         eprintln!("kernel OOM killer:\n{}", out.kernel_oom);
     }
