@@ -330,10 +330,14 @@ fn main() {
                         }
                         run
                     }
-                    Err(e) => Run {
-                        failed: Some(e),
-                        ..Run::default()
-                    },
+                    Err(e) => {
+                        // A VM that overran or died: its console is in the message.
+                        eprintln!("{}: {e}", s.key);
+                        Run {
+                            failed: Some(e),
+                            ..Run::default()
+                        }
+                    }
                 };
                 eprintln!(
                     "{} / {} run {i}: oom_kills={:?} died={:?} leak_ms={:?}{} swap_mib={:?} probe max={:?} p99={:?} stalled={:?}{}",
