@@ -1,6 +1,6 @@
 //! Head to head in a VM: the whole-machine scenarios of tests/vm.rs — a runaway with zram
-//! swap, a 256 MiB board without swap, a burst of file-cache thrash — each under four
-//! guards: the kernel's OOM killer alone, earlyoom (Debian's package with its default
+//! swap, a finite job that RAM + zram carry (issue 24), a 256 MiB board without swap, a
+//! burst of file-cache thrash — each under four guards: the kernel's OOM killer alone, earlyoom (Debian's package with its default
 //! arguments), lowmemd with its built-in policy, lowmemd with policies/desktop.toml. Several
 //! runs each; a markdown table on stdout, each run on stderr. Numbers to compare, not a
 //! pass/fail test.
@@ -10,7 +10,7 @@
 //! VM_BENCH_RUNS=1 cargo bench --bench vm_head_to_head -- thrash desktop
 //! ```
 //! Words after `--` keep the scenario/guard pairs whose names contain them all (scenarios
-//! `runaway`, `board`, `thrash`; guards `kernel`, `earlyoom`, `lowmemd-builtin`,
+//! `runaway`, `finite`, `board`, `thrash`; guards `kernel`, `earlyoom`, `lowmemd-builtin`,
 //! `lowmemd-desktop`). Needs what tests/vm.rs needs (qemu-system-x86_64, apt-get, rustup's
 //! x86_64-unknown-linux-musl target) and earlyoom: /usr/bin/earlyoom when installed, else
 //! `apt-get download earlyoom` unpacked into target/vm-assets/earlyoom. earlyoom is linked
@@ -18,7 +18,9 @@
 //!
 //! Per run the guest reports (tests/vm/lib.sh): kernel OOM kills (`oom_kill` in
 //! /proc/vmstat), who died (name/adj/killer, killer "kernel" when the kernel's OOM killer
-//! named the pid), the leak's start-to-death time, and the latency probe (`lowmemd-workload
+//! named the pid), the leak's (or the finite job's) start-to-death time, the most swap in use
+//! (for a leak: at its kill, to 100 ms; for the finite job: what zram carried), and the
+//! latency probe (`lowmemd-workload
 //! --probe` at adj -1000: every 50 ms it reads its 8 MiB and a small file; max and p99 of how
 //! late a tick finished, and the stalled time: the sum of lateness beyond one period).
 
@@ -71,11 +73,16 @@ struct Scenario {
     vm: fn() -> Vm,
 }
 
-const SCENARIOS: [Scenario; 3] = [
+const SCENARIOS: [Scenario; 4] = [
     Scenario {
         key: "runaway",
         label: "runaway, 768 MiB + zram",
         vm: harness::system_runaway,
+    },
+    Scenario {
+        key: "finite",
+        label: "finite job 700 MiB, 768 MiB + zram",
+        vm: harness::finite_job,
     },
     Scenario {
         key: "board",
@@ -95,9 +102,12 @@ struct Run {
     failed: Option<String>,
     oom_kills: Option<i64>,
     died: Vec<String>,
-    /// Leak start to its death, ms; None when there was no leak or it survived.
+    /// Leak (or finite job) start to its death, ms; None when there was none or it lived.
     leak_ms: Option<f64>,
+    /// The leak survived 120 s, or the finite job was alive at the end.
     leak_survived: bool,
+    /// The most swap in use during the run, MiB (for a leak: at its kill).
+    swap_mib: Option<f64>,
     probe_max: Option<f64>,
     probe_p99: Option<f64>,
     probe_stalled: Option<f64>,
@@ -151,8 +161,12 @@ fn measure(out: &Output) -> Run {
         failed,
         oom_kills: num(out, "oom_kill_delta").map(|v| v as i64),
         died,
-        leak_ms: num(out, "leak_to_gone_ms").filter(|_| !out.results.contains_key("leak_survived")),
-        leak_survived: out.results.contains_key("leak_survived"),
+        leak_ms: num(out, "leak_to_gone_ms")
+            .filter(|_| !out.results.contains_key("leak_survived"))
+            .or_else(|| num(out, "job_to_gone_ms")),
+        leak_survived: out.results.contains_key("leak_survived")
+            || out.results.get("job_alive").is_some_and(|a| a == "1"),
+        swap_mib: num(out, "max_swap_used_kib").map(|k| k / 1024.0),
         probe_max: num(out, "probe_max_ms"),
         probe_p99: num(out, "probe_p99_ms"),
         probe_stalled: num(out, "probe_stalled_ms"),
@@ -249,16 +263,21 @@ fn row(scenario: &Scenario, arm: &Arm, runs: &[Run]) -> String {
     } else {
         let survived = ok.iter().filter(|r| r.leak_survived).count();
         let s = spread(ok.iter().filter_map(|r| r.leak_ms).collect());
-        if survived > 0 {
-            format!("{s}; survived 120 s ×{survived}")
+        let lived = if scenario.key == "finite" {
+            "lived"
         } else {
-            s
+            "survived 120 s"
+        };
+        match (survived, s.as_str()) {
+            (0, _) => s,
+            (_, "—") => format!("{lived} ×{survived}"),
+            _ => format!("{s}; {lived} ×{survived}"),
         }
     };
-    let probe = |f: fn(&Run) -> Option<f64>| spread(ok.iter().filter_map(|r| f(r)).collect());
+    let figure = |f: fn(&Run) -> Option<f64>| spread(ok.iter().filter_map(|r| f(r)).collect());
     let failed = runs.len() - ok.len();
     format!(
-        "| {} | {} | {}{} | {} | {} | {} | {} | {} |",
+        "| {} | {} | {}{} | {} | {} | {} | {} | {} | {} |",
         scenario.label,
         arm.label,
         oom.join(", "),
@@ -269,9 +288,10 @@ fn row(scenario: &Scenario, arm: &Arm, runs: &[Run]) -> String {
         },
         died,
         leak,
-        probe(|r| r.probe_max),
-        probe(|r| r.probe_p99),
-        probe(|r| r.probe_stalled),
+        figure(|r| r.swap_mib),
+        figure(|r| r.probe_max),
+        figure(|r| r.probe_p99),
+        figure(|r| r.probe_stalled),
     )
 }
 
@@ -310,19 +330,24 @@ fn main() {
                         }
                         run
                     }
-                    Err(e) => Run {
-                        failed: Some(e),
-                        ..Run::default()
-                    },
+                    Err(e) => {
+                        // A VM that overran or died: its console is in the message.
+                        eprintln!("{}: {e}", s.key);
+                        Run {
+                            failed: Some(e),
+                            ..Run::default()
+                        }
+                    }
                 };
                 eprintln!(
-                    "{} / {} run {i}: oom_kills={:?} died={:?} leak_ms={:?}{} probe max={:?} p99={:?} stalled={:?}{}",
+                    "{} / {} run {i}: oom_kills={:?} died={:?} leak_ms={:?}{} swap_mib={:?} probe max={:?} p99={:?} stalled={:?}{}",
                     s.key,
                     a.key,
                     run.oom_kills,
                     run.died,
                     run.leak_ms,
                     if run.leak_survived { " (survived)" } else { "" },
+                    run.swap_mib,
                     run.probe_max,
                     run.probe_p99,
                     run.probe_stalled,
@@ -341,9 +366,9 @@ fn main() {
         harness::accel()
     );
     println!(
-        "| scenario | guard | kernel OOM kills per run | died | leak start → death, ms | probe max, ms | probe p99, ms | probe stalled, ms |"
+        "| scenario | guard | kernel OOM kills per run | died | leak/job start → death, ms | most swap in use (leak: at the kill), MiB | probe max, ms | probe p99, ms | probe stalled, ms |"
     );
-    println!("|---|---|---|---|---:|---:|---:|---:|");
+    println!("|---|---|---|---|---:|---:|---:|---:|---:|");
     for r in rows {
         println!("{r}");
     }

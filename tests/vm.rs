@@ -27,7 +27,8 @@ use harness::{Newc, Output, Vm, module_depends, report};
 // Scenarios
 
 /// (a) System scope, 768 MiB with zram swap: a runaway leak is killed by lowmemd, the
-/// kernel's OOM killer never fires, the innocents live.
+/// kernel's OOM killer never fires, the probe never stalls, the innocents live (issue 24:
+/// with swap counted as headroom, a runaway must still die early).
 #[test]
 #[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
 fn system_runaway_with_zram() {
@@ -41,6 +42,11 @@ fn system_runaway_with_zram() {
             "leak_to_gone_ms",
             "oom_kill_delta",
             "swapped_out_kib",
+            "max_swap_used_kib",
+            "min_available_pct",
+            "probe_max_ms",
+            "probe_p99_ms",
+            "probe_stalled_ms",
         ],
     );
     assert!(out.num("swap_kib") > 0, "zram swap is on");
@@ -67,6 +73,11 @@ fn system_runaway_with_zram() {
             "innocent{i} alive"
         );
     }
+    assert!(
+        out.float("probe_max_ms") < PROBE_MAX_MS,
+        "the probe stalled {} ms (bound {PROBE_MAX_MS})",
+        out.get("probe_max_ms")
+    );
     assert_eq!(out.get("lowmemd_exit"), "0");
 }
 
@@ -385,6 +396,248 @@ fn thrash_burst_kills_nothing_the_user_sees() {
         faults.extend(thrash_burst_faults(&label, &out));
     }
     assert!(faults.is_empty(), "{}", faults.join("\n"));
+}
+
+/// The probe's worst tick in the zram scenarios (issue 24: "the probe never stalls > 500
+/// ms"). The kernel alone kept the finite job at 228 ms, earlyoom at 121 ms, under TCG.
+const PROBE_MAX_MS: f64 = 500.0;
+
+/// The same on the 256 MiB board, where the kernel alone stalled the probe 357 ms in one
+/// run and 1,595 ms in another (TCG, a host shared with other work): with 1 % of RAM left
+/// while the job swaps in, 500 ms would fail whatever lowmemd does. 2 s is a hang a user
+/// would report.
+const BOARD_PROBE_MAX_MS: f64 = 2000.0;
+
+/// What went wrong in a finite-job run, if anything: the job or anything else died, a
+/// kernel OOM kill, the probe stalled.
+fn finite_job_faults(label: &str, out: &Output, probe_max_ms: f64) -> Vec<String> {
+    report(
+        label,
+        out,
+        &[
+            "mem_total_kib",
+            "swap_kib",
+            "available_before_kib",
+            "job_grow_ms",
+            "job_alive",
+            "job_to_gone_ms",
+            "min_available_pct",
+            "max_swap_used_kib",
+            "zram_orig_kib",
+            "zram_mem_used_kib",
+            "zram_ratio_x100",
+            "psi_some_ms",
+            "psi_full_ms",
+            "oom_kill_delta",
+            "died",
+            "probe_max_ms",
+            "probe_p99_ms",
+            "probe_stalled_ms",
+        ],
+    );
+    let mut faults = Vec::new();
+    if out.num("swap_kib") <= 0 {
+        faults.push(format!("{label}: no zram swap"));
+    }
+    if out.get("job_alive") != "1" {
+        faults.push(format!(
+            "{label}: the job died {} ms after it started",
+            out.get("job_to_gone_ms")
+        ));
+    }
+    for k in out.kills() {
+        faults.push(format!(
+            "{label}: lowmemd killed {} (adj {}) at ts_ms {}: level {}, reason {}, condition {}",
+            k["comm"], k["oom_score_adj"], k["ts_ms"], k["level"], k["reason"], k["condition"]
+        ));
+    }
+    if out.get("died") != "-" {
+        faults.push(format!(
+            "{label}: died (name/adj/killer): {}",
+            out.get("died")
+        ));
+    }
+    if out.num("oom_kill_delta") != 0 || out.num("dmesg_out_of_memory") != 0 {
+        faults.push(format!(
+            "{label}: {} kernel OOM kills",
+            out.num("oom_kill_delta")
+        ));
+    }
+    if out.float("probe_max_ms") >= probe_max_ms {
+        faults.push(format!(
+            "{label}: the probe stalled {} ms (bound {probe_max_ms})",
+            out.get("probe_max_ms")
+        ));
+    }
+    if out.get("lowmemd_exit") != "0" {
+        faults.push(format!("{label}: lowmemd exit {}", out.get("lowmemd_exit")));
+    }
+    faults
+}
+
+fn finite_job_under(policy: Option<&str>) {
+    let label = format!("finite job, {}", policy.unwrap_or("built-in policy"));
+    let out = harness::finite_job().guard("lowmemd", policy).run();
+    let faults = finite_job_faults(&label, &out, PROBE_MAX_MS);
+    assert!(faults.is_empty(), "{}", faults.join("\n"));
+}
+
+/// (f) Issue 24, swap is headroom: in 768 MiB with 384 MiB of zram, an adj-0 job that grows
+/// to 700 MiB of ~3:1-compressible memory and holds it fits in RAM + zram; the kernel and
+/// earlyoom keep it, and so must lowmemd: nothing killed, no kernel OOM kill, the probe never
+/// stalls. One test per shipped policy (container.toml aside, as for the thrash burst).
+#[test]
+#[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
+fn finite_job_with_zram_lives_under_the_built_in_policy() {
+    finite_job_under(None);
+}
+
+#[test]
+#[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
+fn finite_job_with_zram_lives_under_desktop_toml() {
+    finite_job_under(Some("desktop.toml"));
+}
+
+#[test]
+#[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
+fn finite_job_with_zram_lives_under_embedded_toml() {
+    finite_job_under(Some("embedded.toml"));
+}
+
+#[test]
+#[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
+fn finite_job_with_zram_lives_under_android_toml() {
+    finite_job_under(Some("android.toml"));
+}
+
+/// (f) on a board: 256 MiB with 128 MiB of zram, embedded.toml, a 220 MiB job; the probe
+/// held to [`BOARD_PROBE_MAX_MS`].
+#[test]
+#[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
+fn finite_job_with_zram_lives_on_a_board_under_embedded_toml() {
+    let out = harness::finite_job_board()
+        .guard("lowmemd", Some("embedded.toml"))
+        .run();
+    let faults = finite_job_faults(
+        "finite job on a board, embedded.toml",
+        &out,
+        BOARD_PROBE_MAX_MS,
+    );
+    assert!(faults.is_empty(), "{}", faults.join("\n"));
+}
+
+/// What went wrong in a thrash-on-zram run, if anything: no relief (no kill of an adj >= 900
+/// app), a kill or death below adj 900, a kernel OOM kill.
+fn thrash_zram_faults(label: &str, out: &Output) -> Vec<String> {
+    report(
+        label,
+        out,
+        &[
+            "apps_up_ms",
+            "cached1_gone_ms",
+            "cached2_gone_ms",
+            "min_available_pct",
+            "max_swap_used_kib",
+            "swapped_in_kib",
+            "refault_anon",
+            "psi_some_ms",
+            "psi_full_ms",
+            "oom_kill_delta",
+            "died",
+            "probe_max_ms",
+            "probe_p99_ms",
+            "probe_stalled_ms",
+        ],
+    );
+    let mut faults = Vec::new();
+    if out.num("swap_kib") <= 0 {
+        faults.push(format!("{label}: no zram swap"));
+    }
+    let mut relief = 0;
+    for k in out.kills() {
+        eprintln!(
+            "{label}: lowmemd killed {} (adj {}) at ts_ms {}: level {}, reason {}, condition {}",
+            k["comm"], k["oom_score_adj"], k["ts_ms"], k["level"], k["reason"], k["condition"]
+        );
+        match k["oom_score_adj"].as_i64() {
+            Some(adj) if adj >= 900 => relief += 1,
+            _ => faults.push(format!(
+                "{label}: lowmemd killed {} (adj {}; level {}, reason {}, condition {})",
+                k["comm"], k["oom_score_adj"], k["level"], k["reason"], k["condition"]
+            )),
+        }
+    }
+    if relief == 0 {
+        faults.push(format!(
+            "{label}: no relief: no cached app killed in {} ms of thrash (PSI some {} ms, full {} ms; {} KiB swapped in; probe max {} ms, stalled {} ms)",
+            out.get("apps_up_ms"),
+            out.get("psi_some_ms"),
+            out.get("psi_full_ms"),
+            out.get("swapped_in_kib"),
+            out.get("probe_max_ms"),
+            out.get("probe_stalled_ms"),
+        ));
+    }
+    for died in out.get("died").split(',').filter(|d| *d != "-") {
+        let adj: i64 = died
+            .split('/')
+            .nth(1)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0);
+        if adj < 900 {
+            faults.push(format!("{label}: {died} died (name/adj/killer)"));
+        }
+    }
+    for app in ["app1", "app2"] {
+        if out.get(&format!("{app}_alive")) != "1" {
+            faults.push(format!("{label}: the user's {app} died"));
+        }
+    }
+    if out.num("oom_kill_delta") != 0 || out.num("dmesg_out_of_memory") != 0 {
+        faults.push(format!(
+            "{label}: {} kernel OOM kills",
+            out.num("oom_kill_delta")
+        ));
+    }
+    if out.get("lowmemd_exit") != "0" {
+        faults.push(format!("{label}: lowmemd exit {}", out.get("lowmemd_exit")));
+    }
+    faults
+}
+
+fn thrash_zram_under(policy: Option<&str>) {
+    let label = format!("thrash on zram, {}", policy.unwrap_or("built-in policy"));
+    let out = harness::thrash_zram().guard("lowmemd", policy).run();
+    let faults = thrash_zram_faults(&label, &out);
+    assert!(faults.is_empty(), "{}", faults.join("\n"));
+}
+
+/// (g) Issue 24, swapping counts as thrashing: four apps of 200 MiB re-read all their memory
+/// every second in 768 MiB with zram (the kernel alone kept all four, PSI full for 37 s of
+/// 60). Relief must come: a kill of a cached app (adj 900); the user's two apps (adj 0),
+/// which fit in RAM once the cached ones are gone, must live.
+#[test]
+#[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
+fn thrash_on_zram_takes_cached_apps_only_under_the_built_in_policy() {
+    thrash_zram_under(None);
+}
+
+#[test]
+#[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
+fn thrash_on_zram_takes_cached_apps_only_under_desktop_toml() {
+    thrash_zram_under(Some("desktop.toml"));
+}
+
+#[test]
+#[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
+fn thrash_on_zram_takes_cached_apps_only_under_embedded_toml() {
+    thrash_zram_under(Some("embedded.toml"));
+}
+
+#[test]
+#[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
+fn thrash_on_zram_takes_cached_apps_only_under_android_toml() {
+    thrash_zram_under(Some("android.toml"));
 }
 
 #[test]

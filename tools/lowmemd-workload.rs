@@ -3,6 +3,8 @@
 //! then allocates (and touches) anonymous memory at a set rate, and holds it until killed.
 //!
 //! Prints `ready` once `--mib` is reached (or at once when it grows without bound).
+//! `--compress-ratio` sets how well its memory compresses in zram; `--cycle-ms` keeps
+//! re-reading it (an app in use, whose working set must stay in RAM).
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -55,18 +57,30 @@ struct Args {
     /// The small file the probe reads on every tick.
     #[arg(long, value_name = "FILE", requires = "probe")]
     probe_file: Option<std::path::PathBuf>,
+    /// How well the memory compresses (zram's orig_data_size / compr_data_size, roughly):
+    /// each 4 KiB page holds 4096 / RATIO pseudo-random bytes, the rest zeros. 2 is program
+    /// data; 3 is what zram achieves on a typical desktop (the ~3:1 of issue 24).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    compress_ratio: u32,
+    /// After allocating, read one byte of every page of the memory every MS milliseconds
+    /// (back to back when a pass takes longer): a working set that must stay in RAM, so
+    /// that several of these over RAM make a machine with swap thrash.
+    #[arg(long, value_name = "MS", conflicts_with_all = ["reread", "hold_file", "probe"])]
+    cycle_ms: Option<u64>,
 }
 
 const CHUNK: usize = 1 << 20;
 
-/// 1 MiB of memory that compresses like program data (~2:1): each 4 KiB page is half
-/// pseudo-random bytes, half zeros. Every page is written, so all are really faulted in (a
-/// zero fill could map the shared zero page), and zram cannot store them as "same-filled"
-/// pages for free, which would make swap look faster than it is.
-fn chunk(seed: &mut u64) -> Vec<u8> {
+/// 1 MiB of memory that compresses about `ratio`:1: each 4 KiB page starts with 4096 /
+/// `ratio` pseudo-random bytes (which no compressor shrinks), the rest zeros (which cost
+/// almost nothing). Every page is written, so all are really faulted in (a zero fill could
+/// map the shared zero page), and zram cannot store them as "same-filled" pages for free,
+/// which would make swap look faster than it is.
+fn chunk(seed: &mut u64, ratio: u32) -> Vec<u8> {
+    let random = (4096 / ratio as usize).next_multiple_of(8).min(4096);
     let mut v = vec![0u8; CHUNK];
     for page in v.chunks_mut(4096) {
-        for word in page[..2048].chunks_mut(8) {
+        for word in page[..random].chunks_mut(8) {
             // xorshift64
             *seed ^= *seed << 13;
             *seed ^= *seed >> 7;
@@ -163,6 +177,20 @@ fn probe(held: &[Vec<u8>], file: Option<&std::path::Path>) {
     );
 }
 
+/// `--cycle-ms`: reads every page of `held` once per `period`, forever. A pass that takes
+/// longer than the period (pages coming back from swap) is followed by the next at once.
+fn cycle(held: &[Vec<u8>], period: Duration) -> ! {
+    loop {
+        let due = Instant::now() + period;
+        for chunk in held {
+            std::hint::black_box(touch_pages(chunk));
+        }
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
 fn main() {
     let args = Args::parse();
     let pid = std::process::id().to_string();
@@ -197,7 +225,7 @@ fn main() {
         held.push(if args.touch_only {
             touched()
         } else {
-            chunk(&mut seed)
+            chunk(&mut seed, args.compress_ratio)
         });
         if args.rate > 0 {
             let due = Duration::from_secs_f64(held.len() as f64 / args.rate as f64);
@@ -232,6 +260,9 @@ fn main() {
     if args.probe {
         probe(&held, args.probe_file.as_deref());
         return;
+    }
+    if let Some(ms) = args.cycle_ms {
+        cycle(&held, Duration::from_millis(ms));
     }
     if let (Some(map), true) = (&map, args.reread.is_some()) {
         loop {

@@ -290,6 +290,13 @@ impl Output {
             .unwrap_or_else(|_| panic!("RESULT {key}={v} is not a number"))
     }
 
+    /// A decimal RESULT (the probe's `probe_max_ms=123.4`).
+    pub fn float(&self, key: &str) -> f64 {
+        let v = self.get(key);
+        v.parse()
+            .unwrap_or_else(|_| panic!("RESULT {key}={v} is not a number"))
+    }
+
     /// The event log dumped in the block NAME (`dump_lowmemd SUFFIX` dumps `events-SUFFIX`).
     pub fn events_in(&self, name: &str) -> Vec<serde_json::Value> {
         events(&self.lines, name)
@@ -607,6 +614,10 @@ pub fn report(name: &str, out: &Output, keys: &[&str]) {
         out.wall.as_secs_f64()
     );
     eprintln!("lowmemd log:\n{}", out.lowmemd_log);
+    // The records whole: what a level saw (available, swap headroom, trend) when it acted.
+    for e in &out.events {
+        eprintln!("lowmemd event: {e}");
+    }
     if !out.kernel_oom.is_empty() {
         eprintln!("kernel OOM killer:\n{}", out.kernel_oom);
     }
@@ -624,6 +635,54 @@ pub fn system_runaway() -> Vm {
         modules: &["zram", "lzo-rle"],
         script: include_str!("system_runaway.sh"),
         timeout: Duration::from_secs(240),
+        ..Vm::default()
+    }
+}
+
+/// System scope, 768 MiB with 384 MiB of zram swap: an adj-0 job grows at 100 MiB/s to
+/// 700 MiB of ~3:1-compressible memory and holds it for 20 s, which RAM and zram together
+/// carry (finite_job.sh, issue 24).
+pub fn finite_job() -> Vm {
+    Vm {
+        name: "finite-job",
+        mem_mib: 768,
+        modules: &["zram", "lzo-rle"],
+        script: include_str!("finite_job.sh"),
+        timeout: Duration::from_secs(240),
+        env: vec![
+            ("ZRAM_MIB", "384".into()),
+            ("JOB_MIB", "700".into()),
+            ("HOLD_S", "20".into()),
+        ],
+        ..Vm::default()
+    }
+}
+
+/// finite_job on a board: 256 MiB with 128 MiB of zram swap, a 220 MiB job.
+pub fn finite_job_board() -> Vm {
+    Vm {
+        name: "finite-job-board",
+        mem_mib: 256,
+        env: vec![
+            ("ZRAM_MIB", "128".into()),
+            ("JOB_MIB", "220".into()),
+            ("HOLD_S", "20".into()),
+        ],
+        ..finite_job()
+    }
+}
+
+/// System scope, 768 MiB with zram swap of half of RAM: two cached apps (adj 900) and two
+/// user apps (adj 0) of 200 MiB each re-read all their memory every second, watched for
+/// 60 s (thrash_zram.sh, issue 24).
+pub fn thrash_zram() -> Vm {
+    Vm {
+        name: "thrash-zram",
+        mem_mib: 768,
+        modules: &["zram", "lzo-rle"],
+        script: include_str!("thrash_zram.sh"),
+        timeout: Duration::from_secs(300),
+        env: vec![("OBSERVE_S", "60".into())],
         ..Vm::default()
     }
 }

@@ -96,6 +96,17 @@ wait_ready() {
 	wait_file "/tmp/$1.out" '^ready' "${2:-60}" || fail "$1 not ready: $(cat "/tmp/$1.out")"
 }
 
+# wait_ready_or_gone NAME SECONDS: until the workload NAME printed `ready`, exited, or
+# SECONDS passed; 0 if it is ready.
+wait_ready_or_gone() {
+	eval "_pid=\$PID_$1"
+	end=$(($(now_ms) + $2 * 1000))
+	until grep -q '^ready' "/tmp/$1.out"; do
+		alive "$_pid" && [ "$(now_ms)" -lt "$end" ] || return 1
+		sleep 0.05
+	done
+}
+
 # start_lowmemd ARGS...: lowmemd on the system (or --cgroup) scope, events in
 # /tmp/events.jsonl; returns once it is monitoring.
 start_lowmemd() {
@@ -161,24 +172,33 @@ stop_probe() {
 	done
 }
 
-# MemAvailable in KiB, without a fork (for sampling loops).
-read_available() {
+# read_mem: MemAvailable and swap in use (SwapTotal - SwapFree), in KiB, into $MEM_AVAILABLE
+# and $SWAP_USED, without a fork (for sampling loops).
+read_mem() {
 	while read -r _k _v _; do
-		[ "$_k" = MemAvailable: ] && break
+		case $_k in
+		MemAvailable:) MEM_AVAILABLE=$_v ;;
+		SwapTotal:) _swap_total=$_v ;;
+		SwapFree:) SWAP_USED=$((_swap_total - _v)) ;;
+		esac
 	done </proc/meminfo
-	echo "$_v"
 }
 
-# start_min_available / stop_min_available: the lowest MemAvailable seen in between,
-# sampled every 100 ms: RESULT min_available_kib and min_available_pct (of MemTotal).
+# start_min_available / stop_min_available: the lowest MemAvailable and the most swap in
+# use seen in between, sampled every 100 ms: RESULT min_available_kib, min_available_pct (of
+# MemTotal) and max_swap_used_kib. A growing job holds the most swap just before it dies,
+# so for a killed one the last is the swap in use at the kill (to 100 ms).
 start_min_available() {
 	rm -f /tmp/min-available.stop
 	(
-		m=$(read_available)
+		read_mem
+		m=$MEM_AVAILABLE
+		s=$SWAP_USED
 		while [ ! -e /tmp/min-available.stop ]; do
-			a=$(read_available)
-			[ "$a" -lt "$m" ] && m=$a
-			echo "$m" >/tmp/min-available
+			read_mem
+			[ "$MEM_AVAILABLE" -lt "$m" ] && m=$MEM_AVAILABLE
+			[ "$SWAP_USED" -gt "$s" ] && s=$SWAP_USED
+			echo "$m $s" >/tmp/min-available
 			sleep 0.1
 		done
 	) &
@@ -188,20 +208,33 @@ start_min_available() {
 stop_min_available() {
 	touch /tmp/min-available.stop
 	wait "$MIN_AVAILABLE"
-	_m=$(cat /tmp/min-available)
+	read -r _m _s </tmp/min-available
 	result min_available_kib "$_m"
 	result min_available_pct $((_m * 100 / $(awk '$1 == "MemTotal:" { print $2 }' /proc/meminfo)))
+	result max_swap_used_kib "$_s"
 }
 
 # PSI memory stall totals (µs since boot): psi_total some|full.
 psi_total() { awk -v k="$1" '$1 == k { sub("total=", "", $5); print $5 }' /proc/pressure/memory; }
 
+# zram_stats: RESULT zram_orig_kib, zram_compr_kib, zram_mem_used_kib (/sys/block/zram0/
+# mm_stat: data stored, its compressed size, the RAM zram takes for it) and the ratio x100.
+zram_stats() {
+	read -r _orig _compr _used _ </sys/block/zram0/mm_stat
+	result zram_orig_kib $((_orig / 1024))
+	result zram_compr_kib $((_compr / 1024))
+	result zram_mem_used_kib $((_used / 1024))
+	result zram_ratio_x100 $((_orig * 100 / (_compr > 0 ? _compr : 1)))
+}
+
 oom_kills() { awk '$1 == "oom_kill" { print $2 }' /proc/vmstat; }
 
 mem_available_kib() { awk '$1 == "MemAvailable:" { print $2 }' /proc/meminfo; }
 
-# zram_swap SIZE: /dev/zram0 of SIZE as swap.
+# zram_swap SIZE: /dev/zram0 of SIZE as swap, compressed with lzo-rle (what Fedora and
+# Debian's zram-tools use; it must be chosen before the size).
 zram_swap() {
+	echo lzo-rle >/sys/block/zram0/comp_algorithm || fail "zram comp_algorithm lzo-rle"
 	echo "$1" >/sys/block/zram0/disksize || fail "zram disksize"
 	mkswap /dev/zram0 >/dev/null || fail mkswap
 	swapon /dev/zram0 || fail swapon
