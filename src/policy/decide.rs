@@ -88,6 +88,15 @@ impl Fired {
     }
 }
 
+/// Swap is absorbing a growing job: the judged headroom falls (faster than 0.2 % of the
+/// scope per second) while swap still has room (5 % of the scope or more). A stall then is
+/// the kernel moving pages out, which it can finish — a job that fits stops and the stall
+/// with it; a runaway meets the watermarks and the trend.
+pub fn swap_absorbing(mem: &crate::sample::MemSnapshot, fall_kib_s: Option<f64>) -> bool {
+    let total = mem.total_kib as f64;
+    mem.swap_headroom_kib as f64 >= total * 0.05 && fall_kib_s.is_some_and(|f| f > total * 0.002)
+}
+
 /// How soon `headroom_kib` is gone at `fall_kib_s`, if within `within_ms`: a headroom that
 /// does not fall (a job that stopped growing) is never exhausted.
 pub fn exhausted_in_ms(headroom_kib: u64, fall_kib_s: Option<f64>, within_ms: u64) -> Option<u64> {
@@ -237,8 +246,11 @@ fn evaluate(
         (c.psi_full, c.psi_full_for_ms, Reason::PsiFull),
         (c.psi_some, c.psi_some_for_ms, Reason::PsiSome),
     ];
+    // A level may leave a stall to the swap that is absorbing it (see `swap_absorbing`).
+    let psi_counts =
+        c.psi_while_swapping_out || !count_swap || !swap_absorbing(mem, sample.headroom_fall_kib_s);
     for (cond, for_ms, reason) in psi {
-        let hit = cond.and_then(|cond| {
+        let hit = cond.filter(|_| psi_counts).and_then(|cond| {
             let fired = sample.psi.iter().find(|p| p.condition == cond)?;
             let ago = psi_fresh(sample, fired, last_action_ms)?;
             let mut hit = Fired::new(reason, ago as f64, cond.stall_pct);
@@ -710,5 +722,40 @@ mod tests {
         assert_eq!(exhausted_in_ms(1000, Some(0.0), 10_000), None);
         assert_eq!(exhausted_in_ms(0, Some(-5.0), 10_000), None);
         assert_eq!(exhausted_in_ms(0, None, 10_000), None);
+    }
+
+    #[test]
+    fn a_full_stall_while_swap_absorbs_a_growing_job_is_left_to_the_swap() {
+        let p = Policy::default();
+        assert!(!p.levels[CRITICAL].conditions.psi_while_swapping_out);
+        // 40 % left with swap counted: no watermark holds.
+        let mut s = sample_for(&p, 100_000, 10.0);
+        s.mem.swap_total_kib = 131_072;
+        s.mem.swap_free_kib = 131_072;
+        s.mem.swap_headroom_kib = s.mem.total_kib * 3 / 10;
+        fire_run(&mut s, PsiKind::Full, 90_000, 99_000);
+        s.psi[0].run_stall_ms = Some(9_000);
+        // Swap takes the job's pages: the headroom falls at 1 % of the scope per second.
+        s.headroom_fall_kib_s = Some(s.mem.total_kib as f64 / 100.0);
+        assert!(swap_absorbing(&s.mem, s.headroom_fall_kib_s));
+        assert_eq!(
+            decide(&s, &p, LastActions::NONE).map(|d| d.level),
+            Some(3),
+            "no kill level: only page-out, which judges RAM alone (10 %)"
+        );
+        // The job stopped but the stall goes on (nothing moving): a freeze after all.
+        s.headroom_fall_kib_s = Some(0.0);
+        assert_eq!(
+            level_name(&decide(&s, &p, LastActions::NONE)),
+            Some((CRITICAL, Reason::PsiFull))
+        );
+        // Swap nearly full: its room no longer explains the stall.
+        s.headroom_fall_kib_s = Some(s.mem.total_kib as f64 / 100.0);
+        s.mem.swap_headroom_kib = s.mem.total_kib / 50;
+        assert!(!swap_absorbing(&s.mem, s.headroom_fall_kib_s));
+        assert_eq!(
+            level_name(&decide(&s, &p, LastActions::NONE)),
+            Some((CRITICAL, Reason::PsiFull))
+        );
     }
 }

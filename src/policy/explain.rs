@@ -69,9 +69,12 @@ fn conditions_words(
         (c.psi_full, c.psi_full_for_ms),
     ] {
         let Some(psi) = psi else { continue };
-        let sustained = for_ms
+        let mut sustained = for_ms
             .map(|ms| format!(" kept up for {:.0} s", ms as f64 / 1000.0))
             .unwrap_or_default();
+        if !c.psi_while_swapping_out {
+            sustained.push_str(" (not while swap is absorbing a growing job)");
+        }
         out.push(format!(
             "PSI {} > {:.0} %{}{sustained}",
             psi.kind.as_str(),

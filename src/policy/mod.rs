@@ -137,7 +137,7 @@ pub enum Combine {
 }
 
 /// The conditions of one level; `None` means "not part of this level".
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Conditions {
     /// Available memory below this percent of the scope's total. "Available" is the judged
     /// headroom: RAM, plus what swap can still take unless the policy says `count_swap =
@@ -149,6 +149,11 @@ pub struct Conditions {
     /// fell over the last trend window, would be gone within this long: what tells a
     /// runaway from a large job that has stopped growing (`None`: the watermark alone).
     pub exhausted_within_ms: Option<u64>,
+    /// Whether the PSI conditions count while swap is absorbing a growing job (the headroom
+    /// falls and swap still has room): that stall is the kernel moving pages out, which it
+    /// can finish; the watermarks and the trend still see a runaway. `false` on the shipped
+    /// policies' adj-0 levels; `true` (today's meaning) unless a policy says otherwise.
+    pub psi_while_swapping_out: bool,
     /// PSI stall above a share of the trigger window.
     pub psi_some: Option<PsiCondition>,
     pub psi_full: Option<PsiCondition>,
@@ -165,6 +170,25 @@ pub struct Conditions {
     /// Free memory and the file cache both below this (lmkd's minfree; only in levels made
     /// from an lmkd client's LMK_TARGET, not a policy key).
     pub free_and_file_below_kib: Option<u64>,
+}
+
+impl Default for Conditions {
+    fn default() -> Self {
+        Conditions {
+            available_below_pct: None,
+            available_below_kib: None,
+            exhausted_within_ms: None,
+            psi_while_swapping_out: true,
+            psi_some: None,
+            psi_full: None,
+            psi_some_for_ms: None,
+            psi_full_for_ms: None,
+            swap_free_below_pct: None,
+            thrashing_above_pct: None,
+            pressure_after_kill_ms: None,
+            free_and_file_below_kib: None,
+        }
+    }
 }
 
 /// One level of pressure.

@@ -131,6 +131,7 @@ pub(super) fn read_level(
                 "milliseconds until the headroom is gone at the fall just measured",
             )
             .map(|m| m as u64),
+        psi_while_swapping_out: t.boolean(doc, "psi_while_swapping_out").unwrap_or(true),
         psi_some: psi(doc, t, "psi_some_ms", PsiKind::Some),
         psi_full: psi(doc, t, "psi_full_ms", PsiKind::Full),
         psi_some_for_ms: sustained(doc, t, "psi_some_for_ms", "psi_some_ms"),
@@ -158,6 +159,19 @@ pub(super) fn read_level(
             &span,
             &t.key_path("exhausted_within_ms"),
             "needs `available_below_pct` or `available_below_kib` in the same level: it says how little headroom must be left before the trend counts",
+        );
+    }
+    if t.has("psi_while_swapping_out")
+        && conditions.psi_some.is_none()
+        && conditions.psi_full.is_none()
+    {
+        let span = t
+            .key_span("psi_while_swapping_out")
+            .unwrap_or_else(|| t.span.clone());
+        doc.problem(
+            &span,
+            &t.key_path("psi_while_swapping_out"),
+            "needs `psi_some_ms` or `psi_full_ms` in the same level: it says when their stall counts",
         );
     }
     let defaults = PageoutLimits::default();
