@@ -698,8 +698,8 @@ mod tests {
                 "{fall:?}"
             );
         }
-        // Falling so slowly that it lasts more than 10 s: still only `low`.
-        s.headroom_fall_kib_s = Some(left_kib / 20.0);
+        // Falling so slowly that it lasts more than 30 s: still only `low`.
+        s.headroom_fall_kib_s = Some(left_kib / 40.0);
         assert_eq!(
             level_name(&decide(&s, &p, LastActions::NONE)).unwrap().0,
             LOW
