@@ -95,6 +95,29 @@ pub enum KillMode {
     Cgroup,
 }
 
+/// How candidates of one adj band are ordered: each process by its own size (today's
+/// order), or grouped by what owns them, owners by what their candidates hold together.
+/// Adj still comes first: an owner's processes in another band never count here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case", tag = "by")]
+pub enum RankBy {
+    #[default]
+    Process,
+    /// By cgroup in the unified hierarchy: the one `depth` components below the scope, or
+    /// (`None`) the app's own, found by its name (`app-*.scope`, `*.service`, a Kubernetes
+    /// pod, a Docker container; else the leaf).
+    Cgroup { depth: Option<u8> },
+    /// By the owning uid.
+    Uid,
+}
+
+impl RankBy {
+    /// Whether candidates are grouped at all.
+    pub fn by_owner(self) -> bool {
+        self != RankBy::Process
+    }
+}
+
 /// Which processes may be victims at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -186,6 +209,8 @@ pub struct Level {
     pub pageout: PageoutLimits,
     /// For `action = "kill"` levels: the process, or its whole leaf cgroup.
     pub kill: KillMode,
+    /// How this level orders the candidates of one adj band.
+    pub rank_by: RankBy,
     /// The lmkd client (its pid) whose LMK_TARGET table made this level; `None` for the
     /// policy file's own levels.
     pub from_client: Option<i32>,
@@ -224,6 +249,9 @@ pub struct Policy {
     pub allow_pid_kill: bool,
     /// `candidates = "registered"`: only processes registered over the lmkd socket.
     pub candidates: Candidates,
+    /// The top-level `rank_by`: what levels without one of their own (and an lmkd client's
+    /// minfree levels) rank by.
+    pub rank_by: RankBy,
     /// Whether memory conditions count what swap can still take as headroom (the default):
     /// zram and disk swap exist so that a machine holds more than its RAM.
     pub count_swap: bool,
@@ -330,6 +358,7 @@ impl Policy {
                 },
                 pageout: PageoutLimits::default(),
                 kill: KillMode::Process,
+                rank_by: p.rank_by,
                 from_client: Some(client_pid),
             });
         }
@@ -347,6 +376,21 @@ impl Policy {
                 .cloned(),
         );
         self
+    }
+
+    /// What ranking by owner needs read of every process in scope: its cgroup or its uid,
+    /// where any level ranks by them. Asked for the whole policy, not per level, so the
+    /// process cache reads each once per process rather than again whenever the deciding
+    /// level changes.
+    pub fn owner_needs(&self) -> crate::procs::Needs {
+        let by = |want: fn(RankBy) -> bool| {
+            want(self.rank_by) || self.levels.iter().any(|l| want(l.rank_by))
+        };
+        crate::procs::Needs {
+            cgroup: by(|r| matches!(r, RankBy::Cgroup { .. })),
+            uid: by(|r| r == RankBy::Uid),
+            ..Default::default()
+        }
     }
 
     pub fn needs_thrashing(&self) -> bool {
