@@ -190,7 +190,8 @@ pub fn rank(procs: Vec<ProcInfo>, ctx: &RankContext<'_>) -> Vec<Ranked> {
 
 /// Candidates first, best victim first, then the excluded ones in the same order.
 pub fn sort(ranked: &mut [Ranked]) {
-    ranked.sort_by_key(|r| (r.excluded.is_some(), order(&r.proc)));
+    // Cached: the key hashes the owner's name, once per process rather than per comparison.
+    ranked.sort_by_cached_key(|r| (r.excluded.is_some(), order(&r.proc)));
     let n = ranked.iter().take_while(|r| r.excluded.is_none()).count();
     settle_by(&mut ranked[..n], |r| &r.proc);
 }
@@ -235,7 +236,7 @@ fn owner_tag(owner: &str) -> u64 {
 /// sizes read): [`order`], then each user's `owner_last` processes after that user's
 /// others.
 pub fn settle(cands: &mut [RankedProc]) {
-    cands.sort_by_key(order);
+    cands.sort_by_cached_key(order);
     settle_by(cands, |p| p);
 }
 
