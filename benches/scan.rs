@@ -84,7 +84,8 @@ fn scan_cached_fds_first(b: Bencher) {
 /// `/proc/PID/cgroup` too. Read when the cache opens the entry (and again after an exec),
 /// so a warm scan costs what `scan_cached_fds` costs and a first scan more.
 const OWNER_CGROUP: Needs = Needs {
-    cgroup: true,
+    cgroup: false,
+    unified_cgroup: true,
     cmdline: false,
     exe: false,
     uid: false,

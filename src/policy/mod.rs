@@ -387,7 +387,7 @@ impl Policy {
             want(self.rank_by) || self.levels.iter().any(|l| want(l.rank_by))
         };
         crate::procs::Needs {
-            cgroup: by(|r| matches!(r, RankBy::Cgroup { .. })),
+            unified_cgroup: by(|r| matches!(r, RankBy::Cgroup { .. })),
             uid: by(|r| r == RankBy::Uid),
             ..Default::default()
         }

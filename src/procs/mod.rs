@@ -107,6 +107,9 @@ pub struct Needs {
     pub exe: bool,
     pub uid: bool,
     pub cgroup: bool,
+    /// The cgroup in the unified hierarchy alone (ranking by owner): one string kept per
+    /// process instead of one per hierarchy, cloned at every scan. Implied by `cgroup`.
+    pub unified_cgroup: bool,
     /// The cgroup markings (`user.oomd_avoid` / `user.oomd_omit`); implies `cgroup`.
     pub marking: bool,
     /// A rule matches by name: the cache re-reads `comm` at every scan (a rename or an exec
@@ -117,7 +120,7 @@ pub struct Needs {
 
 impl Needs {
     pub fn any(&self) -> bool {
-        self.cmdline || self.exe || self.uid || self.cgroup || self.marking
+        self.cmdline || self.exe || self.uid || self.cgroup || self.unified_cgroup || self.marking
     }
 
     /// Both sets of attributes.
@@ -127,6 +130,7 @@ impl Needs {
             exe: self.exe || o.exe,
             uid: self.uid || o.uid,
             cgroup: self.cgroup || o.cgroup,
+            unified_cgroup: self.unified_cgroup || o.unified_cgroup,
             marking: self.marking || o.marking,
             comm: self.comm || o.comm,
         }
