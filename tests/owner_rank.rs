@@ -20,7 +20,7 @@ use common::{Scenario, Workload, actions, write_policy};
 const LIMIT_MIB: u64 = 512;
 
 /// A shipped policy with `tail` appended.
-fn shipped(dir: &Path, name: &str, tail: &str) -> String {
+fn shipped(name: &str, tail: &str) -> String {
     let text = std::fs::read_to_string(format!("policies/{name}")).unwrap();
     format!("{text}\n{tail}")
 }
@@ -29,7 +29,6 @@ fn shipped(dir: &Path, name: &str, tail: &str) -> String {
 /// protecting the ballast.
 fn desktop(dir: &Path, rank_by: &str) -> PathBuf {
     let text = shipped(
-        dir,
         "desktop.toml",
         "[[rule]]\nname = \"test-ballast\"\ncomm = \"ballast\"\nprotect = true\n",
     );
@@ -189,7 +188,7 @@ fn an_app_spread_over_many_small_cgroups_is_one_owner() {
 #[ignore = "needs root and a cgroup-v1 memory controller: run as root with cargo test -- --include-ignored"]
 fn container_policy_ranks_pods_not_containers() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = write_policy(dir.path(), &shipped(dir.path(), "container.toml", ""));
+    let policy = write_policy(dir.path(), &shipped("container.toml", ""));
     let mut sc = Scenario::start(
         "owner-pods",
         LIMIT_MIB,
