@@ -86,6 +86,7 @@ fn scan_cached_fds_first(b: Bencher) {
 const OWNER_CGROUP: Needs = Needs {
     cgroup: false,
     unified_cgroup: true,
+    real_uid: false,
     cmdline: false,
     exe: false,
     uid: false,

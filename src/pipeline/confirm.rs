@@ -131,6 +131,7 @@ mod tests {
             cgroup: None,
             marking: None,
             uid: None,
+            real_uid: None,
             owner: None,
             owner_kib: None,
         };

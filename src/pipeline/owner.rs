@@ -17,13 +17,14 @@ use crate::procs::is_within;
 
 use super::rank::{Ranked, RankedProc};
 
-/// The owner of `p` under `by`, if it has one: its cgroup's owning cgroup, or `uid N`.
+/// The owner of `p` under `by`, if it has one: its cgroup's owning cgroup, or `uid N` (the
+/// real uid: /proc/PID's owner is root for a non-dumpable process, whoever runs it).
 /// `scope` is the scope's cgroup (`None`: the whole system). A process whose cgroup or uid
 /// was not read (it raced away, or the policy needs neither) has none: it ranks alone.
 pub fn owner_of(p: &RankedProc, by: RankBy, scope: Option<&str>) -> Option<String> {
     match by {
         RankBy::Process => None,
-        RankBy::Uid => p.uid.map(|u| format!("uid {u}")),
+        RankBy::Uid => p.real_uid.map(|u| format!("uid {u}")),
         RankBy::Cgroup { depth } => p.cgroup.as_deref().map(|c| cgroup_owner(c, depth, scope)),
     }
 }
@@ -289,7 +290,9 @@ mod tests {
         let mut procs: Vec<ProcInfo> = (0..4).map(|i| in_cgroup(10 + i, 0, 40, None)).collect();
         procs.push(in_cgroup(20, 0, 100, None));
         for p in &mut procs {
-            p.attrs.uid = Some(if p.pid == 20 { 0 } else { 1000 });
+            p.attrs.real_uid = Some(if p.pid == 20 { 0 } else { 1000 });
+            // /proc/PID of a non-dumpable process is root's: not who runs it.
+            p.attrs.uid = Some(0);
         }
         let r = ranked(procs, RankBy::Uid, &RankContext::default());
         assert_eq!(r[0].owner.as_deref(), Some("uid 1000"));

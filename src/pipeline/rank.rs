@@ -91,6 +91,9 @@ pub struct RankedProc {
     pub marking: Option<Marking>,
     /// The owner (effective uid), when read; always for a victim.
     pub uid: Option<u32>,
+    /// The real uid, read where a level ranks by user.
+    #[serde(skip)]
+    pub real_uid: Option<u32>,
     /// What owns it where the level ranks by owner (`rank_by`): a cgroup path or
     /// `uid N`; null under per-process ranking or when its cgroup or uid is unknown.
     pub owner: Option<String>,
@@ -117,6 +120,7 @@ impl From<ProcInfo> for RankedProc {
             cgroup: p.attrs.unified_cgroup,
             marking: p.attrs.marking,
             uid: p.attrs.uid,
+            real_uid: p.attrs.real_uid,
             owner: None,
             owner_kib: None,
         }

@@ -388,7 +388,7 @@ impl Policy {
         };
         crate::procs::Needs {
             unified_cgroup: by(|r| matches!(r, RankBy::Cgroup { .. })),
-            uid: by(|r| r == RankBy::Uid),
+            real_uid: by(|r| r == RankBy::Uid),
             ..Default::default()
         }
     }

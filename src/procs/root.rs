@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use super::markings::CgroupMarks;
 use super::parse::{
-    MemDetail, StatLite, cgroup_path_of, cgroup_paths, parse_adj, parse_stat, parse_vm_swap_kib,
-    sigkill_pending,
+    MemDetail, StatLite, cgroup_path_of, cgroup_paths, parse_adj, parse_real_uid, parse_stat,
+    parse_vm_swap_kib, sigkill_pending,
 };
 use super::smaps::{Region, parse_smaps};
 use super::{Attrs, Needs, ProcError, ProcInfo, Scan, is_gone};
@@ -139,6 +139,12 @@ impl ProcRoot {
             a.uid = std::fs::metadata(self.root.join(pid.to_string()))
                 .ok()
                 .map(|m| m.uid());
+        }
+        if needs.real_uid {
+            let mut buf = Vec::new();
+            a.real_uid = read_into(&self.file(pid, "status"), pid, &mut buf)
+                .ok()
+                .and_then(|()| parse_real_uid(&buf));
         }
         if needs.cgroup || needs.marking || needs.unified_cgroup {
             let text = std::fs::read_to_string(self.file(pid, "cgroup")).unwrap_or_default();
@@ -298,6 +304,7 @@ mod tests {
         uid: false,
         cgroup: false,
         unified_cgroup: false,
+        real_uid: false,
         marking: false,
         comm: false,
     };
