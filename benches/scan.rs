@@ -9,10 +9,11 @@ use std::sync::OnceLock;
 
 use divan::counter::ItemsCount;
 use divan::{Bencher, black_box};
-use lowmemd::pipeline::rank::{RankContext, add_swap_to_first_band, candidates};
-use lowmemd::policy::Policy;
+use lowmemd::pipeline::owner;
+use lowmemd::pipeline::rank::{RankContext, add_swap_to_first_band, candidates, settle};
 use lowmemd::policy::decide::{LastActions, decide};
-use lowmemd::procs::{ProcCache, ProcRoot, raise_fd_limit};
+use lowmemd::policy::{Policy, RankBy};
+use lowmemd::procs::{Needs, ProcCache, ProcRoot, raise_fd_limit};
 use lowmemd::sample::{MemSnapshot, Sample};
 use procfs_core::FromBufRead;
 
@@ -77,6 +78,40 @@ fn scan_cached_fds_first(b: Bencher) {
     b.counter(ItemsCount::new(pids.len()))
         .with_inputs(|| ProcCache::new(ProcRoot::default(), 4096))
         .bench_local_refs(|cache| black_box(cache.scan(pids.iter().copied(), None, false)));
+}
+
+/// What ranking by cgroup (`rank_by = "cgroup"`) asks of the reader: each process's
+/// `/proc/PID/cgroup` too. Read when the cache opens the entry (and again after an exec),
+/// so a warm scan costs what `scan_cached_fds` costs and a first scan more.
+const OWNER_CGROUP: Needs = Needs {
+    cgroup: false,
+    unified_cgroup: true,
+    real_uid: false,
+    cmdline: false,
+    exe: false,
+    uid: false,
+    marking: false,
+    comm: false,
+};
+
+#[divan::bench]
+fn scan_cached_fds_owner_cgroup(b: Bencher) {
+    let pids = pids();
+    let mut cache = ProcCache::new(ProcRoot::default(), 4096);
+    cache.scan_with(pids.iter().copied(), None, false, OWNER_CGROUP);
+    b.counter(ItemsCount::new(pids.len())).bench_local(|| {
+        black_box(cache.scan_with(pids.iter().copied(), None, false, OWNER_CGROUP))
+    });
+}
+
+#[divan::bench(sample_size = 1, sample_count = 40)]
+fn scan_cached_fds_first_owner_cgroup(b: Bencher) {
+    let pids = pids();
+    b.counter(ItemsCount::new(pids.len()))
+        .with_inputs(|| ProcCache::new(ProcRoot::default(), 4096))
+        .bench_local_refs(|cache| {
+            black_box(cache.scan_with(pids.iter().copied(), None, false, OWNER_CGROUP))
+        });
 }
 
 /// The same with a floor of 900 (level `low`): most processes cost one adj read.
@@ -152,6 +187,28 @@ fn rank_pure(b: Bencher) {
     b.counter(ItemsCount::new(procs.len()))
         .with_inputs(|| procs.clone())
         .bench_values(|p| black_box(candidates(p, &ctx)));
+}
+
+/// `rank_pure` plus grouping by app cgroup: owners found, totals summed, ordered again.
+#[divan::bench]
+fn rank_by_owner_pure(b: Bencher) {
+    let procs = ProcRoot::default()
+        .scan_with(pids().iter().copied(), false, OWNER_CGROUP)
+        .procs;
+    let ctx = RankContext {
+        self_pid: std::process::id() as i32,
+        min_adj: Some(0),
+        recent: &[],
+        rules: &[],
+    };
+    b.counter(ItemsCount::new(procs.len()))
+        .with_inputs(|| procs.clone())
+        .bench_values(|p| {
+            let mut c = candidates(p, &ctx);
+            owner::annotate(&mut c, RankBy::Cgroup { depth: None }, None);
+            settle(&mut c);
+            black_box(c)
+        });
 }
 
 #[divan::bench]

@@ -163,6 +163,7 @@ fn forged(pid: i32, comm: &str, adj: i16) -> ProcInfo {
             cmdline: Some(format!("{comm} -D")),
             exe: Some(format!("/tmp/{comm}")),
             uid: Some(65534),
+            real_uid: Some(65534),
             cgroups: vec!["/user.slice/user-65534.slice/session-9.scope".into()],
             unified_cgroup: Some("/user.slice/user-65534.slice/session-9.scope".into()),
             marking: None,

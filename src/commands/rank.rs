@@ -6,9 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use lowmemd::lmkd::snapshot::{self, Snapshot};
+use lowmemd::pipeline::owner;
 use lowmemd::pipeline::rank::{Exclusion, RankContext, Ranked, rank, sort};
 use lowmemd::pipeline::registered::Registrations;
-use lowmemd::policy::{Candidates, rules};
+use lowmemd::policy::{Candidates, RankBy, rules};
 use lowmemd::procs::{Needs, ProcRoot, printable};
 use lowmemd::sample::MemSnapshot;
 use lowmemd::scope::Scope;
@@ -29,7 +30,9 @@ pub fn run(args: &RankArgs) -> CmdResult {
         marking: true,
         ..Default::default()
     };
-    let needs = rules::needs(&policy.rules).union(shown);
+    let needs = rules::needs(&policy.rules)
+        .union(shown)
+        .union(policy.owner_needs());
     let scan = scope.proc.scan_with(pids, mem.swap_used_kib() > 0, needs);
     let ctx = RankContext {
         self_pid: std::process::id() as i32,
@@ -41,6 +44,11 @@ pub fn run(args: &RankArgs) -> CmdResult {
     if let Lmkd::Shown { snap, .. } = &lmkd {
         mark_registered(&mut ranked, snap, policy.candidates);
     }
+    // As the daemon does, over the candidates left: by the policy's own `rank_by` (a level
+    // may rank otherwise; `check --explain` says which).
+    let scope_cgroup = scope.cgroup.as_ref().map(|c| c.name.as_str());
+    owner::annotate_ranked(&mut ranked, policy.rank_by, scope_cgroup);
+    sort(&mut ranked);
     if let (true, Lmkd::NotShown(why)) = (args.json, &lmkd) {
         eprintln!("lowmemd rank: lmkd registrations not shown: {why}");
     }
@@ -51,6 +59,7 @@ pub fn run(args: &RankArgs) -> CmdResult {
         count_swap: policy.count_swap,
         lmkd: &lmkd,
         vanished: scan.vanished,
+        rank_by: policy.rank_by,
     };
     // A closed stdout (`lowmemd rank | head`) is the reader's choice, not our error.
     match print_rank(&mut out, args.json, &shown, &ranked) {
@@ -121,6 +130,9 @@ struct Shown<'a> {
     count_swap: bool,
     lmkd: &'a Lmkd,
     vanished: usize,
+    /// The policy's ranking: with an owner, the table shows each candidate's owner and
+    /// what the owner's candidates of its band hold together.
+    rank_by: RankBy,
 }
 
 fn print_rank(
@@ -171,13 +183,40 @@ fn print_rank(
         )?,
         Lmkd::NotShown(why) => writeln!(out, "lmkd registrations: not shown: {why}")?,
     }
+    let by_owner = shown.rank_by.by_owner();
+    let owner_head = if by_owner {
+        writeln!(
+            out,
+            "victims grouped by owner ({}): the owner whose candidates of an adj band hold the most first, then its largest",
+            match shown.rank_by {
+                RankBy::Uid => "uid".to_string(),
+                RankBy::Cgroup { depth: Some(d) } => format!("the cgroup {d} below the scope"),
+                _ => "app cgroup".to_string(),
+            }
+        )?;
+        format!("{:>9} {:<CG$} ", "OWNER_MiB", "OWNER")
+    } else {
+        String::new()
+    };
     writeln!(
         out,
-        "{:>7} {:>5} {:>5} {:>9}  {:<16} {:<CG$} {:<6} {:<16} {:<10} EXCLUDED",
+        "{:>7} {:>5} {:>5} {:>9}  {owner_head}{:<16} {:<CG$} {:<6} {:<16} {:<10} EXCLUDED",
         "PID", "ADJ", "EFF", "SIZE_MiB", "COMM", "CGROUP", "MARK", "RULE", "REGISTERED"
     )?;
     for r in ranked {
         let p = &r.proc;
+        let owner = if by_owner {
+            let total = p
+                .owner_kib
+                .map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0));
+            let name = p
+                .owner
+                .as_deref()
+                .map_or("-".into(), |o| short_cgroup(o, CG));
+            format!("{total:>9} {:<CG$} ", printable(&name))
+        } else {
+            String::new()
+        };
         let cgroup = p
             .cgroup
             .as_deref()
@@ -188,7 +227,7 @@ fn print_rank(
         });
         writeln!(
             out,
-            "{:>7} {:>5} {:>5} {:>9.1}  {:<16} {:<CG$} {:<6} {:<16} {:<10} {}",
+            "{:>7} {:>5} {:>5} {:>9.1}  {owner}{:<16} {:<CG$} {:<6} {:<16} {:<10} {}",
             p.pid,
             p.oom_score_adj,
             p.effective_adj,

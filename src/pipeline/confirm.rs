@@ -131,6 +131,9 @@ mod tests {
             cgroup: None,
             marking: None,
             uid: None,
+            real_uid: None,
+            owner: None,
+            owner_kib: None,
         };
         let target = Target::for_tests(Some(fd.try_clone().unwrap()), proc);
         assert!(!exited(&target, &ProcRoot::default()));

@@ -12,6 +12,7 @@ pub mod kernel;
 pub mod kill;
 pub mod ledger;
 pub mod outcome;
+pub mod owner;
 pub mod pageout;
 pub mod pin;
 pub mod rank;

@@ -2,8 +2,9 @@
 //! `last` rule matched go after all others; then highest effective `oom_score_adj` first
 //! (the kernel's value, changed by the first matching rule); inside one adj, the largest
 //! (RSS + swap) first; equal sizes go to the youngest process, which has the least work to
-//! lose. Last, [`settle`] puts each user's `owner_last` processes after that user's others
-//! without moving anyone else's earlier.
+//! lose. Where the level ranks by owner (`owner.rs`), a band's candidates go owner by owner,
+//! the owner holding the most first. Last, [`settle`] puts each user's `owner_last`
+//! processes after that user's others without moving anyone else's earlier.
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
@@ -90,6 +91,15 @@ pub struct RankedProc {
     pub marking: Option<Marking>,
     /// The owner (effective uid), when read; always for a victim.
     pub uid: Option<u32>,
+    /// The real uid, read where a level ranks by user.
+    #[serde(skip)]
+    pub real_uid: Option<u32>,
+    /// What owns it where the level ranks by owner (`rank_by`): a cgroup path or
+    /// `uid N`; null under per-process ranking or when its cgroup or uid is unknown.
+    pub owner: Option<String>,
+    /// What the owner's candidates of this band hold together (RSS + swap); set with
+    /// `owner`, and for an unowned process under owner ranking its own size.
+    pub owner_kib: Option<u64>,
 }
 
 impl From<ProcInfo> for RankedProc {
@@ -110,6 +120,9 @@ impl From<ProcInfo> for RankedProc {
             cgroup: p.attrs.unified_cgroup,
             marking: p.attrs.marking,
             uid: p.attrs.uid,
+            real_uid: p.attrs.real_uid,
+            owner: None,
+            owner_kib: None,
         }
     }
 }
@@ -181,30 +194,53 @@ pub fn rank(procs: Vec<ProcInfo>, ctx: &RankContext<'_>) -> Vec<Ranked> {
 
 /// Candidates first, best victim first, then the excluded ones in the same order.
 pub fn sort(ranked: &mut [Ranked]) {
-    ranked.sort_by_key(|r| (r.excluded.is_some(), order(&r.proc)));
+    // Cached: the key hashes the owner's name, once per process rather than per comparison.
+    ranked.sort_by_cached_key(|r| (r.excluded.is_some(), order(&r.proc)));
     let n = ranked.iter().take_while(|r| r.excluded.is_none()).count();
     settle_by(&mut ranked[..n], |r| &r.proc);
 }
 
-type Key = (bool, Reverse<i16>, Reverse<u64>, Reverse<u64>, i32);
+type Key = (
+    bool,
+    Reverse<i16>,
+    Reverse<u64>,
+    u64,
+    Reverse<u64>,
+    Reverse<u64>,
+    i32,
+);
 
 /// The victim order among candidates: those a `last` rule holds back after all others;
-/// then highest effective adj, largest, youngest.
+/// then highest effective adj; then the owner holding the most (where the level ranks by
+/// owner; equal totals by a hash of the owner's name, so members of one owner stay together
+/// and the order holds from scan to scan), each process alone counting as its own owner
+/// otherwise; then largest, youngest.
 fn order(p: &RankedProc) -> Key {
     (
         p.last,
         Reverse(p.effective_adj),
+        Reverse(p.owner_kib.unwrap_or_else(|| p.size_kib())),
+        p.owner.as_deref().map_or(0, owner_tag),
         Reverse(p.size_kib()),
         Reverse(p.starttime),
         p.pid,
     )
 }
 
+/// A stable stand-in for an owner's name in the sort key (a key borrowing the name could
+/// not be cached): `DefaultHasher::new` has fixed keys, so the same from scan to scan.
+fn owner_tag(owner: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    owner.hash(&mut h);
+    h.finish()
+}
+
 /// Orders candidates (best victim first) after the set of them changed (some left out,
 /// sizes read): [`order`], then each user's `owner_last` processes after that user's
 /// others.
 pub fn settle(cands: &mut [RankedProc]) {
-    cands.sort_by_key(order);
+    cands.sort_by_cached_key(order);
     settle_by(cands, |p| p);
 }
 

@@ -12,6 +12,7 @@ use crate::scope::ScopeError;
 use super::Plan;
 use super::kernel::Kernel;
 use super::outcome::Skip;
+use super::owner;
 use super::pageout::tracker::Tracker;
 use super::pin::{PinError, Target};
 use super::rank::{RankContext, RankedProc, add_swap_to_first_band, candidates, settle};
@@ -53,7 +54,7 @@ pub fn select(
     // then only for the first band (see `rank::add_swap_to_first_band`).
     let with_swap = plan.fresh.mem.swap_used_kib() > 0;
     let started = Instant::now();
-    let scan = kernel.scan(floor, false, policy.facts.needs)?;
+    let scan = kernel.scan(floor, false, policy.facts.needs.union(policy.owner_needs()))?;
     for e in &scan.errors {
         log::debug!("skipping unreadable process: {e}");
     }
@@ -76,11 +77,13 @@ pub fn select(
         .collect();
     if with_swap {
         add_swap_to_first_band(&mut cands, |c| kernel.swap_kib(c.pid));
-    } else {
-        // Filtering may have left out a user's process that another of theirs was ordered
-        // behind (`rank::settle`): order what is left.
-        settle(&mut cands);
     }
+    // Owners' totals are over what is left after filtering, with swap where it was read;
+    // and filtering may have left out a user's process that another of theirs was ordered
+    // behind (`rank::settle`): order what is left.
+    let scope = kernel.scope_cgroup();
+    owner::annotate(&mut cands, level.rank_by, scope.as_deref());
+    settle(&mut cands);
     let mut out = Selection {
         candidates: cands.len(),
         took: started.elapsed(),

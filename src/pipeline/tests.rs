@@ -159,7 +159,11 @@ impl Kernel for Fake {
             .procs
             .iter()
             .filter(|p| !p.dead)
-            .map(|p| ProcInfo::for_tests(p.pid, p.adj, p.rss_kib))
+            .map(|p| {
+                let mut info = ProcInfo::for_tests(p.pid, p.adj, p.rss_kib);
+                info.attrs.unified_cgroup = p.cgroup.clone();
+                info
+            })
             .collect();
         if let Some((pid, adj)) = s.after_scan.take() {
             s.procs
@@ -730,6 +734,32 @@ fn apps() -> Fake {
     fake.in_cgroup("/box/app-a.scope", &[101, 102, 103]);
     fake.in_cgroup("/box/app-b.scope", &[201]);
     fake
+}
+
+/// Issue 22: the stage groups the deciding band by owner. Three 30 MiB processes of one
+/// app (90 MiB together) go before a 60 MiB process alone; per-process, the 60 MiB one
+/// goes first. An owner's process below the level's floor adds nothing.
+#[test]
+fn a_level_ranking_by_cgroup_takes_the_largest_owners_largest_process() {
+    let procs = [
+        (101, 1000, 30, Exit::After(5)),
+        (102, 1000, 31, Exit::After(5)),
+        (103, 1000, 29, Exit::After(5)),
+        (104, 0, 500, Exit::After(5)),
+        (201, 1000, 60, Exit::After(5)),
+    ];
+    let run = |extra: &str| {
+        let fake = Fake::new(1000, 950, &procs);
+        fake.in_cgroup("/box/app-a.scope/worker", &[101, 102, 103, 104]);
+        fake.in_cgroup("/box/app-b.scope", &[201]);
+        let (mut p, seen) = pipeline(&fake, policy(extra), false);
+        feed(&mut p, fake.sample());
+        seen.kills().into_iter().map(|k| k.0).collect::<Vec<_>>()
+    };
+    assert_eq!(run("rank_by = \"cgroup\"\n"), [102]);
+    assert_eq!(run(""), [201]);
+    // The cgroup one level below the scope is the same app here.
+    assert_eq!(run("rank_by = \"cgroup\"\nowner_depth = 1\n"), [102]);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::rules::Effect;
-use super::{Action, Combine, KillMode, Level, Policy};
+use super::{Action, Combine, KillMode, Level, Policy, RankBy};
 
 fn action_words(l: &Level) -> String {
     match l.action {
@@ -107,6 +107,28 @@ fn conditions_words(
     out
 }
 
+/// How victims are ordered inside one adj band, in words.
+fn rank_words(by: RankBy) -> String {
+    let grouped = |what: &str| {
+        format!(
+            "highest adj first; in one adj, grouped by {what}: the owner whose candidates hold the most (RSS + swap) first, then its largest process"
+        )
+    };
+    match by {
+        RankBy::Process => {
+            "highest adj first; in one adj, the largest process (RSS + swap) first".into()
+        }
+        RankBy::Cgroup { depth: None } => grouped(
+            "app cgroup (app-*.scope, *.service, a session's scope, a Kubernetes pod, a Docker container; else the leaf cgroup)",
+        ),
+        RankBy::Cgroup { depth: Some(d) } => grouped(&format!(
+            "the cgroup {d} level{} below the scope",
+            if d == 1 { "" } else { "s" }
+        )),
+        RankBy::Uid => grouped("user (uid)"),
+    }
+}
+
 /// "critical: kill adj ≥ 0 when available<5% or psi_full>50%" — one short line per level.
 pub fn level_short(l: &Level) -> String {
     let words = conditions_words(l, None, None);
@@ -137,6 +159,7 @@ pub fn explain(p: &Policy, total_kib: Option<u64>) -> String {
             "available memory: RAM alone, swap not counted (count_swap = false)"
         }
     );
+    let _ = writeln!(s, "victims: {}", rank_words(p.rank_by));
     let _ = writeln!(
         s,
         "levels, most severe first (the first that fires decides):"
@@ -166,6 +189,9 @@ pub fn explain(p: &Policy, total_kib: Option<u64>) -> String {
                 s,
                 "    available RAM alone: page-out chooses what goes to swap, so it acts while RAM runs short"
             );
+        }
+        if l.action != Action::None && l.rank_by != p.rank_by {
+            let _ = writeln!(s, "    victims: {}", rank_words(l.rank_by));
         }
         if l.action == Action::Kill && l.kill == KillMode::Cgroup {
             let _ = writeln!(
@@ -256,4 +282,43 @@ pub fn explain(p: &Policy, total_kib: Option<u64>) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::policy::validate::compile;
+
+    #[test]
+    fn explain_says_how_each_level_ranks() {
+        let p = compile(
+            Path::new("p.toml"),
+            "rank_by = \"cgroup\"\n[[level]]\nname = \"critical\"\naction = \"kill\"\nmin_adj = 0\navailable_below_pct = 5\n[[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 900\navailable_below_pct = 10\nrank_by = \"uid\"\n",
+        )
+        .unwrap();
+        let text = super::explain(&p, None);
+        assert!(
+            text.contains(
+                "victims: highest adj first; in one adj, grouped by app cgroup (app-*.scope"
+            ),
+            "{text}"
+        );
+        let low = text.split("  low:").nth(1).unwrap();
+        assert!(
+            low.contains("    victims: highest adj first; in one adj, grouped by user (uid)"),
+            "{text}"
+        );
+        let critical = text.split("  critical:").nth(1).unwrap();
+        assert!(
+            critical
+                .split("  low:")
+                .next()
+                .unwrap()
+                .matches("victims")
+                .count()
+                == 0,
+            "{text}"
+        );
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod decide;
 pub mod explain;
+pub mod facts;
 pub mod hooks;
 pub mod raw;
 pub mod rules;
@@ -19,6 +20,7 @@ use std::path::Path;
 use serde::Serialize;
 
 pub use crate::sample::{PsiCondition, PsiKind};
+pub use facts::{Facts, Watermark};
 pub use hooks::{Hook, HookOn};
 pub use raw::Problem;
 pub use rules::{Effect, Matcher, Rule};
@@ -93,6 +95,29 @@ pub enum KillMode {
     #[default]
     Process,
     Cgroup,
+}
+
+/// How candidates of one adj band are ordered: each process by its own size (today's
+/// order), or grouped by what owns them, owners by what their candidates hold together.
+/// Adj still comes first: an owner's processes in another band never count here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case", tag = "by")]
+pub enum RankBy {
+    #[default]
+    Process,
+    /// By cgroup in the unified hierarchy: the one `depth` components below the scope, or
+    /// (`None`) the app's own, found by its name (`app-*.scope`, `*.service`, a Kubernetes
+    /// pod, a Docker container; else the leaf).
+    Cgroup { depth: Option<u8> },
+    /// By the owning uid.
+    Uid,
+}
+
+impl RankBy {
+    /// Whether candidates are grouped at all.
+    pub fn by_owner(self) -> bool {
+        self != RankBy::Process
+    }
 }
 
 /// Which processes may be victims at all.
@@ -210,25 +235,11 @@ pub struct Level {
     pub pageout: PageoutLimits,
     /// For `action = "kill"` levels: the process, or its whole leaf cgroup.
     pub kill: KillMode,
+    /// How this level orders the candidates of one adj band.
+    pub rank_by: RankBy,
     /// The lmkd client (its pid) whose LMK_TARGET table made this level; `None` for the
     /// policy file's own levels.
     pub from_client: Option<i32>,
-}
-
-/// A level of available memory the monitor watches for.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Watermark {
-    /// Percent of the scope's RAM.
-    pub pct: f64,
-    /// Judged on available RAM plus swap headroom (else RAM alone).
-    pub counts_swap: bool,
-}
-
-impl Watermark {
-    /// Whether `mem` is below it.
-    pub fn holds(&self, mem: &crate::sample::MemSnapshot) -> bool {
-        mem.headroom_pct(self.counts_swap) < self.pct
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -248,6 +259,9 @@ pub struct Policy {
     pub allow_pid_kill: bool,
     /// `candidates = "registered"`: only processes registered over the lmkd socket.
     pub candidates: Candidates,
+    /// The top-level `rank_by`: what levels without one of their own (and an lmkd client's
+    /// minfree levels) rank by.
+    pub rank_by: RankBy,
     /// Whether memory conditions count what swap can still take as headroom (the default):
     /// zram and disk swap exist so that a machine holds more than its RAM.
     pub count_swap: bool,
@@ -260,28 +274,6 @@ pub struct Policy {
     /// What the rules take, worked out once when the policy is compiled.
     #[serde(skip)]
     pub facts: Facts,
-}
-
-/// Facts of a policy's rules that the kill path would otherwise work out per decision.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Facts {
-    /// The process attributes the rules read.
-    pub needs: crate::procs::Needs,
-    /// Some rule may lift a process's adj (`set_adj`, `prefer`): processes below a level's
-    /// floor must be read too, since a rule may lift them over it.
-    pub rules_can_raise: bool,
-}
-
-impl Facts {
-    pub fn of(rules: &[Rule]) -> Self {
-        Facts {
-            needs: rules::needs(rules),
-            rules_can_raise: rules.iter().any(|r| {
-                matches!(r.effect, Effect::SetAdj(_))
-                    || matches!(r.effect, Effect::Shift(n) if n > 0)
-            }),
-        }
-    }
 }
 
 impl Default for Policy {
@@ -379,6 +371,7 @@ impl Policy {
                 },
                 pageout: PageoutLimits::default(),
                 kill: KillMode::Process,
+                rank_by: p.rank_by,
                 from_client: Some(client_pid),
             });
         }
@@ -396,6 +389,21 @@ impl Policy {
                 .cloned(),
         );
         self
+    }
+
+    /// What ranking by owner needs read of every process in scope: its cgroup or its uid,
+    /// where any level ranks by them. Asked for the whole policy, not per level, so the
+    /// process cache reads each once per process rather than again whenever the deciding
+    /// level changes.
+    pub fn owner_needs(&self) -> crate::procs::Needs {
+        let by = |want: fn(RankBy) -> bool| {
+            want(self.rank_by) || self.levels.iter().any(|l| want(l.rank_by))
+        };
+        crate::procs::Needs {
+            unified_cgroup: by(|r| matches!(r, RankBy::Cgroup { .. })),
+            real_uid: by(|r| r == RankBy::Uid),
+            ..Default::default()
+        }
     }
 
     pub fn needs_thrashing(&self) -> bool {

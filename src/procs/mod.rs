@@ -92,6 +92,8 @@ pub struct Attrs {
     pub exe: Option<String>,
     /// Owner of /proc/PID (the effective uid).
     pub uid: Option<u32>,
+    /// The real uid, from `status` (ranking by user).
+    pub real_uid: Option<u32>,
     /// Every cgroup path of /proc/PID/cgroup (one per hierarchy).
     pub cgroups: Vec<String>,
     /// The cgroup in the unified hierarchy (the `0::` line), read with `cgroups`.
@@ -107,6 +109,11 @@ pub struct Needs {
     pub exe: bool,
     pub uid: bool,
     pub cgroup: bool,
+    /// The cgroup in the unified hierarchy alone (ranking by owner): one string kept per
+    /// process instead of one per hierarchy, cloned at every scan. Implied by `cgroup`.
+    pub unified_cgroup: bool,
+    /// The real uid (ranking by user): a `status` read, ~10 µs, once per process.
+    pub real_uid: bool,
     /// The cgroup markings (`user.oomd_avoid` / `user.oomd_omit`); implies `cgroup`.
     pub marking: bool,
     /// A rule matches by name: the cache re-reads `comm` at every scan (a rename or an exec
@@ -117,7 +124,13 @@ pub struct Needs {
 
 impl Needs {
     pub fn any(&self) -> bool {
-        self.cmdline || self.exe || self.uid || self.cgroup || self.marking
+        self.cmdline
+            || self.exe
+            || self.uid
+            || self.cgroup
+            || self.unified_cgroup
+            || self.real_uid
+            || self.marking
     }
 
     /// Both sets of attributes.
@@ -127,6 +140,8 @@ impl Needs {
             exe: self.exe || o.exe,
             uid: self.uid || o.uid,
             cgroup: self.cgroup || o.cgroup,
+            unified_cgroup: self.unified_cgroup || o.unified_cgroup,
+            real_uid: self.real_uid || o.real_uid,
             marking: self.marking || o.marking,
             comm: self.comm || o.comm,
         }

@@ -88,6 +88,17 @@ pub fn parse_vm_swap_kib(buf: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
+/// The real uid from `status` (`Uid:` real, effective, saved, fs). Not the owner of
+/// /proc/PID: that is the effective uid, and root for a process that made itself
+/// non-dumpable (setuid programs, agents holding keys), whoever runs it.
+pub fn parse_real_uid(status: &[u8]) -> Option<u32> {
+    status
+        .split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"Uid:"))
+        .and_then(|rest| std::str::from_utf8(rest).ok())
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+}
+
 /// Whether `status` shows SIGKILL pending, for the thread (`SigPnd`) or the whole process
 /// (`ShdPnd`): hex masks where signal N is bit N-1.
 pub fn sigkill_pending(status: &[u8]) -> bool {
@@ -229,6 +240,12 @@ mod tests {
     #[test]
     fn vm_swap_is_read_from_status() {
         assert_eq!(parse_vm_swap_kib(b"Name:\tx\nVmSwap:\t  1234 kB\n"), 1234);
+        assert_eq!(
+            parse_real_uid(b"Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t1000\t1000\n"),
+            Some(1000),
+            "the real uid, not the effective"
+        );
+        assert_eq!(parse_real_uid(b"Name:\tx\nUid:\tlots\n"), None);
         assert_eq!(parse_vm_swap_kib(b"Name:\tkthreadd\n"), 0);
     }
 

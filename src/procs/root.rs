@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use super::markings::CgroupMarks;
 use super::parse::{
-    MemDetail, StatLite, cgroup_path_of, cgroup_paths, parse_adj, parse_stat, parse_vm_swap_kib,
-    sigkill_pending,
+    MemDetail, StatLite, cgroup_path_of, cgroup_paths, parse_adj, parse_real_uid, parse_stat,
+    parse_vm_swap_kib, sigkill_pending,
 };
 use super::smaps::{Region, parse_smaps};
 use super::{Attrs, Needs, ProcError, ProcInfo, Scan, is_gone};
@@ -140,9 +140,17 @@ impl ProcRoot {
                 .ok()
                 .map(|m| m.uid());
         }
-        if needs.cgroup || needs.marking {
+        if needs.real_uid {
+            let mut buf = Vec::new();
+            a.real_uid = read_into(&self.file(pid, "status"), pid, &mut buf)
+                .ok()
+                .and_then(|()| parse_real_uid(&buf));
+        }
+        if needs.cgroup || needs.marking || needs.unified_cgroup {
             let text = std::fs::read_to_string(self.file(pid, "cgroup")).unwrap_or_default();
-            a.cgroups = cgroup_paths(&text);
+            if needs.cgroup || needs.marking {
+                a.cgroups = cgroup_paths(&text);
+            }
             a.unified_cgroup = cgroup_path_of(&text, None);
         }
         if needs.marking {
@@ -295,9 +303,34 @@ mod tests {
         exe: false,
         uid: false,
         cgroup: false,
+        unified_cgroup: false,
+        real_uid: false,
         marking: false,
         comm: false,
     };
+
+    /// Ranking by owner keeps one path per process, not one per hierarchy (v1 lists a dozen):
+    /// the cache clones the attributes at every scan.
+    #[test]
+    fn the_unified_cgroup_alone_is_kept_for_owner_ranking() {
+        let text = b"12:memory:/box\n11:cpu,cpuacct:/box\n0::/box/app-a.scope\n";
+        let tmp = fixture(&[("cgroup", text)]);
+        let root = ProcRoot::new(tmp.path());
+        let owner = Needs {
+            unified_cgroup: true,
+            ..Default::default()
+        };
+        let a = root.read_attrs(100, owner);
+        assert_eq!(a.unified_cgroup.as_deref(), Some("/box/app-a.scope"));
+        assert!(a.cgroups.is_empty(), "{:?}", a.cgroups);
+        let rules = Needs {
+            cgroup: true,
+            ..Default::default()
+        };
+        let a = root.read_attrs(100, rules.union(owner));
+        assert_eq!(a.cgroups.len(), 3, "{:?}", a.cgroups);
+        assert_eq!(a.unified_cgroup.as_deref(), Some("/box/app-a.scope"));
+    }
 
     #[test]
     fn only_the_head_of_a_long_cmdline_is_read() {

@@ -29,6 +29,11 @@ pub struct Victim {
     pub cgroup: Option<String>,
     /// systemd's ManagedOOMPreference= marking that applied (`avoid`, `omit`), if read.
     pub marking: Option<&'static str>,
+    /// Where the level ranks by owner (`rank_by`): the owner it was picked for (a cgroup
+    /// path or `uid N`) and what that owner's candidates of its adj band held together
+    /// (RSS + swap) when ranked; null under per-process ranking.
+    pub owner: Option<String>,
+    pub owner_kib: Option<u64>,
 }
 
 impl From<&RankedProc> for Victim {
@@ -44,6 +49,8 @@ impl From<&RankedProc> for Victim {
             uid: p.uid,
             cgroup: p.cgroup.clone(),
             marking: p.marking.as_ref().map(|m| m.preference.as_str()),
+            owner: p.owner.clone(),
+            owner_kib: p.owner.as_ref().and(p.owner_kib),
         }
     }
 }
@@ -219,14 +226,18 @@ pub fn log_kill(k: &Kill<'_>, event: &ActionEvent) {
     let level = k.level.name.as_str();
     let comm = printable(&p.comm);
     let who = format!(
-        "pid {} ({comm}) adj {}{} size {} KiB",
+        "pid {} ({comm}) adj {}{} size {} KiB{}",
         p.pid,
         p.effective_adj,
         p.rule
             .as_ref()
             .map(|r| format!(" by rule {r}"))
             .unwrap_or_default(),
-        p.size_kib()
+        p.size_kib(),
+        match (&p.owner, p.owner_kib) {
+            (Some(o), Some(k)) => format!(" of {} holding {k} KiB", printable(o)),
+            _ => String::new(),
+        }
     );
     let who = match &k.group {
         Some(g) => format!(

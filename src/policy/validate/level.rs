@@ -6,14 +6,17 @@ use std::ops::Range;
 
 use crate::policy::raw::{Doc, Table};
 use crate::policy::{
-    Action, Combine, Conditions, KillMode, Level, PageoutLimits, PsiCondition, PsiKind,
+    Action, Combine, Conditions, KillMode, Level, PageoutLimits, PsiCondition, PsiKind, RankBy,
 };
+
+use super::read_rank_by;
 
 /// Reads and checks one level; `None` (with its problems recorded) when it is invalid.
 pub(super) fn read_level(
     doc: &mut Doc<'_>,
     t: &mut Table<'_, '_>,
     window_ms: u64,
+    rank_by: RankBy,
 ) -> Option<Level> {
     let before = doc.problems.len();
     let name = match t.string(doc, "name") {
@@ -231,6 +234,19 @@ pub(super) fn read_level(
             "only for action = \"kill\" levels",
         );
     }
+    let rank_by = read_rank_by(doc, t, rank_by);
+    if action == Action::None {
+        for key in ["rank_by", "owner_depth"] {
+            if t.has(key) {
+                let span = t.key_span(key).unwrap_or_else(|| t.span.clone());
+                doc.problem(
+                    &span,
+                    &t.key_path(key),
+                    "only for action = \"kill\" or \"pageout\" levels: a level that only logs picks no victim",
+                );
+            }
+        }
+    }
     if conditions == Conditions::default() && doc.problems.len() == before {
         doc.problem(
             &t.span,
@@ -249,6 +265,7 @@ pub(super) fn read_level(
         conditions,
         pageout,
         kill,
+        rank_by,
         from_client: None,
     })
 }

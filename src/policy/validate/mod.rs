@@ -5,15 +5,17 @@
 
 mod hook;
 mod level;
+mod rank_by;
 mod rule;
 
 use std::path::Path;
 
 use super::raw::{Doc, Problem, Table};
-use super::{Candidates, Policy};
+use super::{Candidates, Policy, RankBy};
 pub use hook::passwd;
 use hook::read_hook;
 use level::{check_level_order, read_level};
+use rank_by::read_rank_by;
 use rule::read_rule;
 
 /// The kernel's PSI trigger window bounds (privileged; unprivileged windows are widened to
@@ -201,6 +203,7 @@ fn read_policy(doc: &mut Doc<'_>, t: &mut Table<'_, '_>) -> Option<Policy> {
         }
         None => 1000,
     };
+    let rank_by = read_rank_by(doc, t, RankBy::Process);
     let level_tables = t.tables(doc, "level");
     if level_tables.is_empty() && !t.has("level") {
         doc.problem(
@@ -213,7 +216,7 @@ fn read_policy(doc: &mut Doc<'_>, t: &mut Table<'_, '_>) -> Option<Policy> {
     let mut spans = Vec::new();
     for mut lt in level_tables {
         let span = lt.span.clone();
-        if let Some(l) = read_level(doc, &mut lt, psi_window_ms) {
+        if let Some(l) = read_level(doc, &mut lt, psi_window_ms, rank_by) {
             levels.push(l);
             spans.push((span, lt.path.clone()));
         }
@@ -254,6 +257,7 @@ fn read_policy(doc: &mut Doc<'_>, t: &mut Table<'_, '_>) -> Option<Policy> {
         allow_pid_kill,
         count_swap,
         candidates,
+        rank_by,
         scope,
         psi_window_ms,
         thrashing_window_ms,
