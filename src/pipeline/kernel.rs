@@ -7,6 +7,9 @@ use std::sync::Arc;
 
 use crate::caps::KernelCaps;
 use crate::clock::monotonic_ms;
+use parking_lot::Mutex;
+
+use crate::procs::keeper::{self, Keeper, Source};
 use crate::procs::{Attrs, MemDetail, Needs, ProcCache, ProcError, Region, Scan};
 use crate::sample::MemSnapshot;
 use crate::scope::{Scope, ScopeError};
@@ -66,14 +69,65 @@ pub trait Kernel: Send {
 pub struct System {
     scope: Arc<Scope>,
     caps: KernelCaps,
-    /// The process table reader, kept across decisions (open fds per process).
-    procs: ProcCache,
+    /// The process table reader, kept across decisions (open fds per process); shared
+    /// with the keeper, which the kill path never waits for.
+    procs: Arc<Mutex<ProcCache>>,
+    /// The table kept up to date off the kill path, for scopes of thousands of processes.
+    keeper: Option<Keeper>,
 }
 
 impl System {
+    /// Every decision scans the scope in full (the design before the kept table; the
+    /// benchmarks compare both).
     pub fn new(scope: Arc<Scope>, caps: KernelCaps, cache_capacity: usize) -> Self {
         let procs = ProcCache::new(scope.proc.clone(), cache_capacity);
-        System { scope, caps, procs }
+        System {
+            scope,
+            caps,
+            procs: Arc::new(Mutex::new(procs)),
+            keeper: None,
+        }
+    }
+
+    /// [`System::new`] with the process table kept by a thread of its own
+    /// (`procs::keeper`) once the scope holds [`keeper::KEEP_FROM`] processes.
+    pub fn keeping_table(scope: Arc<Scope>, caps: KernelCaps, cache_capacity: usize) -> Self {
+        let mut system = Self::new(scope.clone(), caps, cache_capacity);
+        let source = ScopeSource {
+            scope,
+            last_available_kib: None,
+        };
+        match Keeper::start(source, system.procs.clone()) {
+            Ok(k) => system.keeper = Some(k),
+            Err(e) => log::warn!("cannot start the process-table thread: {e}; every kill scans"),
+        }
+        system
+    }
+}
+
+/// What the keeper reads of the scope.
+struct ScopeSource {
+    scope: Arc<Scope>,
+    last_available_kib: Option<u64>,
+}
+
+impl Source for ScopeSource {
+    fn pids(&self) -> Option<Vec<i32>> {
+        self.scope.pids().ok()
+    }
+
+    /// Below a quarter of the scope's memory available, or 2 % of it gone since the last
+    /// look (250 ms earlier): a runaway of 1 GiB/s in a 4 GiB memcg shows at the first.
+    fn memory_tight(&mut self) -> bool {
+        let Ok(m) = self.scope.read_memory() else {
+            return true;
+        };
+        let total = m.total_kib.max(1);
+        let fell = self
+            .last_available_kib
+            .is_some_and(|a| a.saturating_sub(m.available_kib) * 50 >= total);
+        self.last_available_kib = Some(m.available_kib);
+        fell || m.available_kib * 4 < total
     }
 }
 
@@ -92,8 +146,20 @@ impl Kernel for System {
         with_swap: bool,
         needs: Needs,
     ) -> Result<Scan, ScopeError> {
+        if let Some(k) = &self.keeper
+            && let Some(table) = k.table(monotonic_ms(), needs)
+        {
+            let (proc, mut buf) = (&self.scope.proc, Vec::with_capacity(1024));
+            return Ok(keeper::with_fresh_head(&table, floor, |pid| {
+                proc.read_with(pid, with_swap, needs, &mut buf)
+            }));
+        }
         let pids = self.scope.pids()?;
-        Ok(self.procs.scan_with(pids, floor, with_swap, needs))
+        Ok(match self.procs.try_lock() {
+            Some(mut cache) => cache.scan_with(pids, floor, with_swap, needs),
+            // The keeper is reading through it: the stateless reader, rather than wait.
+            None => self.scope.proc.scan_with(pids, with_swap, needs),
+        })
     }
 
     fn swap_kib(&self, pid: i32) -> Option<u64> {
