@@ -105,6 +105,17 @@ impl System {
     }
 }
 
+impl System {
+    /// Every process of `pids`, read now.
+    fn scan_all(&self, pids: Vec<i32>, floor: Option<i16>, with_swap: bool, needs: Needs) -> Scan {
+        match self.procs.try_lock() {
+            Some(mut cache) => cache.scan_with(pids, floor, with_swap, needs),
+            // The keeper is reading through it: the stateless reader, rather than wait.
+            None => self.scope.proc.scan_with(pids, with_swap, needs),
+        }
+    }
+}
+
 /// What the keeper reads of the scope.
 struct ScopeSource {
     scope: Arc<Scope>,
@@ -114,6 +125,11 @@ struct ScopeSource {
 impl Source for ScopeSource {
     fn pids(&self) -> Option<Vec<i32>> {
         self.scope.pids().ok()
+    }
+
+    fn used_kib(&self) -> Option<u64> {
+        let m = self.scope.read_memory().ok()?;
+        Some(m.total_kib.saturating_sub(m.available_kib))
     }
 
     /// Below a quarter of the scope's memory available, or 2 % of it gone since the last
@@ -150,16 +166,39 @@ impl Kernel for System {
             && let Some(table) = k.table(monotonic_ms(), needs)
         {
             let (proc, mut buf) = (&self.scope.proc, Vec::with_capacity(1024));
-            return Ok(keeper::with_fresh_head(&table, floor, |pid| {
-                proc.read_with(pid, with_swap, needs, &mut buf)
-            }));
+            let mut read = |pid| proc.read_with(pid, with_swap, needs, &mut buf);
+            let (mut scan, mut grown) = keeper::with_fresh_head(&table, floor, &mut read);
+            let mem = self.scope.read_memory().ok();
+            let explained = |grown| {
+                mem.as_ref().is_some_and(|m| {
+                    let used = m.total_kib.saturating_sub(m.available_kib);
+                    keeper::explained(&table, used, grown, m.total_kib)
+                })
+            };
+            if explained(grown) {
+                return Ok(scan);
+            }
+            log::debug!(
+                "kept table of {} ms ago ({} processes, read in {} ms): memory in use {:?} KiB then, {:?} KiB now; its head grew {grown} KiB",
+                monotonic_ms().saturating_sub(table.at_ms),
+                table.procs.len(),
+                table.took.as_millis(),
+                table.used_kib,
+                mem.as_ref().map(|m| m.total_kib.saturating_sub(m.available_kib)),
+            );
+            // Memory grew outside the head: perhaps in a process started since the table.
+            // Listing costs ~1.4 µs a process here, a third of a full scan.
+            let pids = self.scope.pids()?;
+            grown += keeper::add_new(&mut scan, &table, &pids, &mut read);
+            if explained(grown) {
+                return Ok(scan);
+            }
+            log::debug!("memory grew outside the kept table's head: scanning in full");
+            return Ok(self.scan_all(pids, floor, with_swap, needs));
         }
+        log::debug!("no kept table fresh enough: scanning in full");
         let pids = self.scope.pids()?;
-        Ok(match self.procs.try_lock() {
-            Some(mut cache) => cache.scan_with(pids, floor, with_swap, needs),
-            // The keeper is reading through it: the stateless reader, rather than wait.
-            None => self.scope.proc.scan_with(pids, with_swap, needs),
-        })
+        Ok(self.scan_all(pids, floor, with_swap, needs))
     }
 
     fn swap_kib(&self, pid: i32) -> Option<u64> {

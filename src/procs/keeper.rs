@@ -42,16 +42,21 @@ const CHECK_MS: u64 = 250;
 /// One table: every process in scope, sized, as read at `at_ms`.
 #[derive(Debug)]
 pub struct Table {
+    /// When the scope was listed: the table knows nothing of what started after.
     pub at_ms: u64,
+    /// The scope's memory in use (total − available) when the table was read.
+    pub used_kib: Option<u64>,
     pub needs: Needs,
     pub procs: Vec<ProcInfo>,
     /// How long listing and reading took.
     pub took: Duration,
 }
 
-/// What the keeper asks of the scope: its pids, and whether memory is short or falling.
+/// What the keeper asks of the scope: its pids, its memory in use, and whether memory is
+/// short or falling.
 pub trait Source: Send + 'static {
     fn pids(&self) -> Option<Vec<i32>>;
+    fn used_kib(&self) -> Option<u64>;
     fn memory_tight(&mut self) -> bool;
 }
 
@@ -126,13 +131,16 @@ impl Drop for Keeper {
 
 fn keep(mut source: impl Source, cache: Arc<Mutex<ProcCache>>, shared: &Shared) {
     while !shared.stop.load(Ordering::Relaxed) {
-        let started = Instant::now();
+        let (started, listed_ms) = (Instant::now(), monotonic_ms());
         let needs = *shared.needs.lock();
         let table = match source.pids() {
             Some(pids) if pids.len() >= KEEP_FROM => {
+                // Before the reads: what grows while they go on counts as unexplained.
+                let used_kib = source.used_kib();
                 let procs = cache.lock().scan_with(pids, None, false, needs).procs;
                 Some(Arc::new(Table {
-                    at_ms: monotonic_ms(),
+                    at_ms: listed_ms,
+                    used_kib,
                     needs,
                     procs,
                     took: started.elapsed(),
@@ -175,12 +183,13 @@ fn keep(mut source: impl Source, cache: Arc<Mutex<ProcCache>>, shared: &Shared) 
 /// The kill path's view of `table`: every process as the table read it, except the first
 /// [`HEAD`] of the table ranked by adj band (those at `floor` or above), then size, which
 /// are read again with `read` — the likely victims, sized now. One that exited, or whose
-/// number now belongs to another incarnation, is left out.
+/// number now belongs to another incarnation, is left out. Also returns how much the head
+/// grew since the table (KiB, negative when it shrank).
 pub fn with_fresh_head(
     table: &Table,
     floor: Option<i16>,
     mut read: impl FnMut(i32) -> Result<ProcInfo, ProcError>,
-) -> Scan {
+) -> (Scan, i64) {
     let mut procs = table.procs.clone();
     let mut order: Vec<usize> = (0..procs.len())
         .filter(|&i| floor.is_none_or(|f| procs[i].oom_score_adj >= f))
@@ -190,9 +199,13 @@ pub fn with_fresh_head(
     });
     let mut scan = Scan::default();
     let mut gone = Vec::new();
+    let mut grown = 0i64;
     for &i in order.iter().take(HEAD) {
         match read(procs[i].pid) {
-            Ok(p) if p.starttime == procs[i].starttime => procs[i] = p,
+            Ok(p) if p.starttime == procs[i].starttime => {
+                grown += p.size_kib() as i64 - procs[i].size_kib() as i64;
+                procs[i] = p;
+            }
             Ok(_) | Err(ProcError::Vanished { .. }) => {
                 scan.vanished += 1;
                 gone.push(i);
@@ -208,7 +221,45 @@ pub fn with_fresh_head(
         procs.swap_remove(i);
     }
     scan.procs = procs;
-    scan
+    (scan, grown)
+}
+
+/// Adds to `scan` (the kill path's view of `table`) the processes of `pids` the table does
+/// not hold — started since it was read, a runaway among them perhaps — read with `read`.
+/// Returns their size (KiB): growth the table did not see.
+pub fn add_new(
+    scan: &mut Scan,
+    table: &Table,
+    pids: &[i32],
+    mut read: impl FnMut(i32) -> Result<ProcInfo, ProcError>,
+) -> i64 {
+    let known: std::collections::HashSet<i32> = table.procs.iter().map(|p| p.pid).collect();
+    let mut grown = 0;
+    for &pid in pids.iter().filter(|p| !known.contains(p)) {
+        match read(pid) {
+            Ok(p) => {
+                grown += p.size_kib() as i64;
+                scan.procs.push(p);
+            }
+            Err(ProcError::Vanished { .. }) => scan.vanished += 1,
+            Err(e) => scan.errors.push(e),
+        }
+    }
+    grown
+}
+
+/// Whether the scope's growth since `table` is explained by its head's: memory in use
+/// grew by `used_now_kib − table.used_kib`, the re-read head by `head_grown_kib`. More
+/// than 1/32 of `total_kib` (32 MiB of 1 GiB) grown elsewhere means a process outside the
+/// head, or one started since the table, is growing fast — perhaps the runaway itself —
+/// and the kill must scan in full to find it. Page cache growth counts as growth too: a
+/// false alarm costs one full scan, never a wrong victim.
+pub fn explained(table: &Table, used_now_kib: u64, head_grown_kib: i64, total_kib: u64) -> bool {
+    let Some(then) = table.used_kib else {
+        return false;
+    };
+    let unexplained = used_now_kib as i64 - then as i64 - head_grown_kib.max(0);
+    unexplained <= (total_kib / 32) as i64
 }
 
 #[cfg(test)]
@@ -218,6 +269,7 @@ mod tests {
     fn table(procs: Vec<ProcInfo>) -> Table {
         Table {
             at_ms: 0,
+            used_kib: Some(500_000),
             needs: Needs::default(),
             procs,
             took: Duration::ZERO,
@@ -232,7 +284,7 @@ mod tests {
             .collect();
         procs.push(ProcInfo::for_tests(500, 900, 10));
         let mut read = Vec::new();
-        let scan = with_fresh_head(&table(procs), Some(0), |pid| {
+        let (scan, grown) = with_fresh_head(&table(procs), Some(0), |pid| {
             read.push(pid);
             Ok(ProcInfo::for_tests(pid, if pid == 500 { 900 } else { 0 }, 7))
         });
@@ -242,13 +294,15 @@ mod tests {
         let size = |pid| scan.procs.iter().find(|p| p.pid == pid).unwrap().rss_kib;
         assert_eq!((size(500), size(100), size(1)), (7, 7, 1024));
         assert_eq!(scan.procs.len(), 101);
+        let old_head: i64 = (70..=100).map(|p| p * 1024).sum::<i64>() + 10;
+        assert_eq!(grown, 7 * HEAD as i64 - old_head);
     }
 
     #[test]
     fn below_the_floor_nothing_is_read_again() {
         let procs = vec![ProcInfo::for_tests(1, 0, 100), ProcInfo::for_tests(2, 900, 5)];
         let mut read = Vec::new();
-        let scan = with_fresh_head(&table(procs), Some(900), |pid| {
+        let (scan, _) = with_fresh_head(&table(procs), Some(900), |pid| {
             read.push(pid);
             Ok(ProcInfo::for_tests(pid, 900, 5))
         });
@@ -263,7 +317,7 @@ mod tests {
             ProcInfo::for_tests(2, 0, 200),
             ProcInfo::for_tests(3, 0, 100),
         ];
-        let scan = with_fresh_head(&table(procs), None, |pid| match pid {
+        let (scan, _) = with_fresh_head(&table(procs), None, |pid| match pid {
             1 => Err(ProcError::Vanished { pid }),
             // Another incarnation under the same number.
             2 => Ok(ProcInfo {
@@ -283,6 +337,9 @@ mod tests {
         fn pids(&self) -> Option<Vec<i32>> {
             self.1.fetch_add(1, Ordering::Relaxed);
             super::super::ProcRoot::new(&self.0).pids().ok()
+        }
+        fn used_kib(&self) -> Option<u64> {
+            Some(0)
         }
         fn memory_tight(&mut self) -> bool {
             false
@@ -324,6 +381,36 @@ mod tests {
     fn a_scope_of_thousands_is_kept_and_a_small_one_is_left_to_the_kill_path() {
         assert_eq!(kept(KEEP_FROM as i32), (Some(KEEP_FROM), 1));
         assert_eq!(kept(100), (None, 1), "a small scope: listed once, not kept");
+    }
+
+    #[test]
+    fn growth_outside_the_head_sends_the_kill_to_a_full_scan() {
+        let t = table(Vec::new());
+        let total = 4 << 20;
+        // A 1 GiB/s runaway started after the table: 300 MiB in use more, the head flat.
+        assert!(!explained(&t, 500_000 + (300 << 10), 0, total));
+        // The head grew by as much: it holds the runaway.
+        assert!(explained(&t, 500_000 + (300 << 10), 300 << 10, total));
+        // Churn below 1/32 of the scope (128 MiB of 4 GiB) elsewhere.
+        assert!(explained(&t, 500_000 + (100 << 10), 0, total));
+        // A table read without the scope's memory proves nothing.
+        let blind = Table {
+            used_kib: None,
+            ..table(Vec::new())
+        };
+        assert!(!explained(&blind, 0, 0, total));
+    }
+
+    #[test]
+    fn processes_started_since_the_table_are_added_with_their_size() {
+        let t = table(vec![ProcInfo::for_tests(1, 0, 100)]);
+        let (mut scan, _) = with_fresh_head(&t, Some(0), |pid| Ok(ProcInfo::for_tests(pid, 0, 100)));
+        let grown = add_new(&mut scan, &t, &[1, 2, 3], |pid| match pid {
+            2 => Ok(ProcInfo::for_tests(2, 0, 300 << 10)),
+            _ => Err(ProcError::Vanished { pid }),
+        });
+        let pids: Vec<i32> = scan.procs.iter().map(|p| p.pid).collect();
+        assert_eq!((pids, scan.vanished, grown), (vec![1, 2], 1, 300 << 10));
     }
 
     #[test]
