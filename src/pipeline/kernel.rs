@@ -116,6 +116,13 @@ impl System {
     }
 }
 
+impl System {
+    /// How old the kept table is, if one is kept.
+    pub fn kept_table_age_ms(&self) -> Option<u64> {
+        self.keeper.as_ref()?.age_ms(monotonic_ms())
+    }
+}
+
 /// What the keeper reads of the scope.
 struct ScopeSource {
     scope: Arc<Scope>,
