@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 
 use common::{TestCgroup, Workload};
 use lowmemd::caps::KernelCaps;
+use lowmemd::pipeline::Plan;
 use lowmemd::pipeline::kernel::{Kernel, System};
 use lowmemd::pipeline::pageout::tracker::Tracker;
 use lowmemd::pipeline::select::{Context, select};
-use lowmemd::pipeline::Plan;
 use lowmemd::policy::decide::{Decision, Fired};
 use lowmemd::policy::{Action, Policy, Reason};
+use lowmemd::procs::keeper::KEEP_FROM;
 use lowmemd::procs::{ProcRoot, cache_capacity, raise_fd_limit};
 use lowmemd::sample::{MemSnapshot, Sample};
 use lowmemd::scope::Scope;
@@ -126,7 +127,10 @@ fn main() {
     for n in sizes {
         let cg = TestCgroup::create(&format!("bench-crowd{n}"), 8192);
         let count = n.to_string();
-        let crowd_args = [std::ffi::OsStr::new("--children"), std::ffi::OsStr::new(&count)];
+        let crowd_args = [
+            std::ffi::OsStr::new("--children"),
+            std::ffi::OsStr::new(&count),
+        ];
         let mut crowd = Workload::spawn_with(&cg, "idle", 0, 0, 0, &crowd_args);
         let started = Instant::now();
         // `--mib 0` says ready at once; the children are all forked before that.
@@ -156,21 +160,18 @@ fn main() {
             std::thread::sleep(Duration::from_millis(50));
         }
         let (kept_med, kept_max) = measure(&mut kept, big.pid, Duration::from_millis(200));
-        // A process the table has not seen: 250 MiB started just now, the largest (room made
-        // for it first).
-        std::fs::write(
-            cg.v1.join("memory.limit_in_bytes"),
-            ((usage * 100 / 85 + 300) << 20).to_string(),
-        )
-        .expect("raise the limit");
-        let newcomer = Workload::ready(&cg, "new", 0, 250);
-        let (new_ms, _) = measure_once(&mut kept, newcomer.pid);
+        // A process the table has not seen: 250 MiB started just now, the largest (the
+        // memcg has room for it from 10,000 processes on; below 2,048 nothing is kept).
+        let new_ms = (n as usize >= KEEP_FROM).then(|| {
+            let newcomer = Workload::ready(&cg, "new", 0, 250);
+            measure_once(&mut kept, newcomer.pid).0
+        });
         drop(kept);
         println!(
-            "| {n} | {full_med:.1} / {full_max:.1} | {kept_med:.1} / {kept_max:.1} | {new_ms:.1} | {:.1} |",
+            "| {n} | {full_med:.1} / {full_max:.1} | {kept_med:.1} / {kept_max:.1} | {} | {:.1} |",
+            new_ms.map_or("—".into(), |ms| format!("{ms:.1}")),
             full_med * 1000.0 / n as f64
         );
-        drop(newcomer);
         drop(big);
         drop(crowd);
         drop(cg);

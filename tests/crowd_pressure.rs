@@ -56,7 +56,10 @@ fn a_runaway_among_ten_thousand_idle_processes_is_killed_before_the_kernel() {
     assert_eq!(k["exit_confirmed"], true, "{k}");
     assert!(crowd.alive(), "the crowd's parent must survive");
     let left = cg.pids().len();
-    assert!(left > CROWD as usize, "none of the crowd may die: {left} left");
+    assert!(
+        left > CROWD as usize,
+        "none of the crowd may die: {left} left"
+    );
     // The number the bench bounds, recorded for the CI log.
     println!(
         "crowd of {CROWD}: sample_to_kill_ms = {}, kill_to_exit_ms = {}",

@@ -191,7 +191,8 @@ impl Kernel for System {
                 table.procs.len(),
                 table.took.as_millis(),
                 table.used_kib,
-                mem.as_ref().map(|m| m.total_kib.saturating_sub(m.available_kib)),
+                mem.as_ref()
+                    .map(|m| m.total_kib.saturating_sub(m.available_kib)),
             );
             // Memory grew outside the head: perhaps in a process started since the table.
             // Listing costs ~1.4 µs a process here, a third of a full scan.

@@ -9,12 +9,16 @@
 //! for it lets a 1 GiB/s runaway take another 50–100 MiB. So the scan moves here, and the
 //! kill path costs what ranking a table in memory costs plus [`HEAD`] fresh reads.
 //!
-//! What that trades: a process that grew from nothing into the largest of its band since
-//! the last table, and is not in the head by its old size, is not seen. The table is
-//! re-read continuously (every [`HOT_MS`]) while the scope's memory is short or falling, so
-//! under pressure it is at most one scan old; a table older than the kill path accepts
-//! sends the kill back to the full scan. Below [`KEEP_FROM`] processes nothing of this
-//! runs: the full scan costs less than the table would save.
+//! What that trades, and how it is checked rather than assumed: a process that grew
+//! outside the head since the table was listed, or started since, is not in the ranking.
+//! So a kill compares the scope's growth in use since the listing with the head's
+//! ([`explained`]); beyond 1/32 of the scope unexplained it lists the scope and reads the
+//! pids the table lacks ([`add_new`]), and if growth is still unexplained, reads everything.
+//! The table is re-read back to back (at most every [`HOT_MS`]) while the scope's memory is
+//! short or falling, so under pressure it is at most two scans old; a much older one is not
+//! used ([`Table::fresh_at`]). An `oom_score_adj` raised since the table shows at the next
+//! one. Below [`KEEP_FROM`] processes nothing of this runs: the full scan costs less than
+//! the table would save, and the thread only counts the scope every 30 s.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -113,12 +117,14 @@ impl Keeper {
 
 impl Table {
     /// Whether a kill at `now_ms` may rank this table rather than scan. Up to
-    /// [`MAX_AGE_MS`]; beyond, while it is no older than two scans and a pause: a scan
-    /// made now would take as long as this one did, so by its end its first reads would
-    /// be as old (a loaded machine, 20,000 processes: a scan of ~1 s here).
+    /// [`MAX_AGE_MS`]; beyond, while it is no older than three of its scans and two looks
+    /// at memory: under pressure the keeper reads back to back, so its newest table is
+    /// listed at most a scan, a wait of a scan and a look before the next one lands (a
+    /// loaded machine, 20,000 processes: a scan of ~1 s here), and a scan made by the kill
+    /// instead would take as long.
     pub fn fresh_at(&self, now_ms: u64) -> bool {
         let took = self.took.as_millis() as u64;
-        now_ms.saturating_sub(self.at_ms) <= MAX_AGE_MS.max(2 * took + HOT_MS)
+        now_ms.saturating_sub(self.at_ms) <= MAX_AGE_MS.max(3 * took + 2 * CHECK_MS)
     }
 }
 
@@ -302,7 +308,11 @@ mod tests {
         let mut read = Vec::new();
         let (scan, grown) = with_fresh_head(&table(procs), Some(0), |pid| {
             read.push(pid);
-            Ok(ProcInfo::for_tests(pid, if pid == 500 { 900 } else { 0 }, 7))
+            Ok(ProcInfo::for_tests(
+                pid,
+                if pid == 500 { 900 } else { 0 },
+                7,
+            ))
         });
         let mut expected = vec![500];
         expected.extend((100 - HEAD as i32 + 2..=100).rev());
@@ -316,7 +326,10 @@ mod tests {
 
     #[test]
     fn below_the_floor_nothing_is_read_again() {
-        let procs = vec![ProcInfo::for_tests(1, 0, 100), ProcInfo::for_tests(2, 900, 5)];
+        let procs = vec![
+            ProcInfo::for_tests(1, 0, 100),
+            ProcInfo::for_tests(2, 900, 5),
+        ];
         let mut read = Vec::new();
         let (scan, _) = with_fresh_head(&table(procs), Some(900), |pid| {
             read.push(pid);
@@ -420,7 +433,8 @@ mod tests {
     #[test]
     fn processes_started_since_the_table_are_added_with_their_size() {
         let t = table(vec![ProcInfo::for_tests(1, 0, 100)]);
-        let (mut scan, _) = with_fresh_head(&t, Some(0), |pid| Ok(ProcInfo::for_tests(pid, 0, 100)));
+        let (mut scan, _) =
+            with_fresh_head(&t, Some(0), |pid| Ok(ProcInfo::for_tests(pid, 0, 100)));
         let grown = add_new(&mut scan, &t, &[1, 2, 3], |pid| match pid {
             2 => Ok(ProcInfo::for_tests(2, 0, 300 << 10)),
             _ => Err(ProcError::Vanished { pid }),
@@ -430,7 +444,7 @@ mod tests {
     }
 
     #[test]
-    fn a_table_is_fresh_for_a_second_or_two_of_its_scans() {
+    fn a_table_is_fresh_for_a_second_or_three_of_its_scans() {
         let t = |took_ms| Table {
             at_ms: 10_000,
             took: Duration::from_millis(took_ms),
@@ -438,7 +452,7 @@ mod tests {
         };
         assert!(t(50).fresh_at(11_000));
         assert!(!t(50).fresh_at(11_001));
-        assert!(t(1_000).fresh_at(12_250));
-        assert!(!t(1_000).fresh_at(12_251));
+        assert!(t(1_000).fresh_at(13_500));
+        assert!(!t(1_000).fresh_at(13_501));
     }
 }
