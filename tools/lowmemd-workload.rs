@@ -67,6 +67,16 @@ struct Args {
     /// that several of these over RAM make a machine with swap thrash.
     #[arg(long, value_name = "MS", conflicts_with_all = ["reread", "hold_file", "probe"])]
     cycle_ms: Option<u64>,
+    /// Fork this many idle children first (same cgroups, adj and name), each touching
+    /// `--child-kib` of its own memory and sleeping until killed: a crowded process table
+    /// in about a second, where spawning as many programs would take minutes. They die
+    /// with this process (PR_SET_PDEATHSIG), which reaps nothing (SIGCHLD ignored). With
+    /// `--mib 0` this process then allocates nothing.
+    #[arg(long, default_value_t = 0, conflicts_with_all = ["reread", "hold_file", "probe"])]
+    children: u32,
+    /// Memory each child touches, in KiB.
+    #[arg(long, default_value_t = 64, requires = "children")]
+    child_kib: usize,
 }
 
 const CHUNK: usize = 1 << 20;
@@ -126,6 +136,53 @@ fn touched() -> Vec<u8> {
         page[0] = 1;
     }
     v
+}
+
+/// Forks `n` idle children (see `--children`). Returns once all are forked.
+fn fork_children(n: u32, kib: usize) {
+    // SAFETY: setting a signal disposition to SIG_IGN installs no handler; ignoring
+    // SIGCHLD makes the kernel reap the children as they die, so none lingers as a zombie
+    // (which lowmemd would see, and which would hold a pid).
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+    }
+    let parent = rustix::process::getpid();
+    for i in 0..n {
+        // SAFETY: this process is single-threaded here (no thread was started: the probe's
+        // signal thread is not, `--children` conflicts with it), so the child is a complete
+        // copy and may allocate; it never returns into the parent's code below.
+        #[allow(unsafe_code)]
+        let pid = unsafe { libc::fork() };
+        match pid {
+            0 => idle_child(parent, kib),
+            p if p < 0 => {
+                eprintln!(
+                    "lowmemd-workload: fork of child {i}: {}",
+                    std::io::Error::last_os_error()
+                );
+                std::process::exit(2);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A forked child: dies with its parent, touches `kib` KiB, sleeps until killed.
+fn idle_child(parent: rustix::process::Pid, kib: usize) -> ! {
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    // The parent died before the death signal was armed.
+    if rustix::process::getppid() != Some(parent) {
+        std::process::exit(0);
+    }
+    let mut mem = vec![0u8; kib * 1024];
+    for page in mem.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    std::hint::black_box(&mem);
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
 }
 
 const PROBE_PERIOD: Duration = Duration::from_millis(50);
@@ -208,6 +265,9 @@ fn main() {
         let c = std::ffi::CString::new(name.as_bytes()).expect("name without NUL");
         let _ = rustix::thread::set_name(&c);
     }
+    if args.children > 0 {
+        fork_children(args.children, args.child_kib);
+    }
     let mut held: Vec<Vec<u8>> = Vec::new();
     let start = Instant::now();
     let say = |what: &str| {
@@ -215,8 +275,9 @@ fn main() {
         let _ = writeln!(out, "{what}");
         let _ = out.flush();
     };
-    // A probe with `--mib 0` touches no memory; only a load grows without bound.
-    let unbounded = args.mib == 0 && !args.probe;
+    // A probe or a crowd of children with `--mib 0` touches no memory; only a load grows
+    // without bound.
+    let unbounded = args.mib == 0 && !args.probe && args.children == 0;
     if unbounded {
         say("ready");
     }

@@ -282,7 +282,7 @@ pub fn run(args: &RunArgs) -> CmdResult {
         log::info!("serving lmkd's protocol on {origin}");
     }
     let mut pipeline = Pipeline::new(
-        Box::new(System::new(scope, caps, cache_capacity)),
+        Box::new(System::keeping_table(scope, caps, cache_capacity)),
         store.clone(),
         args.dry_run,
         observer,

@@ -5,6 +5,7 @@
 //! [`ProcCache`] (`cache.rs`) is the pipeline's hot path, keeping files open across scans.
 
 mod cache;
+pub mod keeper;
 pub mod markings;
 mod parse;
 mod root;
