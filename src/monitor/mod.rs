@@ -240,7 +240,10 @@ impl Monitor {
     /// yet so the newest one can take its place. Each sample goes with the decision taken
     /// on it here: the pipeline only re-checks it right before acting.
     pub fn run(mut self, tx: Sender<Decided>, rx: Receiver<Decided>) {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // A memcg is filled only by its own tasks: where the poll stands in for the kernel,
+        // the machine's worst rate is that of the CPUs they may use.
+        let machine = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpus = self.scope.cpus().map_or(machine, |c| c.min(machine));
         let mut schedule = Schedule::new(cpus);
         let mut sleep_ms = Some(FAST_POLL_MS);
         let mut read_failing = false;
