@@ -16,6 +16,8 @@
 //! way: `memory.high` (someone else writing it: theirs from then on, never overwritten)
 //! and `memory.max` (the watermarks move with the limit).
 
+#[cfg(test)]
+mod fake_cgroup;
 pub mod record;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
