@@ -189,9 +189,18 @@ impl Sources {
     /// Sets, moves or lifts the tripwire after a reading of a memcg of `limit_kib` at
     /// `usage_kib`; returns what to log.
     pub fn tend_tripwire(&mut self, limit_kib: u64, usage_kib: u64, pcts: &[f64]) -> Vec<String> {
-        match &mut self.tripwire {
-            Some(t) => t.tend(limit_kib, usage_kib, pcts),
-            None => Vec::new(),
+        let Some(t) = &mut self.tripwire else {
+            return Vec::new();
+        };
+        match t.tend(limit_kib, usage_kib, pcts) {
+            Ok(said) => said,
+            Err(why) => {
+                let said =
+                    format!("no memory.high tripwire: {why}; polling the memcg's memory instead");
+                self.tripwire = None;
+                self.no_tripwire = Some(why);
+                vec![said]
+            }
         }
     }
 

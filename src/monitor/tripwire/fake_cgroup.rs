@@ -83,7 +83,7 @@ const W: [f64; 3] = [25.0, 15.0, 5.0];
 fn it_is_set_below_the_first_watermark_lifted_when_crossed_and_on_the_way_out() {
     let f = Fake::new("cycle", "/box");
     let mut t = Tripwire::open(&f.scope, true, &f.runtime()).unwrap();
-    assert!(t.tend(LIMIT_KIB, 60 * MIB, &W).is_empty());
+    assert!(t.tend(LIMIT_KIB, 60 * MIB, &W).unwrap().is_empty());
     assert_eq!(f.high(), BOUND);
     assert!(t.kernel_watches(60 * MIB));
     assert_eq!(
@@ -93,12 +93,12 @@ fn it_is_set_below_the_first_watermark_lifted_when_crossed_and_on_the_way_out() 
     );
     // The kernel counted a high event: lifted, the poll takes over, nothing remembered.
     std::fs::write(f.dir().join("memory.events.local"), "low 0\nhigh 3\n").unwrap();
-    t.tend(LIMIT_KIB, 190 * MIB, &W);
+    t.tend(LIMIT_KIB, 190 * MIB, &W).unwrap();
     assert_eq!(f.high(), "max");
     assert!(!t.kernel_watches(190 * MIB));
     assert!(!f.record().exists());
     // Back well below it: set again; dropped (the daemon stopping): max again.
-    t.tend(LIMIT_KIB, 20 * MIB, &W);
+    t.tend(LIMIT_KIB, 20 * MIB, &W).unwrap();
     assert_eq!(f.high(), BOUND);
     drop(t);
     assert_eq!(f.high(), "max");
@@ -117,12 +117,15 @@ fn someone_elses_memory_high_is_never_overwritten() {
     // Written over ours while it is set: theirs from then on, said once, kept on exit.
     f.set_high("max");
     let mut t = Tripwire::open(&f.scope, true, &f.runtime()).unwrap();
-    t.tend(LIMIT_KIB, 60 * MIB, &W);
+    t.tend(LIMIT_KIB, 60 * MIB, &W).unwrap();
     assert_eq!(f.high(), BOUND);
     f.set_high("104857600");
-    let said = t.tend(LIMIT_KIB, 60 * MIB, &W);
+    let said = t.tend(LIMIT_KIB, 60 * MIB, &W).unwrap();
     assert!(said[0].contains("set by someone else"), "{said:?}");
-    assert!(t.tend(LIMIT_KIB, 60 * MIB, &W).is_empty(), "said once");
+    assert!(
+        t.tend(LIMIT_KIB, 60 * MIB, &W).unwrap().is_empty(),
+        "said once"
+    );
     assert!(!t.kernel_watches(60 * MIB));
     drop(t);
     assert_eq!(f.high(), "104857600");
@@ -133,7 +136,7 @@ fn someone_elses_memory_high_is_never_overwritten() {
 fn a_tripwire_left_by_a_killed_lowmemd_is_put_back_at_the_next_start() {
     let f = Fake::new("crash", "/box");
     let mut t = Tripwire::open(&f.scope, true, &f.runtime()).unwrap();
-    t.tend(LIMIT_KIB, 60 * MIB, &W);
+    t.tend(LIMIT_KIB, 60 * MIB, &W).unwrap();
     // SIGKILL: no Drop.
     std::mem::forget(t);
     assert_eq!(f.high(), BOUND);
@@ -143,7 +146,7 @@ fn a_tripwire_left_by_a_killed_lowmemd_is_put_back_at_the_next_start() {
     assert!(!f.record().exists());
     // Changed since by someone: left alone.
     let mut t = Tripwire::open(&f.scope, true, &f.runtime()).unwrap();
-    t.tend(LIMIT_KIB, 60 * MIB, &W);
+    t.tend(LIMIT_KIB, 60 * MIB, &W).unwrap();
     std::mem::forget(t);
     f.set_high("150000000");
     let said = restore_left_behind(&f.scope, &f.runtime()).unwrap();
@@ -165,4 +168,19 @@ fn kubelet_cgroups_and_the_policy_key_keep_it_off() {
     ));
     assert_eq!(f.high(), "max");
     assert_eq!(g.high(), "max");
+}
+
+#[test]
+fn a_tripwire_that_cannot_be_set_says_so_once_and_changes_nothing() {
+    let f = Fake::new("fails", "/box");
+    let mut t = Tripwire::open(&f.scope, true, &f.runtime()).unwrap();
+    // The record cannot be written (here: the runtime directory turned into a file).
+    std::fs::remove_dir_all(f.runtime()).unwrap();
+    std::fs::write(f.runtime(), "").unwrap();
+    assert!(matches!(
+        t.tend(LIMIT_KIB, 60 * MIB, &W),
+        Err(Unavailable::Unwritable(_))
+    ));
+    assert_eq!(f.high(), "max", "not set without a record");
+    assert!(!t.kernel_watches(60 * MIB));
 }

@@ -63,6 +63,9 @@ pub enum Unavailable {
     Foreign { path: PathBuf, value: String },
     /// The original could not be remembered, so it would not be restored after a crash.
     NoRecord(String),
+    /// Writing `memory.high` failed (a read-only cgroupfs: systemd's
+    /// ProtectControlGroups=yes).
+    Unwritable(String),
 }
 
 impl std::fmt::Display for Unavailable {
@@ -83,6 +86,10 @@ impl std::fmt::Display for Unavailable {
             Unavailable::NoRecord(e) => write!(
                 f,
                 "cannot remember the original value ({e}): not set, so none could be left behind"
+            ),
+            Unavailable::Unwritable(e) => write!(
+                f,
+                "cannot write it ({e}; under systemd, ProtectControlGroups=no allows it)"
             ),
         }
     }
@@ -238,15 +245,21 @@ impl Tripwire {
         self.armed_kib.is_some_and(|b| usage_kib < b)
     }
 
-    /// Sets, moves or lifts the tripwire after a reading; returns what to log (warnings
-    /// and news of someone else's value).
-    pub fn tend(&mut self, limit_kib: u64, usage_kib: u64, pcts: &[f64]) -> Vec<String> {
+    /// Sets, moves or lifts the tripwire after a reading; returns what to log (news of
+    /// someone else's value), or why it cannot go on (then it is dropped: tried again at
+    /// every poll, a failing write would be a warning per poll).
+    pub fn tend(
+        &mut self,
+        limit_kib: u64,
+        usage_kib: u64,
+        pcts: &[f64],
+    ) -> Result<Vec<String>, Unavailable> {
         let mut said = Vec::new();
         let events = self.read_high_events();
         let crossed = events > self.high_events;
         self.high_events = events;
         let Some(now) = self.read_high() else {
-            return said;
+            return Ok(said);
         };
         let ours = self.armed_kib.map(|k| (k * 1024).to_string());
         if ours.as_deref() != Some(now.as_str()) && now != "max" {
@@ -264,7 +277,7 @@ impl Tripwire {
                 ));
             }
             self.foreign = Some(now);
-            return said;
+            return Ok(said);
         }
         if ours.is_some() && now == "max" {
             // Reset to max by someone (systemd re-applying a unit's MemoryHigh=infinity).
@@ -288,9 +301,9 @@ impl Tripwire {
         if want != self.armed_kib
             && let Err(e) = self.set(want)
         {
-            said.push(format!("memory.high tripwire: {e}; polling instead"));
+            return Err(Unavailable::Unwritable(e.to_string()));
         }
-        said
+        Ok(said)
     }
 
     /// Writes `bound` (`None`: max): the record first, removed only once max is back.
