@@ -59,6 +59,8 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct DoctorArgs {
     #[command(flatten)]
+    pub scope: ScopeArgs,
+    #[command(flatten)]
     pub policy: PolicyArgs,
     /// Print JSON for scripts.
     #[arg(long)]

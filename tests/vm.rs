@@ -211,6 +211,78 @@ fn memcg_v2_calm_runaway_cached_apps_and_dry_run() {
     assert_eq!(out.num("dry_memcg_oom_kill_delta"), 0, "memcg OOM kills");
 }
 
+/// The memory.high tripwire (issue 25) on a pure cgroup-v2 hierarchy: a memcg scope idles
+/// at ≤ 10 wake-ups per 30 s at 60 % and at 5 % usage (the adaptive poll alone made
+/// ~2,600 and ~630), still wins a 1000 MiB/s runaway, puts the original memory.high back
+/// after a SIGKILL and a restart and on SIGTERM, and leaves a user's memory.high alone.
+#[test]
+#[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
+fn memcg_v2_tripwire_idles_wins_the_race_and_leaves_nothing_behind() {
+    let out = Vm {
+        name: "memcg-v2-tripwire",
+        mem_mib: 768,
+        script: include_str!("vm/memcg_v2_tripwire.sh"),
+        timeout: Duration::from_secs(300),
+        ..Vm::default()
+    }
+    .run();
+    report(
+        "memcg v2 tripwire",
+        &out,
+        &[
+            "high_armed",
+            "at60_wakeups",
+            "at60_ticks",
+            "at5_wakeups",
+            "at5_ticks",
+            "poll60_wakeups",
+            "poll60_ticks",
+            "leak_to_gone_ms",
+            "memcg_oom_kill_delta",
+            "memcg_high_events",
+        ],
+    );
+    // 256 MiB, the built-in policy's highest watermark 25 %: 192 MiB.
+    assert_eq!(out.get("high_armed"), "201326592", "tripwire at 192 MiB");
+    assert_eq!(out.get("startup_says"), "1", "the start-up log says so");
+    for at in ["at60", "at5"] {
+        let n = out.num(&format!("{at}_wakeups"));
+        assert!(n <= 10, "{at}: {n} wake-ups in 30 s");
+    }
+    assert!(
+        !out.results.contains_key("leak_survived"),
+        "the leak still ran"
+    );
+    assert_eq!(out.num("memcg_oom_kill_delta"), 0, "memcg OOM kills");
+    assert_eq!(out.num("oom_kill_delta"), 0, "kernel OOM kills");
+    let leak = out.num("pid_leak");
+    let killed: Vec<i64> = (out.events_in("events-first").iter())
+        .filter(|e| e["action"] == "kill")
+        .map(|e| e["pid"].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(killed, vec![leak], "only the leak killed");
+    assert_eq!(out.get("small_alive"), "1");
+    assert_eq!(
+        out.get("high_after_kill"),
+        "201326592",
+        "set again after the kill"
+    );
+    assert_eq!(
+        out.get("high_after_sigkill"),
+        "201326592",
+        "left by SIGKILL"
+    );
+    assert_eq!(out.get("high_after_restart"), "max", "put back at start-up");
+    assert_eq!(out.get("restart_says"), "1");
+    assert_eq!(out.get("high_rearmed"), "201326592");
+    assert_eq!(out.get("high_after_term"), "max", "lifted on SIGTERM");
+    assert_eq!(out.get("high_user"), "209715200", "the user's value stays");
+    assert_eq!(out.get("high_user_after"), "209715200");
+    assert_eq!(out.get("user_high_reported"), "1", "said at start-up");
+    assert_eq!(out.get("doctor_says"), "1", "said by doctor");
+    assert_eq!(out.get("lowmemd_exit"), "0");
+}
+
 /// (b) A 256 MiB board without swap: background apps make room for a growing foreground
 /// app, highest adj first; the foreground survives; no kernel OOM kill.
 #[test]

@@ -9,11 +9,13 @@ use lowmemd::caps::{
     CAP_IPC_LOCK, CAP_KILL, CAP_SYS_NICE, CAP_SYS_PTRACE, CAP_SYS_RESOURCE, KernelCaps,
 };
 use lowmemd::monitor::psi::{PsiTrigger, candidate_windows};
+use lowmemd::monitor::tripwire::{self, Unavailable};
 use lowmemd::policy::{Policy, PsiCondition, PsiKind};
+use lowmemd::scope::Scope;
 use lowmemd::scope::mounts::parse_mounts;
 use lowmemd::scope::swap::SwapDevice;
 
-use super::{CmdResult, exit, load_store, stdout, write_failed};
+use super::{CmdResult, exit, load_store, resolve_scope, stdout, write_failed};
 use crate::cli::DoctorArgs;
 
 /// CAP_FOWNER (include/uapi/linux/capability.h): lets page-out reclaim file pages of files
@@ -269,12 +271,54 @@ pub fn render(r: &Report) -> String {
     s
 }
 
+/// What lowmemd will do to the `memory.high` of a cgroup-v2 memcg scope (nothing to say
+/// for the system scope or a v1 memcg, which has usage thresholds).
+pub fn tripwire_plan(scope: &Scope, policy: &Policy) -> Option<String> {
+    let c = match tripwire::eligible(scope, policy.memory_high_tripwire) {
+        Ok(c) => c,
+        Err(Unavailable::NotV2) => return None,
+        Err(why) => {
+            return Some(format!(
+                "not set a memory.high tripwire: {why}; poll the memcg's memory instead"
+            ));
+        }
+    };
+    let high = c.memcg_dir.join("memory.high");
+    let now = std::fs::read_to_string(&high).ok()?.trim().to_owned();
+    if now != "max" {
+        let why = Unavailable::Foreign {
+            path: high,
+            value: now,
+        };
+        return Some(format!(
+            "not set a memory.high tripwire: {why}; poll the memcg's memory instead"
+        ));
+    }
+    let total = scope.read_memory().ok()?.total_kib;
+    let pcts: Vec<f64> = policy.watermarks(total).iter().map(|w| w.pct).collect();
+    let page_kib = (rustix::param::page_size() as u64 / 1024).max(1);
+    let bound = tripwire::next_bound(None, total, 0, &pcts, page_kib, false)?;
+    let dir = tripwire::record::runtime_dir(std::env::var_os("RUNTIME_DIRECTORY").as_deref());
+    Some(format!(
+        "set {} to {} MiB (where the highest watermark could first be reached) while usage is below it, so that the kernel wakes lowmemd; lifted back to max when crossed and on exit, put back at the next start after a crash (remembered in {}); memory_high_tripwire = false turns it off",
+        high.display(),
+        bound / 1024,
+        dir.display()
+    ))
+}
+
 pub fn run(args: &DoctorArgs) -> CmdResult {
     let policy = load_store(&args.policy)?.get();
     let mut caps = KernelCaps::probe();
     caps.pretend_missing(&args.pretend_missing)
         .map_err(|e| (exit::USAGE, format!("--pretend-missing: {e}")))?;
-    let report = examine(&caps, &policy);
+    let mut report = examine(&caps, &policy);
+    if args.scope.cgroup.is_some() || policy.scope.is_some() {
+        match resolve_scope(&args.scope, &policy) {
+            Ok(scope) => report.plan.extend(tripwire_plan(&scope, &policy)),
+            Err((_, e)) => report.plan.push(format!("not find its scope: {e}")),
+        }
+    }
     let mut out = stdout();
     if args.json {
         let text =

@@ -17,7 +17,7 @@ use lowmemd::lmkd::server::{Controls, Server};
 use lowmemd::lmkd::snapshot::{self, Publisher, Writer};
 use lowmemd::lmkd::socket::{self, Origin};
 use lowmemd::lmkd::{Hub, Notifying};
-use lowmemd::monitor::{self, Monitor, Outlets};
+use lowmemd::monitor::{self, Monitor, Outlets, tripwire};
 use lowmemd::pipeline::Pipeline;
 use lowmemd::pipeline::kernel::System;
 use lowmemd::pipeline::outcome::Observer;
@@ -143,7 +143,14 @@ pub fn run(args: &RunArgs) -> CmdResult {
         },
         max_sleep_ms: notify::get().watchdog_every_ms(),
     };
-    let (mut mon, warnings) = Monitor::open(
+    // A memory.high tripwire a previous run could not lift (SIGKILL, a crash) goes first:
+    // whatever this run's policy says, the cgroup gets back what its owner had.
+    let runtime_dir =
+        tripwire::record::runtime_dir(std::env::var_os("RUNTIME_DIRECTORY").as_deref());
+    if let Some(said) = tripwire::restore_left_behind(&scope, &runtime_dir) {
+        log::warn!("{said}");
+    }
+    let (mut mon, mut warnings) = Monitor::open(
         scope.clone(),
         store.clone(),
         wake,
@@ -151,6 +158,10 @@ pub fn run(args: &RunArgs) -> CmdResult {
         outlets,
         caps.psi,
     );
+    // A dry run changes nothing: memory.high throttles the workload it is set on.
+    if !args.dry_run {
+        warnings.extend(mon.allow_tripwire(runtime_dir));
+    }
     if let Some(n) = args.fail_monitor_after {
         mon.fail_after_polls(n);
     }
@@ -198,6 +209,9 @@ pub fn run(args: &RunArgs) -> CmdResult {
             ""
         }
     );
+    if let Some(t) = mon.tripwire_state() {
+        log::info!("{t}");
+    }
 
     let (tx, rx) = crossbeam_channel::bounded(1);
     let rx_monitor = rx.clone();

@@ -10,9 +10,11 @@ pub mod sources;
 pub mod thrash;
 pub mod threshold;
 pub mod trend;
+pub mod tripwire;
 pub mod vmpressure;
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -56,6 +58,8 @@ pub struct Monitor {
     /// Whether the policy in force counts swap as headroom.
     count_swap: bool,
     sources: Sources,
+    /// Where the tripwire's record goes; `None`: no tripwire (only the daemon sets one).
+    tripwire_dir: Option<PathBuf>,
     wake: OwnedFd,
     stop: Arc<AtomicBool>,
     outlets: Outlets,
@@ -87,6 +91,7 @@ impl Monitor {
             trend: TrendMeter::default(),
             count_swap: true,
             sources,
+            tripwire_dir: None,
             wake,
             stop,
             outlets,
@@ -119,7 +124,42 @@ impl Monitor {
             self.sources
                 .arm_thresholds(&self.scope, total, &self.watermark_pcts()),
         );
+        warnings.extend(self.arm_tripwire(false));
         warnings
+    }
+
+    /// Lets the monitor set a `memory.high` tripwire on a cgroup-v2 memcg scope (where the
+    /// policy and the cgroup allow it), remembering the original in `runtime_dir`; sets it
+    /// at once if usage is below it. Returns what to log.
+    pub fn allow_tripwire(&mut self, runtime_dir: PathBuf) -> Vec<String> {
+        self.tripwire_dir = Some(runtime_dir);
+        self.arm_tripwire(false)
+    }
+
+    /// Opens the tripwire as the policy says (`fresh`: anew, after the cgroup came back)
+    /// and puts it where the memcg's memory says.
+    fn arm_tripwire(&mut self, fresh: bool) -> Vec<String> {
+        let Some(dir) = &self.tripwire_dir else {
+            return Vec::new();
+        };
+        let enabled = self.store.get().memory_high_tripwire;
+        if fresh {
+            self.sources.open_tripwire(&self.scope, false, dir);
+        }
+        self.sources.open_tripwire(&self.scope, enabled, dir);
+        match self.scope.read(false) {
+            Ok(r) => self.sources.tend_tripwire(
+                r.mem.total_kib,
+                r.usage_kib.unwrap_or(0),
+                &self.watermark_pcts(),
+            ),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// What lowmemd does to the scope's `memory.high`, for the start-up log.
+    pub fn tripwire_state(&self) -> Option<String> {
+        self.sources.tripwire_state()
     }
 
     /// The watermarks' levels in percent, for the usage thresholds (which bound RAM, and so
@@ -200,7 +240,10 @@ impl Monitor {
     /// yet so the newest one can take its place. Each sample goes with the decision taken
     /// on it here: the pipeline only re-checks it right before acting.
     pub fn run(mut self, tx: Sender<Decided>, rx: Receiver<Decided>) {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // A memcg is filled only by its own tasks: where the poll stands in for the kernel,
+        // the machine's worst rate is that of the CPUs they may use.
+        let machine = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpus = self.scope.cpus().map_or(machine, |c| c.min(machine));
         let mut schedule = Schedule::new(cpus);
         let mut sleep_ms = Some(FAST_POLL_MS);
         let mut read_failing = false;
@@ -264,6 +307,7 @@ impl Monitor {
                             m.mem.total_kib,
                             &self.watermark_pcts(),
                         ));
+                        warnings.extend(self.arm_tripwire(true));
                         for w in warnings {
                             log::warn!("{w}");
                         }
@@ -297,13 +341,15 @@ impl Monitor {
                     self.outlets.count(Source::Watermark, crossed as u64);
                 }
             }
-            // Below every usage threshold the kernel wakes us before any watermark can be
-            // crossed.
-            let below_thresholds = self
-                .sources
-                .lowest_threshold_kib()
-                .zip(usage_kib)
-                .is_some_and(|(lowest, usage)| usage < lowest);
+            if let Some(usage) = usage_kib {
+                let pcts = self.watermark_pcts();
+                for w in self.sources.tend_tripwire(mem.total_kib, usage, &pcts) {
+                    log::warn!("{w}");
+                }
+            }
+            // Below every usage threshold (or the tripwire) the kernel wakes us before any
+            // watermark can be crossed.
+            let below_thresholds = usage_kib.is_some_and(|u| self.sources.kernel_watches(u));
             sleep_ms = schedule.next(now, mem, &self.watermarks, below_thresholds);
             // Refaults are a rate: while reclaim is active (a kernel event within the
             // window, or the file cache shrinking), read them at least 10 times per window.

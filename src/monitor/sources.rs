@@ -1,13 +1,16 @@
-//! The kernel's event sources: PSI triggers (one per distinct condition of the policy) and,
-//! on a cgroup-v1 memcg scope, vmpressure eventfds and usage thresholds. They wake the
-//! monitor; this keeps them in line with the policy, notes what fired, and drops what
-//! broke.
+//! The kernel's event sources: PSI triggers (one per distinct condition of the policy),
+//! on a cgroup-v1 memcg scope vmpressure eventfds and usage thresholds, on a cgroup-v2
+//! memcg scope the `memory.high` tripwire. They wake the monitor; this keeps them in line
+//! with the policy, notes what fired, and drops what broke.
+
+use std::path::Path;
 
 use rustix::event::{PollFd, PollFlags};
 
 use super::outlets::{Outlets, Source};
 use super::psi::PsiTrigger;
 use super::threshold::{UsageThreshold, usages_for};
+use super::tripwire::{Tripwire, Unavailable};
 use super::vmpressure::{LEVELS, VmPressure};
 use crate::policy::Policy;
 use crate::sample::{PsiCondition, PsiFired, PsiKind};
@@ -29,6 +32,10 @@ pub struct Sources {
     vmpressure: Vec<VmPressure>,
     /// Usage thresholds below each watermark (v1 memcg scopes), lowest first.
     thresholds: Vec<UsageThreshold>,
+    /// The v2 tripwire, where one may be set.
+    tripwire: Option<Tripwire>,
+    /// Why there is none (`None` before the daemon asked for one).
+    no_tripwire: Option<Unavailable>,
     /// When a vmpressure notification last arrived.
     vmpressure_ms: Option<u64>,
     /// False when the kernel has no PSI (or it is pretended away): watermarks only.
@@ -44,6 +51,8 @@ impl Sources {
             psi: Vec::new(),
             vmpressure,
             thresholds: Vec::new(),
+            tripwire: None,
+            no_tripwire: None,
             vmpressure_ms: None,
             psi_allowed,
         };
@@ -151,6 +160,67 @@ impl Sources {
         self.thresholds.first().map(|t| t.usage_kib)
     }
 
+    /// Whether a memcg at `usage_kib` is below a usage threshold (v1) or the tripwire (v2):
+    /// the kernel wakes the monitor before any watermark can be crossed.
+    pub fn kernel_watches(&self, usage_kib: u64) -> bool {
+        self.lowest_threshold_kib().is_some_and(|t| usage_kib < t)
+            || self
+                .tripwire
+                .as_ref()
+                .is_some_and(|t| t.kernel_watches(usage_kib))
+    }
+
+    /// Opens (or, `enabled` false, drops and so lifts) the tripwire of `scope`, recording
+    /// in `runtime_dir`; says why there is none.
+    pub fn open_tripwire(&mut self, scope: &Scope, enabled: bool, runtime_dir: &Path) {
+        if enabled && self.tripwire.is_some() {
+            return;
+        }
+        self.tripwire = None;
+        match Tripwire::open(scope, enabled, runtime_dir) {
+            Ok(t) => {
+                self.tripwire = Some(t);
+                self.no_tripwire = None;
+            }
+            Err(why) => self.no_tripwire = Some(why),
+        }
+    }
+
+    /// Sets, moves or lifts the tripwire after a reading of a memcg of `limit_kib` at
+    /// `usage_kib`; returns what to log.
+    pub fn tend_tripwire(&mut self, limit_kib: u64, usage_kib: u64, pcts: &[f64]) -> Vec<String> {
+        let Some(t) = &mut self.tripwire else {
+            return Vec::new();
+        };
+        match t.tend(limit_kib, usage_kib, pcts) {
+            Ok(said) => said,
+            Err(why) => {
+                let said =
+                    format!("no memory.high tripwire: {why}; polling the memcg's memory instead");
+                self.tripwire = None;
+                self.no_tripwire = Some(why);
+                vec![said]
+            }
+        }
+    }
+
+    /// What lowmemd does to the scope's `memory.high`, for the start-up log.
+    pub fn tripwire_state(&self) -> Option<String> {
+        if let Some(t) = &self.tripwire {
+            return Some(match t.armed_kib() {
+                Some(k) => format!(
+                    "memory.high tripwire: lowmemd set memory.high to {} MiB (the highest watermark's bound); lifted back to max when crossed and on exit; memory_high_tripwire = false turns it off",
+                    k / 1024
+                ),
+                None => "memory.high tripwire: lifted while usage is above the highest watermark's bound (set again below it); memory_high_tripwire = false turns it off".into(),
+            });
+        }
+        self.no_tripwire
+            .as_ref()
+            .filter(|w| !matches!(w, Unavailable::NotV2))
+            .map(|w| format!("no memory.high tripwire: {w}; polling the memcg's memory instead"))
+    }
+
     /// Registers everything again: after the scope's cgroup was removed and created anew,
     /// the old registrations point at the dead cgroup (vmpressure) or were dropped on
     /// error (PSI).
@@ -179,11 +249,12 @@ impl Sources {
             .map(|v| format!("vmpressure_{}", v.level));
         let thresholds = (!self.thresholds.is_empty())
             .then(|| format!("usage_thresholds({})", self.thresholds.len()));
-        psi.chain(vmp).chain(thresholds).collect()
+        let tripwire = self.tripwire.as_ref().map(|t| t.describe());
+        psi.chain(vmp).chain(thresholds).chain(tripwire).collect()
     }
 
-    /// The fds to poll: the PSI triggers' (POLLPRI), the vmpressure eventfds', then the
-    /// usage thresholds'.
+    /// The fds to poll: the PSI triggers' (POLLPRI), the vmpressure eventfds', the usage
+    /// thresholds', then the tripwire's inotify watch.
     pub fn poll_fds<'a>(&'a self, fds: &mut Vec<PollFd<'a>>) {
         fds.extend(
             self.psi
@@ -200,6 +271,7 @@ impl Sources {
                 .iter()
                 .map(|t| PollFd::new(t, PollFlags::IN)),
         );
+        fds.extend(self.tripwire.iter().map(|t| PollFd::new(t, PollFlags::IN)));
     }
 
     /// Takes note of the events in `revents` (in [`Sources::poll_fds`] order); returns
@@ -214,8 +286,14 @@ impl Sources {
         stall_totals: &dyn Fn() -> Option<(u64, u64)>,
     ) -> bool {
         let (psi_revents, rest) = revents.split_at(self.psi.len());
-        let (vmp_revents, threshold_revents) = rest.split_at(self.vmpressure.len());
+        let (vmp_revents, rest) = rest.split_at(self.vmpressure.len());
+        let (threshold_revents, tripwire_revents) = rest.split_at(self.thresholds.len());
         for (t, rev) in self.thresholds.iter().zip(threshold_revents) {
+            if rev.contains(PollFlags::IN) {
+                t.drain();
+            }
+        }
+        for (t, rev) in self.tripwire.iter().zip(tripwire_revents) {
             if rev.contains(PollFlags::IN) {
                 t.drain();
             }

@@ -265,6 +265,10 @@ pub struct Policy {
     /// Whether memory conditions count what swap can still take as headroom (the default):
     /// zram and disk swap exist so that a machine holds more than its RAM.
     pub count_swap: bool,
+    /// On a cgroup-v2 memcg scope whose `memory.high` is `max`: set it at the first
+    /// watermark's RAM bound while usage is below it, so that the kernel wakes the monitor
+    /// (monitor::tripwire). Never on a cgroup kubelet manages, nor over anyone's value.
+    pub memory_high_tripwire: bool,
     /// Programs run after actions, in file order.
     pub hooks: Vec<Hook>,
     /// Valid but probably not meant (a rule that lets any process take a protection), in

@@ -176,9 +176,72 @@ pub fn oom_kills(dir: &Path, version: Version) -> Option<u64> {
     parse_stat_key(&text, "oom_kill")
 }
 
+/// How many CPUs a cpuset list names (`0-3,8,10-11`: 7); `None` when garbled or empty.
+pub fn parse_cpu_list(text: &str) -> Option<usize> {
+    let mut n = 0;
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        n += match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
+                b.checked_sub(a)? + 1
+            }
+            None => part.parse::<usize>().map(|_| 1).ok()?,
+        };
+    }
+    (n > 0).then_some(n)
+}
+
+/// The CPUs' worth of time a v2 `cpu.max` (`QUOTA PERIOD`, or `max PERIOD`) allows,
+/// rounded up (150000 100000: 2); `None` for no limit.
+pub fn parse_cpu_max(text: &str) -> Option<usize> {
+    let mut f = text.split_whitespace();
+    let quota: u64 = f.next()?.parse().ok()?;
+    let period: u64 = f.next()?.parse().ok().filter(|p| *p > 0)?;
+    Some(quota.div_ceil(period).max(1) as usize)
+}
+
+/// The CPUs the tasks of the v2 cgroup at `dir` may run on at once: its
+/// `cpuset.cpus.effective`, and the `cpu.max` of it and its ancestors up to `root` (the
+/// mount). `None` when nothing there limits them.
+pub fn cpus_of(dir: &Path, root: &Path) -> Option<usize> {
+    let read = |p: &Path, f: &str| std::fs::read_to_string(p.join(f)).ok();
+    let mut cpus = read(dir, "cpuset.cpus.effective").and_then(|t| parse_cpu_list(&t));
+    let mut d = Some(dir);
+    while let Some(at) = d.filter(|a| a.starts_with(root) && *a != root) {
+        if let Some(q) = read(at, "cpu.max").and_then(|t| parse_cpu_max(&t)) {
+            cpus = Some(cpus.map_or(q, |c| c.min(q)));
+        }
+        d = at.parent();
+    }
+    cpus
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cpus_a_cgroup_may_use_come_from_its_cpuset_and_cpu_max() {
+        assert_eq!(parse_cpu_list("0-3,8,10-11\n"), Some(7));
+        assert_eq!(parse_cpu_list("1\n"), Some(1));
+        assert_eq!(parse_cpu_list("\n"), None);
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_max("max 100000\n"), None);
+        assert_eq!(parse_cpu_max("150000 100000\n"), Some(2));
+        assert_eq!(parse_cpu_max("50000 100000\n"), Some(1));
+        let root = std::env::temp_dir().join(format!("lowmemd-cpus-{}", std::process::id()));
+        let leaf = root.join("box/app");
+        std::fs::create_dir_all(&leaf).unwrap();
+        std::fs::write(leaf.join("cpuset.cpus.effective"), "0-7\n").unwrap();
+        std::fs::write(root.join("box/cpu.max"), "300000 100000\n").unwrap();
+        assert_eq!(
+            cpus_of(&leaf, &root),
+            Some(3),
+            "the parent's quota bounds the leaf"
+        );
+        assert_eq!(cpus_of(&root, &root), None);
+        let _ = std::fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn v1_available_is_limit_minus_usage_plus_inactive_file() {

@@ -266,6 +266,16 @@ impl Scope {
         }
     }
 
+    /// The CPUs the scope's tasks may run on at once, where its cgroup-v2 cpuset or
+    /// `cpu.max` limit them: no more of them can fill its memory.
+    pub fn cpus(&self) -> Option<usize> {
+        let c = self.cgroup.as_ref()?;
+        let dir = c.unified_dir.as_ref()?;
+        let depth = c.name.split('/').filter(|p| !p.is_empty()).count();
+        let root = dir.ancestors().nth(depth)?;
+        memcg::cpus_of(dir, root)
+    }
+
     /// The kernel OOM killer's kill count in this memcg, if it is one.
     pub fn oom_kills(&self) -> Option<u64> {
         let c = self.cgroup.as_ref()?;

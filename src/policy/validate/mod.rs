@@ -239,6 +239,7 @@ fn read_policy(doc: &mut Doc<'_>, t: &mut Table<'_, '_>) -> Option<Policy> {
     }
     let allow_pid_kill = t.boolean(doc, "allow_pid_kill").unwrap_or(false);
     let count_swap = t.boolean(doc, "count_swap").unwrap_or(true);
+    let memory_high_tripwire = t.boolean(doc, "memory_high_tripwire").unwrap_or(true);
     let candidates = match t.string(doc, "candidates") {
         None => Candidates::All,
         Some((s, _)) if s == "all" => Candidates::All,
@@ -256,6 +257,7 @@ fn read_policy(doc: &mut Doc<'_>, t: &mut Table<'_, '_>) -> Option<Policy> {
     Some(Policy {
         allow_pid_kill,
         count_swap,
+        memory_high_tripwire,
         candidates,
         rank_by,
         scope,
