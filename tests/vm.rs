@@ -320,7 +320,7 @@ fn busybox_init_script_starts_and_stops() {
 /// (f) The .deb installed into a real Debian machine with systemd as a user installs it
 /// (`dpkg -i`, `systemctl enable --now lowmemd`), then every claim of the shipped unit, in
 /// order, in one boot (tests/vm/systemd/scenario.sh): active (Type=notify); the
-/// `systemd-analyze security` exposure at most 2.0; `lowmemd status` for root; the
+/// `systemd-analyze security` exposure at most 2.0; `lowmemd status` and `rank` for root; the
 /// watchdog restarts a stopped daemon; that daemon kills a runaway with no kernel OOM kill,
 /// and the kill is in the journal under LOWMEMD_ACTION=kill; `systemctl reload` puts an
 /// edited policy in force; `kill = "cgroup"` under the unit takes a three-process
@@ -355,6 +355,7 @@ fn systemd_machine_runs_the_deb_as_installed() {
         "active",
         "security",
         "status",
+        "rank",
         "watchdog",
         "runaway",
         "reload",

@@ -93,6 +93,18 @@ else
 	fail status "rc $rc: $(echo "$out" | head -n 6 | tr '\n' '|')"
 fi
 
+# 4b. `lowmemd rank` for an admin, with the installed policy: the machine's processes in
+# kill order; the daemon itself is there at adj -1000 (OOMScoreAdjust=), excluded.
+out=$(lowmemd rank --policy /etc/lowmemd/policy.toml 2>&1)
+rc=$?
+row=$(echo "$out" | awk -v p="$FIRST_PID" '$1 == p')
+rows=$(echo "$out" | awk '$1 ~ /^[0-9]+$/' | wc -l)
+if [ $rc = 0 ] && [ "$rows" -ge 5 ] && echo "$row" | grep -q -- '-1000'; then
+	pass rank "rc 0, $rows processes, lowmemd: $(echo "$row" | tr -s ' ')"
+else
+	fail rank "rc $rc, $rows processes, lowmemd row '$row': $(echo "$out" | head -n 4 | tr '\n' '|')"
+fi
+
 # 5. The watchdog: a stopped daemon pings no more and is restarted (WatchdogSec=10s).
 restarts0=$(prop lowmemd NRestarts)
 t0=$(now_ms)
