@@ -324,8 +324,9 @@ fn busybox_init_script_starts_and_stops() {
 /// watchdog restarts a stopped daemon; that daemon kills a runaway with no kernel OOM kill,
 /// and the kill is in the journal under LOWMEMD_ACTION=kill; `systemctl reload` puts an
 /// edited policy in force; `kill = "cgroup"` under the unit takes a three-process
-/// app-hog.scope whole; the metrics drop-in serves /metrics. Every check is reported before
-/// the verdict.
+/// app-hog.scope whole; the metrics drop-in serves /metrics; lowmemd.socket starts the
+/// daemon for an lmkd client, which gets its answer. Every check is reported before the
+/// verdict.
 #[test]
 #[ignore = "needs root, mmdebstrap, e2fsprogs, qemu-system-x86_64 and a .deb named by LOWMEMD_DEB (.ci/run provides them): cargo test -- --include-ignored"]
 fn systemd_machine_runs_the_deb_as_installed() {
@@ -339,6 +340,7 @@ fn systemd_machine_runs_the_deb_as_installed() {
         files: vec![
             ("scenario.sh", read("tests/vm/systemd/scenario.sh")),
             ("hog.py", read("tests/vm/systemd/hog.py")),
+            ("lmkd_client.py", read("tests/vm/systemd/lmkd_client.py")),
             ("lowmemd.deb", std::fs::read(&deb).unwrap()),
         ],
         timeout: Duration::from_secs(420),
@@ -361,6 +363,7 @@ fn systemd_machine_runs_the_deb_as_installed() {
         "reload",
         "kill_cgroup",
         "metrics",
+        "socket",
     ];
     assert_eq!(said, want, "checks reported; console:\n{}", out.console);
     let failed: Vec<&str> = checks

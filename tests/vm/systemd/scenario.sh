@@ -226,6 +226,22 @@ else
 	fail metrics "$(prop lowmemd ActiveState), scrape: $(head -c 300 /tmp/metrics | tr '\n' '|')"
 fi
 
+# 10. Socket activation: with the daemon stopped and lowmemd.socket enabled, an lmkd client
+# that connects to /run/lmkd starts lowmemd.service and gets its LMK_GETKILLCNT answer
+# ([4, kills]).
+systemctl stop lowmemd
+out=$(systemctl enable --now lowmemd.socket 2>&1)
+rc=$?
+before=$(prop lowmemd ActiveState)
+answer=$(python3 /vm/lmkd_client.py 2>&1)
+after=$(prop lowmemd ActiveState)
+seen="enable --now lowmemd.socket rc $rc, lowmemd $before before the client, $after after, answer '$answer'"
+if [ $rc = 0 ] && [ "$before" = inactive ] && [ "$after" = active ] && echo "$answer" | grep -Eq '^4 [0-9]+$'; then
+	pass socket "$seen"
+else
+	fail socket "$seen $out"
+fi
+
 echo "--- events begin"
 cat /var/log/lowmemd/events.jsonl
 echo "--- events end"
