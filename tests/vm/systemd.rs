@@ -21,7 +21,7 @@ pub struct Image {
 }
 
 /// Builds the image (once per package list, ~1-4 min: mmdebstrap downloads and installs
-/// ~190 packages) or finds it in target/vm-systemd.
+/// the list with its dependencies) or finds it in target/vm-systemd.
 pub fn image() -> &'static Image {
     static IMAGE: OnceLock<Result<Image, String>> = OnceLock::new();
     let got = IMAGE.get_or_init(|| {
