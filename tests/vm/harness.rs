@@ -481,9 +481,8 @@ impl Vm {
         } else {
             "tcg,thread=multi".to_string()
         };
-        let start = Instant::now();
-        let mut child = Command::new("qemu-system-x86_64")
-            .args(["-accel", &accel_arg, "-cpu", cpu, "-smp", "2"])
+        let mut qemu = Command::new("qemu-system-x86_64");
+        qemu.args(["-accel", &accel_arg, "-cpu", cpu, "-smp", "2"])
             .args(["-m", &format!("{}M", self.mem_mib)])
             .args([
                 "-nodefaults",
@@ -497,70 +496,78 @@ impl Vm {
             .arg("-initrd")
             .arg(&initrd)
             .args(&disk)
-            .args(["-append", "console=ttyS0 quiet panic=-1 mitigations=off"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("qemu-system-x86_64: {e} (apt-get install qemu-system-x86)"))?;
-        // The child is ours and not yet reaped, so its pid cannot be recycled under us.
-        let pidfd = Pid::from_raw(child.id() as i32)
-            .ok_or("no pid")
-            .and_then(|p| pidfd_open(p, PidfdFlags::empty()).map_err(|_| "pidfd_open"))
-            .map_err(|e| format!("qemu: {e}"))?;
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut line = Vec::new();
-            while r.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-                let text = String::from_utf8_lossy(&line)
-                    .trim_end_matches(['\n', '\r'])
-                    .to_string();
-                if tx.send(text).is_err() {
-                    break;
-                }
-                line.clear();
-            }
-        });
-        let mut stderr = child.stderr.take().unwrap();
-        let err_thread = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
-            s
-        });
-        let deadline = start + self.timeout;
-        let mut lines = Vec::new();
-        let mut timed_out = false;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(l) => lines.push(l),
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    timed_out = true;
-                    let _ = pidfd_send_signal(&pidfd, Signal::KILL);
-                    break;
-                }
-            }
-        }
-        let status = child.wait().map_err(|e| e.to_string())?;
-        let wall = start.elapsed();
-        let qemu_err = err_thread.join().unwrap_or_default();
-        let console = lines.join("\n");
-        if timed_out {
-            return Err(format!(
-                "no power-off within {:?}: killed qemu; console:\n{console}",
-                self.timeout
-            ));
-        }
-        if !lines.iter().any(|l| l.starts_with("--- scenario exit")) {
-            return Err(format!(
-                "qemu exited ({status}) before the scenario ended; stderr: {qemu_err}\nconsole:\n{console}"
-            ));
-        }
-        Ok(parse(&lines, console.clone(), wall))
+            .args(["-append", "console=ttyS0 quiet panic=-1 mitigations=off"]);
+        console(qemu, self.timeout)
     }
+}
+
+/// Runs `qemu` (a whole qemu-system command line, its serial console on stdout) until the
+/// guest powers off or `timeout` passes (then kills it through a pidfd), and parses what
+/// came over the console. The guest must say `--- scenario exit RC` before it powers off.
+pub fn console(mut qemu: Command, timeout: Duration) -> Result<Output, String> {
+    let start = Instant::now();
+    let mut child = qemu
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("qemu-system-x86_64: {e} (apt-get install qemu-system-x86)"))?;
+    // The child is ours and not yet reaped, so its pid cannot be recycled under us.
+    let pidfd = Pid::from_raw(child.id() as i32)
+        .ok_or("no pid")
+        .and_then(|p| pidfd_open(p, PidfdFlags::empty()).map_err(|_| "pidfd_open"))
+        .map_err(|e| format!("qemu: {e}"))?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut line = Vec::new();
+        while r.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            let text = String::from_utf8_lossy(&line)
+                .trim_end_matches(['\n', '\r'])
+                .to_string();
+            if tx.send(text).is_err() {
+                break;
+            }
+            line.clear();
+        }
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let deadline = start + timeout;
+    let mut lines = Vec::new();
+    let mut timed_out = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                timed_out = true;
+                let _ = pidfd_send_signal(&pidfd, Signal::KILL);
+                break;
+            }
+        }
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let wall = start.elapsed();
+    let qemu_err = err_thread.join().unwrap_or_default();
+    let console = lines.join("\n");
+    if timed_out {
+        return Err(format!(
+            "no power-off within {timeout:?}: killed qemu; console:\n{console}"
+        ));
+    }
+    if !lines.iter().any(|l| l.starts_with("--- scenario exit")) {
+        return Err(format!(
+            "qemu exited ({status}) before the scenario ended; stderr: {qemu_err}\nconsole:\n{console}"
+        ));
+    }
+    Ok(parse(&lines, console.clone(), wall))
 }
 
 pub fn block<'a>(lines: &'a [String], name: &str) -> Vec<&'a str> {
