@@ -144,8 +144,8 @@ pub fn kill_group(dir: &Path, members: &[Target], caps: &KernelCaps) -> Result<(
     match written {
         Ok(()) => {}
         Err(e) if signal_each_instead(&e) => {
-            log::debug!(
-                "{}: {e}; SIGKILL through each member's pidfd",
+            log::info!(
+                "{}: {e}; SIGKILL through each member's pidfd instead",
                 path.display()
             );
             for t in members {
