@@ -73,6 +73,7 @@ fn measure_n(kernel: &mut dyn Kernel, big: i32, gap: Duration, runs: usize) -> (
         thrashing_pct: None,
         thrashing_since_ms: 0,
         headroom_fall_kib_s: None,
+        swap_absorbing_ms: None,
     };
     let pageouts = Tracker::default();
     let cx = Context {

@@ -228,6 +228,7 @@ fn decide_pure(b: Bencher) {
         thrashing_pct: None,
         thrashing_since_ms: 0,
         headroom_fall_kib_s: None,
+        swap_absorbing_ms: None,
     };
     b.bench(|| {
         black_box(decide(

@@ -139,4 +139,7 @@ pub struct Sample {
     /// How fast the judged headroom ([`MemSnapshot::headroom_kib`]) fell over the last
     /// trend window, KiB/s (negative: it grew); `None` before two readings a while apart.
     pub headroom_fall_kib_s: Option<f64>,
+    /// When swap was last seen absorbing a growing job (`policy::decide::swap_absorbing`):
+    /// a level that leaves such a stall to the swap counts only stall measured after it.
+    pub swap_absorbing_ms: Option<u64>,
 }

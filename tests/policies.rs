@@ -326,6 +326,7 @@ fn sample(
         thrashing_pct: thrash,
         thrashing_since_ms: 0,
         headroom_fall_kib_s: None,
+        swap_absorbing_ms: None,
     }
 }
 

@@ -23,7 +23,7 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 
 use crate::clock::monotonic_ms;
 use crate::policy::Watermark;
-use crate::policy::decide::{Decided, LastActions, decide};
+use crate::policy::decide::{Decided, LastActions, decide, swap_absorbing};
 use crate::policy::store::PolicyStore;
 use crate::sample::{MemSnapshot, Refaults, Sample};
 use crate::scope::Scope;
@@ -57,6 +57,8 @@ pub struct Monitor {
     trend: TrendMeter,
     /// Whether the policy in force counts swap as headroom.
     count_swap: bool,
+    /// When swap was last seen absorbing a growing job.
+    swap_absorbing_ms: Option<u64>,
     sources: Sources,
     /// Where the tripwire's record goes; `None`: no tripwire (only the daemon sets one).
     tripwire_dir: Option<PathBuf>,
@@ -90,6 +92,7 @@ impl Monitor {
             thrash: ThrashMeter::default(),
             trend: TrendMeter::default(),
             count_swap: true,
+            swap_absorbing_ms: None,
             sources,
             tripwire_dir: None,
             wake,
@@ -209,6 +212,9 @@ impl Monitor {
         let reading = self.scope.read(self.thrashing_window_ms.is_some())?;
         let (mem, refaults) = (reading.mem, reading.refaults);
         let headroom_fall_kib_s = self.trend.update(now, mem.headroom_kib(self.count_swap));
+        if self.count_swap && swap_absorbing(&mem, headroom_fall_kib_s) {
+            self.swap_absorbing_ms = Some(now);
+        }
         let thrashing = match (refaults, self.thrashing_window_ms) {
             (Some(r), Some(w)) => self.thrash.update(now, r, w),
             _ => None,
@@ -232,6 +238,7 @@ impl Monitor {
             thrashing_pct: thrashing.map(|t| t.0),
             thrashing_since_ms: thrashing.map_or(0, |t| t.1),
             headroom_fall_kib_s: m.headroom_fall_kib_s,
+            swap_absorbing_ms: self.swap_absorbing_ms,
         }
     }
 

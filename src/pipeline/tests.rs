@@ -107,6 +107,7 @@ impl Fake {
             thrashing_pct: None,
             thrashing_since_ms: 0,
             headroom_fall_kib_s: None,
+            swap_absorbing_ms: None,
         }
     }
 

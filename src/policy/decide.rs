@@ -246,16 +246,30 @@ fn evaluate(
         (c.psi_full, c.psi_full_for_ms, Reason::PsiFull),
         (c.psi_some, c.psi_some_for_ms, Reason::PsiSome),
     ];
-    // A level may leave a stall to the swap that is absorbing it (see `swap_absorbing`).
-    let psi_counts =
-        c.psi_while_swapping_out || !count_swap || !swap_absorbing(mem, sample.headroom_fall_kib_s);
+    // A level may leave a stall to the swap that is absorbing it (see `swap_absorbing`):
+    // not while it does, and afterwards only stall measured after it stopped, as after a
+    // kill (a run of firings that began while swap absorbed does not count its start).
+    let leaves_to_swap = !c.psi_while_swapping_out && count_swap;
+    let psi_counts = !leaves_to_swap || !swap_absorbing(mem, sample.headroom_fall_kib_s);
+    let reset_ms = match sample.swap_absorbing_ms.filter(|_| leaves_to_swap) {
+        Some(a) => Some(last.kill_ms.map_or(a, |k| k.max(a))),
+        None => last.kill_ms,
+    };
     for (cond, for_ms, reason) in psi {
         let hit = cond.filter(|_| psi_counts).and_then(|cond| {
             let fired = sample.psi.iter().find(|p| p.condition == cond)?;
             let ago = psi_fresh(sample, fired, last_action_ms)?;
+            // A single firing measured its window: it must lie wholly after the absorbing.
+            let after_absorbing = match (sample.swap_absorbing_ms, fired.last_fired_ms) {
+                (Some(a), Some(at)) if leaves_to_swap => at >= a + fired.window_ms,
+                _ => true,
+            };
+            if !after_absorbing {
+                return None;
+            }
             let mut hit = Fired::new(reason, ago as f64, cond.stall_pct);
             if let Some(for_ms) = for_ms {
-                hit.sustained_ms = Some(psi_sustained_ms(fired, for_ms, last.kill_ms)?);
+                hit.sustained_ms = Some(psi_sustained_ms(fired, for_ms, reset_ms)?);
             }
             Some(hit)
         });
@@ -380,6 +394,7 @@ mod tests {
             thrashing_pct: None,
             thrashing_since_ms: 0,
             headroom_fall_kib_s: None,
+            swap_absorbing_ms: None,
         }
     }
 
@@ -753,6 +768,34 @@ mod tests {
         s.headroom_fall_kib_s = Some(s.mem.total_kib as f64 / 100.0);
         s.mem.swap_headroom_kib = s.mem.total_kib / 50;
         assert!(!swap_absorbing(&s.mem, s.headroom_fall_kib_s));
+        assert_eq!(
+            level_name(&decide(&s, &p, LastActions::NONE)),
+            Some((CRITICAL, Reason::PsiFull))
+        );
+    }
+
+    #[test]
+    fn a_stall_that_began_while_swap_absorbed_counts_only_from_when_it_stopped() {
+        let p = Policy::default();
+        let mut s = sample_for(&p, 13_000, 40.0);
+        s.mem.swap_total_kib = 131_072;
+        s.mem.swap_free_kib = 131_072;
+        s.mem.swap_headroom_kib = s.mem.total_kib * 3 / 10;
+        // Full stall window after window from 1 s to 12.5 s; swap absorbed the job's growth
+        // until 10 s, then the headroom held still.
+        fire_run(&mut s, PsiKind::Full, 1_000, 12_500);
+        s.psi[0].run_stall_ms = Some(11_500);
+        s.headroom_fall_kib_s = Some(0.0);
+        s.swap_absorbing_ms = Some(10_000);
+        assert_eq!(
+            decide(&s, &p, LastActions::NONE),
+            None,
+            "5 s of stall counted only from 12 s: not yet"
+        );
+        // The stall goes on with nothing moving: a freeze, 5 s after the absorbing.
+        s.at_ms = 17_500;
+        fire_run(&mut s, PsiKind::Full, 1_000, 17_000);
+        s.psi[0].run_stall_ms = Some(16_000);
         assert_eq!(
             level_name(&decide(&s, &p, LastActions::NONE)),
             Some((CRITICAL, Reason::PsiFull))

@@ -151,31 +151,25 @@ pub(super) fn read_level(
             .map(|m| m as u64),
         free_and_file_below_kib: None,
     };
-    if conditions.exhausted_within_ms.is_some()
-        && conditions.available_below_pct.is_none()
-        && conditions.available_below_kib.is_none()
-    {
-        let span = t
-            .key_span("exhausted_within_ms")
-            .unwrap_or_else(|| t.span.clone());
-        doc.problem(
-            &span,
-            &t.key_path("exhausted_within_ms"),
-            "needs `available_below_pct` or `available_below_kib` in the same level: it says how little headroom must be left before the trend counts",
-        );
-    }
-    if t.has("psi_while_swapping_out")
-        && conditions.psi_some.is_none()
-        && conditions.psi_full.is_none()
-    {
-        let span = t
-            .key_span("psi_while_swapping_out")
-            .unwrap_or_else(|| t.span.clone());
-        doc.problem(
-            &span,
-            &t.key_path("psi_while_swapping_out"),
-            "needs `psi_some_ms` or `psi_full_ms` in the same level: it says when their stall counts",
-        );
+    let memory =
+        conditions.available_below_pct.is_some() || conditions.available_below_kib.is_some();
+    let psi = conditions.psi_some.is_some() || conditions.psi_full.is_some();
+    for (key, has_what_it_qualifies, what) in [
+        (
+            "exhausted_within_ms",
+            memory,
+            "`available_below_pct` or `available_below_kib` in the same level: it says how little headroom must be left before the trend counts",
+        ),
+        (
+            "psi_while_swapping_out",
+            psi,
+            "`psi_some_ms` or `psi_full_ms` in the same level: it says when their stall counts",
+        ),
+    ] {
+        if t.has(key) && !has_what_it_qualifies {
+            let span = t.key_span(key).unwrap_or_else(|| t.span.clone());
+            doc.problem(&span, &t.key_path(key), format!("needs {what}"));
+        }
     }
     let defaults = PageoutLimits::default();
     let pageout = PageoutLimits {
