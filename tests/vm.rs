@@ -601,21 +601,13 @@ fn finite_job_faults(label: &str, out: &Output, probe_max_ms: f64) -> Vec<String
             out.get("died")
         ));
     }
-    if out.num("oom_kill_delta") != 0 || out.num("dmesg_out_of_memory") != 0 {
-        faults.push(format!(
-            "{label}: {} kernel OOM kills",
-            out.num("oom_kill_delta")
-        ));
-    }
     if out.float("probe_max_ms") >= probe_max_ms {
         faults.push(format!(
             "{label}: the probe stalled {} ms (bound {probe_max_ms})",
             out.get("probe_max_ms")
         ));
     }
-    if out.get("lowmemd_exit") != "0" {
-        faults.push(format!("{label}: lowmemd exit {}", out.get("lowmemd_exit")));
-    }
+    faults.extend(kernel_and_lowmemd_faults(label, out));
     faults
 }
 
@@ -737,6 +729,14 @@ fn thrash_zram_faults(label: &str, out: &Output) -> Vec<String> {
             faults.push(format!("{label}: the user's {app} died"));
         }
     }
+    faults.extend(kernel_and_lowmemd_faults(label, out));
+    faults
+}
+
+/// What no zram scenario may show: a kernel OOM kill (counted, or said in dmesg), or a
+/// lowmemd that did not stop cleanly.
+fn kernel_and_lowmemd_faults(label: &str, out: &Output) -> Vec<String> {
+    let mut faults = Vec::new();
     if out.num("oom_kill_delta") != 0 || out.num("dmesg_out_of_memory") != 0 {
         faults.push(format!(
             "{label}: {} kernel OOM kills",
