@@ -6,6 +6,7 @@
 //! pipeline's state. Runs on its own thread, fed by the monitor. The policy is taken from
 //! the store once per sample, so a reload lands between decisions.
 
+pub mod app;
 pub mod confirm;
 pub mod group;
 pub mod kernel;
@@ -239,7 +240,7 @@ impl Pipeline {
         if plan.level.kill == KillMode::Cgroup {
             if let Some(cgroup) = targets[0].proc.cgroup.clone() {
                 let kernel = &*self.kernel;
-                match kill::group_members(kernel, plan.policy, &targets[0], &cgroup, self.self_pid)
+                match app::members(kernel, plan.policy, &targets[0], &cgroup, self.self_pid, None)
                 {
                     Ok(others) => {
                         targets.extend(others);
