@@ -1,14 +1,15 @@
 //! lowmemd: a low-memory-killer daemon. The pipeline, in the order data flows, one folder a
 //! stage (imports point down this list, never up; `tests/layout.rs` checks it):
 //!
-//! - `sys`, `clock`, `sample`, `health`: raw syscalls; the clocks; what one sample holds
-//!   (data only); whether the worker threads make progress.
+//! - `sys`, `clock`, `sample`, `health`, `runtime`: raw syscalls; the clocks; what one
+//!   sample holds (data only); whether the worker threads make progress; the records of
+//!   what lowmemd changed outside itself, to undo after a crash.
 //! - `procs`: the process table (pure parsers, the stateless reader, the fd cache).
 //! - `scope`: what is protected, the system or one cgroup: its memory, PSI file, swap.
 //! - `caps`: what the kernel and our privileges allow, probed once.
 //! - `policy`: raw TOML → validated `Policy`; the pure `decide`; rules.
 //! - `monitor`: the sensing thread (PSI, vmpressure, watermarks) → `Sample`s.
-//! - `pipeline`: rank → pin → kill or page out → confirm, one victim at a time, each fact
+//! - `pipeline`: rank → pin → kill, page out or freeze → confirm, one victim at a time, each fact
 //!   handed to an `Observer`.
 //! - `report`: the observer: records, event log, metrics + HTTP, logging, sd_notify.
 //! - `reload`, `protect`: the daemon keeping itself current and alive.
@@ -27,6 +28,7 @@ pub mod policy;
 pub mod procs;
 pub mod protect;
 pub mod reload;
+pub mod runtime;
 pub mod report;
 pub mod sample;
 pub mod scope;

@@ -18,8 +18,33 @@ fn action_words(l: &Level) -> String {
             l.min_adj,
             l.pageout.max_kib_per_event / 1024
         ),
+        Action::Freeze => format!(
+            "freeze the apps of up to {} processes with adj ≥ {}",
+            l.max_victims, l.min_adj
+        ),
         Action::None => "log only".to_string(),
     }
+}
+
+/// What a freeze level does besides freezing, in words.
+fn freeze_words(l: &Level) -> String {
+    let f = &l.freeze;
+    let compact = if f.pageout {
+        format!(
+            "then page its memory out unless it holds under {} of anonymous memory or changed by at most {} since its last page-out (at most every {:.0} s, file pages only below {:.0} % swap free)",
+            mib(f.min_anon_kib as f64),
+            mib(f.min_change_kib as f64),
+            l.pageout.again_after_ms as f64 / 1000.0,
+            f.file_only_below_swap_free_pct
+        )
+    } else {
+        "without paging it out".to_string()
+    };
+    format!(
+        "    only an app cgroup of its own that holds no protected or lower-adj process; {compact}; thawed {:.0} s after no freeze level holds, or at once when its adj drops below {}",
+        f.thaw_after_ms as f64 / 1000.0,
+        l.min_adj
+    )
 }
 
 fn mib(kib: f64) -> String {
@@ -165,7 +190,7 @@ pub fn explain(p: &Policy, total_kib: Option<u64>) -> String {
         "levels, most severe first (the first that fires decides):"
     );
     for l in &p.levels {
-        let ram_only = l.action == Action::Pageout
+        let ram_only = l.action.is_gentle()
             && p.count_swap
             && l.conditions
                 .available_below_pct
@@ -189,6 +214,9 @@ pub fn explain(p: &Policy, total_kib: Option<u64>) -> String {
                 s,
                 "    available RAM alone: page-out chooses what goes to swap, so it acts while RAM runs short"
             );
+        }
+        if l.action == Action::Freeze {
+            let _ = writeln!(s, "{}", freeze_words(l));
         }
         if l.action != Action::None && l.rank_by != p.rank_by {
             let _ = writeln!(s, "    victims: {}", rank_words(l.rank_by));

@@ -14,6 +14,9 @@ pub enum HookOn {
     Pageout,
     /// A level started holding.
     Level,
+    /// An app was frozen (and its memory paged out), after it was measured (not in a dry
+    /// run).
+    Freeze,
 }
 
 impl HookOn {
@@ -22,6 +25,7 @@ impl HookOn {
             HookOn::Kill => "kill",
             HookOn::Pageout => "pageout",
             HookOn::Level => "level",
+            HookOn::Freeze => "freeze",
         }
     }
 }

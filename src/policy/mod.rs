@@ -83,6 +83,9 @@ pub enum Action {
     Kill,
     /// Push the victims' reclaimable pages out with process_madvise(MADV_PAGEOUT).
     Pageout,
+    /// Freeze the victim's app (its own cgroup, with the cgroup v2 freezer), page its
+    /// memory out under Android's gates, and thaw it when memory returns.
+    Freeze,
     /// Watch and log only.
     None,
 }
@@ -149,6 +152,44 @@ impl Default for PageoutLimits {
             max_kib_per_event: 128 * 1024,
             again_after_ms: 60_000,
             regrow_pct: 20.0,
+        }
+    }
+}
+
+impl Action {
+    /// Page-out and freeze choose what goes to swap, and never end a process.
+    pub fn is_gentle(self) -> bool {
+        matches!(self, Action::Pageout | Action::Freeze)
+    }
+}
+
+/// How a freeze level freezes, compacts and thaws. The page-out gates are Android's
+/// CachedAppOptimizer's (frameworks/base, its measured defaults): a compaction is skipped
+/// when the app holds under 12 MB of anonymous memory (85 % of the gain for half the
+/// compactions) or changed by at most 8 MB since its last one (90 % for half); with under
+/// 20 % of swap free only its file pages go.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FreezeLimits {
+    /// Thaw once no freeze level has held for this long (hysteresis).
+    pub thaw_after_ms: u64,
+    /// Page the frozen app's memory out (its compaction), under the gates below.
+    pub pageout: bool,
+    /// No compaction of an app holding less anonymous memory than this.
+    pub min_anon_kib: u64,
+    /// No compaction again unless its file + anon + swap changed by more than this.
+    pub min_change_kib: u64,
+    /// Below this percent of swap free, page out file pages only.
+    pub file_only_below_swap_free_pct: f64,
+}
+
+impl Default for FreezeLimits {
+    fn default() -> Self {
+        FreezeLimits {
+            thaw_after_ms: 60_000,
+            pageout: true,
+            min_anon_kib: 12_000,
+            min_change_kib: 8_000,
+            file_only_below_swap_free_pct: 20.0,
         }
     }
 }
@@ -231,8 +272,10 @@ pub struct Level {
     pub cooldown_ms: u64,
     pub combine: Combine,
     pub conditions: Conditions,
-    /// For `action = "pageout"` levels.
+    /// For `action = "pageout"` levels, and a freeze level's compaction.
     pub pageout: PageoutLimits,
+    /// For `action = "freeze"` levels.
+    pub freeze: FreezeLimits,
     /// For `action = "kill"` levels: the process, or its whole leaf cgroup.
     pub kill: KillMode,
     /// How this level orders the candidates of one adj band.
@@ -306,11 +349,11 @@ impl Policy {
     }
 
     /// Whether `level`'s memory conditions count swap headroom: where the policy says so,
-    /// except on page-out levels. Page-out is how lowmemd chooses what goes to swap
+    /// except on page-out and freeze levels. Page-out is how lowmemd chooses what goes to swap
     /// (background processes, before the kernel's LRU picks the user's): it must act while
     /// RAM runs short, not only once swap is nearly full too.
     pub fn counts_swap(&self, level: &Level) -> bool {
-        self.count_swap && level.action != Action::Pageout
+        self.count_swap && !level.action.is_gentle()
     }
 
     /// The watermarks (percent of the scope) the monitor polls against, highest first.
@@ -374,6 +417,7 @@ impl Policy {
                     ..Default::default()
                 },
                 pageout: PageoutLimits::default(),
+                freeze: FreezeLimits::default(),
                 kill: KillMode::Process,
                 rank_by: p.rank_by,
                 from_client: Some(client_pid),
@@ -408,6 +452,15 @@ impl Policy {
             real_uid: by(|r| r == RankBy::Uid),
             ..Default::default()
         }
+    }
+
+    /// The freeze levels' longest hysteresis, if any level freezes.
+    pub fn thaw_after_ms(&self) -> Option<u64> {
+        self.levels
+            .iter()
+            .filter(|l| l.action == Action::Freeze)
+            .map(|l| l.freeze.thaw_after_ms)
+            .max()
     }
 
     pub fn needs_thrashing(&self) -> bool {

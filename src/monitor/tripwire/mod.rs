@@ -37,10 +37,8 @@ pub enum TripwireError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(
-        "{0}: the runtime directory may be written by others (or is not ours): no record could be trusted"
-    )]
-    OpenDirectory(PathBuf),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
     #[error("inotify on {path}: {source}")]
     Inotify {
         path: PathBuf,

@@ -14,11 +14,12 @@ pub(super) fn read_hook(doc: &mut Doc<'_>, t: &mut Table<'_, '_>, index: usize) 
         Some((v, _)) if v == "kill" => Some(HookOn::Kill),
         Some((v, _)) if v == "pageout" => Some(HookOn::Pageout),
         Some((v, _)) if v == "level" => Some(HookOn::Level),
+        Some((v, _)) if v == "freeze" => Some(HookOn::Freeze),
         Some((v, span)) => {
             doc.problem(
                 &span,
                 &t.key_path("on"),
-                format!("{v:?} is none of \"kill\", \"pageout\", \"level\""),
+                format!("{v:?} is none of \"kill\", \"pageout\", \"freeze\", \"level\""),
             );
             None
         }
@@ -26,7 +27,7 @@ pub(super) fn read_hook(doc: &mut Doc<'_>, t: &mut Table<'_, '_>, index: usize) 
             doc.problem(
                 &t.span,
                 &t.key_path("on"),
-                "missing: say when the hook runs: on = \"kill\", \"pageout\" or \"level\"",
+                "missing: say when the hook runs: on = \"kill\", \"pageout\", \"freeze\" or \"level\"",
             );
             None
         }

@@ -9,6 +9,7 @@ use crate::policy::{
     Action, Combine, Conditions, KillMode, Level, PageoutLimits, PsiCondition, PsiKind, RankBy,
 };
 
+use super::freeze::read_freeze;
 use super::read_rank_by;
 
 /// Reads and checks one level; `None` (with its problems recorded) when it is invalid.
@@ -49,11 +50,12 @@ pub(super) fn read_level(
         Some((a, _)) if a == "kill" => Action::Kill,
         Some((a, _)) if a == "none" => Action::None,
         Some((a, _)) if a == "pageout" => Action::Pageout,
+        Some((a, _)) if a == "freeze" => Action::Freeze,
         Some((a, span)) => {
             doc.problem(
                 &span,
                 &t.key_path("action"),
-                format!("{a:?}: use \"kill\", \"pageout\" or \"none\""),
+                format!("{a:?}: use \"kill\", \"pageout\", \"freeze\" or \"none\""),
             );
             Action::None
         }
@@ -61,7 +63,7 @@ pub(super) fn read_level(
             doc.problem(
                 &t.span,
                 &t.path,
-                "missing `action` (\"kill\", \"pageout\" or \"none\")",
+                "missing `action` (\"kill\", \"pageout\", \"freeze\" or \"none\")",
             );
             Action::None
         }
@@ -171,7 +173,16 @@ pub(super) fn read_level(
             doc.problem(&span, &t.key_path(key), format!("needs {what}"));
         }
     }
-    let defaults = PageoutLimits::default();
+    let defaults = PageoutLimits {
+        // A frozen app's compaction is throttled as Android throttles a full one: its
+        // delta gate (`freeze_min_change_mib`) already skips one that would find nothing.
+        again_after_ms: if action == Action::Freeze {
+            10_000
+        } else {
+            PageoutLimits::default().again_after_ms
+        },
+        ..Default::default()
+    };
     let pageout = PageoutLimits {
         max_kib_per_event: t
             .int(doc, "pageout_max_mib", 1..=1 << 20, "MiB advised per event")
@@ -193,21 +204,20 @@ pub(super) fn read_level(
             )
             .unwrap_or(defaults.regrow_pct),
     };
-    if action != Action::Pageout {
-        for key in [
-            "pageout_max_mib",
-            "pageout_again_after_ms",
-            "pageout_regrow_pct",
-        ] {
-            if t.has(key) {
-                doc.problem(
-                    &t.span,
-                    &t.key_path(key),
-                    "only for action = \"pageout\" levels",
-                );
-            }
+    for (key, allowed, only) in [
+        ("pageout_max_mib", action.is_gentle(), "\"pageout\" or \"freeze\""),
+        ("pageout_again_after_ms", action.is_gentle(), "\"pageout\" or \"freeze\""),
+        ("pageout_regrow_pct", action == Action::Pageout, "\"pageout\" (a freeze level's `freeze_min_change_mib` says when its compaction is worth repeating)"),
+    ] {
+        if !allowed && t.has(key) {
+            doc.problem(
+                &t.span,
+                &t.key_path(key),
+                format!("only for action = {only} levels"),
+            );
         }
     }
+    let freeze = read_freeze(doc, t, action);
     let kill = match t.string(doc, "kill") {
         None => KillMode::Process,
         Some((k, _)) if k == "process" => KillMode::Process,
@@ -236,7 +246,7 @@ pub(super) fn read_level(
                 doc.problem(
                     &span,
                     &t.key_path(key),
-                    "only for action = \"kill\" or \"pageout\" levels: a level that only logs picks no victim",
+                    "only for action = \"kill\", \"pageout\" or \"freeze\" levels: a level that only logs picks no victim",
                 );
             }
         }
@@ -258,6 +268,7 @@ pub(super) fn read_level(
         combine,
         conditions,
         pageout,
+        freeze,
         kill,
         rank_by,
         from_client: None,

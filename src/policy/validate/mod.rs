@@ -3,6 +3,7 @@
 //! file, line:column and key, and says what would be valid. The top-level keys are read
 //! here; `level.rs`, `rule.rs` and `hook.rs` read one table each.
 
+mod freeze;
 mod hook;
 mod level;
 mod rank_by;
