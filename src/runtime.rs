@@ -123,10 +123,7 @@ mod tests {
             record_path(d, "memory-high", "/box/app"),
             Path::new("/run/lowmemd/memory-high%2Fbox%2Fapp.state")
         );
-        assert_ne!(
-            record_path(d, "x", "/a%2Fb"),
-            record_path(d, "x", "/a/b")
-        );
+        assert_ne!(record_path(d, "x", "/a%2Fb"), record_path(d, "x", "/a/b"));
         let env = std::ffi::OsStr::new("/run/lowmemd:/run/other");
         assert_eq!(runtime_dir(Some(env)), Path::new("/run/lowmemd"));
         assert_eq!(runtime_dir(None), Path::new(DEFAULT_RUNTIME_DIR));

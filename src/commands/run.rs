@@ -19,6 +19,7 @@ use lowmemd::lmkd::socket::{self, Origin};
 use lowmemd::lmkd::{Hub, Notifying};
 use lowmemd::monitor::{self, Monitor, Outlets, tripwire};
 use lowmemd::pipeline::Pipeline;
+use lowmemd::pipeline::freeze::freezer;
 use lowmemd::pipeline::kernel::System;
 use lowmemd::pipeline::outcome::Observer;
 use lowmemd::policy::store::ReloadResult;
@@ -150,6 +151,12 @@ pub fn run(args: &RunArgs) -> CmdResult {
     if let Some(said) = tripwire::restore_left_behind(&scope, &runtime_dir) {
         log::warn!("{said}");
     }
+    // So does an app a previous run froze and could not thaw: never left frozen.
+    for said in freezer::thaw_left_behind(&runtime_dir) {
+        log::warn!("{said}");
+    }
+    let freezes = freezer::Records::open(runtime_dir.clone());
+    let runtime_dir_at_stop = runtime_dir.clone();
     let (mut mon, mut warnings) = Monitor::open(
         scope.clone(),
         store.clone(),
@@ -160,7 +167,7 @@ pub fn run(args: &RunArgs) -> CmdResult {
     );
     // A dry run changes nothing: memory.high throttles the workload it is set on.
     if !args.dry_run {
-        warnings.extend(mon.allow_tripwire(runtime_dir));
+        warnings.extend(mon.allow_tripwire(runtime_dir.clone()));
     }
     if let Some(n) = args.fail_monitor_after {
         mon.fail_after_polls(n);
@@ -295,8 +302,18 @@ pub fn run(args: &RunArgs) -> CmdResult {
             .map_err(|e| (exit::RUNTIME, e.to_string()))?;
         log::info!("serving lmkd's protocol on {origin}");
     }
+    let system = System::keeping_table(scope, caps, cache_capacity);
+    let system = match freezes {
+        Ok(records) => system.with_freezes(records),
+        Err(e) => {
+            if store.get().thaw_after_ms().is_some() {
+                log::warn!("freeze tier off: {e}");
+            }
+            system
+        }
+    };
     let mut pipeline = Pipeline::new(
-        Box::new(System::keeping_table(scope, caps, cache_capacity)),
+        Box::new(system),
         store.clone(),
         args.dry_run,
         observer,
@@ -336,6 +353,11 @@ pub fn run(args: &RunArgs) -> CmdResult {
     let deadline = Instant::now() + STOP_WITHIN;
     while !(monitor.is_finished() && pipeline.is_finished()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
+    }
+    // The pipeline thawed what it froze as it ended; if it is still waiting out a victim,
+    // its records say what to thaw.
+    for said in freezer::thaw_left_behind(&runtime_dir_at_stop) {
+        log::info!("{said}");
     }
     if let Some(path) = &status_socket {
         let _ = std::fs::remove_file(path);

@@ -34,7 +34,7 @@ use parking_lot::Mutex;
 use rustix::net::SendFlags;
 
 use crate::clock::monotonic_ms;
-use crate::pipeline::outcome::{Ending, Kill, Observer, Pageout, Skip};
+use crate::pipeline::outcome::{Ending, Freeze, Kill, Observer, Pageout, Skip, Thawed};
 use crate::policy::Policy;
 use crate::report::metrics::Metrics;
 use crate::sample::MemSnapshot;
@@ -189,5 +189,11 @@ impl Observer for Notifying {
     }
     fn paged_out(&self, pageout: &Pageout<'_>) {
         self.inner.paged_out(pageout)
+    }
+    fn froze(&self, freeze: &Freeze<'_>) {
+        self.inner.froze(freeze)
+    }
+    fn thawed(&self, thaw: &Thawed<'_>) {
+        self.inner.thawed(thaw)
     }
 }

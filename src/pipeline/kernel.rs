@@ -15,6 +15,7 @@ use crate::sample::MemSnapshot;
 use crate::scope::{Scope, ScopeError};
 
 use super::confirm::{self, Outcome};
+use super::freeze::freezer::{self, FreezerError, Records};
 use super::group::{self, GroupError, Member};
 use super::pageout::advise::{Advised, advise};
 use super::pin::{self, PinError, Target};
@@ -63,6 +64,13 @@ pub trait Kernel: Send {
     fn swap_active(&self) -> bool;
     /// process_madvise(MADV_PAGEOUT), one call per batch.
     fn advise(&self, target: &Target, batches: &[Vec<(u64, u64)>]) -> Advised;
+    /// Freezes (`true`) or thaws the unified-hierarchy cgroup `cgroup`; a freeze is
+    /// recorded first, so that it never outlives lowmemd.
+    fn set_frozen(&self, cgroup: &str, frozen: bool) -> Result<(), FreezerError>;
+    /// Whether `cgroup` is frozen, by anyone.
+    fn is_frozen(&self, cgroup: &str) -> Result<bool, FreezerError>;
+    /// RAM swap itself takes now (zram), KiB.
+    fn swap_ram_kib(&self) -> u64;
 }
 
 /// The running system, seen through the scope.
@@ -74,6 +82,8 @@ pub struct System {
     procs: Arc<Mutex<ProcCache>>,
     /// The table kept up to date off the kill path, for scopes of thousands of processes.
     keeper: Option<Keeper>,
+    /// Where freezes are recorded (`None`: the freeze tier is off).
+    freezes: Option<Records>,
 }
 
 impl System {
@@ -86,7 +96,14 @@ impl System {
             caps,
             procs: Arc::new(Mutex::new(procs)),
             keeper: None,
+            freezes: None,
         }
+    }
+
+    /// Lets the freeze tier work, recording its freezes in `records`.
+    pub fn with_freezes(mut self, records: Records) -> Self {
+        self.freezes = Some(records);
+        self
     }
 
     /// [`System::new`] with the process table kept by a thread of its own
@@ -266,5 +283,23 @@ impl Kernel for System {
 
     fn advise(&self, target: &Target, batches: &[Vec<(u64, u64)>]) -> Advised {
         advise(target, batches)
+    }
+
+    fn set_frozen(&self, cgroup: &str, frozen: bool) -> Result<(), FreezerError> {
+        let records = self.freezes.as_ref().ok_or(FreezerError::Off)?;
+        let dir = group::dir_of(&self.scope.proc, cgroup)?;
+        if frozen {
+            freezer::freeze(records, &dir)
+        } else {
+            freezer::thaw(records, &dir)
+        }
+    }
+
+    fn is_frozen(&self, cgroup: &str) -> Result<bool, FreezerError> {
+        freezer::is_frozen(&group::dir_of(&self.scope.proc, cgroup)?)
+    }
+
+    fn swap_ram_kib(&self) -> u64 {
+        crate::scope::swap::ram_used_kib()
     }
 }

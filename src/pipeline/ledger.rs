@@ -1,6 +1,7 @@
 //! What the pipeline remembers between decisions, and nothing else: when it last acted and
 //! killed, the incarnations it acted on lately and those it signalled that have not exited,
-//! levels holding with nobody to act on, what it has said once, and the page-out tracker.
+//! levels holding with nobody to act on, what it has said once, the page-out tracker and
+//! the apps frozen.
 //! The stages report what happened; the conductor hands each report to [`Ledger`], whose
 //! methods are the only state transitions. Unit-tested alone, without a kernel.
 
@@ -9,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use crate::policy::decide::LastActions;
 use crate::procs::printable;
 
+use super::freeze::frozen::Frozen;
 use super::kill::Killed;
 use super::outcome::Skip;
 use super::pageout::tracker::Tracker;
@@ -73,6 +75,8 @@ pub struct Ledger {
     warned_cgroups: HashSet<String>,
     /// The last page-out of each incarnation.
     pub pageouts: Tracker,
+    /// The apps frozen, and what freezing remembers.
+    pub frozen: Frozen,
 }
 
 impl Ledger {

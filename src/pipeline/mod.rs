@@ -1,13 +1,15 @@
 //! The conductor: one sample at a time, one victim at a time, in this order —
 //! the monitor's decision re-checked on fresh memory (`policy::decide`) → select (scan,
-//! rank, pin: `select.rs`) → kill (`kill.rs`) or page out (`pageout/`) → the report
-//! recorded in the ledger (`ledger.rs`) and told to the observer (`outcome.rs`). The
+//! rank, pin: `select.rs`) → kill (`kill.rs`), page out (`pageout/`) or freeze
+//! (`freeze/`) → the report recorded in the ledger (`ledger.rs`) and told to the observer
+//! (`outcome.rs`); frozen apps are thawed (`freeze/thaw.rs`) when their time comes. The
 //! stages are functions of what they are given; this file is the only owner of the
 //! pipeline's state. Runs on its own thread, fed by the monitor. The policy is taken from
 //! the store once per sample, so a reload lands between decisions.
 
 pub mod app;
 pub mod confirm;
+pub mod freeze;
 pub mod group;
 pub mod kernel;
 pub mod kill;
@@ -24,14 +26,17 @@ pub mod signal;
 mod tests;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::health::Health;
 use crate::policy::decide::{Decided, Decision, decide};
 use crate::policy::store::PolicyStore;
 use crate::policy::{Action, Candidates, KillMode, Level, Policy};
 use crate::sample::Sample;
+use freeze::FreezeReport;
+use freeze::frozen::REFUSED_FOR_MS;
 use kernel::Kernel;
 use kill::KillReport;
 use ledger::Ledger;
@@ -65,6 +70,8 @@ pub struct Pipeline {
     ledger: Ledger,
     /// Why the page-out tier is off, if it is (said once).
     pageout_off: Option<String>,
+    /// Why the freeze tier is off, if it is (said once).
+    freeze_off: Option<String>,
     /// Processes registered by clients (the lmkd socket), when one is served.
     registrations: Option<Arc<dyn Registrations>>,
 }
@@ -86,6 +93,7 @@ impl Pipeline {
             health,
             ledger: Ledger::default(),
             pageout_off: None,
+            freeze_off: None,
             registrations: None,
         }
     }
@@ -109,14 +117,41 @@ impl Pipeline {
         }
     }
 
-    pub fn run(mut self, samples: Receiver<Decided>) {
-        for decided in samples {
-            self.health.pipeline_busy(self.kernel.now_ms());
-            self.handle(decided);
-            let last = self.ledger.last();
-            self.health.pipeline_acted(last.action_ms, last.kill_ms);
-            self.health.pipeline_idle();
+    /// Switches the freeze tier off for good, said once.
+    pub fn disable_freeze(&mut self, why: String) {
+        if self.freeze_off.is_none() {
+            log::warn!(
+                "freeze tier disabled: {why}; levels with action \"freeze\" do nothing, kill levels still apply"
+            );
+            self.freeze_off = Some(why);
         }
+    }
+
+    /// Until the monitor hangs up; then (lowmemd stopping) every frozen app is thawed.
+    pub fn run(mut self, samples: Receiver<Decided>) {
+        loop {
+            // While anything is frozen, its thaw is looked at every second even when no
+            // sample comes (the monitor wakes us only while a level holds).
+            let decided = if self.ledger.frozen.is_empty() {
+                samples.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                samples.recv_timeout(TEND_FROZEN_EVERY)
+            };
+            match decided {
+                Ok(decided) => {
+                    self.health.pipeline_busy(self.kernel.now_ms());
+                    self.handle(decided);
+                    let last = self.ledger.last();
+                    self.health.pipeline_acted(last.action_ms, last.kill_ms);
+                    self.health.pipeline_idle();
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.tend_frozen(&self.store.get(), self.kernel.now_ms(), false)
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.tend_frozen(&self.store.get(), self.kernel.now_ms(), true);
     }
 
     /// Handles one sample and the monitor's decision on it: at most one decision, each of
@@ -130,11 +165,28 @@ impl Pipeline {
         let level_name = decision.as_ref().map(|d| d.level(&policy).name.as_str());
         self.observer.sampled(&sample.mem, level_name, &policy);
         self.ledger.end_empty_spells(level_name, sample.at_ms);
+        // A freeze level, or a more severe one, holding keeps frozen apps frozen.
+        let last_freezing = policy
+            .levels
+            .iter()
+            .rposition(|l| l.action == Action::Freeze);
+        if decision
+            .as_ref()
+            .zip(last_freezing)
+            .is_some_and(|(d, f)| d.level <= f)
+        {
+            self.ledger.frozen.held(sample.at_ms);
+        }
+        self.tend_frozen(&policy, sample.at_ms, false);
         let Some(decision) = decision else { return };
         let level = decision.level(&policy);
         let silenced = self.ledger.silenced(&level.name, sample.at_ms);
-        let pageout_off = level.action == Action::Pageout && self.pageout_off.is_some();
-        if level.action == Action::None || silenced || pageout_off {
+        let off = match level.action {
+            Action::Pageout => self.pageout_off.is_some(),
+            Action::Freeze => self.freeze_off.is_some(),
+            _ => false,
+        };
+        if level.action == Action::None || silenced || off {
             return;
         }
         for _ in 0..level.max_victims {
@@ -152,6 +204,7 @@ impl Pipeline {
             };
             match plan.level.action {
                 Action::Pageout => self.page_out(&plan, target),
+                Action::Freeze => self.freeze(&plan, target),
                 _ => self.kill(&plan, target),
             }
         }
@@ -189,7 +242,10 @@ impl Pipeline {
 
     /// The select stage, its facts told and its empty outcomes remembered.
     fn select(&mut self, plan: &Plan<'_>) -> Option<Target> {
-        let excluded = self.ledger.excluded();
+        let mut excluded = self.ledger.excluded();
+        if plan.level.action == Action::Freeze {
+            excluded.extend(self.ledger.frozen.excluded(plan.fresh.at_ms));
+        }
         let cx = select::Context {
             self_pid: self.self_pid,
             excluded: &excluded,
@@ -240,8 +296,14 @@ impl Pipeline {
         if plan.level.kill == KillMode::Cgroup {
             if let Some(cgroup) = targets[0].proc.cgroup.clone() {
                 let kernel = &*self.kernel;
-                match app::members(kernel, plan.policy, &targets[0], &cgroup, self.self_pid, None)
-                {
+                match app::members(
+                    kernel,
+                    plan.policy,
+                    &targets[0],
+                    &cgroup,
+                    self.self_pid,
+                    None,
+                ) {
                     Ok(others) => {
                         targets.extend(others);
                         group = Some(GroupKill {
@@ -304,7 +366,7 @@ impl Pipeline {
     /// The page-out stage, recorded and told.
     fn page_out(&mut self, plan: &Plan<'_>, target: Target) {
         let cursor = self.ledger.pageouts.cursor(&target.proc);
-        match pageout::run(&*self.kernel, plan, &target, cursor, self.dry_run) {
+        match pageout::run(&*self.kernel, plan, &target, cursor, true, self.dry_run) {
             PageoutReport::PagedOut(p) => {
                 self.ledger
                     .pageouts
@@ -331,4 +393,53 @@ impl Pipeline {
             PageoutReport::Refused(why) => self.disable_pageout(why, false),
         }
     }
+
+    /// The freeze stage — the victim's app, when it holds that app alone — recorded and
+    /// told; an app that may not be frozen is passed over for a while.
+    fn freeze(&mut self, plan: &Plan<'_>, target: Target) {
+        let (now, pid) = (plan.fresh.at_ms, target.proc.pid);
+        let who = (pid, target.proc.starttime);
+        let frozen = &self.ledger.frozen;
+        let kernel = &*self.kernel;
+        match freeze::run(kernel, plan, target, self.self_pid, frozen, self.dry_run) {
+            FreezeReport::Frozen(f) => {
+                self.observer.froze(&f.told(plan));
+                self.ledger.paged_out(f.end_ms);
+                self.ledger.frozen.record(f, now);
+            }
+            FreezeReport::Refused(why) => {
+                let level = &plan.level.name;
+                log::info!("level {level}: not freezing the app of pid {pid}: {why}");
+                self.ledger.frozen.refuse(who, now + REFUSED_FOR_MS);
+            }
+            FreezeReport::Failed(e) => self.disable_freeze(e.to_string()),
+        }
+    }
+
+    /// Thaws the frozen apps whose time has come (`shutdown`: all), told to the observer.
+    /// A thaw the kernel refuses is tried again at the next look.
+    fn tend_frozen(&mut self, policy: &Policy, now: u64, shutdown: bool) {
+        if self.ledger.frozen.is_empty() {
+            return;
+        }
+        let due = freeze::thaw::due(
+            &*self.kernel,
+            &self.ledger.frozen,
+            now,
+            policy.thaw_after_ms(),
+            shutdown,
+        );
+        for (i, reason) in due.into_iter().rev() {
+            let app = &self.ledger.frozen.apps()[i];
+            if let Err(e) = freeze::thaw::thaw(&*self.kernel, app) {
+                log::error!("cannot thaw {}: {e}", app.cgroup);
+                continue;
+            }
+            let app = self.ledger.frozen.thawed(i);
+            self.observer.thawed(&app.thawed(reason, now));
+        }
+    }
 }
+
+/// How often frozen apps are looked at when no sample comes.
+const TEND_FROZEN_EVERY: Duration = Duration::from_secs(1);

@@ -1,5 +1,6 @@
 //! What the pipeline tells the rest of the daemon: one typed fact per thing that happened
-//! (a sample decided on, a ranking, a skipped victim, a kill, a page-out), handed to an
+//! (a sample decided on, a ranking, a skipped victim, a kill, a page-out, a freeze and its
+//! thaw), handed to an
 //! [`Observer`]. The pipeline knows nothing of metrics, event logs or journald: `report`
 //! implements the observer and builds the records, so imports point one way.
 
@@ -10,6 +11,8 @@ use crate::policy::{Level, Policy};
 use crate::procs::MemDetail;
 use crate::sample::{MemSnapshot, Sample};
 
+use super::freeze::frozen::Thaw;
+use super::freeze::gates::Gate;
 use super::rank::RankedProc;
 
 /// Why a ranked victim was not acted on: the `why` label of
@@ -165,6 +168,44 @@ pub struct Pageout<'a> {
     pub duration_ms: u64,
 }
 
+/// An app frozen by a freeze level (or, in a dry run, one that would have been), and what
+/// paging it out returned.
+#[derive(Debug)]
+pub struct Freeze<'a> {
+    /// The process that picked it.
+    pub victim: &'a RankedProc,
+    pub decision: &'a Decision,
+    pub level: &'a Level,
+    pub cgroup: &'a str,
+    pub processes: u32,
+    /// Resident size of its processes before.
+    pub rss_kib: u64,
+    pub dry_run: bool,
+    pub wall_ms: u64,
+    /// Processes paged out, and each gate that skipped (or narrowed) one.
+    pub compacted: u32,
+    pub gates: &'a [Gate],
+    /// Resident memory saved, RAM swap took for it, and the difference: what it returned.
+    pub resident_saved_kib: u64,
+    pub swap_ram_growth_kib: u64,
+    pub freed_kib: u64,
+    pub scope_available_before_kib: u64,
+    pub duration_ms: u64,
+}
+
+/// An app thawed.
+#[derive(Debug)]
+pub struct Thawed<'a> {
+    pub cgroup: &'a str,
+    /// The level that froze it.
+    pub level: &'a str,
+    pub reason: Thaw,
+    pub frozen_for_ms: u64,
+    /// What freezing it had returned.
+    pub freed_kib: u64,
+    pub wall_ms: u64,
+}
+
 /// Where the pipeline's facts go. Implemented by `report`; called on the pipeline thread,
 /// so an implementation must not block.
 pub trait Observer: Send {
@@ -179,4 +220,6 @@ pub trait Observer: Send {
     fn skipped(&self, why: Skip);
     fn killed(&self, kill: &Kill<'_>);
     fn paged_out(&self, pageout: &Pageout<'_>);
+    fn froze(&self, freeze: &Freeze<'_>);
+    fn thawed(&self, thaw: &Thawed<'_>);
 }

@@ -7,9 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::confirm::Outcome;
+use super::freeze::freezer::FreezerError;
+use super::freeze::frozen::Thaw;
 use super::group::{GroupError, Member};
 use super::kernel::Kernel;
-use super::outcome::{Ending, GroupKill, Kill, Observer, Pageout, Skip};
+use super::outcome::{Ending, Freeze, GroupKill, Kill, Observer, Pageout, Skip, Thawed};
 use super::pageout::Advised;
 use super::pin::{PinError, Target};
 use super::rank::RankedProc;
@@ -62,6 +64,9 @@ struct State {
     cgroups_killed: Vec<String>,
     /// (pid, adj): the process changes its adj right after the next scan read it.
     after_scan: Option<(i32, i16)>,
+    /// Cgroups frozen now, and every freeze (`+cgroup`) and thaw (`-cgroup`) in order.
+    frozen: Vec<String>,
+    freezer_log: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -89,6 +94,8 @@ impl Fake {
             signalled: Vec::new(),
             cgroups_killed: Vec::new(),
             after_scan: None,
+            frozen: Vec::new(),
+            freezer_log: Vec::new(),
         })))
     }
 
@@ -305,6 +312,25 @@ impl Kernel for Fake {
     fn advise(&self, _: &Target, _: &[Vec<(u64, u64)>]) -> Advised {
         Advised::default()
     }
+
+    fn set_frozen(&self, cgroup: &str, frozen: bool) -> Result<(), FreezerError> {
+        let mut s = self.state();
+        s.frozen.retain(|c| c != cgroup);
+        if frozen {
+            s.frozen.push(cgroup.into());
+        }
+        s.freezer_log
+            .push(format!("{}{cgroup}", if frozen { '+' } else { '-' }));
+        Ok(())
+    }
+
+    fn is_frozen(&self, cgroup: &str) -> Result<bool, FreezerError> {
+        Ok(self.state().frozen.iter().any(|c| c == cgroup))
+    }
+
+    fn swap_ram_kib(&self) -> u64 {
+        0
+    }
 }
 
 /// What the pipeline told its observer.
@@ -315,6 +341,8 @@ enum Seen {
     Group(i32, GroupKill),
     Skipped(Skip),
     Recovered,
+    Froze(String),
+    Thawed(String, Thaw),
 }
 
 #[derive(Clone, Default)]
@@ -368,6 +396,17 @@ impl Observer for Record {
         }
     }
     fn paged_out(&self, _: &Pageout<'_>) {}
+    fn froze(&self, f: &Freeze<'_>) {
+        if !f.dry_run {
+            self.0.lock().unwrap().push(Seen::Froze(f.cgroup.into()));
+        }
+    }
+    fn thawed(&self, t: &Thawed<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(Seen::Thawed(t.cgroup.into(), t.reason));
+    }
 }
 
 /// One kill level below 10 % available, killing adj ≥ 900, waiting 1 s, with `extra` keys.
@@ -644,6 +683,8 @@ fn with_candidates_all_a_registered_victim_carries_its_registration() {
             *self.0.lock().unwrap() = k.victim.registered;
         }
         fn paged_out(&self, _: &Pageout<'_>) {}
+        fn froze(&self, _: &Freeze<'_>) {}
+        fn thawed(&self, _: &Thawed<'_>) {}
     }
     p.observer = Box::new(Grab(seen.clone()));
     p.set_registrations(Arc::new(FixedRegistrations(vec![(101, 201)])));
@@ -908,4 +949,166 @@ fn a_level_that_let_go_looks_again_at_once() {
     fake.state().used_kib = 950 * MIB;
     feed(&mut p, fake.sample());
     assert_eq!(fake.signalled(), [102]);
+}
+
+/// A freeze level under 50 % available (adj ≥ 900, thawed 5 s after it lets go) above the
+/// kill level under 10 %.
+fn freezing(extra: &str) -> Arc<PolicyStore> {
+    let text = format!(
+        "[[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 900\navailable_below_pct = 10\nwait_ms = 1000\n\
+         [[level]]\nname = \"cached\"\naction = \"freeze\"\nmin_adj = 900\navailable_below_pct = 50\nthaw_after_ms = 5000\n{extra}"
+    );
+    let policy = crate::policy::validate::compile(Path::new("test.toml"), &text).unwrap();
+    Arc::new(PolicyStore::fixed(policy))
+}
+
+impl Fake {
+    fn freezer_log(&self) -> Vec<String> {
+        self.state().freezer_log.clone()
+    }
+
+    fn set_used_mib(&self, mib: u64) {
+        self.state().used_kib = mib * MIB;
+    }
+
+    fn set_adj(&self, pid: i32, adj: i16) {
+        for p in self.state().procs.iter_mut().filter(|p| p.pid == pid) {
+            p.adj = adj;
+        }
+    }
+}
+
+/// Two cached apps (adj 900, one of two processes) and a foreground one (adj 0), each in
+/// its own cgroup; 60 % of memory used.
+fn three_apps() -> Fake {
+    let fake = Fake::new(
+        1000,
+        600,
+        &[
+            (10, 900, 100, Exit::After(5)),
+            (11, 900, 50, Exit::After(5)),
+            (20, 950, 40, Exit::After(5)),
+            (30, 0, 200, Exit::After(5)),
+        ],
+    );
+    fake.in_cgroup("/box/app-a.scope", &[10, 11]);
+    fake.in_cgroup("/box/app-b.scope", &[20]);
+    fake.in_cgroup("/box/app-c.scope", &[30]);
+    fake
+}
+
+#[test]
+fn a_freeze_level_freezes_each_cached_app_once_and_thaws_it_when_pressure_stays_away() {
+    let fake = three_apps();
+    let (mut p, seen) = pipeline(&fake, freezing(""), false);
+    feed(&mut p, fake.sample());
+    fake.advance(100);
+    feed(&mut p, fake.sample());
+    fake.advance(100);
+    feed(&mut p, fake.sample());
+    // app-b first (adj 950), then app-a; never the foreground app, never twice, no kill.
+    assert_eq!(
+        fake.freezer_log(),
+        ["+/box/app-b.scope", "+/box/app-a.scope"]
+    );
+    assert!(fake.signalled().is_empty());
+    // Memory returns: nothing thaws before the level has let go for 5 s.
+    fake.set_used_mib(100);
+    fake.advance(4000);
+    feed(&mut p, fake.sample());
+    assert_eq!(fake.freezer_log().len(), 2);
+    fake.advance(1500);
+    feed(&mut p, fake.sample());
+    assert_eq!(
+        fake.freezer_log()[2..],
+        ["-/box/app-a.scope", "-/box/app-b.scope"]
+    );
+    assert!(
+        seen.seen()
+            .contains(&Seen::Thawed("/box/app-a.scope".into(), Thaw::PressureGone))
+    );
+    assert!(fake.state().frozen.is_empty());
+}
+
+#[test]
+fn an_app_sharing_its_cgroup_with_a_foreground_process_is_never_frozen() {
+    let fake = three_apps();
+    // The foreground process joins app-b's cgroup; app-a holds a protected one.
+    fake.in_cgroup("/box/app-b.scope", &[20, 30]);
+    let (mut p, _) = pipeline(
+        &fake,
+        freezing("[[rule]]\nname = \"keep\"\ncomm = \"p11\"\nprotect = true\n"),
+        false,
+    );
+    for _ in 0..3 {
+        feed(&mut p, fake.sample());
+        fake.advance(100);
+    }
+    assert!(fake.freezer_log().is_empty(), "{:?}", fake.freezer_log());
+}
+
+#[test]
+fn an_app_brought_to_the_foreground_thaws_at_once() {
+    let fake = three_apps();
+    let (mut p, seen) = pipeline(&fake, freezing(""), false);
+    feed(&mut p, fake.sample());
+    assert_eq!(fake.freezer_log(), ["+/box/app-b.scope"]);
+    fake.set_adj(20, 0);
+    fake.advance(100);
+    feed(&mut p, fake.sample());
+    assert!(
+        seen.seen()
+            .contains(&Seen::Thawed("/box/app-b.scope".into(), Thaw::AdjImproved))
+    );
+    assert_eq!(fake.freezer_log()[1], "-/box/app-b.scope");
+}
+
+#[test]
+fn a_dry_run_freezes_nothing() {
+    let fake = three_apps();
+    let (mut p, _) = pipeline(&fake, freezing(""), true);
+    for _ in 0..3 {
+        feed(&mut p, fake.sample());
+        fake.advance(100);
+    }
+    assert!(fake.freezer_log().is_empty());
+}
+
+#[test]
+fn a_frozen_app_is_still_killed_when_memory_runs_out_and_then_forgotten() {
+    let fake = three_apps();
+    let (mut p, seen) = pipeline(&fake, freezing(""), false);
+    feed(&mut p, fake.sample());
+    assert_eq!(fake.freezer_log(), ["+/box/app-b.scope"]);
+    fake.set_used_mib(950);
+    fake.advance(100);
+    feed(&mut p, fake.sample());
+    assert_eq!(fake.signalled(), [20], "the frozen app is the first victim");
+    fake.advance(100);
+    fake.set_used_mib(100);
+    feed(&mut p, fake.sample());
+    assert!(
+        seen.seen()
+            .contains(&Seen::Thawed("/box/app-b.scope".into(), Thaw::Exited))
+    );
+}
+
+#[test]
+fn nothing_stays_frozen_when_the_pipeline_ends() {
+    let fake = three_apps();
+    let (p, seen) = pipeline(&fake, freezing(""), false);
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let sample = fake.sample();
+    let decision = decide(&sample, &p.store.get(), p.ledger.last());
+    tx.send(Decided { sample, decision }).unwrap();
+    drop(tx);
+    p.run(rx);
+    assert_eq!(
+        fake.freezer_log(),
+        ["+/box/app-b.scope", "-/box/app-b.scope"]
+    );
+    assert!(
+        seen.seen()
+            .contains(&Seen::Thawed("/box/app-b.scope".into(), Thaw::Shutdown))
+    );
 }

@@ -58,6 +58,7 @@ pub struct Metrics {
     pub kernel_feature: IntGaugeVec,
     pub level_active: IntGaugeVec,
     pub lmkd_clients: IntGauge,
+    pub freeze: super::freeze::FreezeMetrics,
     pub lmkd_commands: IntCounterVec,
     pub lmkd_rejected: IntCounterVec,
     pub lmkd_registered: IntGauge,
@@ -80,7 +81,7 @@ const SCAN_BUCKETS: [f64; 10] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 ];
 
-fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub(super) fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
     r.register(Box::new(c.clone())).expect("unique metric");
     c
@@ -92,7 +93,7 @@ fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     c
 }
 
-fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+pub(super) fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("valid metric");
     r.register(Box::new(g.clone())).expect("unique metric");
     g
@@ -240,6 +241,7 @@ impl Metrics {
                 "1 for the policy level the last sample fell in.",
                 &["level"],
             ),
+            freeze: super::freeze::FreezeMetrics::new(&r),
             lmkd_clients: gauge(
                 &r,
                 "lowmemd_lmkd_clients",
@@ -349,6 +351,9 @@ impl Metrics {
             self.pageouts.with_label_values(&[&l.name]);
             self.pageout_bytes.with_label_values(&[&l.name]);
             self.level_active.with_label_values(&[&l.name]);
+            if l.action == crate::policy::Action::Freeze {
+                self.freeze.adopt_level(&l.name);
+            }
         }
         self.status.adopt_policy(policy, scope, describe);
     }

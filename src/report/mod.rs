@@ -1,12 +1,14 @@
 //! What leaves the daemon: the records of actions (`events.rs`) and their log
 //! (`eventlog.rs`), Prometheus metrics and `/status` (`metrics.rs`, served by `http.rs`),
 //! log lines to stderr or the journal (`logger.rs`), the service manager (`notify.rs`), the
-//! status socket `lowmemd status` asks (`status_socket.rs`), and the policy's hooks
+//! status socket `lowmemd status` asks (`status_socket.rs`), the freeze tier's records and
+//! metrics (`freeze.rs`), and the policy's hooks
 //! (`hooks/`). [`Reporter`] turns what the pipeline observed into all of
 //! these.
 
 pub mod eventlog;
 pub mod events;
+pub mod freeze;
 pub mod handoff;
 pub mod hooks;
 pub mod http;
@@ -22,7 +24,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::clock::wall_ms;
-use crate::pipeline::outcome::{Ending, Kill, Observer, Pageout, Skip};
+use crate::pipeline::outcome::{Ending, Freeze, Kill, Observer, Pageout, Skip, Thawed};
 use crate::policy::{HookOn, Policy};
 use crate::sample::MemSnapshot;
 use eventlog::EventLog;
@@ -138,5 +140,22 @@ impl Observer for Reporter {
         if !p.dry_run {
             self.hooks.fire(HookOn::Pageout, &event);
         }
+    }
+
+    fn froze(&self, f: &Freeze<'_>) {
+        let event = freeze::FreezeEvent::from_freeze(f);
+        self.metrics.freeze.froze(f);
+        freeze::log_freeze(f, &event);
+        self.record(&event);
+        if !f.dry_run {
+            self.hooks.fire(HookOn::Freeze, &event);
+        }
+    }
+
+    fn thawed(&self, t: &Thawed<'_>) {
+        let event = freeze::ThawEvent::from_thaw(t);
+        self.metrics.freeze.thawed(t);
+        freeze::log_thaw(&event);
+        self.record(&event);
     }
 }

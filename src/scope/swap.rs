@@ -134,6 +134,17 @@ pub fn read_mm_stat(name: &str) -> Option<ZramStat> {
     parse_mm_stat(&std::fs::read_to_string(format!("/sys/block/{name}/mm_stat")).ok()?)
 }
 
+/// RAM that swap itself takes now: the zram devices' `mem_used_total` (disk swap takes
+/// none). What a page-out into zram costs, for measuring what it really returned.
+pub fn ram_used_kib() -> u64 {
+    devices()
+        .iter()
+        .filter(|d| d.zram)
+        .filter_map(|d| read_mm_stat(d.name.trim_start_matches("/dev/")))
+        .map(|s| s.mem_used_total / 1024)
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,12 +52,14 @@ pub enum PageoutReport {
 
 /// Pages out what the kernel can reclaim of the pinned `target`, from `cursor` bytes into
 /// its plan up to the level's per-event cap (a dry run plans and advises nothing), and
-/// measures what really left RAM.
+/// measures what really left RAM. `anon`: its anonymous memory too, where there is swap
+/// (false: file pages only).
 pub fn run(
     kernel: &dyn Kernel,
     plan_: &Plan<'_>,
     target: &Target,
     cursor: u64,
+    anon: bool,
     dry_run: bool,
 ) -> PageoutReport {
     let victim = &target.proc;
@@ -70,7 +72,7 @@ pub fn run(
         }
     };
     let page = rustix::param::page_size() as u64;
-    let planned = plan(&regions, kernel.swap_active(), page);
+    let planned = plan(&regions, anon && kernel.swap_active(), page);
     let ranges: Vec<(u64, u64)> = planned.iter().map(|&(s, l, _)| (s, l)).collect();
     let total_bytes: u64 = ranges.iter().map(|r| r.1).sum();
     let cap = plan_.level.pageout.max_kib_per_event * 1024;

@@ -14,13 +14,21 @@ const KEYS: [&str; 5] = [
 
 /// The freeze limits of a level whose action is `action` (the defaults on other levels,
 /// where any of the keys is a problem).
-pub(super) fn read_freeze(doc: &mut Doc<'_>, t: &mut Table<'_, '_>, action: Action) -> FreezeLimits {
+pub(super) fn read_freeze(
+    doc: &mut Doc<'_>,
+    t: &mut Table<'_, '_>,
+    action: Action,
+) -> FreezeLimits {
     let d = FreezeLimits::default();
     if action != Action::Freeze {
         for key in KEYS {
             if t.has(key) {
                 let span = t.key_span(key).unwrap_or_else(|| t.span.clone());
-                doc.problem(&span, &t.key_path(key), "only for action = \"freeze\" levels");
+                doc.problem(
+                    &span,
+                    &t.key_path(key),
+                    "only for action = \"freeze\" levels",
+                );
             }
         }
         return d;

@@ -205,9 +205,21 @@ pub(super) fn read_level(
             .unwrap_or(defaults.regrow_pct),
     };
     for (key, allowed, only) in [
-        ("pageout_max_mib", action.is_gentle(), "\"pageout\" or \"freeze\""),
-        ("pageout_again_after_ms", action.is_gentle(), "\"pageout\" or \"freeze\""),
-        ("pageout_regrow_pct", action == Action::Pageout, "\"pageout\" (a freeze level's `freeze_min_change_mib` says when its compaction is worth repeating)"),
+        (
+            "pageout_max_mib",
+            action.is_gentle(),
+            "\"pageout\" or \"freeze\"",
+        ),
+        (
+            "pageout_again_after_ms",
+            action.is_gentle(),
+            "\"pageout\" or \"freeze\"",
+        ),
+        (
+            "pageout_regrow_pct",
+            action == Action::Pageout,
+            "\"pageout\" (a freeze level's `freeze_min_change_mib` says when its compaction is worth repeating)",
+        ),
     ] {
         if !allowed && t.has(key) {
             doc.problem(

@@ -1,0 +1,239 @@
+//! The freeze stage: gentler than a kill, after Android's CachedAppOptimizer. The victim's
+//! app — its own leaf cgroup, holding that app alone (`app.rs` checked every member) — is
+//! frozen with the cgroup v2 freezer (`freezer.rs`), then each of its processes is paged
+//! out (`pageout::run`) where Android's gates (`gates.rs`) say it is worth it, and what
+//! that returned is measured as Android measures it: resident memory saved minus what
+//! swap itself took in RAM (zram's growth). A function from the plan and the pinned app
+//! to a [`FreezeReport`]; the ledger keeps what is frozen (`frozen.rs`) and the conductor
+//! thaws it when `frozen::thaw_reason` says so.
+
+pub mod freezer;
+pub mod frozen;
+pub mod gates;
+pub mod thaw;
+
+use crate::clock::wall_ms;
+
+use super::kernel::Kernel;
+use super::outcome::Freeze;
+use super::pageout::{self, PageoutReport};
+use super::pin::Target;
+use super::rank::RankedProc;
+use super::{Plan, app};
+use freezer::FreezerError;
+use frozen::{Frozen, FrozenApp};
+use gates::{Compaction, Gate, Verdict, footprint_kib, judge};
+
+/// An app frozen (or, in a dry run, one that would have been), and what its compaction
+/// returned.
+#[derive(Debug)]
+pub struct Froze {
+    /// The process that picked the app.
+    pub victim: RankedProc,
+    /// What the ledger keeps (in a dry run: what would have been frozen).
+    pub app: FrozenApp,
+    /// A dry run's: nothing was frozen.
+    pub dry_run: bool,
+    /// Resident size of its processes before.
+    pub rss_kib: u64,
+    /// Processes paged out, and the gates that skipped (or, `low_swap`, narrowed) others.
+    pub compacted: u32,
+    pub gates: Vec<Gate>,
+    /// Resident memory its processes lost to the page-out.
+    pub resident_saved_kib: u64,
+    /// RAM swap itself took meanwhile (zram's `mem_used_total` growth).
+    pub swap_ram_growth_kib: u64,
+    /// The compactions to remember, per incarnation.
+    pub compactions: Vec<((i32, u64), Compaction)>,
+    pub end_ms: u64,
+}
+
+#[derive(Debug)]
+pub enum FreezeReport {
+    /// Frozen, or in a dry run, not.
+    Frozen(Froze),
+    /// Its app may not be frozen: why.
+    Refused(String),
+    /// The kernel or the runtime directory would not let us.
+    Failed(FreezerError),
+}
+
+/// Why `cgroup` (an app's leaf cgroup, already accepted by `group::refusal`) may still not
+/// be frozen: a user's whole login session or service manager is never one app.
+pub fn refusal(cgroup: &str) -> Option<&'static str> {
+    let leaf = cgroup
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or("");
+    if leaf.starts_with("session-") && leaf.ends_with(".scope") {
+        return Some("it is a user's login session, not one app");
+    }
+    if leaf.starts_with("user@") && leaf.ends_with(".service") {
+        return Some("it is a user's service manager, not one app");
+    }
+    None
+}
+
+/// Freezes the app of the pinned `victim` — its leaf cgroup, when that holds the app alone
+/// (`app::members`: every process pinned, none protected, none below the level's floor)
+/// — then pages out each process the gates let through, remembered in `frozen`'s
+/// compactions. A dry run freezes and pages out nothing.
+pub fn run(
+    kernel: &dyn Kernel,
+    plan: &Plan<'_>,
+    victim: Target,
+    self_pid: i32,
+    frozen: &Frozen,
+    dry_run: bool,
+) -> FreezeReport {
+    let level = plan.level;
+    let Some(cgroup) = victim.proc.cgroup.clone() else {
+        return FreezeReport::Refused("its cgroup is unknown".into());
+    };
+    if let Some(why) = refusal(&cgroup) {
+        return FreezeReport::Refused(why.into());
+    }
+    let floor = Some(level.min_adj);
+    let others = match app::members(kernel, plan.policy, &victim, &cgroup, self_pid, floor) {
+        Ok(others) => others,
+        Err(why) => return FreezeReport::Refused(format!("not its cgroup {cgroup}: {why}")),
+    };
+    let cgroup = cgroup.as_str();
+    let members: Vec<Target> = std::iter::once(victim).chain(others).collect();
+    let started = kernel.now_ms();
+    let mut froze = Froze {
+        victim: members[0].proc.clone(),
+        dry_run,
+        rss_kib: members.iter().map(|t| t.proc.rss_kib).sum(),
+        app: FrozenApp {
+            cgroup: cgroup.to_string(),
+            level: level.name.clone(),
+            floor: level.min_adj,
+            since_ms: started,
+            since_wall_ms: wall_ms(),
+            members,
+            freed_kib: 0,
+        },
+        compacted: 0,
+        gates: Vec::new(),
+        resident_saved_kib: 0,
+        swap_ram_growth_kib: 0,
+        compactions: Vec::new(),
+        end_ms: started,
+    };
+    if dry_run {
+        return FreezeReport::Frozen(froze);
+    }
+    match kernel.is_frozen(cgroup) {
+        Ok(false) => {}
+        // Never ours to thaw later.
+        Ok(true) => return FreezeReport::Refused("it is frozen already, by someone else".into()),
+        Err(e) => return FreezeReport::Failed(e),
+    }
+    if let Err(e) = kernel.set_frozen(cgroup, true) {
+        return FreezeReport::Failed(e);
+    }
+    if level.freeze.pageout {
+        compact(kernel, plan, frozen, &mut froze);
+    }
+    froze.end_ms = kernel.now_ms();
+    FreezeReport::Frozen(froze)
+}
+
+impl Froze {
+    /// What the observer is told of it.
+    pub fn told<'a>(&'a self, plan: &'a Plan<'_>) -> Freeze<'a> {
+        Freeze {
+            victim: &self.victim,
+            decision: &plan.decision,
+            level: plan.level,
+            cgroup: &self.app.cgroup,
+            processes: self.app.members.len() as u32,
+            rss_kib: self.rss_kib,
+            dry_run: self.dry_run,
+            wall_ms: self.app.since_wall_ms,
+            compacted: self.compacted,
+            gates: &self.gates,
+            resident_saved_kib: self.resident_saved_kib,
+            swap_ram_growth_kib: self.swap_ram_growth_kib,
+            freed_kib: self.app.freed_kib,
+            scope_available_before_kib: plan.fresh.mem.available_kib,
+            duration_ms: self.end_ms.saturating_sub(self.app.since_ms),
+        }
+    }
+}
+
+/// Pages out the frozen app's processes under the gates and measures what came back.
+fn compact(kernel: &dyn Kernel, plan: &Plan<'_>, frozen: &Frozen, froze: &mut Froze) {
+    let level = plan.level;
+    let mem = &plan.fresh.mem;
+    let swap_free_pct = (mem.swap_total_kib > 0)
+        .then(|| mem.swap_free_kib as f64 * 100.0 / mem.swap_total_kib as f64);
+    let swap_ram_before = kernel.swap_ram_kib();
+    for t in &froze.app.members {
+        let who = (t.proc.pid, t.proc.starttime);
+        let Ok(detail) = kernel.mem_detail(t.proc.pid) else {
+            continue;
+        };
+        let last = frozen.last_compaction(who);
+        let now = kernel.now_ms();
+        let anon = match judge(
+            &level.freeze,
+            &level.pageout,
+            &detail,
+            last,
+            now,
+            swap_free_pct,
+        ) {
+            Verdict::Skip(gate) => {
+                froze.gates.push(gate);
+                continue;
+            }
+            Verdict::Go { anon } => anon,
+        };
+        if !anon && swap_free_pct.is_some() {
+            froze.gates.push(Gate::LowSwap);
+        }
+        match pageout::run(kernel, plan, t, 0, anon, false) {
+            PageoutReport::PagedOut(p) => {
+                froze.compacted += 1;
+                froze.resident_saved_kib += p.freed_kib;
+                froze.compactions.push((
+                    who,
+                    Compaction {
+                        at_ms: p.end_ms,
+                        footprint_kib: footprint_kib(&p.after),
+                    },
+                ));
+            }
+            PageoutReport::Unreadable => {}
+            PageoutReport::Refused(why) => {
+                log::warn!(
+                    "freeze level {}: no page-out of frozen apps: {why}",
+                    level.name
+                );
+                break;
+            }
+        }
+    }
+    froze.swap_ram_growth_kib = kernel.swap_ram_kib().saturating_sub(swap_ram_before);
+    froze.app.freed_kib = froze
+        .resident_saved_kib
+        .saturating_sub(froze.swap_ram_growth_kib);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refusal;
+
+    #[test]
+    fn a_login_session_or_a_user_manager_is_never_frozen_whole() {
+        assert!(refusal("/user.slice/user-1000.slice/session-3.scope").is_some());
+        assert!(refusal("/user.slice/user-1000.slice/user@1000.service").is_some());
+        assert_eq!(
+            refusal("/user.slice/user-1000.slice/user@1000.service/app.slice/app-firefox-1.scope"),
+            None
+        );
+    }
+}
