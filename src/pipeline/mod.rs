@@ -405,7 +405,7 @@ impl Pipeline {
             FreezeReport::Frozen(f) => {
                 self.observer.froze(&f.told(plan));
                 self.ledger.paged_out(f.end_ms);
-                self.ledger.frozen.record(f, now);
+                self.ledger.frozen.record(*f, now);
             }
             FreezeReport::Refused(why) => {
                 let level = &plan.level.name;

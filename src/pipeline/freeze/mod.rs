@@ -51,7 +51,7 @@ pub struct Froze {
 #[derive(Debug)]
 pub enum FreezeReport {
     /// Frozen, or in a dry run, not.
-    Frozen(Froze),
+    Frozen(Box<Froze>),
     /// Its app may not be frozen: why.
     Refused(String),
     /// The kernel or the runtime directory would not let us.
@@ -123,7 +123,7 @@ pub fn run(
         end_ms: started,
     };
     if dry_run {
-        return FreezeReport::Frozen(froze);
+        return FreezeReport::Frozen(Box::new(froze));
     }
     match kernel.is_frozen(cgroup) {
         Ok(false) => {}
@@ -138,7 +138,7 @@ pub fn run(
         compact(kernel, plan, frozen, &mut froze);
     }
     froze.end_ms = kernel.now_ms();
-    FreezeReport::Frozen(froze)
+    FreezeReport::Frozen(Box::new(froze))
 }
 
 impl Froze {
