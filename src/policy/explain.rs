@@ -18,10 +18,11 @@ fn action_words(l: &Level) -> String {
             l.min_adj,
             l.pageout.max_kib_per_event / 1024
         ),
-        Action::Freeze => format!(
+        Action::Freeze if l.max_victims > 1 => format!(
             "freeze the apps of up to {} processes with adj ≥ {}",
             l.max_victims, l.min_adj
         ),
+        Action::Freeze => format!("freeze the app of a process with adj ≥ {}", l.min_adj),
         Action::None => "log only".to_string(),
     }
 }

@@ -250,6 +250,24 @@ impl Workload {
         Self::spawn_args(name, adj, mib, rate, &args)
     }
 
+    /// [`Workload::spawn_in`] with more `lowmemd-workload` arguments.
+    pub fn spawn_in_with(
+        cg: &TestCgroup,
+        v2_dir: &Path,
+        name: &str,
+        adj: i32,
+        (mib, rate): (u64, u64),
+        extra: &[&str],
+    ) -> Workload {
+        let procs = [cg.v1.join("cgroup.procs"), v2_dir.join("cgroup.procs")];
+        let mut args: Vec<std::ffi::OsString> = procs
+            .iter()
+            .flat_map(|f| ["--cgroup-procs".into(), f.into()])
+            .collect();
+        args.extend(extra.iter().map(|a| a.into()));
+        Self::spawn_args(name, adj, mib, rate, &args)
+    }
+
     fn spawn_args(
         name: &str,
         adj: i32,
@@ -332,6 +350,17 @@ impl Daemon {
     /// [`Daemon::start_as`] run through `wrapper` (a command that execs its arguments, e.g.
     /// `prlimit --nofile=512:512 --`): the daemon keeps the wrapper's pid.
     pub fn start_under(wrapper: &[&str], cgroup: &str, extra: &[&std::ffi::OsStr]) -> Daemon {
+        Self::start_env(wrapper, &[], cgroup, extra)
+    }
+
+    /// [`Daemon::start_under`] with `env` set for the daemon (e.g. a `RUNTIME_DIRECTORY` of
+    /// the test's own, so that no other test's daemon thaws or restores what it records).
+    pub fn start_env(
+        wrapper: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+        cgroup: &str,
+        extra: &[&std::ffi::OsStr],
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let events = dir.path().join("events.jsonl");
         let lowmemd = env!("CARGO_BIN_EXE_lowmemd");
@@ -344,6 +373,7 @@ impl Daemon {
             None => Command::new(lowmemd),
         };
         let mut child = cmd
+            .envs(env.iter().copied())
             .args(["run", "--cgroup", cgroup, "--event-log"])
             .arg(&events)
             .args(["--metrics-listen", "127.0.0.1:0"])

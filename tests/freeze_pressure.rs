@@ -1,0 +1,264 @@
+//! The freeze tier under real pressure (issue 23): a 256 MiB memcg with zram swap on the
+//! host, a cached app (adj 900) in an app cgroup of its own under the test's cgroup2
+//! directory, and a foreground job that makes memory short. The app is frozen (cgroup v2
+//! freezer) and paged out into zram, nothing is killed, and it is thawed once memory
+//! returns — and runs again. A lowmemd killed while the app is frozen leaves it to the next
+//! start, which thaws it; SIGTERM thaws; an app sharing its cgroup with a foreground process
+//! is never frozen; a dry run freezes nothing. Root, cgroup v1, a cgroup2 mount and an
+//! unused /dev/zram0: ignored unless run with `--include-ignored`, then a missing
+//! prerequisite fails.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{
+    Daemon, TestCgroup, Workload, ZramSwap, actions, require_real_kernel, serial, status_kib,
+    write_policy,
+};
+
+const LIMIT_MIB: u64 = 256;
+/// Freeze cached apps below 40 % available (RAM alone), thaw 10 s after that ends; kill
+/// anything but protected processes only when RAM and zram are nearly gone.
+const POLICY: &str = "[[level]]\nname = \"critical\"\naction = \"kill\"\nmin_adj = 0\navailable_below_pct = 3\n\n\
+    [[level]]\nname = \"cached\"\naction = \"freeze\"\nmin_adj = 900\navailable_below_pct = 40\nthaw_after_ms = 10000\n";
+const KILL_ONLY: &str =
+    "[[level]]\nname = \"critical\"\naction = \"kill\"\nmin_adj = 0\navailable_below_pct = 3\n";
+
+/// App cgroups under the test's cgroup2 directory, removed once their processes are gone.
+struct Apps(Vec<PathBuf>);
+
+impl Drop for Apps {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            // Never leave a test's app frozen, whatever failed.
+            let _ = std::fs::write(d.join("cgroup.freeze"), "0");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::fs::remove_dir(d).is_err() && d.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Everything one test needs, dropped in order: the daemon, the workloads, the app
+/// cgroups, zram, the memcg, the lock.
+struct Bed {
+    cg: TestCgroup,
+    _zram: ZramSwap,
+    apps: Apps,
+    runtime: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+fn bed(name: &str, apps: &[&str]) -> (common::Serial, Bed) {
+    let lock = serial();
+    require_real_kernel(name);
+    let cg = TestCgroup::create(name, LIMIT_MIB);
+    let zram = ZramSwap::set_up().unwrap_or_else(|e| panic!("cannot set up zram swap: {e}"));
+    let v2 = cg
+        .v2
+        .clone()
+        .expect("a cgroup2 mount (app cgroups live there)");
+    let apps = Apps(
+        apps.iter()
+            .map(|n| {
+                let d = v2.join(n);
+                std::fs::create_dir(&d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
+                d
+            })
+            .collect(),
+    );
+    let bed = Bed {
+        cg,
+        _zram: zram,
+        apps,
+        runtime: tempfile::tempdir().unwrap(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    (lock, bed)
+}
+
+impl Bed {
+    /// lowmemd on this memcg with `policy`, recording in the bed's runtime directory.
+    fn daemon(&self, policy: &str, extra: &[&str]) -> Daemon {
+        let path = write_policy(self.dir.path(), policy);
+        let mut args: Vec<&OsStr> = vec![OsStr::new("--policy"), path.as_os_str()];
+        args.extend(extra.iter().map(OsStr::new));
+        let env = [("RUNTIME_DIRECTORY", self.runtime.path().as_os_str())];
+        Daemon::start_env(&[], &env, &self.cg.name, &args)
+    }
+
+    /// A cached app (adj 900): 100 MiB of ~3:1-compressible memory in app cgroup `i`,
+    /// every page read every 200 ms (it runs: its CPU time moves).
+    fn cached_app(&self, i: usize) -> Workload {
+        let mut w = Workload::spawn_in_with(
+            &self.cg,
+            &self.apps.0[i],
+            "cached",
+            900,
+            (100, 200),
+            &["--cycle-ms", "200", "--compress-ratio", "3"],
+        );
+        assert!(w.wait_ready(), "the cached app died growing");
+        w
+    }
+
+    /// The foreground job (adj 0, the scope's own cgroup) that makes memory short.
+    fn foreground(&self) -> Workload {
+        let mut w = Workload::spawn(&self.cg, "fg", 0, 90, 200);
+        assert!(w.wait_ready(), "the foreground job died growing");
+        w
+    }
+
+    fn frozen(&self, i: usize) -> bool {
+        let events = std::fs::read_to_string(self.apps.0[i].join("cgroup.events")).unwrap();
+        events.lines().any(|l| l == "frozen 1")
+    }
+}
+
+/// utime + stime of `pid`, in clock ticks: moves only while it runs.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Waits up to `timeout` for an event of `action`; returns the events then.
+fn wait_action(d: &Daemon, action: &str, timeout: Duration) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let events = d.events();
+        if !actions(&events, action).is_empty() || Instant::now() > deadline {
+            return events;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+#[test]
+#[ignore = "needs root, a cgroup-v1 memory controller, a cgroup2 mount and an unused /dev/zram0 (modprobe zram): run as root with cargo test -- --include-ignored"]
+fn a_cached_app_is_frozen_paged_out_and_thawed_when_memory_returns() {
+    let (_lock, bed) = bed("freeze", &["app-cached.scope"]);
+    let cached = bed.cached_app(0);
+    let mut d = bed.daemon(POLICY, &[]);
+    let fg = bed.foreground();
+    let events = wait_action(&d, "freeze", Duration::from_secs(20));
+    let freezes = actions(&events, "freeze");
+    assert_eq!(freezes.len(), 1, "{events:#?}");
+    let f = freezes[0];
+    assert_eq!(f["pid"], cached.pid, "{f}");
+    assert!(
+        f["frozen_cgroup"]
+            .as_str()
+            .unwrap()
+            .ends_with("/app-cached.scope"),
+        "{f}"
+    );
+    assert!(bed.frozen(0), "cgroup.events says frozen");
+    // Frozen: it does not run.
+    let ticks = cpu_ticks(cached.pid);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(cpu_ticks(cached.pid), ticks, "a frozen app must not run");
+    // Paged out into zram, measured as Android does.
+    let swapped = status_kib(cached.pid, "VmSwap");
+    assert!(
+        swapped > 40 * 1024,
+        "its memory went to zram (VmSwap {swapped} KiB): {f}"
+    );
+    assert!(f["resident_saved_kib"].as_u64().unwrap() > 40 * 1024, "{f}");
+    assert!(
+        f["freed_kib"].as_u64().unwrap() < f["resident_saved_kib"].as_u64().unwrap(),
+        "zram's own growth is subtracted: {f}"
+    );
+    // Memory returns: the foreground job ends; 10 s later the app is thawed and runs.
+    drop(fg);
+    let events = wait_action(&d, "thaw", Duration::from_secs(25));
+    let thaws = actions(&events, "thaw");
+    assert_eq!(thaws.len(), 1, "{events:#?}");
+    assert_eq!(thaws[0]["reason"], "pressure_gone", "{}", thaws[0]);
+    assert!(!bed.frozen(0));
+    let ticks = cpu_ticks(cached.pid);
+    assert!(
+        wait_until(Duration::from_secs(3), || cpu_ticks(cached.pid) > ticks),
+        "a thawed app runs again"
+    );
+    assert!(actions(&events, "kill").is_empty(), "no kill: {events:#?}");
+    assert!(cached.alive());
+    assert_eq!(bed.cg.oom_kills(), 0);
+    d.stop();
+}
+
+#[test]
+#[ignore = "needs root, a cgroup-v1 memory controller, a cgroup2 mount and an unused /dev/zram0 (modprobe zram): run as root with cargo test -- --include-ignored"]
+fn nothing_stays_frozen_after_lowmemd_is_killed_or_stopped() {
+    let (_lock, bed) = bed("freeze-crash", &["app-cached.scope"]);
+    let cached = bed.cached_app(0);
+    let d = bed.daemon(POLICY, &[]);
+    let fg = bed.foreground();
+    let events = wait_action(&d, "freeze", Duration::from_secs(20));
+    assert_eq!(actions(&events, "freeze").len(), 1, "{events:#?}");
+    // SIGKILL: nothing can thaw it now but the next start.
+    common::sigkill(d.pid());
+    drop(d);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(bed.frozen(0), "still frozen after the crash");
+    let d = bed.daemon(KILL_ONLY, &[]);
+    assert!(
+        wait_until(Duration::from_secs(2), || !bed.frozen(0)),
+        "the next start thaws what the crashed run froze"
+    );
+    assert!(d.wait_log("thawed", Duration::from_secs(1)), "and says so");
+    drop(d);
+    // SIGTERM thaws at once.
+    let mut d = bed.daemon(POLICY, &[]);
+    let events = wait_action(&d, "freeze", Duration::from_secs(20));
+    assert_eq!(actions(&events, "freeze").len(), 1, "{events:#?}");
+    assert!(bed.frozen(0));
+    d.stop();
+    assert!(!bed.frozen(0), "SIGTERM thaws everything");
+    assert!(cached.alive() && bed.cg.oom_kills() == 0);
+    drop(fg);
+}
+
+#[test]
+#[ignore = "needs root, a cgroup-v1 memory controller, a cgroup2 mount and an unused /dev/zram0 (modprobe zram): run as root with cargo test -- --include-ignored"]
+fn an_app_sharing_its_cgroup_with_the_foreground_is_never_frozen_and_a_dry_run_freezes_nothing() {
+    let (_lock, bed) = bed("freeze-shared", &["app-shared.scope", "app-alone.scope"]);
+    let _cached = bed.cached_app(0);
+    // A foreground process (adj 0) in the same app cgroup.
+    let mut fg_shared =
+        Workload::spawn_in_with(&bed.cg, &bed.apps.0[0], "fg-shared", 0, (90, 200), &[]);
+    assert!(fg_shared.wait_ready());
+    let mut d = bed.daemon(POLICY, &[]);
+    std::thread::sleep(Duration::from_secs(6));
+    let events = d.events();
+    assert!(actions(&events, "freeze").is_empty(), "{events:#?}");
+    assert!(!bed.frozen(0));
+    assert!(
+        d.wait_log("not freezing the app", Duration::from_secs(1)),
+        "it says why"
+    );
+    d.stop();
+    // A dry run says what it would freeze, and freezes nothing.
+    let _alone = bed.cached_app(1);
+    let mut d = bed.daemon(POLICY, &["--dry-run"]);
+    let events = wait_action(&d, "would_freeze", Duration::from_secs(20));
+    assert!(!actions(&events, "would_freeze").is_empty(), "{events:#?}");
+    assert!(!bed.frozen(0) && !bed.frozen(1));
+    d.stop();
+}
