@@ -20,24 +20,12 @@ pub(super) fn read_freeze(
     action: Action,
 ) -> FreezeLimits {
     let d = FreezeLimits::default();
-    if action != Action::Freeze {
-        for key in KEYS {
-            if t.has(key) {
-                let span = t.key_span(key).unwrap_or_else(|| t.span.clone());
-                doc.problem(
-                    &span,
-                    &t.key_path(key),
-                    "only for action = \"freeze\" levels",
-                );
-            }
-        }
-        return d;
-    }
     let mib = |doc: &mut Doc<'_>, t: &mut Table<'_, '_>, key, default: u64| {
         t.int(doc, key, 0..=1 << 20, "MiB")
             .map_or(default, |m| m as u64 * 1024)
     };
-    FreezeLimits {
+    // Read (and checked) on every level, so that a misplaced key is named as misplaced.
+    let limits = FreezeLimits {
         thaw_after_ms: t
             .int(
                 doc,
@@ -57,5 +45,19 @@ pub(super) fn read_freeze(
                 "percent of swap free, 0-100",
             )
             .unwrap_or(d.file_only_below_swap_free_pct),
+    };
+    if action == Action::Freeze {
+        return limits;
     }
+    for key in KEYS {
+        if t.has(key) {
+            let span = t.key_span(key).unwrap_or_else(|| t.span.clone());
+            doc.problem(
+                &span,
+                &t.key_path(key),
+                "only for action = \"freeze\" levels",
+            );
+        }
+    }
+    d
 }

@@ -204,29 +204,18 @@ pub(super) fn read_level(
             )
             .unwrap_or(defaults.regrow_pct),
     };
-    for (key, allowed, only) in [
-        (
-            "pageout_max_mib",
-            action.is_gentle(),
-            "\"pageout\" or \"freeze\"",
-        ),
-        (
-            "pageout_again_after_ms",
-            action.is_gentle(),
-            "\"pageout\" or \"freeze\"",
-        ),
+    let gentle = "only for action = \"pageout\" or \"freeze\" levels";
+    for (key, allowed, why) in [
+        ("pageout_max_mib", action.is_gentle(), gentle),
+        ("pageout_again_after_ms", action.is_gentle(), gentle),
         (
             "pageout_regrow_pct",
             action == Action::Pageout,
-            "\"pageout\" (a freeze level's `freeze_min_change_mib` says when its compaction is worth repeating)",
+            "only for action = \"pageout\" levels (a freeze level's `freeze_min_change_mib` says when its page-out is worth repeating)",
         ),
     ] {
         if !allowed && t.has(key) {
-            doc.problem(
-                &t.span,
-                &t.key_path(key),
-                format!("only for action = {only} levels"),
-            );
+            doc.problem(&t.span, &t.key_path(key), why);
         }
     }
     let freeze = read_freeze(doc, t, action);
