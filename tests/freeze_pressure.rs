@@ -239,7 +239,7 @@ fn nothing_stays_frozen_after_lowmemd_is_killed_or_stopped() {
 #[ignore = "needs root, a cgroup-v1 memory controller, a cgroup2 mount and an unused /dev/zram0 (modprobe zram): run as root with cargo test -- --include-ignored"]
 fn an_app_sharing_its_cgroup_with_the_foreground_is_never_frozen_and_a_dry_run_freezes_nothing() {
     let (_lock, bed) = bed("freeze-shared", &["app-shared.scope", "app-alone.scope"]);
-    let _cached = bed.cached_app(0);
+    let cached = bed.cached_app(0);
     // A foreground process (adj 0) in the same app cgroup.
     let mut fg_shared =
         Workload::spawn_in_with(&bed.cg, &bed.apps.0[0], "fg-shared", 0, (90, 200), &[]);

@@ -407,10 +407,15 @@ impl Pipeline {
                 self.ledger.paged_out(f.end_ms);
                 self.ledger.frozen.record(*f, now);
             }
-            FreezeReport::Refused(why) => {
+            // Not frozen, but still paged out where the level asks: a process without an
+            // app cgroup of its own (a busybox board) gives its memory back all the same.
+            FreezeReport::Refused(why, victim) => {
                 let level = &plan.level.name;
                 log::info!("level {level}: not freezing the app of pid {pid}: {why}");
                 self.ledger.frozen.refuse(who, now + REFUSED_FOR_MS);
+                if plan.level.freeze.pageout && self.pageout_off.is_none() {
+                    self.page_out(plan, victim);
+                }
             }
             FreezeReport::Failed(e) => self.disable_freeze(e.to_string()),
         }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::policy::rules::standing;
-use crate::policy::{Action, Candidates, Policy};
+use crate::policy::{Candidates, Policy};
 use crate::procs::{Needs, printable};
 use crate::scope::ScopeError;
 
@@ -24,7 +24,7 @@ pub struct Context<'a> {
     /// Incarnations (pid, starttime) not to pick: acted on lately, or still dying.
     pub excluded: &'a [(i32, u64)],
     pub registrations: Option<&'a dyn Registrations>,
-    /// For page-out levels: who was paged out lately.
+    /// For page-out and freeze levels: who was paged out lately.
     pub pageouts: &'a Tracker,
 }
 
@@ -73,7 +73,7 @@ pub fn select(
             c
         })
         .filter(|c| !registered_only || c.registered.is_some())
-        .filter(|c| level.action != Action::Pageout || cx.pageouts.eligible(c, level, now))
+        .filter(|c| !level.action.is_gentle() || cx.pageouts.eligible(c, level, now))
         .collect();
     if with_swap {
         add_swap_to_first_band(&mut cands, |c| kernel.swap_kib(c.pid));

@@ -52,8 +52,9 @@ pub struct Froze {
 pub enum FreezeReport {
     /// Frozen, or in a dry run, not.
     Frozen(Box<Froze>),
-    /// Its app may not be frozen: why.
-    Refused(String),
+    /// Its app may not be frozen: why, and the victim given back (it may still be paged
+    /// out alone).
+    Refused(String, Target),
     /// The kernel or the runtime directory would not let us.
     Failed(FreezerError),
 }
@@ -89,15 +90,17 @@ pub fn run(
 ) -> FreezeReport {
     let level = plan.level;
     let Some(cgroup) = victim.proc.cgroup.clone() else {
-        return FreezeReport::Refused("its cgroup is unknown".into());
+        return FreezeReport::Refused("its cgroup is unknown".into(), victim);
     };
     if let Some(why) = refusal(&cgroup) {
-        return FreezeReport::Refused(why.into());
+        return FreezeReport::Refused(why.into(), victim);
     }
     let floor = Some(level.min_adj);
     let others = match app::members(kernel, plan.policy, &victim, &cgroup, self_pid, floor) {
         Ok(others) => others,
-        Err(why) => return FreezeReport::Refused(format!("not its cgroup {cgroup}: {why}")),
+        Err(why) => {
+            return FreezeReport::Refused(format!("not its cgroup {cgroup}: {why}"), victim);
+        }
     };
     let cgroup = cgroup.as_str();
     let members: Vec<Target> = std::iter::once(victim).chain(others).collect();
@@ -128,7 +131,10 @@ pub fn run(
     match kernel.is_frozen(cgroup) {
         Ok(false) => {}
         // Never ours to thaw later.
-        Ok(true) => return FreezeReport::Refused("it is frozen already, by someone else".into()),
+        Ok(true) => {
+            let why = "it is frozen already, by someone else".into();
+            return FreezeReport::Refused(why, froze.app.members.swap_remove(0));
+        }
         Err(e) => return FreezeReport::Failed(e),
     }
     if let Err(e) = kernel.set_frozen(cgroup, true) {
