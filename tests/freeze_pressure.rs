@@ -253,6 +253,9 @@ fn an_app_sharing_its_cgroup_with_the_foreground_is_never_frozen_and_a_dry_run_f
         d.wait_log("not freezing the app", Duration::from_secs(1)),
         "it says why"
     );
+    // Not frozen, but its memory still goes back: paged out alone, as a page-out level would.
+    let pageouts = actions(&events, "pageout");
+    assert!(pageouts.iter().any(|p| p["pid"] == cached.pid), "{events:#?}");
     d.stop();
     // A dry run says what it would freeze, and freezes nothing.
     let _alone = bed.cached_app(1);

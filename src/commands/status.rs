@@ -214,14 +214,50 @@ pub fn render(v: &serde_json::Value) -> String {
     for l in v["levels"].as_array().into_iter().flatten() {
         let _ = writeln!(s, "  {}", l.as_str().unwrap_or(""));
     }
+    let frozen = v["frozen"].as_array().cloned().unwrap_or_default();
+    if !frozen.is_empty() {
+        let _ = writeln!(s, "frozen:  {} apps", frozen.len());
+        let now = Some(lowmemd::clock::wall_ms());
+        for f in &frozen {
+            let since = match (now, f["since_unix_ms"].as_u64()) {
+                (Some(now), Some(t)) => format!("{} s", now.saturating_sub(t) / 1000),
+                _ => "?".into(),
+            };
+            let _ = writeln!(
+                s,
+                "  {} for pid {} ({}) at {}, frozen {since}, returned {}",
+                printable(f["cgroup"].as_str().unwrap_or("?")),
+                f["pid"],
+                printable(f["comm"].as_str().unwrap_or("?")),
+                f["level"].as_str().unwrap_or("?"),
+                kib(&f["freed_kib"])
+            );
+        }
+    }
     let actions = v["last_actions"].as_array().cloned().unwrap_or_default();
     if actions.is_empty() {
         let _ = writeln!(s, "last actions: none");
     } else {
         let _ = writeln!(s, "last actions (newest last):");
         for a in actions.iter().rev().take(10).rev() {
+            if a["action"] == "thaw" {
+                let _ = writeln!(
+                    s,
+                    "  thaw {} ({}) after {} ms frozen",
+                    printable(a["frozen_cgroup"].as_str().unwrap_or("?")),
+                    a["reason"].as_str().unwrap_or("?"),
+                    a["frozen_ms"]
+                );
+                continue;
+            }
             let what = match a["action"].as_str() {
                 Some("pageout" | "would_pageout") => format!("freed {}", kib(&a["freed_kib"])),
+                Some("freeze" | "would_freeze") => format!(
+                    "froze {} ({} processes), returned {}",
+                    printable(a["frozen_cgroup"].as_str().unwrap_or("?")),
+                    a["processes"],
+                    kib(&a["freed_kib"])
+                ),
                 _ => format!(
                     "{} rss, exit {}",
                     kib(&a["rss_kib"]),
@@ -265,7 +301,29 @@ pub fn run(args: &StatusArgs) -> CmdResult {
 
 #[cfg(test)]
 mod tests {
-    use super::trusted;
+    use super::{render, trusted};
+
+    #[test]
+    fn status_lists_the_frozen_apps_and_says_each_freeze_and_thaw() {
+        let v = serde_json::json!({
+            "version": "x", "uptime_s": 5, "healthy": true, "scope": "/box", "policy": "p",
+            "memory": {}, "current_level": "cached", "levels": [],
+            "frozen": [{"cgroup": "/box/app-a.scope", "level": "cached", "pid": 10,
+                        "comm": "app\u{1b}", "since_unix_ms": 0, "freed_kib": 2048}],
+            "last_actions": [
+                {"action": "freeze", "pid": 10, "comm": "app", "effective_adj": 900,
+                 "reason": "low_memory", "level": "cached", "frozen_cgroup": "/box/app-a.scope",
+                 "processes": 2, "freed_kib": 2048},
+                {"action": "thaw", "frozen_cgroup": "/box/app-a.scope",
+                 "reason": "pressure_gone", "frozen_ms": 61000}
+            ]
+        });
+        let text = render(&v);
+        assert!(text.contains("frozen:  1 apps"), "{text}");
+        assert!(text.contains("/box/app-a.scope for pid 10 (app\\u{1b}) at cached"), "{text}");
+        assert!(text.contains("froze /box/app-a.scope (2 processes), returned 2 MiB"), "{text}");
+        assert!(text.contains("thaw /box/app-a.scope (pressure_gone) after 61000 ms frozen"), "{text}");
+    }
 
     #[test]
     fn root_the_directorys_owner_or_the_caller_may_serve_the_socket() {

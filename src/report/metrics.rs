@@ -358,6 +358,11 @@ impl Metrics {
         self.status.adopt_policy(policy, scope, describe);
     }
 
+    /// `/status`'s list of frozen apps: `cgroup` frozen (`Some`) or thawed.
+    pub fn set_frozen(&self, cgroup: &str, now: Option<super::status::FrozenNow>) {
+        self.status.set_frozen(cgroup, now);
+    }
+
     /// The scope as described in `/status`.
     pub fn scope_name(&self) -> String {
         self.status.scope_name()

@@ -145,6 +145,17 @@ impl Observer for Reporter {
     fn froze(&self, f: &Freeze<'_>) {
         let event = freeze::FreezeEvent::from_freeze(f);
         self.metrics.freeze.froze(f);
+        if !f.dry_run {
+            let now = status::FrozenNow {
+                cgroup: f.cgroup.to_string(),
+                level: f.level.name.clone(),
+                pid: f.victim.pid,
+                comm: crate::procs::printable(&f.victim.comm).into_owned(),
+                since_unix_ms: f.wall_ms,
+                freed_kib: f.freed_kib,
+            };
+            self.metrics.set_frozen(f.cgroup, Some(now));
+        }
         freeze::log_freeze(f, &event);
         self.record(&event);
         if !f.dry_run {
@@ -155,6 +166,7 @@ impl Observer for Reporter {
     fn thawed(&self, t: &Thawed<'_>) {
         let event = freeze::ThawEvent::from_thaw(t);
         self.metrics.freeze.thawed(t);
+        self.metrics.set_frozen(t.cgroup, None);
         freeze::log_thaw(&event);
         self.record(&event);
     }

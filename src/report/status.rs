@@ -33,9 +33,22 @@ pub struct Status {
     pub started_unix_ms: u64,
     /// The last actions, newest last (the event log's records).
     pub last_actions: VecDeque<serde_json::Value>,
+    /// The apps frozen now, oldest first.
+    pub frozen: Vec<FrozenNow>,
     /// The lmkd socket, when served: its clients, registrations and LMK_TARGET table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lmkd: Option<serde_json::Value>,
+}
+
+/// An app frozen now, as `/status` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FrozenNow {
+    pub cgroup: String,
+    pub level: String,
+    pub pid: i32,
+    pub comm: String,
+    pub since_unix_ms: u64,
+    pub freed_kib: u64,
 }
 
 /// The `/status` state, shared between the writers and the HTTP thread.
@@ -90,6 +103,13 @@ impl StatusBoard {
             }
             st.last_actions.push_back(v);
         }
+    }
+
+    /// An app frozen (`Some`) or thawed: the frozen list follows.
+    pub fn set_frozen(&self, cgroup: &str, now: Option<FrozenNow>) {
+        let mut st = self.0.lock();
+        st.frozen.retain(|f| f.cgroup != cgroup);
+        st.frozen.extend(now);
     }
 
     /// The document, with uptime and health as of now.
