@@ -170,6 +170,16 @@ fn a_cached_app_is_frozen_paged_out_and_thawed_when_memory_returns() {
         "{f}"
     );
     assert!(bed.frozen(0), "cgroup.events says frozen");
+    let rank = std::process::Command::new(env!("CARGO_BIN_EXE_lowmemd"))
+        .args(["rank", "--cgroup", &bed.cg.name])
+        .output()
+        .unwrap();
+    let rank = String::from_utf8_lossy(&rank.stdout);
+    assert!(
+        rank.lines()
+            .any(|l| l.starts_with("frozen: ") && l.contains("app-cached.scope")),
+        "lowmemd rank shows the frozen app:\n{rank}"
+    );
     // Frozen: it does not run.
     let ticks = cpu_ticks(cached.pid);
     std::thread::sleep(Duration::from_millis(1500));
@@ -255,7 +265,10 @@ fn an_app_sharing_its_cgroup_with_the_foreground_is_never_frozen_and_a_dry_run_f
     );
     // Not frozen, but its memory still goes back: paged out alone, as a page-out level would.
     let pageouts = actions(&events, "pageout");
-    assert!(pageouts.iter().any(|p| p["pid"] == cached.pid), "{events:#?}");
+    assert!(
+        pageouts.iter().any(|p| p["pid"] == cached.pid),
+        "{events:#?}"
+    );
     d.stop();
     // A dry run says what it would freeze, and freezes nothing.
     let _alone = bed.cached_app(1);

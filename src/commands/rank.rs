@@ -6,9 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use lowmemd::lmkd::snapshot::{self, Snapshot};
-use lowmemd::pipeline::owner;
+use lowmemd::pipeline::freeze::freezer;
 use lowmemd::pipeline::rank::{Exclusion, RankContext, Ranked, rank, sort};
 use lowmemd::pipeline::registered::Registrations;
+use lowmemd::pipeline::{group, owner};
 use lowmemd::policy::{Candidates, RankBy, rules};
 use lowmemd::procs::{Needs, ProcRoot, printable};
 use lowmemd::sample::MemSnapshot;
@@ -60,6 +61,7 @@ pub fn run(args: &RankArgs) -> CmdResult {
         lmkd: &lmkd,
         vanished: scan.vanished,
         rank_by: policy.rank_by,
+        frozen: frozen_cgroups(&scope.proc, &ranked),
     };
     // A closed stdout (`lowmemd rank | head`) is the reader's choice, not our error.
     match print_rank(&mut out, args.json, &shown, &ranked) {
@@ -133,6 +135,8 @@ struct Shown<'a> {
     /// The policy's ranking: with an owner, the table shows each candidate's owner and
     /// what the owner's candidates of its band hold together.
     rank_by: RankBy,
+    /// Cgroups of candidates frozen now, with their pids.
+    frozen: Vec<(String, Vec<i32>)>,
 }
 
 fn print_rank(
@@ -244,11 +248,40 @@ fn print_rank(
             r.excluded.map(|e| e.to_string()).unwrap_or_default()
         )?;
     }
+    for (cgroup, pids) in &shown.frozen {
+        let pids: Vec<String> = pids.iter().map(i32::to_string).collect();
+        writeln!(
+            out,
+            "frozen: {} (pids {}): still candidates; a kill reaches them frozen",
+            printable(cgroup),
+            pids.join(", ")
+        )?;
+    }
     let vanished = shown.vanished;
     if vanished > 0 {
         writeln!(out, "({vanished} processes exited while being read)")?;
     }
     Ok(())
+}
+
+/// The cgroups of `ranked` frozen now (by lowmemd's freeze tier or anyone), each with its
+/// ranked pids.
+fn frozen_cgroups(proc: &ProcRoot, ranked: &[Ranked]) -> Vec<(String, Vec<i32>)> {
+    let mut out: Vec<(String, Vec<i32>)> = Vec::new();
+    for r in ranked {
+        let Some(c) = r.proc.cgroup.as_deref() else {
+            continue;
+        };
+        if let Some(entry) = out.iter_mut().find(|(name, _)| name == c) {
+            entry.1.push(r.proc.pid);
+            continue;
+        }
+        let frozen = group::dir_of(proc, c).is_ok_and(|d| freezer::is_frozen(&d).unwrap_or(false));
+        if frozen {
+            out.push((c.to_string(), vec![r.proc.pid]));
+        }
+    }
+    out
 }
 
 /// Width of the CGROUP column.

@@ -320,9 +320,18 @@ mod tests {
         });
         let text = render(&v);
         assert!(text.contains("frozen:  1 apps"), "{text}");
-        assert!(text.contains("/box/app-a.scope for pid 10 (app\\u{1b}) at cached"), "{text}");
-        assert!(text.contains("froze /box/app-a.scope (2 processes), returned 2 MiB"), "{text}");
-        assert!(text.contains("thaw /box/app-a.scope (pressure_gone) after 61000 ms frozen"), "{text}");
+        assert!(
+            text.contains("/box/app-a.scope for pid 10 (app\\u{1b}) at cached"),
+            "{text}"
+        );
+        assert!(
+            text.contains("froze /box/app-a.scope (2 processes), returned 2 MiB"),
+            "{text}"
+        );
+        assert!(
+            text.contains("thaw /box/app-a.scope (pressure_gone) after 61000 ms frozen"),
+            "{text}"
+        );
     }
 
     #[test]
