@@ -278,3 +278,43 @@ fn an_app_sharing_its_cgroup_with_the_foreground_is_never_frozen_and_a_dry_run_f
     assert!(!bed.frozen(0) && !bed.frozen(1));
     d.stop();
 }
+
+#[test]
+#[ignore = "needs root, a cgroup-v1 memory controller, a cgroup2 mount and an unused /dev/zram0 (modprobe zram): run as root with cargo test -- --include-ignored"]
+fn a_frozen_app_is_killed_frozen_when_memory_runs_out_after_all() {
+    let (_lock, bed) = bed("freeze-kill", &["app-cached.scope"]);
+    let cached = bed.cached_app(0);
+    // The cached band is killed below 15 % of RAM available.
+    let policy = "count_swap = false\n\n\
+        [[level]]\nname = \"cached_kill\"\naction = \"kill\"\nmin_adj = 900\navailable_below_pct = 15\n\n\
+        [[level]]\nname = \"cached\"\naction = \"freeze\"\nmin_adj = 900\navailable_below_pct = 40\nthaw_after_ms = 10000\n";
+    let d = bed.daemon(policy, &[]);
+    let _fg = bed.foreground();
+    let events = wait_action(&d, "freeze", Duration::from_secs(20));
+    assert_eq!(actions(&events, "freeze").len(), 1, "{events:#?}");
+    assert!(bed.frozen(0));
+    // More memory taken: below 15 % of RAM the frozen app is the kill level's victim.
+    let _more = {
+        let mut w = Workload::spawn(&bed.cg, "fg2", 0, 150, 200);
+        w.wait_ready();
+        w
+    };
+    assert!(
+        cached.wait_dead(Duration::from_secs(20)),
+        "the frozen app was killed: {:#?}",
+        d.events()
+    );
+    let events = wait_action(&d, "thaw", Duration::from_secs(5));
+    let kills = actions(&events, "kill");
+    assert_eq!(kills.len(), 1, "{events:#?}");
+    assert_eq!(kills[0]["pid"], cached.pid);
+    assert_eq!(
+        kills[0]["exit_confirmed"], true,
+        "SIGKILL reaches a frozen task: {}",
+        kills[0]
+    );
+    let thaws = actions(&events, "thaw");
+    assert_eq!(thaws.len(), 1, "{events:#?}");
+    assert_eq!(thaws[0]["reason"], "exited", "{}", thaws[0]);
+    assert_eq!(bed.cg.oom_kills(), 0);
+}

@@ -270,10 +270,10 @@ impl Pipeline {
                     "level {} ({}) holds but no {}process in scope has an effective oom_score_adj >= {}: nothing to do (said once until it ends)",
                     level.name,
                     plan.decision.reason.as_str(),
-                    if plan.policy.candidates == Candidates::Registered {
-                        "registered "
-                    } else {
-                        ""
+                    match (plan.policy.candidates, level.action) {
+                        (Candidates::Registered, _) => "registered ",
+                        (_, Action::Freeze) => "unfrozen, freezable ",
+                        _ => "",
                     },
                     level.min_adj
                 );
