@@ -318,3 +318,45 @@ fn a_frozen_app_is_killed_frozen_when_memory_runs_out_after_all() {
     assert_eq!(thaws[0]["reason"], "exited", "{}", thaws[0]);
     assert_eq!(bed.cg.oom_kills(), 0);
 }
+
+/// The state letter of `pid` (`T`: stopped).
+fn state(pid: i32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
+}
+
+#[test]
+#[ignore = "needs root, a cgroup-v1 memory controller, a cgroup2 mount and an unused /dev/zram0 (modprobe zram): run as root with cargo test -- --include-ignored"]
+fn a_lone_process_is_stopped_only_where_the_policy_asks_and_never_left_stopped() {
+    let (_lock, bed) = bed("freeze-stop", &[]);
+    // A cached process in the scope's own cgroup: no app cgroup of its own to freeze.
+    let extra: Vec<&OsStr> = ["--cycle-ms", "200", "--compress-ratio", "3"]
+        .iter()
+        .map(OsStr::new)
+        .collect();
+    let mut lone = Workload::spawn_with(&bed.cg, "lone", 900, 100, 200, &extra);
+    assert!(lone.wait_ready());
+    let sigstop = POLICY.to_string() + "freeze_lone_process = \"sigstop\"\n";
+    let d = bed.daemon(&sigstop, &[]);
+    let fg = bed.foreground();
+    let events = wait_action(&d, "freeze", Duration::from_secs(20));
+    let f = actions(&events, "freeze");
+    assert_eq!(f.len(), 1, "{events:#?}");
+    assert_eq!(f[0]["stopped"], true, "{}", f[0]);
+    assert_eq!(f[0]["frozen_cgroup"], format!("pid {}", lone.pid));
+    assert_eq!(state(lone.pid), 'T', "stopped by SIGSTOP");
+    // Killed while it holds the process stopped: the next start continues it.
+    common::sigkill(d.pid());
+    drop(d);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(state(lone.pid), 'T');
+    let d = bed.daemon(KILL_ONLY, &[]);
+    assert!(
+        wait_until(Duration::from_secs(2), || state(lone.pid) != 'T'),
+        "the next start continues what the crashed run stopped"
+    );
+    assert!(d.wait_log("continued pid", Duration::from_secs(1)));
+    drop(d);
+    drop(fg);
+    assert!(lone.alive() && bed.cg.oom_kills() == 0);
+}

@@ -67,6 +67,8 @@ pub trait Kernel: Send {
     /// Freezes (`true`) or thaws the unified-hierarchy cgroup `cgroup`; a freeze is
     /// recorded first, so that it never outlives lowmemd.
     fn set_frozen(&self, cgroup: &str, frozen: bool) -> Result<(), FreezerError>;
+    /// SIGSTOP (`true`, recorded first) or SIGCONT to the pinned `target` alone.
+    fn stop_alone(&self, target: &Target, stop: bool) -> Result<(), FreezerError>;
     /// Whether `cgroup` is frozen, by anyone.
     fn is_frozen(&self, cgroup: &str) -> Result<bool, FreezerError>;
     /// RAM swap itself takes now (zram), KiB.
@@ -293,6 +295,11 @@ impl Kernel for System {
         } else {
             freezer::thaw(records, &dir)
         }
+    }
+
+    fn stop_alone(&self, target: &Target, stop: bool) -> Result<(), FreezerError> {
+        let records = self.freezes.as_ref().ok_or(FreezerError::Off)?;
+        freezer::stop(records, target, stop)
     }
 
     fn is_frozen(&self, cgroup: &str) -> Result<bool, FreezerError> {

@@ -176,7 +176,9 @@ pub struct Freeze<'a> {
     pub victim: &'a RankedProc,
     pub decision: &'a Decision,
     pub level: &'a Level,
+    /// Its cgroup, or `pid N` for a process stopped alone (`stopped`).
     pub cgroup: &'a str,
+    pub stopped: bool,
     pub processes: u32,
     /// Resident size of its processes before.
     pub rss_kib: u64,

@@ -324,6 +324,14 @@ impl Kernel for Fake {
         Ok(())
     }
 
+    fn stop_alone(&self, target: &Target, stop: bool) -> Result<(), FreezerError> {
+        let pid = target.proc.pid;
+        let mut s = self.state();
+        s.freezer_log
+            .push(format!("{}pid {pid}", if stop { '+' } else { '-' }));
+        Ok(())
+    }
+
     fn is_frozen(&self, cgroup: &str) -> Result<bool, FreezerError> {
         Ok(self.state().frozen.iter().any(|c| c == cgroup))
     }
@@ -1110,5 +1118,33 @@ fn nothing_stays_frozen_when_the_pipeline_ends() {
     assert!(
         seen.seen()
             .contains(&Seen::Thawed("/box/app-b.scope".into(), Thaw::Shutdown))
+    );
+}
+
+#[test]
+fn with_sigstop_a_process_without_an_app_of_its_own_is_stopped_alone_and_continued() {
+    let fake = three_apps();
+    // A cached process that shares app-c with the foreground one.
+    fake.in_cgroup("/box/app-c.scope", &[20, 30]);
+    let (mut p, seen) = pipeline(
+        &fake,
+        freezing("freeze_lone_process = \"sigstop\"\n"),
+        false,
+    );
+    fake.set_adj(10, 0);
+    fake.set_adj(11, 0);
+    feed(&mut p, fake.sample());
+    assert_eq!(
+        fake.freezer_log(),
+        ["+pid 20"],
+        "app-c holds a foreground process"
+    );
+    fake.set_used_mib(100);
+    fake.advance(6000);
+    feed(&mut p, fake.sample());
+    assert_eq!(fake.freezer_log(), ["+pid 20", "-pid 20"]);
+    assert!(
+        seen.seen()
+            .contains(&Seen::Thawed("pid 20".into(), Thaw::PressureGone))
     );
 }

@@ -42,6 +42,10 @@ pub struct FreezeLimits {
     pub min_change_kib: u64,
     /// Below this percent of swap free, page out file pages only.
     pub file_only_below_swap_free_pct: f64,
+    /// A candidate whose app may not be frozen (no app cgroup of its own, or one it shares)
+    /// is stopped alone with SIGSTOP instead of being paged out alone. Only where a policy
+    /// asks: a shell or a parent sees a stopped child.
+    pub sigstop_lone: bool,
 }
 
 impl Default for FreezeLimits {
@@ -52,6 +56,7 @@ impl Default for FreezeLimits {
             min_anon_kib: 12_000,
             min_change_kib: 8_000,
             file_only_below_swap_free_pct: 20.0,
+            sigstop_lone: false,
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct FreezeEvent {
     #[serde(flatten)]
     pub victim: Victim,
     pub frozen_cgroup: String,
+    /// Stopped alone by SIGSTOP (`frozen_cgroup` is then `pid N`), not a cgroup frozen.
+    pub stopped: bool,
     pub processes: u32,
     pub rss_kib: u64,
     /// Processes paged out, and the gates that skipped (or narrowed) the others.
@@ -57,6 +59,7 @@ impl FreezeEvent {
             action: if f.dry_run { "would_freeze" } else { "freeze" },
             victim: Victim::from(f.victim),
             frozen_cgroup: f.cgroup.to_string(),
+            stopped: f.stopped,
             processes: f.processes,
             rss_kib: f.rss_kib,
             compacted: f.compacted,
@@ -90,14 +93,16 @@ pub fn log_freeze(f: &Freeze<'_>, e: &FreezeEvent) {
     let v = f.victim;
     let comm = printable(&v.comm);
     let level = f.level.name.as_str();
+    let verb = if f.stopped { "stop" } else { "freeze" };
     let what = if f.dry_run {
         format!(
-            "would freeze {} ({} processes, {} KiB)",
+            "would {verb} {} ({} processes, {} KiB)",
             f.cgroup, f.processes, f.rss_kib
         )
     } else {
         format!(
-            "froze {} ({} processes, {} KiB); paged out {}: {} KiB saved, {} KiB more in zram, {} KiB returned",
+            "{} {} ({} processes, {} KiB); paged out {}: {} KiB saved, {} KiB more in zram, {} KiB returned",
+            if f.stopped { "stopped" } else { "froze" },
             f.cgroup,
             f.processes,
             f.rss_kib,

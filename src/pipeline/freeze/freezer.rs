@@ -3,15 +3,22 @@
 //! before `cgroup.freeze` is written, and the record removed after the thaw, so that a
 //! lowmemd killed in between thaws it at its next start (`thaw_left_behind`) — and at
 //! its stop, whatever its pipeline was doing. SIGKILL reaches frozen tasks in v2: a frozen
-//! app stays killable without a thaw.
+//! app stays killable without a thaw. Where a policy asks (`freeze_lone_process =
+//! "sigstop"`), a lone process is stopped by signal instead, recorded the same way.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
+
+use crate::pipeline::pin::Target;
+use crate::procs::ProcRoot;
 use crate::runtime;
 
-/// The record files' prefix in the runtime directory.
+/// The record files' prefixes in the runtime directory: frozen cgroups, stopped processes.
 const PREFIX: &str = "frozen";
+const STOPPED: &str = "stopped";
 /// cgroup2's statfs magic ("cgrp"): a record may only ever name a cgroup2 directory.
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
@@ -30,6 +37,10 @@ pub enum FreezerError {
     Off,
     #[error(transparent)]
     Cgroup(#[from] crate::pipeline::group::GroupError),
+    #[error("pid {0} has no pidfd: a process is only stopped through its pidfd")]
+    NoPidfd(i32),
+    #[error("pidfd_send_signal to pid {pid}: {source}")]
+    Signal { pid: i32, source: std::io::Error },
 }
 
 /// Where freezes are recorded.
@@ -93,6 +104,62 @@ pub fn thaw(records: &Records, dir: &Path) -> Result<(), FreezerError> {
     done
 }
 
+/// Stops (`true`: SIGSTOP, recorded first) or continues (SIGCONT, then the record goes) the
+/// pinned `target` alone, through its pidfd.
+pub fn stop(records: &Records, target: &Target, stop: bool) -> Result<(), FreezerError> {
+    let p = &target.proc;
+    let record = runtime::record_path(
+        &records.dir,
+        STOPPED,
+        &format!("/{}-{}", p.pid, p.starttime),
+    );
+    let pidfd = target.pidfd().ok_or(FreezerError::NoPidfd(p.pid))?;
+    if stop {
+        runtime::save(
+            &record,
+            &format!("pid={}\nstarttime={}\n", p.pid, p.starttime),
+        )?;
+    }
+    let sig = if stop { Signal::STOP } else { Signal::CONT };
+    match pidfd_send_signal(pidfd, sig) {
+        // Gone: nothing left stopped.
+        Ok(()) | Err(Errno::SRCH) => {}
+        Err(e) => {
+            if stop {
+                runtime::remove(&record);
+            }
+            return Err(FreezerError::Signal {
+                pid: p.pid,
+                source: e.into(),
+            });
+        }
+    }
+    if !stop {
+        runtime::remove(&record);
+    }
+    Ok(())
+}
+
+/// Continues the process a "stopped" record names, if it is still that incarnation.
+fn continue_left_behind(proc: &ProcRoot, text: &str) -> Option<String> {
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+    };
+    let pid: i32 = get("pid")?.parse().ok()?;
+    let starttime: u64 = get("starttime")?.parse().ok()?;
+    let fd = pidfd_open(Pid::from_raw(pid)?, PidfdFlags::empty()).ok()?;
+    // After the pidfd: a recycled pid read now is another process, and is left alone.
+    let stat = proc.read_stat(pid, &mut Vec::new()).ok()?;
+    if stat.starttime != starttime {
+        return None;
+    }
+    pidfd_send_signal(&fd, Signal::CONT).ok()?;
+    Some(format!(
+        "continued pid {pid} (stopped by lowmemd, never continued)"
+    ))
+}
+
 /// Thaws every cgroup a record in `runtime_dir` names (a previous lowmemd froze it and
 /// could not thaw it: SIGKILL, a crash; or this one is stopping), and removes the records.
 /// A record naming anything but a cgroup2 directory is removed unread: the directory is
@@ -102,6 +169,11 @@ pub fn thaw_left_behind(runtime_dir: &Path) -> Vec<String> {
         return Vec::new();
     };
     let mut said = Vec::new();
+    let proc = ProcRoot::new("/proc");
+    for path in runtime::records(runtime_dir, STOPPED) {
+        said.extend(runtime::load(&path).and_then(|t| continue_left_behind(&proc, &t)));
+        runtime::remove(&path);
+    }
     for path in runtime::records(runtime_dir, PREFIX) {
         let dir = runtime::load(&path).and_then(|t| {
             t.lines()

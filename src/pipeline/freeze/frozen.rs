@@ -59,8 +59,10 @@ impl Thaw {
 /// One app lowmemd froze.
 #[derive(Debug)]
 pub struct FrozenApp {
-    /// Its cgroup in the unified hierarchy.
+    /// Its cgroup in the unified hierarchy (`pid N` for a process stopped alone).
     pub cgroup: String,
+    /// Stopped alone by SIGSTOP (`freeze_lone_process = "sigstop"`), not its cgroup frozen.
+    pub stopped: bool,
     /// The level that froze it, and that level's floor.
     pub level: String,
     pub floor: i16,
@@ -206,6 +208,7 @@ mod tests {
     fn app(since_ms: u64, floor: i16) -> FrozenApp {
         FrozenApp {
             cgroup: "/box/app".into(),
+            stopped: false,
             level: "moderate".into(),
             floor,
             since_ms,

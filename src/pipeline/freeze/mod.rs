@@ -89,28 +89,69 @@ pub fn run(
     dry_run: bool,
 ) -> FreezeReport {
     let level = plan.level;
-    let Some(cgroup) = victim.proc.cgroup.clone() else {
-        return FreezeReport::Refused("its cgroup is unknown".into(), victim);
-    };
-    if let Some(why) = refusal(&cgroup) {
-        return FreezeReport::Refused(why.into(), victim);
-    }
-    let floor = Some(level.min_adj);
-    let others = match app::members(kernel, plan.policy, &victim, &cgroup, self_pid, floor) {
-        Ok(others) => others,
-        Err(why) => {
-            return FreezeReport::Refused(format!("not its cgroup {cgroup}: {why}"), victim);
+    let (cgroup, others) = match app_of(kernel, plan, &victim, self_pid) {
+        Ok(app) => app,
+        Err(why) if level.freeze.sigstop_lone => {
+            log::info!(
+                "level {}: pid {} stopped alone: {why}",
+                level.name,
+                victim.proc.pid
+            );
+            let name = format!("pid {}", victim.proc.pid);
+            return hold(kernel, plan, name, vec![victim], frozen, dry_run, true);
         }
+        Err(why) => return FreezeReport::Refused(why, victim),
     };
-    let cgroup = cgroup.as_str();
+    match kernel.is_frozen(&cgroup) {
+        Ok(false) => {}
+        // Never ours to thaw later.
+        Ok(true) => {
+            return FreezeReport::Refused("it is frozen already, by someone else".into(), victim);
+        }
+        Err(e) => return FreezeReport::Failed(e),
+    }
     let members: Vec<Target> = std::iter::once(victim).chain(others).collect();
+    hold(kernel, plan, cgroup, members, frozen, dry_run, false)
+}
+
+/// The victim's app cgroup and its other pinned members, or why it may not be frozen.
+fn app_of(
+    kernel: &dyn Kernel,
+    plan: &Plan<'_>,
+    victim: &Target,
+    self_pid: i32,
+) -> Result<(String, Vec<Target>), String> {
+    let cgroup = victim.proc.cgroup.clone().ok_or("its cgroup is unknown")?;
+    if let Some(why) = refusal(&cgroup) {
+        return Err(why.into());
+    }
+    let floor = Some(plan.level.min_adj);
+    match app::members(kernel, plan.policy, victim, &cgroup, self_pid, floor) {
+        Ok(others) => Ok((cgroup, others)),
+        Err(why) => Err(format!("not its cgroup {cgroup}: {why}")),
+    }
+}
+
+/// Freezes `members` — the cgroup `name`, or (`stopped`) the one process alone by SIGSTOP
+/// — and pages them out under the gates. A dry run does neither.
+fn hold(
+    kernel: &dyn Kernel,
+    plan: &Plan<'_>,
+    name: String,
+    members: Vec<Target>,
+    frozen: &Frozen,
+    dry_run: bool,
+    stopped: bool,
+) -> FreezeReport {
+    let level = plan.level;
     let started = kernel.now_ms();
     let mut froze = Froze {
         victim: members[0].proc.clone(),
         dry_run,
         rss_kib: members.iter().map(|t| t.proc.rss_kib).sum(),
         app: FrozenApp {
-            cgroup: cgroup.to_string(),
+            cgroup: name,
+            stopped,
             level: level.name.clone(),
             floor: level.min_adj,
             since_ms: started,
@@ -128,16 +169,12 @@ pub fn run(
     if dry_run {
         return FreezeReport::Frozen(Box::new(froze));
     }
-    match kernel.is_frozen(cgroup) {
-        Ok(false) => {}
-        // Never ours to thaw later.
-        Ok(true) => {
-            let why = "it is frozen already, by someone else".into();
-            return FreezeReport::Refused(why, froze.app.members.swap_remove(0));
-        }
-        Err(e) => return FreezeReport::Failed(e),
-    }
-    if let Err(e) = kernel.set_frozen(cgroup, true) {
+    let held = if stopped {
+        kernel.stop_alone(&froze.app.members[0], true)
+    } else {
+        kernel.set_frozen(&froze.app.cgroup, true)
+    };
+    if let Err(e) = held {
         return FreezeReport::Failed(e);
     }
     if level.freeze.pageout {
@@ -155,6 +192,7 @@ impl Froze {
             decision: &plan.decision,
             level: plan.level,
             cgroup: &self.app.cgroup,
+            stopped: self.app.stopped,
             processes: self.app.members.len() as u32,
             rss_kib: self.rss_kib,
             dry_run: self.dry_run,

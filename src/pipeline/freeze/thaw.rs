@@ -41,7 +41,10 @@ fn alive_adjs(kernel: &dyn Kernel, app: &FrozenApp) -> Vec<i16> {
         .collect()
 }
 
-/// Thaws `app`'s cgroup.
+/// Thaws `app`'s cgroup, or continues the process stopped alone.
 pub fn thaw(kernel: &dyn Kernel, app: &FrozenApp) -> Result<(), FreezerError> {
-    kernel.set_frozen(&app.cgroup, false)
+    match (app.stopped, app.members.first()) {
+        (true, Some(t)) => kernel.stop_alone(t, false),
+        _ => kernel.set_frozen(&app.cgroup, false),
+    }
 }

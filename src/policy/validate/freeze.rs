@@ -4,7 +4,8 @@
 use crate::policy::raw::{Doc, Table};
 use crate::policy::{Action, FreezeLimits};
 
-const KEYS: [&str; 5] = [
+const KEYS: [&str; 6] = [
+    "freeze_lone_process",
     "thaw_after_ms",
     "freeze_pageout",
     "freeze_min_anon_mib",
@@ -45,6 +46,21 @@ pub(super) fn read_freeze(
                 "percent of swap free, 0-100",
             )
             .unwrap_or(d.file_only_below_swap_free_pct),
+        sigstop_lone: match t.string(doc, "freeze_lone_process") {
+            None => d.sigstop_lone,
+            Some((v, _)) if v == "pageout" => false,
+            Some((v, _)) if v == "sigstop" => true,
+            Some((v, span)) => {
+                doc.problem(
+                    &span,
+                    &t.key_path("freeze_lone_process"),
+                    format!(
+                        "{v:?}: use \"pageout\" (page it out alone) or \"sigstop\" (stop it alone)"
+                    ),
+                );
+                d.sigstop_lone
+            }
+        },
     };
     if action == Action::Freeze {
         return limits;
