@@ -62,6 +62,11 @@ pub enum FreezeReport {
 /// Why `cgroup` (an app's leaf cgroup, already accepted by `group::refusal`) may still not
 /// be frozen: a user's whole login session or service manager is never one app.
 pub fn refusal(cgroup: &str) -> Option<&'static str> {
+    // A delegated subtree's owner names its cgroups: a newline there could forge a line of
+    // the freeze record lowmemd writes before freezing it.
+    if cgroup.chars().any(char::is_control) {
+        return Some("its cgroup's name holds control characters");
+    }
     let leaf = cgroup
         .trim_end_matches('/')
         .rsplit('/')
@@ -270,6 +275,11 @@ fn compact(kernel: &dyn Kernel, plan: &Plan<'_>, frozen: &Frozen, froze: &mut Fr
 #[cfg(test)]
 mod tests {
     use super::refusal;
+
+    #[test]
+    fn a_cgroup_named_with_a_newline_is_never_frozen() {
+        assert!(refusal("/user.slice/app-x.scope\ndir=/sys/fs/cgroup/system.slice").is_some());
+    }
 
     #[test]
     fn a_login_session_or_a_user_manager_is_never_frozen_whole() {
