@@ -1,7 +1,7 @@
 //! When the monitor wakes next. Far from every watermark it sleeps until memory falling at
 //! the fastest rate this machine can fill it could first reach the nearest one; close to
-//! one, inside a level or right after a kernel event it polls fast. Without watermarks it
-//! does not poll at all: the kernel's PSI triggers wake it.
+//! one, inside a level or right after a kernel event that came with memory moving it polls
+//! fast. Without watermarks it does not poll at all: the kernel's PSI triggers wake it.
 
 use crate::policy::Watermark;
 use crate::sample::MemSnapshot;
@@ -55,6 +55,19 @@ pub fn next_interval_ms(
     Some((ms as u64).clamp(FAST_POLL_MS, MAX_SLEEP_MS))
 }
 
+/// Whether the scope's memory moved since the previous poll (`None`: the first): its
+/// headroom fell by 1 % of its total or more. A kernel event without it (a PSI trigger
+/// fired by a memcg stalling within its own limit, on the system scope) does not speed
+/// the polls up: the sleep already ends before the fastest fill could reach a watermark.
+pub fn moving(prev: Option<&MemSnapshot>, mem: &MemSnapshot, count_swap: bool) -> bool {
+    prev.is_none_or(|p| {
+        let fell = p
+            .headroom_kib(count_swap)
+            .saturating_sub(mem.headroom_kib(count_swap));
+        fell >= mem.total_kib / 100
+    })
+}
+
 /// What the schedule remembers between polls: the last reading, the fastest fall seen
 /// lately, and the last kernel event.
 #[derive(Debug)]
@@ -87,11 +100,6 @@ impl Schedule {
     /// A kernel event (PSI trigger, vmpressure) arrived at `now_ms`.
     pub fn event(&mut self, now_ms: u64) {
         self.last_event_ms = Some(now_ms);
-    }
-
-    /// When the last kernel event arrived.
-    pub fn last_event_ms(&self) -> Option<u64> {
-        self.last_event_ms
     }
 
     /// Milliseconds since the last kernel event.
@@ -265,6 +273,17 @@ mod tests {
             Some(FAST_POLL_MS)
         );
         assert_eq!(s.previous().unwrap().available_kib, 16 * GIB);
+    }
+
+    #[test]
+    fn memory_moves_when_the_headroom_falls_by_a_percent_of_the_scope() {
+        let before = mem(1024 * 1024, 512 * 1024);
+        assert!(moving(None, &before, true), "the first poll counts");
+        // 11 MiB of 1 GiB: over 1 %.
+        assert!(moving(Some(&before), &mem(1024 * 1024, 501 * 1024), true));
+        // 5 MiB down, or up: a busy cache, not memory running out.
+        assert!(!moving(Some(&before), &mem(1024 * 1024, 507 * 1024), true));
+        assert!(!moving(Some(&before), &mem(1024 * 1024, 600 * 1024), true));
     }
 
     #[test]
