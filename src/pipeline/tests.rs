@@ -62,6 +62,8 @@ struct State {
     cgroups_killed: Vec<String>,
     /// (pid, adj): the process changes its adj right after the next scan read it.
     after_scan: Option<(i32, i16)>,
+    /// Pids that exit right after the next scan read them.
+    vanish_after_scan: Vec<i32>,
 }
 
 #[derive(Clone)]
@@ -89,6 +91,7 @@ impl Fake {
             signalled: Vec::new(),
             cgroups_killed: Vec::new(),
             after_scan: None,
+            vanish_after_scan: Vec::new(),
         })))
     }
 
@@ -166,6 +169,12 @@ impl Kernel for Fake {
                 info
             })
             .collect();
+        for pid in std::mem::take(&mut s.vanish_after_scan) {
+            s.procs
+                .iter_mut()
+                .filter(|p| p.pid == pid)
+                .for_each(|p| p.dead = true);
+        }
         if let Some((pid, adj)) = s.after_scan.take() {
             s.procs
                 .iter_mut()
@@ -561,6 +570,26 @@ fn a_victim_gone_before_the_signal_is_not_a_kill() {
             }
         )]
     );
+}
+
+#[test]
+fn when_every_one_of_the_first_ranked_candidates_is_gone_the_rest_are_ranked_and_pinned() {
+    // 100 at one adj, the largest first; the 70 largest exit between scan and pin: more
+    // than the select stage ranks at first.
+    let procs: Vec<(i32, i16, u64, Exit)> = (0..100)
+        .map(|i| (101 + i, 1000, 200 - i as u64, Exit::After(5)))
+        .collect();
+    let fake = Fake::new(100_000, 99_000, &procs);
+    fake.state().vanish_after_scan = (101..171).collect();
+    let (mut p, seen) = pipeline(&fake, policy(""), false);
+    feed(&mut p, fake.sample());
+    assert_eq!(fake.signalled(), [171]);
+    let skipped = seen
+        .seen()
+        .iter()
+        .filter(|s| **s == Seen::Skipped(Skip::Vanished))
+        .count();
+    assert_eq!(skipped, 70);
 }
 
 #[test]
