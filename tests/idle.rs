@@ -193,5 +193,5 @@ fn cache_reread_mib(cg: &common::TestCgroup) -> u64 {
         .find_map(|l| l.strip_prefix("total_workingset_refault_file "))
         .and_then(|v| v.trim().parse().ok())
         .expect("total_workingset_refault_file in memory.stat");
-    pages * rustix::param::page_size() as u64 >> 20
+    (pages * rustix::param::page_size() as u64) >> 20
 }

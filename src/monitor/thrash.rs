@@ -143,8 +143,10 @@ mod tests {
     }
 
     fn thrashing_at(pct: f64) -> Policy {
-        let mut p = Policy::default();
-        p.thrashing_window_ms = 2000;
+        let mut p = Policy {
+            thrashing_window_ms: 2000,
+            ..Default::default()
+        };
         p.levels[0].conditions.thrashing_above_pct = Some(pct);
         p
     }
