@@ -342,7 +342,7 @@ impl Monitor {
             // A kernel event speeds the polls up only when this scope's memory moves with
             // it: system-wide PSI also counts the stalls of a memcg churning its own cache.
             if event
-                && (schedule::moving(schedule.previous(), &mem, self.count_swap)
+                && (schedule.moving(now, &mem, &self.watermarks, self.count_swap)
                     || self.thrashing_window_ms.is_some_and(refaulting))
             {
                 schedule.event(now);

@@ -20,6 +20,9 @@ pub const RETRY_MS: u64 = 1000;
 pub const FILL_KIB_PER_S_PER_CPU: f64 = 2.0 * 1024.0 * 1024.0;
 /// After a PSI or vmpressure event, poll fast this long.
 const AFTER_EVENT_MS: u64 = 1000;
+/// A kernel event speeds the polls up when memory falling as it just fell would reach a
+/// watermark within this long.
+const NEAR_MS: u64 = 10_000;
 /// How long a fast fall seen is remembered as the rate to beat.
 const FALL_MEMORY_MS: u64 = 60_000;
 
@@ -53,19 +56,6 @@ pub fn next_interval_ms(
     let headroom_kib = nearest_pct / 100.0 * mem.total_kib as f64;
     let ms = headroom_kib / fill_kib_per_s.max(1.0) * 1000.0;
     Some((ms as u64).clamp(FAST_POLL_MS, MAX_SLEEP_MS))
-}
-
-/// Whether the scope's memory moved since the previous poll (`None`: the first): its
-/// headroom fell by 1 % of its total or more. A kernel event without it (a PSI trigger
-/// fired by a memcg stalling within its own limit, on the system scope) does not speed
-/// the polls up: the sleep already ends before the fastest fill could reach a watermark.
-pub fn moving(prev: Option<&MemSnapshot>, mem: &MemSnapshot, count_swap: bool) -> bool {
-    prev.is_none_or(|p| {
-        let fell = p
-            .headroom_kib(count_swap)
-            .saturating_sub(mem.headroom_kib(count_swap));
-        fell >= mem.total_kib / 100
-    })
 }
 
 /// What the schedule remembers between polls: the last reading, the fastest fall seen
@@ -119,6 +109,41 @@ impl Schedule {
             .filter(|(_, at)| now_ms.saturating_sub(*at) < FALL_MEMORY_MS)
             .map_or(0.0, |(rate, _)| rate);
         self.machine_fill_kib_per_s.max(seen)
+    }
+
+    /// Whether the scope's memory moves towards a watermark at this poll: its headroom fell
+    /// by 1 % of its total or more since the previous poll (or there is none), and at that
+    /// pace the nearest watermark is less than [`NEAR_MS`] away (with watermarks at all).
+    /// A kernel event without it (a PSI trigger fired by a memcg stalling within its own
+    /// limit, on the system scope, or by a busy machine far from every watermark) does not
+    /// speed the polls up: the sleep already ends before the fastest fill seen could
+    /// reach a watermark.
+    pub fn moving(
+        &self,
+        now_ms: u64,
+        mem: &MemSnapshot,
+        watermarks: &[Watermark],
+        count_swap: bool,
+    ) -> bool {
+        let Some(p) = self.prev else {
+            return true;
+        };
+        let fell = p
+            .mem
+            .headroom_kib(count_swap)
+            .saturating_sub(mem.headroom_kib(count_swap));
+        if fell == 0 || fell < mem.total_kib / 100 {
+            return false;
+        }
+        let nearest_pct = watermarks
+            .iter()
+            .map(|w| (mem.headroom_pct(w.counts_swap) - w.pct).max(0.0))
+            .fold(f64::INFINITY, f64::min);
+        if nearest_pct.is_infinite() {
+            return true;
+        }
+        let kib_per_ms = fell as f64 / now_ms.saturating_sub(p.at_ms).max(1) as f64;
+        nearest_pct / 100.0 * mem.total_kib as f64 / kib_per_ms < NEAR_MS as f64
     }
 
     /// Records this poll's memory and returns how long to sleep before the next one
@@ -276,14 +301,24 @@ mod tests {
     }
 
     #[test]
-    fn memory_moves_when_the_headroom_falls_by_a_percent_of_the_scope() {
-        let before = mem(1024 * 1024, 512 * 1024);
-        assert!(moving(None, &before, true), "the first poll counts");
-        // 11 MiB of 1 GiB: over 1 %.
-        assert!(moving(Some(&before), &mem(1024 * 1024, 501 * 1024), true));
+    fn memory_moves_when_it_falls_by_a_percent_towards_a_near_watermark() {
+        let total = 1024 * 1024;
+        let w = marks(&[15.0]);
+        let mut s = Schedule::new(1);
+        assert!(
+            s.moving(0, &mem(total, total / 2), &w, true),
+            "the first poll counts"
+        );
+        s.next(0, mem(total, total / 2), &w, false);
+        // 11 MiB of 1 GiB in 100 ms: the 15 % watermark, 35 % away, in ~3.3 s.
+        assert!(s.moving(100, &mem(total, total / 2 - 11 * 1024), &w, true));
+        // The same fall over 10 s: ~5 min away.
+        assert!(!s.moving(10_000, &mem(total, total / 2 - 11 * 1024), &w, true));
         // 5 MiB down, or up: a busy cache, not memory running out.
-        assert!(!moving(Some(&before), &mem(1024 * 1024, 507 * 1024), true));
-        assert!(!moving(Some(&before), &mem(1024 * 1024, 600 * 1024), true));
+        assert!(!s.moving(100, &mem(total, total / 2 - 5 * 1024), &w, true));
+        assert!(!s.moving(100, &mem(total, total / 2 + 90 * 1024), &w, true));
+        // Without watermarks a fall of 1 % is enough.
+        assert!(s.moving(10_000, &mem(total, total / 2 - 11 * 1024), &[], true));
     }
 
     #[test]
