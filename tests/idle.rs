@@ -9,12 +9,20 @@
 //! The budget: 8 wake-ups per 10 s each. Not root-only (PSI triggers of 2 s windows are open
 //! to everyone since Linux 6.5), and no cgroup. `benches/idle.rs` reports the same counts
 //! with CPU time, RSS and earlyoom beside them.
+//!
+//! A busy machine is not a machine short of memory (issue 21): policies/embedded.toml keeps
+//! the same budget while another process streams a file twice the size of its memcg through
+//! the page cache, over and over (root and a cgroup-v1 memory controller: the churn stays
+//! inside a 256 MiB limit).
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "common/idle.rs"]
 mod idle;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use idle::{Daemon, Usage, lowmemd_command};
 
@@ -24,11 +32,17 @@ const WINDOW: Duration = Duration::from_secs(10);
 /// safety poll), nothing that grows with the polling rate.
 const MAX_WAKEUPS: u64 = 8;
 
-#[test]
-fn idle_lowmemd_wakes_at_most_8_times_in_10_s() {
+/// A page-cache churner: streams a file of twice its memcg's limit through the page cache
+/// with read(2), over and over (a backup, a `grep -r`, a build reading its inputs). Its
+/// cache is reclaimed and re-read inside its memcg all the time; the machine has plenty.
+const CHURN_LIMIT_MIB: u64 = 256;
+const CHURN_FILE_MIB: u64 = 512;
+
+/// Runs the three daemons side by side for [`WINDOW`] (after [`SETTLE`]) and returns one
+/// line per daemon and its wake-ups; panics when a daemon does not start or dies.
+fn idle_wakeups(dir: &Path) -> Vec<(String, u64)> {
     let lowmemd = Path::new(env!("CARGO_BIN_EXE_lowmemd"));
-    let dir = tempfile::tempdir().unwrap();
-    let psi_only = idle::write_psi_only_policy(lowmemd, &dir.path().join("policy"));
+    let psi_only = idle::write_psi_only_policy(lowmemd, &dir.join("policy"));
     let embedded = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/embedded.toml");
     let policies: [(&str, Option<PathBuf>); 3] = [
         ("default (built-in)", None),
@@ -40,8 +54,7 @@ fn idle_lowmemd_wakes_at_most_8_times_in_10_s() {
         .enumerate()
         .map(|(i, (name, policy))| {
             let cmd = lowmemd_command(lowmemd, policy.as_deref(), &[]);
-            Daemon::spawn(name, cmd, dir.path().join(format!("lowmemd{i}.err")))
-                .expect("spawn lowmemd")
+            Daemon::spawn(name, cmd, dir.join(format!("lowmemd{i}.err"))).expect("spawn lowmemd")
         })
         .collect();
     std::thread::sleep(SETTLE);
@@ -62,33 +75,123 @@ fn idle_lowmemd_wakes_at_most_8_times_in_10_s() {
         d.assert_started(idle::STARTED);
         d.stop();
     }
-    let report: Vec<String> = daemons
+    daemons
         .iter()
         .zip(&usage)
         .map(|(d, u)| {
-            format!(
+            let line = format!(
                 "{}: {} wake-ups in 10 s ({})",
                 d.name,
                 u.wakeups,
                 u.per_thread.join(", ")
-            )
+            );
+            (line, u.wakeups)
         })
-        .collect();
-    let over: Vec<&String> = report
+        .collect()
+}
+
+/// Panics, naming every daemon over [`MAX_WAKEUPS`], or prints the counts.
+fn assert_within_budget(report: &[(String, u64)], while_what: &str) {
+    let lines: Vec<&str> = report.iter().map(|(l, _)| l.as_str()).collect();
+    let over: Vec<&str> = report
         .iter()
-        .zip(&usage)
-        .filter(|(_, u)| u.wakeups > MAX_WAKEUPS)
-        .map(|(r, _)| r)
+        .filter(|(_, n)| *n > MAX_WAKEUPS)
+        .map(|(l, _)| l.as_str())
         .collect();
-    if over.is_empty() {
-        eprintln!("{}", report.join("\n"));
-    }
+    eprintln!("{while_what}:\n{}", lines.join("\n"));
     assert!(
         over.is_empty(),
-        "idle lowmemd woke more than {MAX_WAKEUPS} times in 10 s:\n{}",
-        over.iter()
-            .map(|s| s.as_str())
+        "lowmemd woke more than {MAX_WAKEUPS} times in 10 s {while_what}:\n{}",
+        over.join("\n")
+    );
+}
+
+#[test]
+fn idle_lowmemd_wakes_at_most_8_times_in_10_s() {
+    // Not while a pressure test (or the churn below) runs: that machine is not idle.
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    assert_within_budget(&idle_wakeups(dir.path()), "on an idle system");
+}
+
+#[test]
+#[ignore = "needs root and a cgroup-v1 memory controller (the churner runs in a memcg)"]
+fn page_cache_churn_in_a_memcg_does_not_wake_an_idle_lowmemd() {
+    common::require_real_kernel("page_cache_churn_in_a_memcg_does_not_wake_an_idle_lowmemd");
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    // On disk, not on a tmpfs: tmpfs pages are shared memory, which a memcg without swap
+    // cannot reclaim (its limit would OOM the churner instead of churning its cache).
+    let data = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let file = data.path().join("churn.dat");
+    let cg = common::TestCgroup::create("idle-churn", CHURN_LIMIT_MIB);
+    let mut script = String::new();
+    for f in cg.procs_files() {
+        script += &format!("echo $$ > {} && ", f.display());
+    }
+    // Written from inside the memcg too: all of the churn stays within its limit.
+    script += &format!(
+        "dd if=/dev/zero of={f} bs=1M count={CHURN_FILE_MIB} status=none && \
+         echo written > {f}.ok && \
+         while :; do dd if={f} of=/dev/null bs=1M status=none; done",
+        f = file.display()
+    );
+    let mut sh = Command::new("sh");
+    sh.args(["-c", &script]);
+    let mut churner =
+        Daemon::spawn("churner", sh, dir.path().join("churner.err")).expect("spawn the churner");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !data.path().join("churn.dat.ok").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the churner did not write its file: {}",
+            churner.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reread_before = cache_reread_mib(&cg);
+    let report = idle_wakeups(dir.path());
+    let reread = cache_reread_mib(&cg) - reread_before;
+    churner.assert_started("");
+    churner.stop();
+    // The churn really happened: the memcg's cache was read in again and again.
+    assert!(
+        reread >= CHURN_FILE_MIB,
+        "the churner read only {reread} MiB into its memcg's cache in the window"
+    );
+    // The embedded policy's budget (issue 21). The others are shown, not judged: their
+    // PSI-some levels (no duration) hold on the system-wide stall the memcg makes within
+    // its own limit, which wakes their pipelines: a decision, not the polling judged here.
+    let embedded: Vec<(String, u64)> = report
+        .iter()
+        .filter(|(l, _)| l.starts_with("policies/embedded.toml"))
+        .cloned()
+        .collect();
+    eprintln!(
+        "{}",
+        report
+            .iter()
+            .map(|(l, _)| l.as_str())
             .collect::<Vec<_>>()
             .join("\n")
     );
+    assert_within_budget(
+        &embedded,
+        &format!(
+            "beside a page-cache churner ({reread} MiB read into a {CHURN_LIMIT_MIB} MiB memcg)"
+        ),
+    );
+}
+
+/// What the memcg has read in again after evicting it (`total_workingset_refault_file`),
+/// in MiB: a file streamed through a cache half its size is all refaults after one pass.
+/// (Not `pgpgin`, which counts folios, not pages.)
+fn cache_reread_mib(cg: &common::TestCgroup) -> u64 {
+    let stat = std::fs::read_to_string(cg.v1.join("memory.stat")).unwrap();
+    let pages: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("total_workingset_refault_file "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("total_workingset_refault_file in memory.stat");
+    (pages * rustix::param::page_size() as u64) >> 20
 }

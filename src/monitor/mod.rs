@@ -30,7 +30,7 @@ use crate::scope::Scope;
 pub use outlets::{Outlets, Source};
 use schedule::{FAST_POLL_MS, RETRY_MS, Schedule, Slack};
 use sources::Sources;
-use thrash::ThrashMeter;
+use thrash::{RefaultPace, ThrashMeter};
 use trend::TrendMeter;
 
 /// One poll's readings of the scope.
@@ -258,8 +258,7 @@ impl Monitor {
         let mut slack = Slack::default();
         // The level of the last sample handed over: a change to "none" is handed over too.
         let mut handed_level: Option<usize> = None;
-        let mut file_pages: Option<u64> = None;
-        let mut reclaim_seen_ms: Option<u64> = None;
+        let mut pace = RefaultPace::default();
         loop {
             let awake = monotonic_ms();
             let health = &self.outlets.health;
@@ -290,12 +289,9 @@ impl Monitor {
             }
             let scope = &self.scope;
             let totals = || scope.psi_totals_us();
-            if self
+            let event = self
                 .sources
-                .note(&revents[1..], now, &self.outlets, &totals)
-            {
-                schedule.event(now);
-            }
+                .note(&revents[1..], now, &self.outlets, &totals);
             if self.store.generation() != self.generation {
                 for w in self.configure() {
                     log::warn!("{w}");
@@ -338,6 +334,19 @@ impl Monitor {
                 }
             };
             let (mem, refaults, usage_kib) = (measured.mem, measured.refaults, measured.usage_kib);
+            let policy = self.store.get();
+            if let Some(r) = refaults.filter(|_| self.thrashing_window_ms.is_some()) {
+                pace.update(now, r, &policy);
+            }
+            let refaulting = |w| pace.near(now, w);
+            // A kernel event speeds the polls up only when this scope's memory moves with
+            // it: system-wide PSI also counts the stalls of a memcg churning its own cache.
+            if event
+                && (schedule.moving(now, &mem, &self.watermarks, self.count_swap)
+                    || self.thrashing_window_ms.is_some_and(refaulting))
+            {
+                schedule.event(now);
+            }
             if let Some(prev) = schedule.previous() {
                 let crossed = self
                     .watermarks
@@ -358,24 +367,11 @@ impl Monitor {
             // watermark can be crossed.
             let below_thresholds = usage_kib.is_some_and(|u| self.sources.kernel_watches(u));
             sleep_ms = schedule.next(now, mem, &self.watermarks, below_thresholds);
-            // Refaults are a rate: while reclaim is active (a kernel event within the
-            // window, or the file cache shrinking), read them at least 10 times per window.
-            if let Some(w) = self.thrashing_window_ms {
-                // A cache that shrinks by 1 % between two polls is being reclaimed; the
-                // small ups and downs of a busy machine are not.
-                if refaults
-                    .zip(file_pages)
-                    .is_some_and(|(r, before)| r.file_pages < before - before / 100)
-                {
-                    reclaim_seen_ms = Some(now);
-                }
-                file_pages = refaults.map(|r| r.file_pages);
-                let recent = |t: Option<u64>| t.is_some_and(|t| now.saturating_sub(t) < w);
-                let reclaiming = recent(reclaim_seen_ms) || recent(schedule.last_event_ms());
-                if reclaiming {
-                    let every = (w / 10).max(FAST_POLL_MS);
-                    sleep_ms = Some(sleep_ms.map_or(every, |s| s.min(every)));
-                }
+            // Refaults are a rate: while they run near a threshold's pace, read them at
+            // least 10 times per window.
+            if let Some(w) = self.thrashing_window_ms.filter(|&w| refaulting(w)) {
+                let every = (w / 10).max(FAST_POLL_MS);
+                sleep_ms = Some(sleep_ms.map_or(every, |s| s.min(every)));
             }
             if let Some(every) = self.outlets.max_sleep_ms {
                 sleep_ms = Some(sleep_ms.map_or(every, |s| s.min(every)));
@@ -383,7 +379,6 @@ impl Monitor {
             let sample = self.sample(now, &measured);
             // The decision is pure and takes nanoseconds: take it here, and wake the
             // pipeline only when a level holds (or just stopped holding).
-            let policy = self.store.get();
             let (action_ms, kill_ms) = self.outlets.health.last_actions();
             let last = LastActions { action_ms, kill_ms };
             let decision = decide(&sample, &policy, last);

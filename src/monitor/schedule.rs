@@ -1,7 +1,7 @@
 //! When the monitor wakes next. Far from every watermark it sleeps until memory falling at
 //! the fastest rate this machine can fill it could first reach the nearest one; close to
-//! one, inside a level or right after a kernel event it polls fast. Without watermarks it
-//! does not poll at all: the kernel's PSI triggers wake it.
+//! one, inside a level or right after a kernel event that came with memory moving it polls
+//! fast. Without watermarks it does not poll at all: the kernel's PSI triggers wake it.
 
 use crate::policy::Watermark;
 use crate::sample::MemSnapshot;
@@ -20,6 +20,9 @@ pub const RETRY_MS: u64 = 1000;
 pub const FILL_KIB_PER_S_PER_CPU: f64 = 2.0 * 1024.0 * 1024.0;
 /// After a PSI or vmpressure event, poll fast this long.
 const AFTER_EVENT_MS: u64 = 1000;
+/// A kernel event speeds the polls up when memory falling as it just fell would reach a
+/// watermark within this long.
+const NEAR_MS: u64 = 10_000;
 /// How long a fast fall seen is remembered as the rate to beat.
 const FALL_MEMORY_MS: u64 = 60_000;
 
@@ -89,11 +92,6 @@ impl Schedule {
         self.last_event_ms = Some(now_ms);
     }
 
-    /// When the last kernel event arrived.
-    pub fn last_event_ms(&self) -> Option<u64> {
-        self.last_event_ms
-    }
-
     /// Milliseconds since the last kernel event.
     pub fn since_event(&self, now_ms: u64) -> Option<u64> {
         self.last_event_ms.map(|t| now_ms.saturating_sub(t))
@@ -111,6 +109,41 @@ impl Schedule {
             .filter(|(_, at)| now_ms.saturating_sub(*at) < FALL_MEMORY_MS)
             .map_or(0.0, |(rate, _)| rate);
         self.machine_fill_kib_per_s.max(seen)
+    }
+
+    /// Whether the scope's memory moves towards a watermark at this poll: its headroom fell
+    /// by 1 % of its total or more since the previous poll (or there is none), and at that
+    /// pace the nearest watermark is less than [`NEAR_MS`] away (with watermarks at all).
+    /// A kernel event without it (a PSI trigger fired by a memcg stalling within its own
+    /// limit, on the system scope, or by a busy machine far from every watermark) does not
+    /// speed the polls up: the sleep already ends before the fastest fill seen could
+    /// reach a watermark.
+    pub fn moving(
+        &self,
+        now_ms: u64,
+        mem: &MemSnapshot,
+        watermarks: &[Watermark],
+        count_swap: bool,
+    ) -> bool {
+        let Some(p) = self.prev else {
+            return true;
+        };
+        let fell = p
+            .mem
+            .headroom_kib(count_swap)
+            .saturating_sub(mem.headroom_kib(count_swap));
+        if fell == 0 || fell < mem.total_kib / 100 {
+            return false;
+        }
+        let nearest_pct = watermarks
+            .iter()
+            .map(|w| (mem.headroom_pct(w.counts_swap) - w.pct).max(0.0))
+            .fold(f64::INFINITY, f64::min);
+        if nearest_pct.is_infinite() {
+            return true;
+        }
+        let kib_per_ms = fell as f64 / now_ms.saturating_sub(p.at_ms).max(1) as f64;
+        nearest_pct / 100.0 * mem.total_kib as f64 / kib_per_ms < NEAR_MS as f64
     }
 
     /// Records this poll's memory and returns how long to sleep before the next one
@@ -265,6 +298,27 @@ mod tests {
             Some(FAST_POLL_MS)
         );
         assert_eq!(s.previous().unwrap().available_kib, 16 * GIB);
+    }
+
+    #[test]
+    fn memory_moves_when_it_falls_by_a_percent_towards_a_near_watermark() {
+        let total = 1024 * 1024;
+        let w = marks(&[15.0]);
+        let mut s = Schedule::new(1);
+        assert!(
+            s.moving(0, &mem(total, total / 2), &w, true),
+            "the first poll counts"
+        );
+        s.next(0, mem(total, total / 2), &w, false);
+        // 11 MiB of 1 GiB in 100 ms: the 15 % watermark, 35 % away, in ~3.3 s.
+        assert!(s.moving(100, &mem(total, total / 2 - 11 * 1024), &w, true));
+        // The same fall over 10 s: ~5 min away.
+        assert!(!s.moving(10_000, &mem(total, total / 2 - 11 * 1024), &w, true));
+        // 5 MiB down, or up: a busy cache, not memory running out.
+        assert!(!s.moving(100, &mem(total, total / 2 - 5 * 1024), &w, true));
+        assert!(!s.moving(100, &mem(total, total / 2 + 90 * 1024), &w, true));
+        // Without watermarks a fall of 1 % is enough.
+        assert!(s.moving(10_000, &mem(total, total / 2 - 11 * 1024), &[], true));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 
+use crate::policy::Policy;
 use crate::sample::Refaults;
 
 /// One reading of the refault counter.
@@ -57,6 +58,61 @@ impl ThrashMeter {
     }
 }
 
+/// How near a thrashing threshold refaults must run for the fast reads: three quarters of
+/// it. A memcg streaming a file twice its size through its own cache refaulted ~20-26 % of
+/// this host's whole file cache per 2 s window (tests/idle.rs): the system-wide measure
+/// cannot tell that from the system thrashing, and at half of embedded.toml's 50 % it kept
+/// an idle board's monitor reading every 200 ms. A cache that really thrashes passes 75 %
+/// of the threshold on its way over it, a poll before the measure needs the fast reads.
+const NEAR: f64 = 0.75;
+
+/// The pace of refaults between two polls, however far apart, against the policy's lowest
+/// thrashing threshold: what decides whether the refaults are worth reading fast. A busy
+/// page cache (a backup streaming files, a build, files deleted) moves the file cache a lot
+/// while refaulting little of it; a cache that thrashes refaults at its threshold's pace.
+/// Reading fast on mere cache movement woke an idle board 66 times in 30 s (issue 21).
+#[derive(Debug, Default)]
+pub struct RefaultPace {
+    /// The previous reading: when, and the refaults so far.
+    prev: Option<(u64, u64)>,
+    /// When the refaults last ran at [`NEAR`] of a threshold's pace or faster.
+    near_ms: Option<u64>,
+}
+
+impl RefaultPace {
+    /// Notes a reading at `now_ms`; returns the refaults since the previous one, at their
+    /// pace over the policy's thrashing window, in percent of the file cache now (the
+    /// thrashing measure if that pace held for a window). `None` for the first reading and
+    /// after a counter reset.
+    pub fn update(&mut self, now_ms: u64, r: Refaults, policy: &Policy) -> Option<f64> {
+        let window = policy.thrashing_window_ms as f64;
+        let pace = self
+            .prev
+            .filter(|&(at, total)| now_ms > at && r.total() >= total)
+            .map(|(at, total)| {
+                (r.total() - total) as f64 * 100.0 / r.file_pages.max(1) as f64 * window
+                    / (now_ms - at) as f64
+            });
+        self.prev = Some((now_ms, r.total()));
+        let lowest = policy
+            .levels
+            .iter()
+            .filter_map(|l| l.conditions.thrashing_above_pct)
+            .fold(f64::INFINITY, f64::min);
+        if pace.is_some_and(|p| p >= lowest * NEAR) {
+            self.near_ms = Some(now_ms);
+        }
+        pace
+    }
+
+    /// Whether the refaults ran at [`NEAR`] of a threshold's pace within the last
+    /// `window_ms`.
+    pub fn near(&self, now_ms: u64, window_ms: u64) -> bool {
+        self.near_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) < window_ms)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +148,41 @@ mod tests {
         assert_eq!(m.update(0, r(0), 1000), None);
         // 150 anonymous refaults in half a window, no file refaults: 15 % of the cache.
         assert_eq!(m.update(500, r(150), 1000), Some((15.0, 0)));
+    }
+
+    fn thrashing_at(pct: f64) -> Policy {
+        let mut p = Policy {
+            thrashing_window_ms: 2000,
+            ..Default::default()
+        };
+        p.levels[0].conditions.thrashing_above_pct = Some(pct);
+        p
+    }
+
+    fn refaults(refault_file: u64) -> Refaults {
+        Refaults {
+            refault_file,
+            file_pages: 1000,
+            refault_anon: 0,
+        }
+    }
+
+    #[test]
+    fn refaults_near_a_threshold_s_pace_are_near_and_a_busy_cache_is_not() {
+        let policy = thrashing_at(50.0);
+        let mut pace = RefaultPace::default();
+        assert_eq!(pace.update(0, refaults(0), &policy), None);
+        assert!(!pace.near(0, 2000));
+        // 100 of 1000 pages refaulted in 4 s: 5 % per 2 s window, a tenth of the threshold
+        // (a file streamed through a cache of its own, elsewhere).
+        assert_eq!(pace.update(4000, refaults(100), &policy), Some(5.0));
+        assert!(!pace.near(4000, 2000));
+        // 60 more in 200 ms: 60 % per window, past three quarters of 50 %.
+        assert_eq!(pace.update(4200, refaults(160), &policy), Some(60.0));
+        assert!(pace.near(4200, 2000) && pace.near(6100, 2000));
+        // Near for one window after the last fast pace.
+        assert!(!pace.near(6200, 2000));
+        // A counter that went backwards measures nothing.
+        assert_eq!(pace.update(6300, refaults(5), &policy), None);
     }
 }

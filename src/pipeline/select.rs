@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use crate::policy::rules::standing;
-use crate::policy::{Candidates, Policy};
-use crate::procs::{Needs, printable};
+use crate::policy::{Candidates, Level, Policy, RankBy};
+use crate::procs::{Needs, ProcInfo, printable};
 use crate::scope::ScopeError;
 
 use super::Plan;
@@ -15,8 +15,14 @@ use super::outcome::Skip;
 use super::owner;
 use super::pageout::tracker::Tracker;
 use super::pin::{PinError, Target};
-use super::rank::{RankContext, RankedProc, add_swap_to_first_band, candidates, settle};
+use super::rank::{
+    RankContext, RankedProc, add_swap_to_first_band, candidates, first_candidates, settle,
+};
 use super::registered::Registrations;
+
+/// How many candidates a kill ranks at first where the order of the first few does not
+/// depend on the rest (see [`first_candidates`]): pinning rarely skips more than one.
+const FIRST: usize = 64;
 
 /// What the stage needs besides the plan and the kernel.
 pub struct Context<'a> {
@@ -64,9 +70,64 @@ pub fn select(
         recent: cx.excluded,
         rules: &policy.rules,
     };
-    let now = plan.fresh.at_ms;
     let registered_only = policy.candidates == Candidates::Registered;
-    let mut cands: Vec<RankedProc> = candidates(scan.procs, &ctx)
+    // Where nothing but the process's own standing orders it (no owner grouping, no
+    // filter after ranking, no swap to add to the first band), the first few are ranked
+    // alone, and the rest only if none of them can be pinned.
+    let alone = level.rank_by == RankBy::Process
+        && !registered_only
+        && !level.action.is_gentle()
+        && !with_swap;
+    let firsts = if alone {
+        first_candidates(scan.procs, &ctx, FIRST)
+    } else {
+        Err(scan.procs)
+    };
+    let (cands, rest, count) = match firsts {
+        Ok(f) => (f.first, Some(f.rest), f.count),
+        Err(procs) => {
+            let all = rank_all(kernel, procs, &ctx, plan, cx, with_swap);
+            let n = all.len();
+            (all, None, n)
+        }
+    };
+    let mut out = Selection {
+        candidates: count,
+        took: started.elapsed(),
+        ..Default::default()
+    };
+    let registered = |mut c: RankedProc| {
+        c.registered = cx.registrations.and_then(|r| r.lookup(c.pid, c.starttime));
+        c
+    };
+    if pin_first(
+        kernel,
+        policy,
+        level,
+        cands.into_iter().map(registered),
+        &mut out,
+    ) {
+        return Ok(out);
+    }
+    if let Some(rest) = rest {
+        let cands = candidates(rest, &ctx).into_iter().map(registered);
+        pin_first(kernel, policy, level, cands, &mut out);
+    }
+    Ok(out)
+}
+
+/// Every candidate of `procs` for the plan's level, best victim first.
+fn rank_all(
+    kernel: &mut dyn Kernel,
+    procs: Vec<ProcInfo>,
+    ctx: &RankContext<'_>,
+    plan: &Plan<'_>,
+    cx: &Context<'_>,
+    with_swap: bool,
+) -> Vec<RankedProc> {
+    let (policy, level, now) = (plan.policy, plan.level, plan.fresh.at_ms);
+    let registered_only = policy.candidates == Candidates::Registered;
+    let mut cands: Vec<RankedProc> = candidates(procs, ctx)
         .into_iter()
         .map(|mut c| {
             c.registered = cx.registrations.and_then(|r| r.lookup(c.pid, c.starttime));
@@ -84,17 +145,24 @@ pub fn select(
     let scope = kernel.scope_cgroup();
     owner::annotate(&mut cands, level.rank_by, scope.as_deref());
     settle(&mut cands);
-    let mut out = Selection {
-        candidates: cands.len(),
-        took: started.elapsed(),
-        ..Default::default()
-    };
+    cands
+}
+
+/// Pins the first of `cands` that is still itself and eligible into `out.target`, noting
+/// why each one before it was passed over; whether one was pinned.
+fn pin_first(
+    kernel: &mut dyn Kernel,
+    policy: &Policy,
+    level: &Level,
+    cands: impl Iterator<Item = RankedProc>,
+    out: &mut Selection,
+) -> bool {
     for cand in cands {
         match kernel.pin(cand) {
             Ok(mut t) => {
                 if eligible(&*kernel, policy, level.min_adj, &mut t) {
                     out.target = Some(t);
-                    return Ok(out);
+                    return true;
                 }
                 out.skips.push(Skip::RuleChanged);
                 log::info!(
@@ -115,7 +183,7 @@ pub fn select(
             },
         }
     }
-    Ok(out)
+    false
 }
 
 /// Rule attributes and oom_score_adj were read when the process was ranked; an exec or a

@@ -67,6 +67,8 @@ struct State {
     /// Cgroups frozen now, and every freeze (`+cgroup`) and thaw (`-cgroup`) in order.
     frozen: Vec<String>,
     freezer_log: Vec<String>,
+    /// Pids that exit right after the next scan read them.
+    vanish_after_scan: Vec<i32>,
 }
 
 #[derive(Clone)]
@@ -96,6 +98,7 @@ impl Fake {
             after_scan: None,
             frozen: Vec::new(),
             freezer_log: Vec::new(),
+            vanish_after_scan: Vec::new(),
         })))
     }
 
@@ -173,6 +176,12 @@ impl Kernel for Fake {
                 info
             })
             .collect();
+        for pid in std::mem::take(&mut s.vanish_after_scan) {
+            s.procs
+                .iter_mut()
+                .filter(|p| p.pid == pid)
+                .for_each(|p| p.dead = true);
+        }
         if let Some((pid, adj)) = s.after_scan.take() {
             s.procs
                 .iter_mut()
@@ -608,6 +617,26 @@ fn a_victim_gone_before_the_signal_is_not_a_kill() {
             }
         )]
     );
+}
+
+#[test]
+fn when_every_one_of_the_first_ranked_candidates_is_gone_the_rest_are_ranked_and_pinned() {
+    // 100 at one adj, the largest first; the 70 largest exit between scan and pin: more
+    // than the select stage ranks at first.
+    let procs: Vec<(i32, i16, u64, Exit)> = (0..100)
+        .map(|i| (101 + i, 1000, 200 - i as u64, Exit::After(5)))
+        .collect();
+    let fake = Fake::new(100_000, 99_000, &procs);
+    fake.state().vanish_after_scan = (101..171).collect();
+    let (mut p, seen) = pipeline(&fake, policy(""), false);
+    feed(&mut p, fake.sample());
+    assert_eq!(fake.signalled(), [171]);
+    let skipped = seen
+        .seen()
+        .iter()
+        .filter(|s| **s == Seen::Skipped(Skip::Vanished))
+        .count();
+    assert_eq!(skipped, 70);
 }
 
 #[test]

@@ -216,13 +216,17 @@ pub fn with_fresh_head(
     let mut order: Vec<usize> = (0..procs.len())
         .filter(|&i| floor.is_none_or(|f| procs[i].oom_score_adj >= f))
         .collect();
-    order.sort_unstable_by_key(|&i| {
-        std::cmp::Reverse((procs[i].oom_score_adj, procs[i].size_kib()))
-    });
+    let rank = |&i: &usize| std::cmp::Reverse((procs[i].oom_score_adj, procs[i].size_kib()));
+    // The head alone is sorted: the rest of 20,000 need not be.
+    if order.len() > HEAD {
+        order.select_nth_unstable_by_key(HEAD, rank);
+        order.truncate(HEAD);
+    }
+    order.sort_unstable_by_key(rank);
     let mut scan = Scan::default();
     let mut gone = Vec::new();
     let mut grown = 0i64;
-    for &i in order.iter().take(HEAD) {
+    for &i in &order {
         match read(procs[i].pid) {
             Ok(p) if p.starttime == procs[i].starttime => {
                 grown += p.size_kib() as i64 - procs[i].size_kib() as i64;

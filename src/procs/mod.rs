@@ -69,6 +69,27 @@ impl ProcInfo {
         }
     }
 
+    /// A placeholder for a process moved out of a table (see
+    /// `pipeline::rank::first_candidates`): pid 0, which no process in /proc has.
+    pub fn taken() -> ProcInfo {
+        ProcInfo {
+            pid: 0,
+            comm: String::new(),
+            state: 'X',
+            flags: 0,
+            starttime: 0,
+            oom_score_adj: 0,
+            rss_kib: 0,
+            swap_kib: 0,
+            attrs: Attrs::default(),
+        }
+    }
+
+    /// Whether this is a [`ProcInfo::taken`] placeholder.
+    pub fn is_taken(&self) -> bool {
+        self.pid == 0
+    }
+
     pub fn is_kernel_thread(&self) -> bool {
         self.flags & PF_KTHREAD != 0
     }
