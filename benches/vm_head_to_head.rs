@@ -1,20 +1,29 @@
 //! Head to head in a VM: the whole-machine scenarios of tests/vm.rs — a runaway with zram
 //! swap, a finite job that RAM + zram carry (issue 24), a 256 MiB board without swap, a
-//! burst of file-cache thrash — each under four guards: the kernel's OOM killer alone, earlyoom (Debian's package with its default
-//! arguments), lowmemd with its built-in policy, lowmemd with policies/desktop.toml. Several
-//! runs each; a markdown table on stdout, each run on stderr. Numbers to compare, not a
-//! pass/fail test.
+//! burst of file-cache thrash — each under four guards in the busybox bed: the kernel's OOM
+//! killer alone, earlyoom (Debian's package with its default arguments), lowmemd with its
+//! built-in policy, lowmemd with policies/desktop.toml. The two zram scenarios run again on
+//! the real systemd machine (tests/vm/systemd.rs, tests/vm/systemd/zram.sh) under
+//! systemd-oomd with Fedora's and Ubuntu's defaults and, in the same machine, under lowmemd
+//! with desktop.toml as a systemd unit: systemd-oomd needs systemd, and its rival must share
+//! the machine for the comparison to be like for like. Several runs each; a markdown table
+//! on stdout, each run on stderr. Numbers to compare, not a pass/fail test.
 //!
 //! ```sh
 //! cargo bench --bench vm_head_to_head                        # everything, 3 runs each
 //! VM_BENCH_RUNS=1 cargo bench --bench vm_head_to_head -- thrash desktop
+//! VM_BENCH_RUNS=2 cargo bench --bench vm_head_to_head -- systemd   # the systemd machine
 //! ```
 //! Words after `--` keep the scenario/guard pairs whose names contain them all (scenarios
-//! `runaway`, `finite`, `board`, `thrash`; guards `kernel`, `earlyoom`, `lowmemd-builtin`,
-//! `lowmemd-desktop`). Needs what tests/vm.rs needs (qemu-system-x86_64, apt-get, rustup's
-//! x86_64-unknown-linux-musl target) and earlyoom: /usr/bin/earlyoom when installed, else
-//! `apt-get download earlyoom` unpacked into target/vm-assets/earlyoom. earlyoom is linked
-//! against glibc: it goes into the initramfs with the libraries `ldd` names.
+//! `runaway`, `finite`, `board`, `thrash`, `systemd-runaway`, `systemd-finite`; guards
+//! `kernel`, `earlyoom`, `lowmemd-builtin`, `lowmemd-desktop`, `systemd-oomd`). Needs what
+//! tests/vm.rs needs (qemu-system-x86_64, apt-get, rustup's x86_64-unknown-linux-musl
+//! target; for the systemd machine root, mmdebstrap and e2fsprogs) and earlyoom:
+//! /usr/bin/earlyoom when installed, else `apt-get download earlyoom` unpacked into
+//! target/vm-assets/earlyoom. earlyoom is linked against glibc: it goes into the initramfs
+//! with the libraries `ldd` names. systemd-oomd is `apt-get download systemd-oomd` into
+//! target/vm-assets/systemd-oomd, installed in the guest with `dpkg -i`: it must be the
+//! version of the image's systemd (both are bookworm's current one when the image is built).
 //!
 //! Per run the guest reports (tests/vm/lib.sh): kernel OOM kills (`oom_kill` in
 //! /proc/vmstat), who died (name/adj/killer, killer "kernel" when the kernel's OOM killer
@@ -22,10 +31,15 @@
 //! (for a leak: at its kill, to 100 ms; for the finite job: what zram carried), and the
 //! latency probe (`lowmemd-workload
 //! --probe` at adj -1000: every 50 ms it reads its 8 MiB and a small file; max and p99 of how
-//! late a tick finished, and the stalled time: the sum of lateness beyond one period).
+//! late a tick finished, and the stalled time: the sum of lateness beyond one period). Each
+//! run's line on stderr starts with the host's load average (/proc/loadavg) when it began;
+//! its whole console (lowmemd's event log, earlyoom's or systemd-oomd's log) is kept in
+//! target/vm-bench/SCENARIO-GUARD-TIME.log.
 
 #[path = "../tests/vm/harness.rs"]
 mod harness;
+#[path = "../tests/vm/systemd.rs"]
+mod systemd;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,7 +54,7 @@ struct Arm {
     policy: Option<&'static str>,
 }
 
-const ARMS: [Arm; 4] = [
+const ARMS: [Arm; 5] = [
     Arm {
         key: "kernel",
         label: "kernel OOM killer only",
@@ -51,6 +65,12 @@ const ARMS: [Arm; 4] = [
         key: "earlyoom",
         label: "earlyoom 1.7 (Debian defaults)",
         guard: "earlyoom",
+        policy: None,
+    },
+    Arm {
+        key: "systemd-oomd",
+        label: "systemd-oomd 252 (Fedora/Ubuntu defaults)",
+        guard: "oomd",
         policy: None,
     },
     Arm {
@@ -67,32 +87,67 @@ const ARMS: [Arm; 4] = [
     },
 ];
 
+/// The busybox bed's guards; the systemd machine's.
+const BUSYBOX_ARMS: &[&str] = &["kernel", "earlyoom", "lowmemd-builtin", "lowmemd-desktop"];
+const SYSTEMD_ARMS: &[&str] = &["systemd-oomd", "lowmemd-desktop"];
+
+/// Which machine a scenario runs on.
+enum Bed {
+    /// The busybox initramfs of tests/vm.rs.
+    Busybox(fn() -> Vm),
+    /// The real systemd machine, tests/vm/systemd/zram.sh with these /vm/env.sh settings.
+    Systemd(&'static [(&'static str, &'static str)]),
+}
+
 struct Scenario {
     key: &'static str,
     label: &'static str,
-    vm: fn() -> Vm,
+    bed: Bed,
+    arms: &'static [&'static str],
 }
 
-const SCENARIOS: [Scenario; 4] = [
+const SCENARIOS: [Scenario; 6] = [
     Scenario {
         key: "runaway",
         label: "runaway, 768 MiB + zram",
-        vm: harness::system_runaway,
+        bed: Bed::Busybox(harness::system_runaway),
+        arms: BUSYBOX_ARMS,
+    },
+    Scenario {
+        key: "systemd-runaway",
+        label: "runaway, 768 MiB + zram, systemd machine",
+        bed: Bed::Systemd(&[("SCENARIO", "runaway")]),
+        arms: SYSTEMD_ARMS,
     },
     Scenario {
         key: "finite",
         label: "finite job 700 MiB, 768 MiB + zram",
-        vm: harness::finite_job,
+        bed: Bed::Busybox(harness::finite_job),
+        arms: BUSYBOX_ARMS,
+    },
+    Scenario {
+        key: "systemd-finite",
+        label: "finite job 700 MiB, 768 MiB + zram, systemd machine",
+        // harness::finite_job's settings.
+        bed: Bed::Systemd(&[
+            ("SCENARIO", "finite"),
+            ("ZRAM_MIB", "384"),
+            ("JOB_MIB", "700"),
+            ("HOLD_S", "20"),
+        ]),
+        arms: SYSTEMD_ARMS,
     },
     Scenario {
         key: "board",
         label: "board, 256 MiB, no swap",
-        vm: harness::board,
+        bed: Bed::Busybox(harness::board),
+        arms: BUSYBOX_ARMS,
     },
     Scenario {
         key: "thrash",
         label: "thrash burst, 768 MiB + zram",
-        vm: harness::thrash_burst,
+        bed: Bed::Busybox(harness::thrash_burst),
+        arms: BUSYBOX_ARMS,
     },
 ];
 
@@ -221,6 +276,77 @@ fn earlyoom_files() -> Vec<(&'static str, u32, Vec<u8>)> {
     files
 }
 
+/// The systemd-oomd package, downloaded once into target/vm-assets/systemd-oomd.
+fn systemd_oomd_deb() -> Vec<u8> {
+    let dir = harness::target_dir().join("vm-assets/systemd-oomd");
+    let find = || {
+        std::fs::read_dir(&dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+    };
+    if find().is_none() {
+        std::fs::create_dir_all(&dir).expect("vm-assets/systemd-oomd");
+        let ok = Command::new("apt-get")
+            .args(["download", "-q", "systemd-oomd"])
+            .current_dir(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "apt-get download systemd-oomd failed (a Debian apt source?)"
+        );
+    }
+    let deb = find().expect("no systemd-oomd .deb");
+    std::fs::read(&deb).unwrap_or_else(|e| panic!("{}: {e}", deb.display()))
+}
+
+/// One boot of the systemd machine running tests/vm/systemd/zram.sh under ARM.
+fn systemd_vm(
+    scenario: &Scenario,
+    env: &[(&str, &str)],
+    arm: &Arm,
+    oomd_deb: &[u8],
+) -> systemd::SystemdVm {
+    let (lowmemd, workload) = harness::static_bins();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &Path| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let mut vars: Vec<(&str, &str)> = env.to_vec();
+    vars.push(("GUARD", arm.guard));
+    if let Some(p) = arm.policy {
+        vars.push(("POLICY", p));
+    }
+    let env_sh: String = vars.iter().map(|(k, v)| format!("{k}='{v}'\n")).collect();
+    let mut files = vec![
+        ("scenario.sh", read(&root.join("tests/vm/systemd/zram.sh"))),
+        ("lib.sh", read(&root.join("tests/vm/lib.sh"))),
+        ("env.sh", env_sh.into_bytes()),
+        ("lowmemd-workload", read(workload)),
+    ];
+    match arm.guard {
+        "oomd" => files.push(("systemd-oomd.deb", oomd_deb.to_vec())),
+        _ => {
+            files.push(("lowmemd", read(lowmemd)));
+            files.push((
+                "lowmemd.service",
+                read(&root.join("deploy/systemd/lowmemd.service")),
+            ));
+            if let Some(p) = arm.policy {
+                files.push((p, read(&root.join("policies").join(p))));
+            }
+        }
+    }
+    systemd::SystemdVm {
+        name: scenario.key,
+        mem_mib: 768,
+        files,
+        // ~30 s to multi-user.target under TCG on a quiet host (150 s at load 14), then a
+        // scenario of up to ~4 min.
+        timeout: std::time::Duration::from_secs(600),
+    }
+}
+
 fn median(mut v: Vec<f64>) -> Option<f64> {
     v.sort_by(f64::total_cmp);
     (!v.is_empty()).then(|| v[v.len() / 2])
@@ -263,7 +389,7 @@ fn row(scenario: &Scenario, arm: &Arm, runs: &[Run]) -> String {
     } else {
         let survived = ok.iter().filter(|r| r.leak_survived).count();
         let s = spread(ok.iter().filter_map(|r| r.leak_ms).collect());
-        let lived = if scenario.key == "finite" {
+        let lived = if scenario.key.ends_with("finite") {
             "lived"
         } else {
             "survived 120 s"
@@ -306,23 +432,54 @@ fn main() {
         .unwrap_or(3);
     let selected = |s: &Scenario, a: &Arm| {
         let name = format!("{} {}", s.key, a.key);
-        words.iter().all(|w| name.contains(w.as_str()))
+        s.arms.contains(&a.key) && words.iter().all(|w| name.contains(w.as_str()))
     };
-    let earlyoom = ARMS
-        .iter()
-        .any(|a| a.guard == "earlyoom" && SCENARIOS.iter().any(|s| selected(s, a)))
-        .then(earlyoom_files)
-        .unwrap_or_default();
+    let any = |guard: &str| {
+        ARMS.iter()
+            .any(|a| a.guard == guard && SCENARIOS.iter().any(|s| selected(s, a)))
+    };
+    let earlyoom = any("earlyoom").then(earlyoom_files).unwrap_or_default();
+    let oomd_deb = any("oomd").then(systemd_oomd_deb).unwrap_or_default();
+    let consoles = harness::target_dir().join("vm-bench");
+    std::fs::create_dir_all(&consoles).expect("target/vm-bench");
     let mut rows = Vec::new();
     for s in &SCENARIOS {
         for a in ARMS.iter().filter(|a| selected(s, a)) {
             let mut results = Vec::new();
             for i in 1..=runs {
-                let mut vm = (s.vm)().guard(a.guard, a.policy);
-                if a.guard == "earlyoom" {
-                    vm.files = earlyoom.clone();
+                let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+                let load = load
+                    .split_whitespace()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let tried = match &s.bed {
+                    Bed::Busybox(vm) => {
+                        let mut vm = vm().guard(a.guard, a.policy);
+                        if a.guard == "earlyoom" {
+                            vm.files = earlyoom.clone();
+                        }
+                        vm.try_run()
+                    }
+                    Bed::Systemd(env) => systemd_vm(s, env, a, &oomd_deb).try_run(),
+                };
+                // Every console kept, for the event log of a kill or oomd's journal.
+                let log = consoles.join(format!(
+                    "{}-{}-{}.log",
+                    s.key,
+                    a.key,
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs())
+                ));
+                let kept = match &tried {
+                    Ok(out) => std::fs::write(&log, &out.console),
+                    Err(e) => std::fs::write(&log, e),
+                };
+                if let Err(e) = kept {
+                    eprintln!("{}: {e}", log.display());
                 }
-                let run = match vm.try_run() {
+                let run = match tried {
                     Ok(out) => {
                         let run = measure(&out);
                         if let Some(f) = &run.failed {
@@ -340,7 +497,7 @@ fn main() {
                     }
                 };
                 eprintln!(
-                    "{} / {} run {i}: oom_kills={:?} died={:?} leak_ms={:?}{} swap_mib={:?} probe max={:?} p99={:?} stalled={:?}{}",
+                    "[load {load}] {} / {} run {i}: oom_kills={:?} died={:?} leak_ms={:?}{} swap_mib={:?} probe max={:?} p99={:?} stalled={:?}{}",
                     s.key,
                     a.key,
                     run.oom_kills,

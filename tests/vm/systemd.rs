@@ -5,6 +5,7 @@
 //! files (the scenario, the workload, the .deb) as a tar on a second disk, /dev/vdb, which
 //! the image's vm-test.service unpacks and runs once multi-user.target is up, reporting on
 //! the serial console as the busybox bed does.
+#![allow(dead_code)] // benches/vm_head_to_head.rs uses only the machine, not the checks.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -80,6 +81,21 @@ impl SystemdVm {
     /// Boots the machine (one VM at a time), runs the scenario and returns what came back;
     /// panics if the VM did not power off in time or the scenario did not end.
     pub fn run(&self) -> Output {
+        let out = self
+            .try_run()
+            .unwrap_or_else(|e| panic!("VM {}: {e}", self.name));
+        eprintln!(
+            "VM {} ({}, {} MiB): {:.1} s wall",
+            self.name,
+            accel(),
+            self.mem_mib,
+            out.wall.as_secs_f64()
+        );
+        out
+    }
+
+    /// What `run` does, with a VM that overran or died as an error (its console in it).
+    pub fn try_run(&self) -> Result<Output, String> {
         let image = image();
         let tmp = tempfile::Builder::new()
             .prefix("lowmemd-systemd-vm-")
@@ -130,18 +146,8 @@ impl SystemdVm {
                 "file={},format=raw,if=virtio,readonly=on",
                 tar.display()
             ));
-        let out = {
-            let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-            console(qemu, self.timeout)
-        }
-        .unwrap_or_else(|e| panic!("VM {}: {e}", self.name));
-        eprintln!(
-            "VM {} ({accel}, {} MiB): {:.1} s wall",
-            self.name,
-            self.mem_mib,
-            out.wall.as_secs_f64()
-        );
-        out
+        let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+        console(qemu, self.timeout)
     }
 }
 
