@@ -18,6 +18,8 @@
 //! target. `LOWMEMD_VM_ACCEL=kvm|tcg` forces the accelerator (default: TCG unless KVM is
 //! proven to boot the kernel here).
 
+#[path = "vm/arm.rs"]
+mod arm;
 #[path = "vm/harness.rs"]
 mod harness;
 #[path = "vm/systemd.rs"]
@@ -293,10 +295,15 @@ fn memcg_v2_tripwire_idles_wins_the_race_and_leaves_nothing_behind() {
 #[test]
 #[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
 fn board_background_makes_room() {
-    let out = harness::board().run();
+    check_board("board", &harness::board().run());
+}
+
+/// The board scenario's verdict, on any architecture: background apps die highest adj first
+/// and nothing else; the foreground lives; no kernel OOM kill.
+fn check_board(label: &str, out: &Output) {
     report(
-        "board",
-        &out,
+        label,
+        out,
         &[
             "mem_total_kib",
             "available_before_mib",
