@@ -10,7 +10,8 @@
 //! through a pidfd. VMs run one at a time.
 //!
 //! One test boots a real Debian machine with systemd instead (tests/vm/systemd.rs) and
-//! installs the .deb into it.
+//! installs the .deb into it. The board tests of tests/vm/arm.rs boot Debian's arm64 and
+//! armhf kernels in qemu-system-aarch64 / qemu-system-arm with the board builds.
 //!
 //! `cargo test --test vm -- --include-ignored system_runaway` runs one. Needs
 //! qemu-system-x86_64 and apt-get (for `apt-get download` of the kernel and busybox-static
