@@ -10,7 +10,8 @@
 //! through a pidfd. VMs run one at a time.
 //!
 //! One test boots a real Debian machine with systemd instead (tests/vm/systemd.rs) and
-//! installs the .deb into it.
+//! installs the .deb into it. The board tests of tests/vm/arm.rs boot Debian's arm64 and
+//! armhf kernels in qemu-system-aarch64 / qemu-system-arm with the board builds.
 //!
 //! `cargo test --test vm -- --include-ignored system_runaway` runs one. Needs
 //! qemu-system-x86_64 and apt-get (for `apt-get download` of the kernel and busybox-static
@@ -18,6 +19,8 @@
 //! target. `LOWMEMD_VM_ACCEL=kvm|tcg` forces the accelerator (default: TCG unless KVM is
 //! proven to boot the kernel here).
 
+#[path = "vm/arm.rs"]
+mod arm;
 #[path = "vm/harness.rs"]
 mod harness;
 #[path = "vm/systemd.rs"]
@@ -293,10 +296,15 @@ fn memcg_v2_tripwire_idles_wins_the_race_and_leaves_nothing_behind() {
 #[test]
 #[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
 fn board_background_makes_room() {
-    let out = harness::board().run();
+    check_board("board", &harness::board().run());
+}
+
+/// The board scenario's verdict, on any architecture: background apps die highest adj first
+/// and nothing else; the foreground lives; no kernel OOM kill.
+fn check_board(label: &str, out: &Output) {
     report(
-        "board",
-        &out,
+        label,
+        out,
         &[
             "mem_total_kib",
             "available_before_mib",

@@ -1,7 +1,8 @@
 //! The VM harness of tests/vm.rs and benches/vm_head_to_head.rs: builds an initramfs
-//! (busybox-static, kernel modules, the static musl `lowmemd` and `lowmemd-workload`,
+//! (busybox-static, kernel modules, the static `lowmemd` and `lowmemd-workload`,
 //! tests/vm/init.sh as /init, the scenario script, the shipped policies), boots it in
-//! qemu-system-x86_64 with a hard deadline, and parses what comes back over the serial
+//! qemu-system-x86_64 (or, for the board builds, qemu-system-aarch64 / qemu-system-arm on
+//! `-M virt`: [`Arch`]) with a hard deadline, and parses what comes back over the serial
 //! console: `RESULT key=value` lines and blocks between `--- NAME begin` / `--- NAME end`.
 #![allow(dead_code)]
 
@@ -15,6 +16,91 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 
 pub const MUSL: &str = "x86_64-unknown-linux-musl";
+
+/// The guest's architecture: which Debian kernel and busybox it boots, which static build of
+/// lowmemd it runs, and which qemu runs it. The ARM guests are the board builds on a real
+/// kernel (issue 21): under qemu-user, process_madvise and process_mrelease are ENOSYS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Arch {
+    #[default]
+    X86_64,
+    /// Debian's linux-image-cloud-arm64, the aarch64-musl board build.
+    Aarch64,
+    /// Debian's linux-image-armmp-lpae, the armv7 board build (std from rust-src).
+    Armv7,
+}
+
+impl Arch {
+    /// Debian's name, for tests/vm/fetch-assets.sh.
+    pub fn debian(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+            Arch::Armv7 => "armhf",
+        }
+    }
+
+    /// Where the unpacked packages live under target/ (x86's keeps its old name).
+    pub fn assets_dir(self) -> PathBuf {
+        target_dir().join(match self {
+            Arch::X86_64 => "vm-assets",
+            Arch::Aarch64 => "vm-assets-arm64",
+            Arch::Armv7 => "vm-assets-armhf",
+        })
+    }
+
+    /// The Rust target of the static binaries (the same builds .ci/run checks for boards).
+    pub fn target(self) -> &'static str {
+        match self {
+            Arch::X86_64 => MUSL,
+            Arch::Aarch64 => "aarch64-unknown-linux-musl",
+            Arch::Armv7 => "armv7-unknown-linux-gnueabihf",
+        }
+    }
+
+    pub fn qemu(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "qemu-system-x86_64",
+            Arch::Aarch64 => "qemu-system-aarch64",
+            Arch::Armv7 => "qemu-system-arm",
+        }
+    }
+
+    /// The machine and CPU (TCG: there is no KVM for ARM guests on an x86 host).
+    /// `pauth-impdef=on`: pointer authentication with QEMU's own cheap hash instead of the
+    /// architected QARMA, which TCG computes slowly: the arm64 boot took 18 s without it and
+    /// 6 s with it here.
+    fn machine(self, accel: &str) -> Vec<&'static str> {
+        match self {
+            Arch::X86_64 if accel == "kvm" => vec!["-accel", "kvm", "-cpu", "host"],
+            Arch::X86_64 => vec!["-accel", "tcg,thread=multi", "-cpu", "max"],
+            Arch::Aarch64 => vec![
+                "-M",
+                "virt",
+                "-accel",
+                "tcg,thread=multi",
+                "-cpu",
+                "max,pauth-impdef=on",
+            ],
+            Arch::Armv7 => vec![
+                "-M",
+                "virt",
+                "-accel",
+                "tcg,thread=multi",
+                "-cpu",
+                "cortex-a15",
+            ],
+        }
+    }
+
+    /// The serial console: the PC's 16550, the virt board's PL011.
+    fn console(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "ttyS0",
+            Arch::Aarch64 | Arch::Armv7 => "ttyAMA0",
+        }
+    }
+}
 
 // ---------------------------------------------------------------------------------------
 // What goes into the VM
@@ -52,11 +138,18 @@ pub fn find_assets(root: &Path) -> Option<Assets> {
     })
 }
 
-/// Finds the unpacked packages under target/vm-assets, fetching them first if needed.
+/// Finds the unpacked x86 packages under target/vm-assets, fetching them first if needed.
 pub fn assets() -> &'static Assets {
-    static ASSETS: OnceLock<Result<Assets, String>> = OnceLock::new();
-    let got = ASSETS.get_or_init(|| {
-        let dir = target_dir().join("vm-assets");
+    assets_for(Arch::X86_64)
+}
+
+/// Finds the unpacked packages of `arch` (see [`Arch::assets_dir`]), fetching them first if
+/// needed.
+pub fn assets_for(arch: Arch) -> &'static Assets {
+    static ASSETS: [OnceLock<Result<Assets, String>>; 3] =
+        [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let got = ASSETS[arch as usize].get_or_init(|| {
+        let dir = arch.assets_dir();
         let root = dir.join("root");
         if let Some(a) = find_assets(&root) {
             return Ok(a);
@@ -65,6 +158,7 @@ pub fn assets() -> &'static Assets {
         let out = Command::new("sh")
             .arg(&script)
             .arg(&dir)
+            .arg(arch.debian())
             .output()
             .map_err(|e| format!("{}: {e}", script.display()))?;
         if !out.status.success() {
@@ -80,31 +174,45 @@ pub fn assets() -> &'static Assets {
     got.as_ref().unwrap_or_else(|e| panic!("VM assets: {e}"))
 }
 
-/// The static lowmemd and lowmemd-workload (`small` profile, musl), built once per run.
+/// The static x86_64 lowmemd and lowmemd-workload (`small` profile, musl), built once per
+/// run.
 pub fn static_bins() -> &'static (PathBuf, PathBuf) {
-    static BINS: OnceLock<Result<(PathBuf, PathBuf), String>> = OnceLock::new();
-    let got = BINS.get_or_init(|| {
+    static_bins_for(Arch::X86_64)
+}
+
+/// The static lowmemd and lowmemd-workload for `arch` (`small` profile), built once per run
+/// as .ci/run builds the board binaries: armv7 with std from rust-src and the flags
+/// .cargo/config.toml gives that target.
+pub fn static_bins_for(arch: Arch) -> &'static (PathBuf, PathBuf) {
+    static BINS: [OnceLock<Result<(PathBuf, PathBuf), String>>; 3] =
+        [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let got = BINS[arch as usize].get_or_init(|| {
         let target = target_dir();
-        let out = Command::new(env!("CARGO"))
+        let triple = arch.target();
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--quiet", "--profile", "small", "--target", MUSL])
-            .args([
-                "--bin",
-                "lowmemd",
-                "--bin",
-                "lowmemd-workload",
-                "--target-dir",
-            ])
+            .args(["build", "--quiet", "--profile", "small", "--target", triple])
+            .args(["--bin", "lowmemd", "--bin", "lowmemd-workload"]);
+        if arch == Arch::Armv7 {
+            // rustup serves no armv7 rust-std here: the same build as .ci/run's.
+            cargo.env("RUSTC_BOOTSTRAP", "1").args([
+                "-Zbuild-std=std,panic_abort",
+                "-Zbuild-std-features=optimize_for_size",
+            ]);
+        }
+        let out = cargo
+            .arg("--target-dir")
             .arg(&target)
             .output()
             .map_err(|e| format!("cargo: {e}"))?;
         if !out.status.success() {
             return Err(format!(
-                "cargo build --target {MUSL} failed (rustup target add {MUSL}?):\n{}",
+                "cargo build --target {triple} failed (rustup target add {triple}, or rust-src and the armhf cross gcc for armv7?):\n{}",
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
-        let dir = target.join(MUSL).join("small");
+        let dir = target.join(triple).join("small");
         Ok((dir.join("lowmemd"), dir.join("lowmemd-workload")))
     });
     got.as_ref().unwrap_or_else(|e| panic!("static build: {e}"))
@@ -160,8 +268,14 @@ pub fn resolve_modules(dir: &Path, names: &[&str]) -> Vec<PathBuf> {
         }
         order.push(path);
     }
+    // A module the kernel has built in (armmp-lpae's lzo-rle) needs no loading.
+    let builtin: Vec<String> = std::fs::read_to_string(dir.join("modules.builtin"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| Some(norm(Path::new(l).file_stem()?.to_str()?)))
+        .collect();
     let mut order = Vec::new();
-    for n in names {
+    for n in names.iter().filter(|n| !builtin.contains(&norm(n))) {
         visit(n, &find, &mut order);
     }
     order
@@ -263,6 +377,8 @@ pub struct Vm {
     pub disk_mib: u32,
     /// Shell variables for the scenario, in /vm/env.sh (lib.sh sources it).
     pub env: Vec<(&'static str, String)>,
+    /// The guest's architecture (x86_64 unless a board test says otherwise).
+    pub arch: Arch,
 }
 
 /// What came back over the serial console.
@@ -364,13 +480,14 @@ pub fn accel() -> &'static str {
 
 impl Vm {
     pub fn run(self) -> Output {
-        let accel = accel();
+        let accel = self.accel();
         let out = self
             .try_run()
             .unwrap_or_else(|e| panic!("VM {}: {e}", self.name));
         eprintln!(
-            "VM {} ({accel}, {} MiB): {:.1} s wall",
+            "VM {} ({:?}, {accel}, {} MiB): {:.1} s wall",
             self.name,
+            self.arch,
             self.mem_mib,
             out.wall.as_secs_f64()
         );
@@ -386,12 +503,21 @@ impl Vm {
     /// Boots the VM (one at a time) and returns what came back, a failed scenario too.
     pub fn try_run(&self) -> Result<Output, String> {
         let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-        self.boot(accel())
+        self.boot(self.accel())
+    }
+
+    /// KVM only for an x86 guest that the probe showed boots under it.
+    fn accel(&self) -> &'static str {
+        if self.arch == Arch::X86_64 {
+            accel()
+        } else {
+            "tcg"
+        }
     }
 
     pub fn initramfs(&self) -> Vec<u8> {
-        let a = assets();
-        let (lowmemd, workload) = static_bins();
+        let a = assets_for(self.arch);
+        let (lowmemd, workload) = static_bins_for(self.arch);
         let read = |p: &Path| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         let mut c = Newc::new();
         for d in [
@@ -475,14 +601,9 @@ impl Vm {
                 img.display()
             ));
         }
-        let cpu = if accel == "kvm" { "host" } else { "max" };
-        let accel_arg = if accel == "kvm" {
-            "kvm".to_string()
-        } else {
-            "tcg,thread=multi".to_string()
-        };
-        let mut qemu = Command::new("qemu-system-x86_64");
-        qemu.args(["-accel", &accel_arg, "-cpu", cpu, "-smp", "2"])
+        let mut qemu = Command::new(self.arch.qemu());
+        qemu.args(self.arch.machine(accel))
+            .args(["-smp", "2"])
             .args(["-m", &format!("{}M", self.mem_mib)])
             .args([
                 "-nodefaults",
@@ -492,11 +613,15 @@ impl Vm {
                 "none",
             ])
             .args(["-serial", "stdio", "-kernel"])
-            .arg(&assets().kernel)
+            .arg(&assets_for(self.arch).kernel)
             .arg("-initrd")
             .arg(&initrd)
             .args(&disk)
-            .args(["-append", "console=ttyS0 quiet panic=-1 mitigations=off"]);
+            .arg("-append")
+            .arg(format!(
+                "console={} quiet panic=-1 mitigations=off",
+                self.arch.console()
+            ));
         console(qemu, self.timeout)
     }
 }
@@ -511,7 +636,10 @@ pub fn console(mut qemu: Command, timeout: Duration) -> Result<Output, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("qemu-system-x86_64: {e} (apt-get install qemu-system-x86)"))?;
+        .map_err(|e| {
+            let name = qemu.get_program().to_string_lossy();
+            format!("{name}: {e} (apt-get install qemu-system-x86 or qemu-system-arm)")
+        })?;
     // The child is ours and not yet reaped, so its pid cannot be recycled under us.
     let pidfd = Pid::from_raw(child.id() as i32)
         .ok_or("no pid")
@@ -732,4 +860,24 @@ impl Vm {
         }
         self
     }
+}
+
+/// A board with zram under embedded.toml: background apps paged out, then an adj-0 leak
+/// killed (board_runaway.sh); `arch` says which kernel and build.
+pub fn board_runaway(arch: Arch) -> Vm {
+    Vm {
+        name: "board-runaway",
+        mem_mib: 256,
+        modules: &["zram", "lzo-rle"],
+        script: include_str!("board_runaway.sh"),
+        timeout: Duration::from_secs(300),
+        env: vec![
+            ("ZRAM_MIB", "128".into()),
+            ("BG_MIB", "24".into()),
+            ("LEAK_RATE", "50".into()),
+        ],
+        arch,
+        ..Vm::default()
+    }
+    .guard("lowmemd", Some("embedded.toml"))
 }
