@@ -74,6 +74,13 @@ pub struct Daemon<'a> {
     pub scope: &'a Scope,
 }
 
+/// The socket's thread started: the observer that also tells lmkd's subscribers of kills,
+/// and the registrations the pipeline reads.
+pub struct Started {
+    pub observer: Box<dyn Observer>,
+    pub registrations: Arc<dyn Registrations>,
+}
+
 /// Starts the socket's thread; returns the observer that also tells lmkd's subscribers of
 /// kills, and the registrations the pipeline reads.
 pub fn start(
@@ -81,7 +88,7 @@ pub fn start(
     cap: usize,
     d: Daemon<'_>,
     observer: Box<dyn Observer>,
-) -> Result<(Box<dyn Observer>, Arc<dyn Registrations>), (u8, String)> {
+) -> Result<Started, (u8, String)> {
     let registry = Arc::new(Registry::new(d.scope.proc.clone(), cap));
     let hub = Arc::new(Hub::new(d.metrics.clone()));
     let observer = Box::new(Notifying {
@@ -140,7 +147,10 @@ pub fn start(
         .spawn(move || server.run())
         .map_err(|e| (exit::RUNTIME, e.to_string()))?;
     log::info!("serving lmkd's protocol on {}", p.origin);
-    Ok((observer, registry))
+    Ok(Started {
+        observer,
+        registrations: registry,
+    })
 }
 
 /// Reads the snapshot of `--lmkd-socket`'s daemon, or of the systemd unit's when it exists,

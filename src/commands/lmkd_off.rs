@@ -55,12 +55,19 @@ pub struct Daemon<'a> {
     pub scope: &'a lowmemd::scope::Scope,
 }
 
+/// The socket's thread started: the observer that also tells lmkd's subscribers of kills,
+/// and the registrations the pipeline reads.
+pub struct Started {
+    pub observer: Box<dyn Observer>,
+    pub registrations: Arc<dyn Registrations>,
+}
+
 pub fn start(
     p: Prepared,
     _cap: usize,
     _d: Daemon<'_>,
     _observer: Box<dyn Observer>,
-) -> Result<(Box<dyn Observer>, Arc<dyn Registrations>), (u8, String)> {
+) -> Result<Started, (u8, String)> {
     match p {}
 }
 

@@ -191,9 +191,9 @@ pub fn run(args: &RunArgs) -> CmdResult {
             waker: &waker,
             scope: &scope,
         };
-        let (wrapped, table) = lmkd::start(lmkd, cap, daemon, observer)?;
-        observer = wrapped;
-        registrations = Some(table);
+        let started = lmkd::start(lmkd, cap, daemon, observer)?;
+        observer = started.observer;
+        registrations = Some(started.registrations);
     }
     let mut pipeline = Pipeline::new(
         Box::new(System::keeping_table(scope, caps, cache_capacity)),
