@@ -7,6 +7,11 @@ use clap::{Args, Parser, Subcommand};
 /// The default metrics address (also `http::DEFAULT_ADDR`; kept literal so this file stands
 /// alone for the man-page generator).
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:10104";
+/// `run --metrics-listen`'s default: a build without the `http` feature serves nothing.
+#[cfg(feature = "http")]
+const DEFAULT_METRICS_LISTEN: &str = DEFAULT_METRICS_ADDR;
+#[cfg(not(feature = "http"))]
+const DEFAULT_METRICS_LISTEN: &str = "off";
 
 pub const AFTER_HELP: &str = "\
 Exit codes:
@@ -130,7 +135,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "SAMPLES", hide = true)]
     pub fail_monitor_after: Option<u64>,
     /// Serve /metrics (Prometheus) and /status (JSON) on this address, or `off`.
-    #[arg(long, default_value = DEFAULT_METRICS_ADDR, value_name = "HOST:PORT|off")]
+    #[arg(long, default_value = DEFAULT_METRICS_LISTEN, value_name = "HOST:PORT|off")]
     pub metrics_listen: String,
     /// Serve lmkd's client protocol (Android-style app managers register processes, ask
     /// for kill counts, subscribe to kills) on a SOCK_SEQPACKET socket created at PATH,

@@ -16,11 +16,16 @@
 //! - `lmkd`: lmkd's client socket, for Android-style app managers (beside the pipeline,
 //!   which sees its registrations through `pipeline::registered`).
 //!
+//! - `features`: which of the optional Cargo features this build has (`lmkd`, `http`,
+//!   `hooks`, `journald`, `cli-help`); a module that needs one is declared under its `cfg`.
+//!
 //! The `lowmemd` binary (`main.rs`, `cli.rs`, `commands/`) wires them together.
 
 pub mod caps;
 pub mod clock;
+pub mod features;
 pub mod health;
+#[cfg(feature = "lmkd")]
 pub mod lmkd;
 pub mod monitor;
 pub mod pipeline;

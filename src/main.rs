@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 mod cli;
 mod commands;
@@ -13,7 +13,10 @@ use cli::{Cli, Command};
 fn main() -> ExitCode {
     // Before any thread exists: each would otherwise get a malloc arena of its own.
     lowmemd::sys::single_malloc_arena();
-    let cli = Cli::parse();
+    // `--version` names the optional features built in (a board build leaves some out).
+    let version = lowmemd::features::version().leak();
+    let matches = Cli::command().version(&*version).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // The daemon, before its logger opens the journal's socket: see sys::close_inherited_fds.
     let daemon = matches!(cli.command, None | Some(Command::Run(_)));
     let closed = daemon.then(close_inherited_fds);
@@ -58,7 +61,7 @@ fn close_inherited_fds() -> std::io::Result<usize> {
     lowmemd::sys::close_inherited_fds(&keep)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "http"))]
 mod tests {
     #[test]
     fn cli_default_metrics_address_is_the_servers() {

@@ -27,6 +27,22 @@ fn help_teaches_commands_and_exit_codes() {
     }
 }
 
+/// A board build leaves features out (`--no-default-features --features board`):
+/// `--version` says which this binary has, so a refused policy key can be explained.
+#[test]
+fn version_lists_the_features_built_in() {
+    let out = lowmemd(&["--version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        format!(
+            "lowmemd {} (features: lmkd http hooks journald cli-help)",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}
+
 #[test]
 fn unknown_flag_is_a_usage_error() {
     let out = lowmemd(&["run", "--no-such-flag"]);

@@ -8,6 +8,19 @@ pub mod rank;
 pub mod run;
 pub mod status;
 
+// What an optional feature adds to `run` and `rank`, or, without it, the refusal of every
+// flag that asks for it (`lowmemd::features`).
+#[cfg(feature = "http")]
+mod http;
+#[cfg(not(feature = "http"))]
+#[path = "http_off.rs"]
+mod http;
+#[cfg(feature = "lmkd")]
+mod lmkd;
+#[cfg(not(feature = "lmkd"))]
+#[path = "lmkd_off.rs"]
+mod lmkd;
+
 use lowmemd::policy::Policy;
 use lowmemd::policy::store::PolicyStore;
 use lowmemd::procs::ProcRoot;

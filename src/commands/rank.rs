@@ -3,14 +3,12 @@
 //! applies, and which of them clients registered over a running daemon's lmkd socket (from
 //! the snapshot that daemon publishes).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use lowmemd::lmkd::snapshot::{self, Snapshot};
 use lowmemd::pipeline::freeze::freezer;
-use lowmemd::pipeline::rank::{Exclusion, RankContext, Ranked, rank, sort};
-use lowmemd::pipeline::registered::Registrations;
+use lowmemd::pipeline::rank::{RankContext, Ranked, rank, sort};
 use lowmemd::pipeline::{group, owner};
-use lowmemd::policy::{Candidates, RankBy, rules};
+use lowmemd::policy::{RankBy, rules};
 use lowmemd::procs::{Needs, ProcRoot, printable};
 use lowmemd::sample::MemSnapshot;
 use lowmemd::scope::Scope;
@@ -41,16 +39,18 @@ pub fn run(args: &RankArgs) -> CmdResult {
         ..Default::default()
     };
     let mut ranked = rank(scan.procs, &ctx);
-    let lmkd = lmkd_registrations(args.lmkd_socket.as_deref(), &scope.proc)?;
-    if let Lmkd::Shown { snap, .. } = &lmkd {
-        mark_registered(&mut ranked, snap, policy.candidates);
-    }
+    let lmkd = super::lmkd::registrations(
+        args.lmkd_socket.as_deref(),
+        &scope.proc,
+        &mut ranked,
+        policy.candidates,
+    )?;
     // As the daemon does, over the candidates left: by the policy's own `rank_by` (a level
     // may rank otherwise; `check --explain` says which).
     let scope_cgroup = scope.cgroup.as_ref().map(|c| c.name.as_str());
     owner::annotate_ranked(&mut ranked, policy.rank_by, scope_cgroup);
     sort(&mut ranked);
-    if let (true, Lmkd::NotShown(why)) = (args.json, &lmkd) {
+    if let (true, Registered::NotShown(why)) = (args.json, &lmkd) {
         eprintln!("lowmemd rank: lmkd registrations not shown: {why}");
     }
     let mut out = std::io::stdout().lock();
@@ -70,58 +70,20 @@ pub fn run(args: &RankArgs) -> CmdResult {
     }
 }
 
-/// What `rank` knows of a daemon's lmkd registrations.
-enum Lmkd {
+/// What `rank` knows of a daemon's lmkd registrations (`super::lmkd::registrations`;
+/// without the `lmkd` feature always `Unknown`).
+#[cfg_attr(not(feature = "lmkd"), allow(dead_code))]
+pub enum Registered {
     /// None asked for (no --lmkd-socket) and none at the systemd unit's place.
     Unknown,
+    /// `count` registrations from the snapshot at `path`, written by lowmemd pid `daemon`.
     Shown {
         path: PathBuf,
-        snap: Snapshot,
+        count: usize,
+        daemon: i32,
     },
     /// Asked for or found, but missing, unreadable or stale: why.
     NotShown(String),
-}
-
-/// The snapshot of `--lmkd-socket`'s daemon, or of the systemd unit's when it exists. A
-/// missing or stale one is said and ranking goes on; a malformed one is an error.
-fn lmkd_registrations(socket: Option<&Path>, proc: &ProcRoot) -> Result<Lmkd, (u8, String)> {
-    let path = match socket {
-        Some(s) => snapshot::beside_socket(s),
-        None if Path::new(snapshot::DEFAULT_PATH).exists() => snapshot::DEFAULT_PATH.into(),
-        None => return Ok(Lmkd::Unknown),
-    };
-    match Snapshot::read(&path) {
-        Ok(snap) if snap.writer_alive(proc) => Ok(Lmkd::Shown { path, snap }),
-        Ok(snap) => Ok(Lmkd::NotShown(format!(
-            "{}: written by lowmemd pid {}, which is no longer running",
-            path.display(),
-            snap.daemon.pid
-        ))),
-        Err(e) if e.is_unreadable() => Ok(Lmkd::NotShown(match socket {
-            Some(s) => format!(
-                "{e} (is lowmemd running with --lmkd-socket {}?)",
-                s.display()
-            ),
-            None => e.to_string(),
-        })),
-        Err(e) => Err((exit::RUNTIME, format!("lmkd registrations: {e}"))),
-    }
-}
-
-/// Fills in who registered each process; under `candidates = "registered"` the others are
-/// excluded, as the daemon leaves them out.
-fn mark_registered(ranked: &mut [Ranked], snap: &Snapshot, candidates: Candidates) {
-    let table = snap.lookup_table();
-    for r in ranked.iter_mut() {
-        r.proc.registered = table.lookup(r.proc.pid, r.proc.starttime);
-        if candidates == Candidates::Registered
-            && r.proc.registered.is_none()
-            && r.excluded.is_none()
-        {
-            r.excluded = Some(Exclusion::NotRegistered);
-        }
-    }
-    sort(ranked);
 }
 
 /// What the table shows above and below the processes.
@@ -130,7 +92,7 @@ struct Shown<'a> {
     mem: &'a MemSnapshot,
     /// The policy counts swap as headroom.
     count_swap: bool,
-    lmkd: &'a Lmkd,
+    lmkd: &'a Registered,
     vanished: usize,
     /// The policy's ranking: with an owner, the table shows each candidate's owner and
     /// what the owner's candidates of its band hold together.
@@ -177,15 +139,17 @@ fn print_rank(
         )?;
     }
     match shown.lmkd {
-        Lmkd::Unknown => {}
-        Lmkd::Shown { path, snap } => writeln!(
+        Registered::Unknown => {}
+        Registered::Shown {
+            path,
+            count,
+            daemon,
+        } => writeln!(
             out,
-            "lmkd registrations: {} from {} (lowmemd pid {})",
-            snap.registered.len(),
+            "lmkd registrations: {count} from {} (lowmemd pid {daemon})",
             path.display(),
-            snap.daemon.pid
         )?,
-        Lmkd::NotShown(why) => writeln!(out, "lmkd registrations: not shown: {why}")?,
+        Registered::NotShown(why) => writeln!(out, "lmkd registrations: not shown: {why}")?,
     }
     let by_owner = shown.rank_by.by_owner();
     let owner_head = if by_owner {

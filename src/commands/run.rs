@@ -2,7 +2,6 @@
 //! the pipeline (deciding and acting), the metrics server and the policy watch; the main
 //! thread waits for signals (SIGHUP reloads, SIGTERM/SIGINT stop).
 
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -10,25 +9,17 @@ use std::time::{Duration, Instant};
 use lowmemd::caps::{CAP_KILL, KernelCaps};
 use lowmemd::clock::monotonic_ms;
 use lowmemd::health::Health;
-use lowmemd::lmkd::clients::IDLE_TIMEOUT;
-use lowmemd::lmkd::peer::Trust;
-use lowmemd::lmkd::registry::{self, Registry};
-use lowmemd::lmkd::server::{Controls, Server};
-use lowmemd::lmkd::snapshot::{self, Publisher, Writer};
-use lowmemd::lmkd::socket::{self, Origin};
-use lowmemd::lmkd::{Hub, Notifying};
 use lowmemd::monitor::{self, Monitor, Outlets, tripwire};
 use lowmemd::pipeline::Pipeline;
 use lowmemd::pipeline::freeze::freezer;
 use lowmemd::pipeline::kernel::System;
 use lowmemd::pipeline::outcome::Observer;
-use lowmemd::policy::store::ReloadResult;
 use lowmemd::report::eventlog::EventLog;
 use lowmemd::report::metrics::Metrics;
-use lowmemd::report::{Reporter, http, logger, notify, status_socket};
+use lowmemd::report::{Reporter, logger, notify};
 use lowmemd::{procs, protect, reload};
 
-use super::{CmdResult, exit, load_store, resolve_scope};
+use super::{CmdResult, exit, http, lmkd, load_store, resolve_scope};
 use crate::cli::RunArgs;
 
 pub fn run(args: &RunArgs) -> CmdResult {
@@ -73,58 +64,11 @@ pub fn run(args: &RunArgs) -> CmdResult {
     let health = Arc::new(Health::new(monotonic_ms()));
     let metrics = Arc::new(Metrics::new(&caps, health.clone()));
     metrics.adopt_policy(&store.get(), &scope.describe(), &store.describe());
-    let served = http::Shared::new(metrics.clone(), scope.clone());
-    let metrics_addr = match args.metrics_listen.as_str() {
-        "off" => None,
-        addr => {
-            let parsed: std::net::SocketAddr = addr.parse().map_err(|e| {
-                (
-                    exit::USAGE,
-                    format!(
-                        "--metrics-listen {addr:?}: {e} (use HOST:PORT, e.g. {}, or off)",
-                        http::DEFAULT_ADDR
-                    ),
-                )
-            })?;
-            match http::spawn(parsed, served.clone()).map_err(|e| (exit::RUNTIME, e.to_string()))? {
-                http::Listening::Bound(bound) => Some(bound),
-                // A scrape endpoint is not worth the protection (with Restart=always, an
-                // exit here would loop for as long as the squatter holds the port).
-                http::Listening::Retrying(e) => {
-                    log::error!(
-                        "--metrics-listen {addr}: {e} (another lowmemd, or another program on that port?); protecting anyway, trying again in the background"
-                    );
-                    None
-                }
-            }
-        }
-    };
-    let status_socket = status_socket::place(
-        args.status_socket.as_deref(),
-        std::env::var_os("RUNTIME_DIRECTORY").as_deref(),
-    );
-    let status_socket = status_socket.and_then(|path| {
-        match status_socket::create(&path).and_then(|l| {
-            http::spawn_unix(l, served.clone()).map_err(|source| {
-                status_socket::StatusSocketError::Io {
-                    path: path.clone(),
-                    source,
-                }
-            })
-        }) {
-            Ok(()) => Some(path),
-            Err(e) => {
-                log::warn!("status socket: {e}; `lowmemd status` can only ask the TCP port");
-                None
-            }
-        }
-    });
-    let lmkd_socket = lmkd_listener(args)?;
-    let lmkd_trust = (args.lmkd_trusted_uid.iter())
-        .map(|u| socket::user_id(u))
-        .collect::<Result<Vec<_>, _>>()
-        .map(Trust::new)
-        .map_err(|e| (exit::USAGE, format!("--lmkd-trusted-uid: {e}")))?;
+    let http::Serving {
+        metrics_addr,
+        status_socket,
+    } = http::serve(args, &metrics, &scope)?;
+    let lmkd_socket = lmkd::prepare(args)?;
     for w in protect::protect_self(&caps) {
         log::warn!("{w}");
     }
@@ -233,7 +177,7 @@ pub fn run(args: &RunArgs) -> CmdResult {
     // Registrations hold a pidfd each: their share of the fd limit is taken from the
     // process cache's, so that /proc and the scope can always be read.
     let fd_limit = procs::raise_fd_limit();
-    let lmkd_cap = lmkd_socket.as_ref().map(|_| registry::capacity(fd_limit));
+    let lmkd_cap = lmkd_socket.as_ref().map(|_| lmkd::fd_share(fd_limit));
     let cache_capacity = procs::cache_capacity(fd_limit - lmkd_cap.unwrap_or(0) as u64);
     let pageout_off = caps.pageout_unavailable();
     let mut reporter = Reporter::new(metrics.clone(), events);
@@ -243,64 +187,20 @@ pub fn run(args: &RunArgs) -> CmdResult {
     let mut observer: Box<dyn Observer> = Box::new(reporter);
     let mut registrations = None;
     if let Some(lmkd) = lmkd_socket {
-        let (listener, origin) = lmkd;
         let cap = lmkd_cap.unwrap_or(0);
         log::info!(
             "lmkd: at most {cap} registrations and {cache_capacity} cached processes under an fd limit of {fd_limit}"
         );
-        let registry = Arc::new(Registry::new(scope.proc.clone(), cap));
-        let hub = Arc::new(Hub::new(metrics.clone()));
-        observer = Box::new(Notifying {
-            inner: observer,
-            hub: hub.clone(),
-        });
-        registrations = Some(registry.clone());
-        let (reload_store, reload_metrics, reload_waker) =
-            (store.clone(), metrics.clone(), waker.clone());
-        let reload = Box::new(move || {
-            let r = reload::reload(&reload_store, &reload_metrics, "LMK_UPDATE_PROPS", &|| {
-                monitor::wake(&*reload_waker)
-            });
-            r != ReloadResult::Failed
-        });
-        let (minfree_store, minfree_metrics, minfree_waker) =
-            (store.clone(), metrics.clone(), waker.clone());
-        let set_minfree = Box::new(move |pid: i32, targets: &[(u64, i16)]| {
-            reload::adopt_minfree(&minfree_store, &minfree_metrics, pid, targets, &|| {
-                monitor::wake(&*minfree_waker)
-            })
-        });
-        let controls = Controls {
-            reload,
-            set_minfree,
+        let daemon = lmkd::Daemon {
+            args,
+            store: &store,
+            metrics: &metrics,
+            waker: &waker,
+            scope: &scope,
         };
-        let mut server = Server::new(listener, registry, hub, metrics.clone(), controls)
-            .with_clients(
-                lmkd_trust.clone(),
-                (args.lmkd_idle_timeout_ms).map_or(IDLE_TIMEOUT, Duration::from_millis),
-            );
-        match snapshot::place(&origin, std::env::var_os("RUNTIME_DIRECTORY").as_deref()) {
-            Some(path) => {
-                let me = std::process::id() as i32;
-                let starttime = (scope.proc.read_stat(me, &mut Vec::new()))
-                    .map_err(|e| (exit::RUNTIME, e.to_string()))?
-                    .starttime;
-                log::info!(
-                    "lmkd registrations published for `lowmemd rank` to {}",
-                    path.display()
-                );
-                let publisher = Publisher::new(path, Writer { pid: me, starttime });
-                server = server.with_publisher(publisher);
-            }
-            None => log::info!(
-                "lmkd registrations are not published for `lowmemd rank`: the socket is inherited and RUNTIME_DIRECTORY is not set (systemd: RuntimeDirectory=lowmemd)"
-            ),
-        }
-        std::thread::Builder::new()
-            .name("lmkd".into())
-            .spawn(move || server.run())
-            .map_err(|e| (exit::RUNTIME, e.to_string()))?;
-        log::info!("serving lmkd's protocol on {origin}");
+        let started = lmkd::start(lmkd, cap, daemon, observer)?;
+        observer = started.observer;
+        registrations = Some(started.registrations);
     }
     let system = System::keeping_table(scope, caps, cache_capacity);
     let system = match freezes {
@@ -365,21 +265,6 @@ pub fn run(args: &RunArgs) -> CmdResult {
     log::info!("stopped");
     logger::drain(Duration::from_millis(100));
     Ok(())
-}
-
-/// The lmkd socket to serve: inherited from Android init or systemd, or created at
-/// `--lmkd-socket`.
-fn lmkd_listener(args: &RunArgs) -> Result<Option<(OwnedFd, Origin)>, (u8, String)> {
-    let inherited = socket::inherited().map_err(|e| (exit::USAGE, format!("lmkd socket: {e}")))?;
-    if let Some(s) = inherited {
-        return Ok(Some(s));
-    }
-    let Some(path) = &args.lmkd_socket else {
-        return Ok(None);
-    };
-    let fd = socket::create(path, args.lmkd_socket_group.as_deref())
-        .map_err(|e| (exit::USAGE, format!("--lmkd-socket: {e}")))?;
-    Ok(Some((fd, Origin::Path(path.clone()))))
 }
 
 /// How long SIGTERM waits for the worker threads before the process exits regardless.

@@ -17,6 +17,7 @@ use log::kv::{Key, Value, VisitSource};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use super::handoff::{Handoff, LOG_DROPPED};
+use super::journal::{self, Journal};
 
 /// Records waiting for the writer; a burst beyond this is dropped (and counted).
 const QUEUE: usize = 1024;
@@ -98,7 +99,7 @@ fn stderr_lines(level: Level, message: &str) -> String {
 }
 
 enum Sink {
-    Journal(systemd_journal_logger::JournalLog),
+    Journal(Journal),
     Stderr,
 }
 
@@ -109,22 +110,7 @@ impl Sink {
                 let _ =
                     std::io::stderr().write_all(stderr_lines(line.level, &line.message).as_bytes());
             }
-            Sink::Journal(journal) => {
-                let fields: Vec<(&str, &str)> = line
-                    .fields
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                let message = escape_controls(&line.message);
-                journal.log(
-                    &Record::builder()
-                        .level(line.level)
-                        .target("lowmemd")
-                        .args(format_args!("{message}"))
-                        .key_values(&fields)
-                        .build(),
-                );
-            }
+            Sink::Journal(journal) => journal.write(line.level, &line.message, &line.fields),
         }
     }
 }
@@ -132,11 +118,7 @@ impl Sink {
 /// Installs the logger and starts its writer thread. Before this (and if the thread
 /// cannot start) records go nowhere.
 pub fn init(level: LevelFilter) {
-    let sink = systemd_journal_logger::connected_to_journal()
-        .then(|| systemd_journal_logger::JournalLog::new().ok())
-        .flatten()
-        .map(|j| Sink::Journal(j.with_syslog_identifier("lowmemd".into())))
-        .unwrap_or(Sink::Stderr);
+    let sink = journal::connected().map_or(Sink::Stderr, Sink::Journal);
     let Ok(out) = Handoff::spawn("log-writer", QUEUE, &LOG_DROPPED, move |line| {
         sink.write(line)
     }) else {

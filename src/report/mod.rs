@@ -10,8 +10,20 @@ pub mod eventlog;
 pub mod events;
 pub mod freeze;
 pub mod handoff;
+// Without the `hooks` feature the policy refuses `[[hook]]` (policy::validate) and the
+// Reporter's calls land in no-ops.
+#[cfg(feature = "hooks")]
 pub mod hooks;
+#[cfg(not(feature = "hooks"))]
+#[path = "hooks/off.rs"]
+pub mod hooks;
+#[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "journald")]
+mod journal;
+#[cfg(not(feature = "journald"))]
+#[path = "journal_off.rs"]
+mod journal;
 pub mod logger;
 pub mod metrics;
 pub mod notify;

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use super::raw::{Doc, Problem, Table};
 use super::{Candidates, Policy, RankBy};
+use crate::features::missing;
 pub use hook::passwd;
 use hook::read_hook;
 use level::{check_level_order, read_level};
@@ -233,6 +234,10 @@ fn read_policy(doc: &mut Doc<'_>, t: &mut Table<'_, '_>) -> Option<Policy> {
     }
     let mut hooks = Vec::new();
     for (i, mut ht) in t.tables(doc, "hook").into_iter().enumerate() {
+        // A build without hooks would load the policy and never run them: refused instead.
+        if !cfg!(feature = "hooks") {
+            doc.problem(&ht.span, &ht.path, missing("[[hook]]", "hooks"));
+        }
         if let Some(h) = read_hook(doc, &mut ht, i) {
             hooks.push(h);
         }
@@ -244,6 +249,12 @@ fn read_policy(doc: &mut Doc<'_>, t: &mut Table<'_, '_>) -> Option<Policy> {
     let candidates = match t.string(doc, "candidates") {
         None => Candidates::All,
         Some((s, _)) if s == "all" => Candidates::All,
+        // Without lmkd's socket nothing is ever registered: the levels would kill nothing.
+        Some((s, span)) if s == "registered" && !cfg!(feature = "lmkd") => {
+            let what = "candidates = \"registered\" (processes registered over the lmkd socket)";
+            doc.problem(&span, "candidates", missing(what, "lmkd"));
+            Candidates::All
+        }
         Some((s, _)) if s == "registered" => Candidates::Registered,
         Some((s, span)) => {
             doc.problem(
@@ -314,6 +325,48 @@ mod tests {
             started.elapsed()
         );
         e
+    }
+
+    /// A board build leaves out lmkd's socket and may leave out hooks: a policy that needs
+    /// either is refused by name (what the build has is listed), never loaded to do nothing.
+    /// Both branches: the default build loads it, `--no-default-features` refuses it.
+    #[test]
+    fn a_key_that_needs_a_left_out_feature_is_refused_naming_the_feature() {
+        let text = format!(
+            "candidates = \"registered\"\n{}\n[[hook]]\non = \"kill\"\nexec = [\"/bin/true\"]\n",
+            "[[level]]\nname = \"low\"\naction = \"kill\"\navailable_below_pct = 5\nmin_adj = 0"
+        );
+        let result = compile(Path::new("p.toml"), &text);
+        let p: Vec<String> = match &result {
+            Ok(_) => Vec::new(),
+            Err(e) => e.iter().map(|p| p.to_string()).collect(),
+        };
+        let has = crate::features::built_in();
+        let lmkd = p.iter().find(|m| m.contains("`lmkd`"));
+        if cfg!(all(feature = "lmkd", feature = "hooks")) {
+            assert_eq!(
+                result.map(|p| p.candidates).ok(),
+                Some(Candidates::Registered),
+                "{p:#?}"
+            );
+        }
+        if cfg!(feature = "lmkd") {
+            assert!(lmkd.is_none(), "{p:#?}");
+        } else {
+            let want = format!(
+                "p.toml:1:14: candidates: candidates = \"registered\" (processes registered over the lmkd socket) needs the `lmkd` feature; this build has: {has} (rebuild with `--features lmkd`)"
+            );
+            assert_eq!(lmkd.map(String::as_str), Some(want.as_str()), "{p:#?}");
+        }
+        let hooks = p.iter().find(|m| m.contains("`hooks`"));
+        if cfg!(feature = "hooks") {
+            assert!(hooks.is_none(), "{p:#?}");
+        } else {
+            let want = format!(
+                "p.toml:7:1: hook[1]: [[hook]] needs the `hooks` feature; this build has: {has}"
+            );
+            assert!(hooks.is_some_and(|m| m.starts_with(&want)), "{p:#?}");
+        }
     }
 
     // FIFOs and /dev/zero are in tests/hostile_files.rs, where a regression hangs or
