@@ -80,6 +80,13 @@ impl SystemdVm {
     /// Boots the machine (one VM at a time), runs the scenario and returns what came back;
     /// panics if the VM did not power off in time or the scenario did not end.
     pub fn run(&self) -> Output {
+        self.try_run()
+            .unwrap_or_else(|e| panic!("VM {}: {e}", self.name))
+    }
+
+    /// As `run`, with a VM that overran or died as an error (its console in the message):
+    /// a bench goes on to its next run.
+    pub fn try_run(&self) -> Result<Output, String> {
         let image = image();
         let tmp = tempfile::Builder::new()
             .prefix("lowmemd-systemd-vm-")
@@ -133,15 +140,14 @@ impl SystemdVm {
         let out = {
             let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
             console(qemu, self.timeout)
-        }
-        .unwrap_or_else(|e| panic!("VM {}: {e}", self.name));
+        }?;
         eprintln!(
             "VM {} ({accel}, {} MiB): {:.1} s wall",
             self.name,
             self.mem_mib,
             out.wall.as_secs_f64()
         );
-        out
+        Ok(out)
     }
 }
 
