@@ -22,6 +22,8 @@ until_ok() {
 }
 
 alive() {
+	# No pid is no process (not /proc//stat, which is /proc/stat).
+	[ -n "$1" ] || return 1
 	_state=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) || return 1
 	[ -n "$_state" ] && [ "$_state" != Z ] && [ "$_state" != X ]
 }
