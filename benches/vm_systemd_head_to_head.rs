@@ -144,7 +144,8 @@ fn main() {
                     ("lowmemd-workload", workload.clone()),
                     ("lowmemd.deb", deb.clone()),
                 ],
-                timeout: Duration::from_secs(300 + 240 * cells.len() as u64),
+                // A boot takes ~2 min under TCG on a loaded 2-core host, a cell up to ~5.
+                timeout: Duration::from_secs(600 + 300 * cells.len() as u64),
             };
             match vm.try_run() {
                 Ok(out) => {
