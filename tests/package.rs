@@ -29,6 +29,9 @@ fn deb_installs_and_starts_cleanly() {
         "./usr/bin/lowmemd",
         "./lib/systemd/system/lowmemd.service",
         "./lib/systemd/system/lowmemd.socket",
+        "./lib/systemd/system/lowmemd-notify.path",
+        "./lib/systemd/system/lowmemd-notify.service",
+        "./usr/share/lowmemd/hooks/notify-desktop",
         "./etc/lowmemd/policy.toml",
         "./usr/share/man/man8/lowmemd.8",
     ] {
@@ -84,9 +87,14 @@ fn deb_installs_and_starts_cleanly() {
         "dpkg -i: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Both units land as shipped, and the socket hands its fd to the installed service.
+    // The units land as shipped, and the socket hands its fd to the installed service.
     let units = r.join("lib/systemd/system");
-    for unit in ["lowmemd.service", "lowmemd.socket"] {
+    for unit in [
+        "lowmemd.service",
+        "lowmemd.socket",
+        "lowmemd-notify.path",
+        "lowmemd-notify.service",
+    ] {
         let installed = std::fs::read_to_string(units.join(unit)).unwrap();
         let shipped = std::fs::read_to_string(Path::new("deploy/systemd").join(unit)).unwrap();
         assert_eq!(installed, shipped, "{unit} installed as in deploy/systemd");

@@ -81,20 +81,12 @@ impl SystemdVm {
     /// Boots the machine (one VM at a time), runs the scenario and returns what came back;
     /// panics if the VM did not power off in time or the scenario did not end.
     pub fn run(&self) -> Output {
-        let out = self
-            .try_run()
-            .unwrap_or_else(|e| panic!("VM {}: {e}", self.name));
-        eprintln!(
-            "VM {} ({}, {} MiB): {:.1} s wall",
-            self.name,
-            accel(),
-            self.mem_mib,
-            out.wall.as_secs_f64()
-        );
-        out
+        self.try_run()
+            .unwrap_or_else(|e| panic!("VM {}: {e}", self.name))
     }
 
-    /// What `run` does, with a VM that overran or died as an error (its console in it).
+    /// As `run`, with a VM that overran or died as an error (its console in the message):
+    /// a bench goes on to its next run.
     pub fn try_run(&self) -> Result<Output, String> {
         let image = image();
         let tmp = tempfile::Builder::new()
@@ -146,8 +138,17 @@ impl SystemdVm {
                 "file={},format=raw,if=virtio,readonly=on",
                 tar.display()
             ));
-        let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
-        console(qemu, self.timeout)
+        let out = {
+            let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+            console(qemu, self.timeout)
+        }?;
+        eprintln!(
+            "VM {} ({accel}, {} MiB): {:.1} s wall",
+            self.name,
+            self.mem_mib,
+            out.wall.as_secs_f64()
+        );
+        Ok(out)
     }
 }
 

@@ -37,6 +37,11 @@ ln -sf /dev/null "$root/etc/systemd/system/systemd-firstboot.service"
 echo lowmemd-vm >"$root/etc/hostname"
 # The scenario reports on ttyS0: no getty there.
 ln -sf /dev/null "$root/etc/systemd/system/serial-getty@ttyS0.service"
+# The other killers of the bench stay off unless a bench run starts one: their packages
+# enable them, and in the CI checks only lowmemd may act.
+for unit in earlyoom.service nohang.service nohang-desktop.service systemd-oomd.service systemd-oomd.socket; do
+	chroot "$root" systemctl disable --quiet "$unit" 2>/dev/null || true
+done
 install -m 755 "$here/vm-test" "$root/usr/local/sbin/vm-test"
 install -m 644 "$here/vm-test.service" "$root/etc/systemd/system/vm-test.service"
 mkdir -p "$root/etc/systemd/system/multi-user.target.wants"
