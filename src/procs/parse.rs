@@ -167,7 +167,9 @@ pub struct MemDetail {
 
 impl MemDetail {
     pub fn resident_kib(&self) -> u64 {
-        self.rss_anon_kib + self.rss_file_kib + self.rss_shmem_kib
+        self.rss_anon_kib
+            .saturating_add(self.rss_file_kib)
+            .saturating_add(self.rss_shmem_kib)
     }
 
     /// Parses the `Rss*` and `VmSwap` lines of a status file.
@@ -286,6 +288,16 @@ mod tests {
         assert_eq!(d.resident_kib(), 2103);
         assert_eq!(d.swap_kib, 50);
         assert_eq!(MemDetail::parse("garbage"), MemDetail::default());
+    }
+
+    /// Three Rss lines near u64::MAX saturate rather than overflow.
+    #[test]
+    fn resident_size_saturates() {
+        let max = u64::MAX;
+        let d = MemDetail::parse(&format!(
+            "RssAnon: {max} kB\nRssFile: {max} kB\nRssShmem: 1 kB\n"
+        ));
+        assert_eq!(d.resident_kib(), max);
     }
 
     #[test]

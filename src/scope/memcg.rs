@@ -54,7 +54,7 @@ pub fn refaults(version: Version, stat: &str, page_size: u64) -> Option<Refaults
     let key = |n: &str| parse_stat_key(stat, &version.stat_key(n));
     Some(Refaults {
         refault_file: key("workingset_refault_file")?,
-        file_pages: (key("active_file")? + key("inactive_file")?) / page_size,
+        file_pages: key("active_file")?.saturating_add(key("inactive_file")?) / page_size,
         refault_anon: key("workingset_refault_anon").unwrap_or(0),
     })
 }
@@ -279,6 +279,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.available_kib, 0);
+    }
+
+    /// The file cache is the sum of two counters: near u64::MAX it saturates rather than
+    /// overflowing (a panic where overflow is checked, a wrong cache size where not).
+    #[test]
+    fn huge_file_counters_saturate() {
+        let max = u64::MAX;
+        let stat = format!("active_file {max}\ninactive_file {max}\nworkingset_refault_file 1\n");
+        let r = refaults(Version::V2, &stat, 4096).unwrap();
+        assert_eq!(r.file_pages, max / 4096);
     }
 
     #[test]
