@@ -190,7 +190,9 @@ impl Scope {
         mem.swap_headroom_kib = room.headroom_kib;
         mem.swap_free_kib = room.usable_free_kib;
         if let Some(c) = &self.cgroup {
-            mem.swap_total_kib = devices.iter().map(|d| d.size_kib).sum();
+            mem.swap_total_kib = devices
+                .iter()
+                .fold(0, |sum: u64, d| sum.saturating_add(d.size_kib));
             if let Some(room_kib) = memcg::swap_room_kib(&c.memcg_dir, c.version) {
                 // v2 swap.max bounds swap alone; v1 memsw bounds memory and swap together,
                 // so its room is shared with the memory still available.
