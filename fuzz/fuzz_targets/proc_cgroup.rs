@@ -10,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
     let all = cgroup_paths(&text);
     for controller in [None, Some("memory"), Some("cpu")] {
         if let Some(p) = cgroup_path_of(&text, controller) {
-            assert!(all.contains(&p), "{p:?} is not one of the cgroup paths {all:?}");
+            assert!(
+                all.contains(&p),
+                "{p:?} is not one of the cgroup paths {all:?}"
+            );
         }
     }
 });
