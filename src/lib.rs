@@ -38,3 +38,15 @@ pub mod runtime;
 pub mod sample;
 pub mod scope;
 pub mod sys;
+
+/// The parsers of input lowmemd does not control (proc and cgroup files, a policy file, lmkd
+/// packets, HTTP requests, the registrations snapshot) gathered for the fuzz targets in
+/// `fuzz/`. Not an API: most are public in their modules already; this adds the few that
+/// are not.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::procs::parse::{
+        cgroup_path_of, cgroup_paths, parse_adj, parse_real_uid, parse_statm, parse_vm_swap_kib,
+        sigkill_pending,
+    };
+}

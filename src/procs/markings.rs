@@ -146,7 +146,8 @@ fn dir_of((point, root): &(PathBuf, PathBuf), cgroup: &str) -> PathBuf {
         .strip_prefix(root)
         .or_else(|_| Path::new(cgroup).strip_prefix("/"))
         .unwrap_or(Path::new(cgroup));
-    point.join(rel)
+    // Joining an absolute path replaces the mount point: an empty root strips nothing.
+    point.join(rel.strip_prefix("/").unwrap_or(rel))
 }
 
 /// The marking on one directory, with the directory's owner. Absent attributes (ENODATA), a
@@ -214,6 +215,13 @@ mod tests {
             PathBuf::from("/sys/fs/cgroup/unified/user.slice/a.scope")
         );
         assert_eq!(dir_of(&m, "/"), PathBuf::from("/sys/fs/cgroup/unified"));
+        // An empty root (as mounts::parse_mounts reads two blanks in mountinfo, found by
+        // fuzzing there) keeps the directory under the mount point.
+        let m = (PathBuf::from("/sys/fs/cgroup/unified"), PathBuf::new());
+        assert_eq!(
+            dir_of(&m, "/a.scope"),
+            PathBuf::from("/sys/fs/cgroup/unified/a.scope")
+        );
     }
 
     /// Markings on a directory tree (tmpfs and ext4 keep `user.*` attributes for root, as

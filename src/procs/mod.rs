@@ -7,7 +7,7 @@
 mod cache;
 pub mod keeper;
 pub mod markings;
-mod parse;
+pub(crate) mod parse;
 mod root;
 pub mod smaps;
 

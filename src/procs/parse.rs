@@ -2,9 +2,6 @@
 //! error naming what was wrong; never a panic on hostile input (a process chooses its own
 //! comm, cmdline and cgroup names).
 
-use procfs_core::FromRead;
-use procfs_core::process::Stat;
-
 /// The few fields of `/proc/PID/stat` we use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatLite {
@@ -15,24 +12,69 @@ pub struct StatLite {
     pub rss_pages: u64,
 }
 
-/// Parses `stat` with procfs-core after checking the shape its parser slices by: it indexes
-/// around the first '(' and the last ')' and would panic on a line without them (only a
-/// hostile or broken proc tree has one, but we never panic on input).
+/// Parses `stat`: `pid (comm) state ppid ...`, the comm being everything between the first
+/// '(' and the last ')' (a comm may hold both, spaces and any bytes). Our own rather than
+/// procfs-core's: that one re-reads the line as lossy UTF-8 and trims Unicode whitespace
+/// before slicing at offsets, and panicked on lines the fuzzer made (an invalid byte before
+/// the '(', leading blanks, U+3000 after the ')'); it also parsed 40 fields for our five.
 pub fn parse_stat(buf: &[u8]) -> Result<StatLite, String> {
-    let open = buf.iter().position(|&b| b == b'(');
-    let close = buf.iter().rposition(|&b| b == b')');
-    let trimmed_len = buf.trim_ascii_end().len();
-    match (open, close) {
-        (Some(o), Some(c)) if o >= 2 && c > o && c + 2 < trimmed_len && buf[c + 1] == b' ' => {}
-        _ => return Err("not a stat line: expected `pid (comm) state ...`".into()),
+    let bad = |what: &str| format!("not a stat line ({what}): expected `pid (comm) state ...`");
+    let open = buf
+        .iter()
+        .position(|&b| b == b'(')
+        .ok_or_else(|| bad("no '('"))?;
+    let close = buf
+        .iter()
+        .rposition(|&b| b == b')')
+        .ok_or_else(|| bad("no ')'"))?;
+    if close < open {
+        return Err(bad("')' before '('"));
     }
-    let stat = Stat::from_read(buf).map_err(|e| format!("unparsable stat line: {e}"))?;
+    let pid = buf[..open]
+        .strip_suffix(b" ")
+        .ok_or_else(|| bad("no pid"))?;
+    if pid.is_empty() || !pid.iter().all(u8::is_ascii_digit) {
+        return Err(bad("no pid"));
+    }
+    let rest = buf[close + 1..]
+        .strip_prefix(b" ")
+        .ok_or_else(|| bad("no ' ' after ')'"))?;
+    // Field 3 (state) is the first after the comm; flags is field 9, starttime 22, rss 24.
+    let mut fields = rest.split(|&b| b == b' ').map(<[u8]>::trim_ascii_end);
+    let mut field = |skip: usize, name: &str| {
+        fields
+            .nth(skip)
+            .ok_or_else(|| format!("stat line ends before {name}"))
+    };
+    let state = match field(0, "the state")? {
+        [s] if s.is_ascii_alphabetic() => char::from(*s),
+        s => {
+            return Err(format!(
+                "stat state {:?} is not a letter",
+                String::from_utf8_lossy(s)
+            ));
+        }
+    };
+    let number = |f: &[u8], name: &str| {
+        std::str::from_utf8(f)
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok())
+            .ok_or_else(|| {
+                format!(
+                    "stat {name} {:?} is not a number",
+                    String::from_utf8_lossy(f)
+                )
+            })
+    };
+    let flags = number(field(5, "flags")?, "flags")?;
+    let starttime = number(field(12, "starttime")?, "starttime")?;
+    let rss_pages = number(field(1, "rss")?, "rss")?;
     Ok(StatLite {
-        comm: stat.comm,
-        state: stat.state,
-        flags: stat.flags,
-        starttime: stat.starttime,
-        rss_pages: stat.rss,
+        comm: String::from_utf8_lossy(&buf[open + 1..close]).into_owned(),
+        state,
+        flags: u32::try_from(flags).map_err(|_| format!("stat flags {flags} over 32 bits"))?,
+        starttime,
+        rss_pages,
     })
 }
 
@@ -125,7 +167,9 @@ pub struct MemDetail {
 
 impl MemDetail {
     pub fn resident_kib(&self) -> u64 {
-        self.rss_anon_kib + self.rss_file_kib + self.rss_shmem_kib
+        self.rss_anon_kib
+            .saturating_add(self.rss_file_kib)
+            .saturating_add(self.rss_shmem_kib)
     }
 
     /// Parses the `Rss*` and `VmSwap` lines of a status file.
@@ -205,6 +249,28 @@ mod tests {
         }
     }
 
+    /// Found by fuzzing (fuzz/fuzz_targets/proc_stat.rs): procfs-core re-read the line as
+    /// lossy UTF-8 and trimmed Unicode whitespace, so offsets checked on the bytes no
+    /// longer held and it sliced inside a character or past the end.
+    #[test]
+    fn stat_lines_that_crashed_the_fuzzer_are_errors_or_parse() {
+        let tail = b" S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 777 1000 25\n";
+        let with = |head: &[u8]| [head, &tail[..]].concat();
+        // Invalid UTF-8 before the '(' (a byte that became a 3-byte U+FFFD).
+        assert!(parse_stat(&with(b"42\xa3(a)")).is_err());
+        // Leading blanks: the pid is what comes before the '('.
+        assert!(parse_stat(&with(b"  (a)")).is_err());
+        // Unicode whitespace after the ')' (U+3000), then nothing.
+        assert!(parse_stat(b"1 (x) \xe3\x80\x80").is_err());
+        // Invalid UTF-8 inside the comm is the process's business: it parses.
+        let s = parse_stat(&with(b"42 (a\xff\xfe)")).unwrap();
+        assert_eq!(
+            (s.comm.as_str(), s.state, s.starttime),
+            ("a\u{fffd}\u{fffd}", 'S', 777)
+        );
+        assert_eq!((s.flags, s.rss_pages), (4194560, 25));
+    }
+
     #[test]
     fn adj_must_be_in_range() {
         assert_eq!(parse_adj(b"900\n"), Ok(900));
@@ -222,6 +288,16 @@ mod tests {
         assert_eq!(d.resident_kib(), 2103);
         assert_eq!(d.swap_kib, 50);
         assert_eq!(MemDetail::parse("garbage"), MemDetail::default());
+    }
+
+    /// Three Rss lines near u64::MAX saturate rather than overflow.
+    #[test]
+    fn resident_size_saturates() {
+        let max = u64::MAX;
+        let d = MemDetail::parse(&format!(
+            "RssAnon: {max} kB\nRssFile: {max} kB\nRssShmem: 1 kB\n"
+        ));
+        assert_eq!(d.resident_kib(), max);
     }
 
     #[test]

@@ -197,13 +197,47 @@ fn response(code: u16, content_type: &str, body: &[u8], head: bool) -> Vec<u8> {
     out
 }
 
+/// What the bytes of a request received so far ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// The head is not complete yet: read on (up to the 8 KiB cap).
+    Partial,
+    /// A GET (or HEAD: `head`) of `path`, the query string still on it.
+    Get { path: String, head: bool },
+    /// Answer with this status and plain-text body, and close.
+    Refuse(u16, String),
+}
+
+/// Parses the head of a request from the bytes received so far (pure, so a fuzz target
+/// can feed it anything a client could send).
+pub fn parse_request(buf: &[u8]) -> Request {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => {
+            let method = req.method.unwrap_or("");
+            let head = method == "HEAD";
+            if method != "GET" && !head {
+                return Request::Refuse(405, "GET or HEAD only\n".into());
+            }
+            Request::Get {
+                path: req.path.unwrap_or("").to_string(),
+                head,
+            }
+        }
+        Ok(httparse::Status::Partial) => Request::Partial,
+        Err(httparse::Error::TooManyHeaders) => Request::Refuse(431, "too many headers\n".into()),
+        Err(e) => Request::Refuse(400, format!("malformed request: {e}\n")),
+    }
+}
+
 /// Reads one request (or gives up), answers it, closes.
 fn serve(stream: &mut impl Conn, shared: &Shared) -> io::Result<()> {
     stream.timeouts(READ_TIMEOUT)?;
     let started = Instant::now();
     let mut buf = vec![0u8; HEADER_CAP];
     let mut len = 0;
-    let (method, path) = loop {
+    let (path, head) = loop {
         if started.elapsed() > REQUEST_DEADLINE {
             return stream.write_all(&response(408, "text/plain", b"too slow\n", false));
         }
@@ -224,34 +258,14 @@ fn serve(stream: &mut impl Conn, shared: &Shared) -> io::Result<()> {
             Err(e) => return Err(e),
         };
         len += n;
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf[..len]) {
-            Ok(httparse::Status::Complete(_)) => {
-                break (
-                    req.method.unwrap_or("").to_string(),
-                    req.path.unwrap_or("").to_string(),
-                );
-            }
-            Ok(httparse::Status::Partial) => continue,
-            Err(httparse::Error::TooManyHeaders) => {
-                return stream.write_all(&response(
-                    431,
-                    "text/plain",
-                    b"too many headers\n",
-                    false,
-                ));
-            }
-            Err(e) => {
-                let body = format!("malformed request: {e}\n");
-                return stream.write_all(&response(400, "text/plain", body.as_bytes(), false));
+        match parse_request(&buf[..len]) {
+            Request::Partial => continue,
+            Request::Get { path, head } => break (path, head),
+            Request::Refuse(code, body) => {
+                return stream.write_all(&response(code, "text/plain", body.as_bytes(), false));
             }
         }
     };
-    let head = method == "HEAD";
-    if method != "GET" && !head {
-        return stream.write_all(&response(405, "text/plain", b"GET or HEAD only\n", false));
-    }
     let path = path.split('?').next().unwrap_or("");
     let reply = match path {
         "/metrics" => {

@@ -54,7 +54,7 @@ pub fn refaults(version: Version, stat: &str, page_size: u64) -> Option<Refaults
     let key = |n: &str| parse_stat_key(stat, &version.stat_key(n));
     Some(Refaults {
         refault_file: key("workingset_refault_file")?,
-        file_pages: (key("active_file")? + key("inactive_file")?) / page_size,
+        file_pages: key("active_file")?.saturating_add(key("inactive_file")?) / page_size,
         refault_anon: key("workingset_refault_anon").unwrap_or(0),
     })
 }
@@ -178,15 +178,16 @@ pub fn oom_kills(dir: &Path, version: Version) -> Option<u64> {
 
 /// How many CPUs a cpuset list names (`0-3,8,10-11`: 7); `None` when garbled or empty.
 pub fn parse_cpu_list(text: &str) -> Option<usize> {
-    let mut n = 0;
+    let mut n: usize = 0;
     for part in text.trim().split(',').filter(|p| !p.is_empty()) {
-        n += match part.split_once('-') {
+        let count = match part.split_once('-') {
             Some((a, b)) => {
                 let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
-                b.checked_sub(a)? + 1
+                b.checked_sub(a)?.checked_add(1)?
             }
             None => part.parse::<usize>().map(|_| 1).ok()?,
         };
+        n = n.checked_add(count)?;
     }
     (n > 0).then_some(n)
 }
@@ -219,6 +220,14 @@ pub fn cpus_of(dir: &Path, root: &Path) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (fuzz/fuzz_targets/memory_stat.rs): ranges adding up past
+    /// usize::MAX overflowed the count; such a list is garbled.
+    #[test]
+    fn a_cpu_list_counting_past_usize_max_is_garbled() {
+        let m = usize::MAX - 1;
+        assert_eq!(parse_cpu_list(&format!("0-{m},0-{m}")), None);
+    }
 
     #[test]
     fn the_cpus_a_cgroup_may_use_come_from_its_cpuset_and_cpu_max() {
@@ -279,6 +288,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.available_kib, 0);
+    }
+
+    /// The file cache is the sum of two counters: near u64::MAX it saturates rather than
+    /// overflowing (a panic where overflow is checked, a wrong cache size where not).
+    #[test]
+    fn huge_file_counters_saturate() {
+        let max = u64::MAX;
+        let stat = format!("active_file {max}\ninactive_file {max}\nworkingset_refault_file 1\n");
+        let r = refaults(Version::V2, &stat, 4096).unwrap();
+        assert_eq!(r.file_pages, max / 4096);
     }
 
     #[test]

@@ -2,31 +2,85 @@
 
 use std::io::BufRead;
 
-use procfs_core::{FromBufRead, Meminfo};
-
 use crate::sample::{MemSnapshot, Refaults};
+
+/// The keys read, in KiB; the first six must be there.
+const KEYS: [&str; 10] = [
+    "MemTotal",
+    "MemFree",
+    "Buffers",
+    "Cached",
+    "SwapTotal",
+    "SwapFree",
+    "MemAvailable",
+    "Inactive(file)",
+    "Shmem",
+    "Unevictable",
+];
 
 /// Parses `/proc/meminfo` into a snapshot. Kernels before 3.14 lack `MemAvailable`; there we
 /// fall back to free + inactive file pages, the same estimate the kernel itself refines.
+///
+/// Our own reader of `Key:   value kB` lines rather than procfs-core's, which cut the last
+/// byte off every key unchecked and panicked inside a multi-byte character (found by
+/// fuzzing), and required seventeen keys to read ten. Lines of other keys are not looked at.
 pub fn parse(r: impl BufRead) -> Result<MemSnapshot, String> {
-    let m = Meminfo::from_buf_read(r).map_err(|e| format!("unparsable meminfo: {e}"))?;
-    let kib = |bytes: u64| bytes / 1024;
-    let available = match m.mem_available {
-        Some(a) => a,
-        None => m.mem_free + m.inactive_file.unwrap_or(0),
-    };
-    if m.mem_total == 0 {
+    let mut kib: [Option<u64>; KEYS.len()] = [None; KEYS.len()];
+    for (n, line) in r.split(b'\n').enumerate() {
+        let line = line.map_err(|e| format!("meminfo line {}: {e}", n + 1))?;
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let Some(i) = KEYS.iter().position(|k| k.as_bytes() == &line[..colon]) else {
+            continue;
+        };
+        let value = std::str::from_utf8(&line[colon + 1..])
+            .ok()
+            .and_then(|v| match v.split_whitespace().collect::<Vec<_>>()[..] {
+                [n] | [n, "kB"] => n.parse::<u64>().ok(),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                format!(
+                    "meminfo line {}: {} is not `NUMBER kB`: {:?}",
+                    n + 1,
+                    KEYS[i],
+                    String::from_utf8_lossy(&line)
+                )
+            })?;
+        kib[i] = Some(value);
+    }
+    let [
+        total,
+        free,
+        buffers,
+        cached,
+        swap_total,
+        swap_free,
+        available,
+        inactive_file,
+        shmem,
+        unevictable,
+    ] = kib;
+    let need = |v: Option<u64>, key: &str| v.ok_or_else(|| format!("meminfo has no {key}"));
+    let total = need(total, "MemTotal")?;
+    let free = need(free, "MemFree")?;
+    let (buffers, cached) = (need(buffers, "Buffers")?, need(cached, "Cached")?);
+    let (swap_total, swap_free) = (need(swap_total, "SwapTotal")?, need(swap_free, "SwapFree")?);
+    if total == 0 {
         return Err("MemTotal is 0".into());
     }
+    let available = available.unwrap_or_else(|| free.saturating_add(inactive_file.unwrap_or(0)));
     Ok(MemSnapshot {
-        total_kib: kib(m.mem_total),
-        available_kib: kib(available).min(kib(m.mem_total)),
-        swap_total_kib: kib(m.swap_total),
-        swap_free_kib: kib(m.swap_free),
-        free_kib: kib(m.mem_free),
+        total_kib: total,
+        available_kib: available.min(total),
+        swap_total_kib: swap_total,
+        swap_free_kib: swap_free,
+        free_kib: free,
         // lmkd's "other file": page cache that reclaim can drop or write back.
-        file_kib: kib((m.buffers + m.cached)
-            .saturating_sub(m.shmem.unwrap_or(0) + m.unevictable.unwrap_or(0))),
+        file_kib: buffers
+            .saturating_add(cached)
+            .saturating_sub(shmem.unwrap_or(0).saturating_add(unevictable.unwrap_or(0))),
         // Judged from /proc/swaps by the scope (`Scope::read`).
         swap_headroom_kib: 0,
     })
@@ -77,6 +131,26 @@ mod tests {
         let old = "nr_inactive_file 1\nnr_active_file 1\nworkingset_refault 7\n";
         assert_eq!(parse_vmstat_refaults(old).unwrap().refault_file, 7);
         assert_eq!(parse_vmstat_refaults("garbage"), None);
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/meminfo.rs): procfs-core cut the key's last
+    /// byte off without looking, and panicked inside a multi-byte character.
+    #[test]
+    fn a_key_ending_in_a_multibyte_character_is_not_a_panic() {
+        let text = "Mem683\u{252}       20216 kB\n".to_string() + MEMINFO;
+        assert_eq!(parse(text.as_bytes()).unwrap().total_kib, 24_683_904);
+        assert!(parse(&b"MemTotal\xc9\x92 1 kB\n"[..]).is_err());
+    }
+
+    /// Sums of values near u64::MAX saturate rather than overflow.
+    #[test]
+    fn huge_values_saturate() {
+        let max = u64::MAX;
+        let text = format!(
+            "MemTotal: {max} kB\nMemFree: {max} kB\nBuffers: {max} kB\nCached: {max} kB\nInactive(file): {max} kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n"
+        );
+        let m = parse(text.as_bytes()).unwrap();
+        assert_eq!((m.total_kib, m.available_kib), (max, max));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod memcg;
 pub mod meminfo;
 pub mod mounts;
+pub mod pressure;
 pub mod swap;
 
 use std::io::{self, BufReader};
@@ -189,7 +190,9 @@ impl Scope {
         mem.swap_headroom_kib = room.headroom_kib;
         mem.swap_free_kib = room.usable_free_kib;
         if let Some(c) = &self.cgroup {
-            mem.swap_total_kib = devices.iter().map(|d| d.size_kib).sum();
+            mem.swap_total_kib = devices
+                .iter()
+                .fold(0, |sum: u64, d| sum.saturating_add(d.size_kib));
             if let Some(room_kib) = memcg::swap_room_kib(&c.memcg_dir, c.version) {
                 // v2 swap.max bounds swap alone; v1 memsw bounds memory and swap together,
                 // so its room is shared with the memory still available.
@@ -220,19 +223,17 @@ impl Scope {
     /// `some` and `full` avg10 of the scope's pressure file, if it has one.
     pub fn psi_avg10(&self) -> Option<(f64, f64)> {
         let p = self.pressure()?;
-        Some((p.some.avg10 as f64, p.full.avg10 as f64))
+        Some((p.some.avg10, p.full.avg10))
     }
 
     /// `some` and `full` stall so far (the pressure file's `total`, µs).
     pub fn psi_totals_us(&self) -> Option<(u64, u64)> {
         let p = self.pressure()?;
-        Some((p.some.total, p.full.total))
+        Some((p.some.total_us, p.full.total_us))
     }
 
-    fn pressure(&self) -> Option<procfs_core::MemoryPressure> {
-        use procfs_core::FromBufRead;
-        let text = std::fs::read(self.psi_path()?).ok()?;
-        procfs_core::MemoryPressure::from_buf_read(&text[..]).ok()
+    fn pressure(&self) -> Option<pressure::Pressure> {
+        pressure::parse(&std::fs::read(self.psi_path()?).ok()?)
     }
 
     /// The v1 memcg directory, where vmpressure notifications and usage thresholds can be

@@ -39,7 +39,8 @@ pub fn dir_under(mount: &(PathBuf, PathBuf), cgroup: &str) -> PathBuf {
             .strip_prefix("/")
             .unwrap_or(Path::new(cgroup))
     });
-    point.join(rel)
+    // Joining an absolute path replaces the mount point: an empty root strips nothing.
+    point.join(rel.strip_prefix("/").unwrap_or(rel))
 }
 
 #[cfg(test)]
@@ -62,6 +63,21 @@ mod tests {
         assert_eq!(
             dir_under(&v1, "/box/app"),
             PathBuf::from("/sys/fs/cgroup/memory/box/app")
+        );
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/mountinfo.rs): a mountinfo line with an empty
+    /// root (two blanks in a row) stripped nothing, and joining the still-absolute cgroup
+    /// path replaced the mount point: `/box/app` itself, outside the cgroup mount.
+    #[test]
+    fn an_empty_mount_root_stays_under_the_mount_point() {
+        let m = parse_mounts(&b"41 31 0:38  /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n"[..])
+            .unwrap();
+        let v2 = m.v2.unwrap();
+        assert_eq!(v2.1, PathBuf::from(""));
+        assert_eq!(
+            dir_under(&v2, "/box/app"),
+            PathBuf::from("/sys/fs/cgroup/unified/box/app")
         );
     }
 

@@ -117,14 +117,17 @@ pub fn judge(
             .zram
             .then(|| zram_stat(d.name.trim_start_matches("/dev/")))
             .flatten();
-        room.headroom_kib += device_headroom_kib(d, stat.as_ref());
+        room.headroom_kib = room
+            .headroom_kib
+            .saturating_add(device_headroom_kib(d, stat.as_ref()));
         let free = d.size_kib.saturating_sub(d.used_kib);
-        room.usable_free_kib += if d.zram {
+        let usable = if d.zram {
             let ratio = stat.as_ref().map_or(PRIOR_ZRAM_RATIO, zram_ratio);
             free.min((available_kib as f64 * ratio) as u64)
         } else {
             free
         };
+        room.usable_free_kib = room.usable_free_kib.saturating_add(usable);
     }
     room
 }
@@ -148,6 +151,16 @@ pub fn ram_used_kib() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (fuzz/fuzz_targets/swaps.rs): two devices of near u64::MAX KiB
+    /// overflowed the sums; they saturate.
+    #[test]
+    fn huge_swap_devices_saturate() {
+        let max = u64::MAX;
+        let text = format!("Filename Type Size Used Priority\n/a f {max} 0 -2\n/b f {max} 0 -3\n");
+        let room = judge(&parse_swaps(&text), 0, |_| None);
+        assert_eq!((room.headroom_kib, room.usable_free_kib), (max, max));
+    }
 
     #[test]
     fn swaps_tell_zram_from_disk() {
