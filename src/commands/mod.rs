@@ -6,6 +6,11 @@ pub mod check;
 pub mod doctor;
 pub mod rank;
 pub mod run;
+// `status` asks a daemon's status socket or /status: both come with `http`.
+#[cfg(feature = "http")]
+pub mod status;
+#[cfg(not(feature = "http"))]
+#[path = "status_off.rs"]
 pub mod status;
 
 // What an optional feature adds to `run` and `rank`, or, without it, the refusal of every
