@@ -50,6 +50,11 @@ pub struct Cycle {
     pub anon_kib: u64,
     pub swap_kib: u64,
     pub fds: u64,
+    /// fds that are not the process cache's (not /proc/PID or a file in it).
+    pub other_fds: u64,
+    /// Processes the cache holds fds of, and of those the ones that have gone.
+    pub cached_procs: u64,
+    pub cached_dead: u64,
     pub threads: u64,
     /// Processes (and kernel threads) running in the guest at the sample.
     pub procs: u64,
@@ -111,6 +116,9 @@ fn parse_line(line: &str) -> Cycle {
             "anon_kib" => c.anon_kib = n(),
             "swap_kib" => c.swap_kib = n(),
             "fds" => c.fds = n(),
+            "other_fds" => c.other_fds = n(),
+            "cached_procs" => c.cached_procs = n(),
+            "cached_dead" => c.cached_dead = n(),
             "threads" => c.threads = n(),
             "procs" => c.procs = n(),
             "cpu_ticks" => c.cpu_ticks = n(),
@@ -219,12 +227,20 @@ pub fn table(cycles: &[Cycle], window_s: u64, ticks_per_s: u64) -> String {
 /// what it allocates; 256 KiB is room for the allocator's arenas settling, not for a leak
 /// per kill (~20 kills per 10 minutes here).
 pub const RSS_SLACK_KIB: u64 = 256;
-/// lowmemd's process cache holds one /proc/PID directory fd per process it scanned (the
-/// guest's ~250 kernel threads included), so its fd count follows the process count, which
-/// differs between cycle ends by the cached apps alive (0-3) and the kernel's short-lived
-/// workers. A cache that kept the dead would grow by ~5 per cycle (a runaway, up to three
-/// cached apps, two readers), 100 in a 10-minute soak.
-pub const FD_SLACK: u64 = 16;
+/// lowmemd's process cache holds four fds per process its last scan saw (the guest's ~60
+/// processes and kernel threads: ~250 fds), so the total follows the processes alive at
+/// that scan, which differ between cycle ends by at most a cycle's eight short-lived ones
+/// (a runaway, three cached apps, two readers and their two `timeout`s): 32 fds. The
+/// cache's leaks are caught by [`MAX_CACHED_DEAD`], every other fd's by [`OTHER_FD_SLACK`].
+pub const FD_SLACK: u64 = 32;
+/// The fds that are not the cache's (PSI triggers, eventfds, the event log, the policy
+/// watch) are fixed; one spare for a pidfd whose victim is still dying at the sample (a
+/// kill "NOT confirmed within 1000 ms" keeps its pidfd until the exit). A pidfd leaked
+/// per kill (three or more per cycle) clears it within a cycle.
+pub const OTHER_FD_SLACK: u64 = 1;
+/// Processes gone but still in the cache at a sample: at most what has died since its last
+/// scan, a cycle's eight short-lived processes.
+pub const MAX_CACHED_DEAD: u64 = 8;
 
 /// The soak's checks, each `PASS name: seen` or `FAIL name: seen`: no kernel OOM kill;
 /// every runaway killed by lowmemd; nothing else below adj 900 killed, the user's app
@@ -295,6 +311,7 @@ pub fn verdicts(out: &Output, cycles: &[Cycle]) -> Vec<String> {
             RSS_SLACK_KIB,
         ),
         ("fds", |c: &Cycle| c.fds, FD_SLACK),
+        ("other_fds", |c: &Cycle| c.other_fds, OTHER_FD_SLACK),
         ("threads", |c: &Cycle| c.threads, 0),
     ] {
         let r = flat(cycles, what, f, slack);
@@ -314,6 +331,15 @@ pub fn verdicts(out: &Output, cycles: &[Cycle]) -> Vec<String> {
         };
         check(&format!("{what}_flat"), r.is_ok(), seen);
     }
+    let dead = loaded.iter().map(|c| c.cached_dead).max().unwrap_or(0);
+    check(
+        "cache_drops_the_dead",
+        dead <= MAX_CACHED_DEAD,
+        format!(
+            "at most {dead} gone processes still cached at a sample (of {} cached)",
+            loaded.iter().map(|c| c.cached_procs).max().unwrap_or(0)
+        ),
+    );
     check(
         "lowmemd_alive",
         get("lowmemd_alive") == "1" && get("lowmemd_exit") == "0",

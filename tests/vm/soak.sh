@@ -51,14 +51,25 @@ sample() {
 		Threads:) _threads=$_v ;;
 		esac
 	done <"/proc/$LOWMEMD/status"
-	_fds=$(ls "/proc/$LOWMEMD/fd" | wc -l)
+	# Its fds: all of them; those of its process cache (four per process its last scan saw,
+	# each naming /proc/PID or a file in it); the rest (PSI triggers, the event log, pidfds
+	# in flight, ...). And the processes the cache still holds that have gone: a cache that
+	# kept the dead would hold more of them every cycle.
+	ls -l "/proc/$LOWMEMD/fd" >/tmp/fds
+	_fds=$(grep -c ' -> ' /tmp/fds)
+	_other=$(grep ' -> ' /tmp/fds | grep -vc ' -> /proc/[0-9]')
+	_cached=0 _dead=0
+	for _p in $(sed -n 's|.* -> /proc/\([0-9]*\).*|\1|p' /tmp/fds | sort -u); do
+		_cached=$((_cached + 1))
+		[ -d "/proc/$_p" ] || _dead=$((_dead + 1))
+	done
 	# utime + stime (fields 14, 15; lowmemd's comm has no spaces), in clock ticks.
 	_cpu=$(awk '{ print $14 + $15 }' "/proc/$LOWMEMD/stat")
 	_kills=$(grep -c '"action":"kill"' /tmp/events.jsonl)
 	_pageouts=$(grep -c '"action":"pageout"' /tmp/events.jsonl)
 	_events=$(wc -l </tmp/events.jsonl)
 	_procs=$(ls -d /proc/[0-9]* | wc -l)
-	echo "SOAK cycle=$1 t_s=$((($(now_ms) - soak0) / 1000)) rss_kib=$_rss anon_kib=$_anon swap_kib=$_swap fds=$_fds threads=$_threads procs=$_procs cpu_ticks=$_cpu oom_kill=$(($(oom_kills) - oom0)) kills=$_kills pageouts=$_pageouts events=$_events runaway=$2 runaway_ms=$3 available_kib=$(mem_available_kib)"
+	echo "SOAK cycle=$1 t_s=$((($(now_ms) - soak0) / 1000)) rss_kib=$_rss anon_kib=$_anon swap_kib=$_swap fds=$_fds other_fds=$_other cached_procs=$_cached cached_dead=$_dead threads=$_threads procs=$_procs cpu_ticks=$_cpu oom_kill=$(($(oom_kills) - oom0)) kills=$_kills pageouts=$_pageouts events=$_events runaway=$2 runaway_ms=$3 available_kib=$(mem_available_kib)"
 }
 
 oom0=$(oom_kills)
