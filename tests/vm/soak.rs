@@ -59,6 +59,8 @@ pub struct Cycle {
     /// Processes (and kernel threads) running in the guest at the sample.
     pub procs: u64,
     pub cpu_ticks: u64,
+    /// Of which in the kernel (a page-out's reclaim and compression run in lowmemd).
+    pub stime_ticks: u64,
     /// Kernel OOM kills since the soak began.
     pub oom_kill: u64,
     /// lowmemd's kills and page-outs since the soak began (its event log).
@@ -122,6 +124,7 @@ fn parse_line(line: &str) -> Cycle {
             "threads" => c.threads = n(),
             "procs" => c.procs = n(),
             "cpu_ticks" => c.cpu_ticks = n(),
+            "stime_ticks" => c.stime_ticks = n(),
             "oom_kill" => c.oom_kill = n(),
             "kills" => c.kills = n(),
             "pageouts" => c.pageouts = n(),
@@ -180,7 +183,7 @@ pub fn flat(
 /// percentiles, its kills and runaways, and the kernel OOM kills so far.
 pub fn table(cycles: &[Cycle], window_s: u64, ticks_per_s: u64) -> String {
     let mut out = String::from(
-        "| minutes | cycles | RSS, KiB (max) | RssAnon + swap, KiB | fds (processes) | threads | CPU, s | kills (runaways by lowmemd) | page-outs | sample_to_kill_ms p50 / p95 / max | kernel OOM kills |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| minutes | cycles | RSS, KiB (max) | RssAnon + swap, KiB | fds (processes) | threads | CPU, s (in the kernel) | kills (runaways by lowmemd) | page-outs | sample_to_kill_ms p50 / p95 / max | kernel OOM kills |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let loaded: Vec<&Cycle> = cycles.iter().filter(|c| c.cycle > 0).collect();
     let mut prev = cycles.first().cloned().unwrap_or_default();
@@ -198,7 +201,7 @@ pub fn table(cycles: &[Cycle], window_s: u64, ticks_per_s: u64) -> String {
         let pct = |p| percentile(&lat, p).map_or("—".into(), |v| v.to_string());
         let runaways = win.iter().filter(|c| c.runaway == "lowmemd").count();
         out.push_str(&format!(
-            "| {}–{} | {} | {} ({}) | {} | {} ({}) | {} | {:.1} | {} ({runaways}/{}) | {} | {} / {} / {} | {} |\n",
+            "| {}–{} | {} | {} ({}) | {} | {} ({}) | {} | {:.1} ({:.1}) | {} ({runaways}/{}) | {} | {} / {} / {} | {} |\n",
             w * window_s / 60,
             (w + 1) * window_s / 60,
             win.len(),
@@ -209,6 +212,7 @@ pub fn table(cycles: &[Cycle], window_s: u64, ticks_per_s: u64) -> String {
             last.procs,
             last.threads,
             last.cpu_ticks.saturating_sub(prev.cpu_ticks) as f64 / ticks_per_s as f64,
+            last.stime_ticks.saturating_sub(prev.stime_ticks) as f64 / ticks_per_s as f64,
             last.kills.saturating_sub(prev.kills),
             win.len(),
             last.pageouts.saturating_sub(prev.pageouts),

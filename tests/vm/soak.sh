@@ -63,13 +63,16 @@ sample() {
 		_cached=$((_cached + 1))
 		[ -d "/proc/$_p" ] || _dead=$((_dead + 1))
 	done
-	# utime + stime (fields 14, 15; lowmemd's comm has no spaces), in clock ticks.
-	_cpu=$(awk '{ print $14 + $15 }' "/proc/$LOWMEMD/stat")
+	# utime + stime (fields 14, 15; lowmemd's comm has no spaces), in clock ticks; and stime
+	# alone: a page-out's reclaim and compression into zram run in the caller, lowmemd.
+	read -r _cpu _stime <<-EOF
+		$(awk '{ print $14 + $15, $15 }' "/proc/$LOWMEMD/stat")
+	EOF
 	_kills=$(grep -c '"action":"kill"' /tmp/events.jsonl)
 	_pageouts=$(grep -c '"action":"pageout"' /tmp/events.jsonl)
 	_events=$(wc -l </tmp/events.jsonl)
 	_procs=$(ls -d /proc/[0-9]* | wc -l)
-	echo "SOAK cycle=$1 t_s=$((($(now_ms) - soak0) / 1000)) rss_kib=$_rss anon_kib=$_anon swap_kib=$_swap fds=$_fds other_fds=$_other cached_procs=$_cached cached_dead=$_dead threads=$_threads procs=$_procs cpu_ticks=$_cpu oom_kill=$(($(oom_kills) - oom0)) kills=$_kills pageouts=$_pageouts events=$_events runaway=$2 runaway_ms=$3 available_kib=$(mem_available_kib)"
+	echo "SOAK cycle=$1 t_s=$((($(now_ms) - soak0) / 1000)) rss_kib=$_rss anon_kib=$_anon swap_kib=$_swap fds=$_fds other_fds=$_other cached_procs=$_cached cached_dead=$_dead threads=$_threads procs=$_procs cpu_ticks=$_cpu stime_ticks=$_stime oom_kill=$(($(oom_kills) - oom0)) kills=$_kills pageouts=$_pageouts events=$_events runaway=$2 runaway_ms=$3 available_kib=$(mem_available_kib)"
 }
 
 oom0=$(oom_kills)
