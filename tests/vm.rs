@@ -23,6 +23,11 @@
 mod arm;
 #[path = "vm/harness.rs"]
 mod harness;
+// The soak's parsing and verdicts, tested on literals here; the soak itself runs as
+// benches/vm_soak.rs (not in CI: see docs/testing.md).
+#[allow(dead_code)]
+#[path = "vm/soak.rs"]
+mod soak;
 #[path = "vm/systemd.rs"]
 mod systemd;
 
@@ -868,4 +873,38 @@ fn module_depends_from_modinfo() {
     let ko = b"\x7fELF....license=GPL\0depends=zsmalloc,lz4\0vermagic=6.1\0";
     assert_eq!(module_depends(ko), vec!["zsmalloc", "lz4"]);
     assert!(module_depends(b"\0depends=\0").is_empty());
+}
+
+#[test]
+fn soak_flat_takes_warm_up_as_the_baseline_and_catches_a_slow_leak() {
+    let run = |rss: &[u64]| -> Vec<soak::Cycle> {
+        (0..rss.len())
+            .map(|i| soak::Cycle {
+                cycle: i as u64,
+                rss_kib: rss[i],
+                ..soak::Cycle::default()
+            })
+            .collect()
+    };
+    let rss = |c: &soak::Cycle| c.rss_kib;
+    // Cycle 0 (before any load) is not counted; warm-up in the first third is the baseline.
+    let warm_up = run(&[1200, 1500, 1560, 1640, 1660, 1664, 1664, 1668, 1680, 1680]);
+    assert_eq!(soak::flat(&warm_up, "rss", rss, 256), Ok(()));
+    // 40 KiB more every cycle: within 256 KiB of the first third's max at first, not later.
+    let leak: Vec<u64> = (0..13).map(|i| 1500 + 40 * i).collect();
+    assert!(soak::flat(&run(&leak), "rss", rss, 256).is_err());
+    assert!(
+        soak::flat(&run(&[1, 2, 3]), "rss", rss, 0).is_err(),
+        "too few cycles"
+    );
+}
+
+#[test]
+fn soak_percentiles_are_nearest_rank() {
+    let v = [5, 1, 4, 2, 3, 10, 6, 7, 9, 8];
+    assert_eq!(soak::percentile(&v, 50), Some(5));
+    assert_eq!(soak::percentile(&v, 95), Some(10));
+    assert_eq!(soak::percentile(&v, 100), Some(10));
+    assert_eq!(soak::percentile(&[7], 50), Some(7));
+    assert_eq!(soak::percentile(&[], 50), None);
 }

@@ -647,10 +647,22 @@ pub fn console(mut qemu: Command, timeout: Duration) -> Result<Output, String> {
         .map_err(|e| format!("qemu: {e}"))?;
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let stdout = child.stdout.take().unwrap();
+    // A long run (the hour-long soak) can be followed as it goes, and leaves its console
+    // behind if the run is cut short: LOWMEMD_VM_CONSOLE=FILE appends every line to FILE.
+    let mut tee = std::env::var_os("LOWMEMD_VM_CONSOLE").and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    });
     std::thread::spawn(move || {
         let mut r = BufReader::new(stdout);
         let mut line = Vec::new();
         while r.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            if let Some(f) = tee.as_mut() {
+                let _ = f.write_all(&line);
+            }
             let text = String::from_utf8_lossy(&line)
                 .trim_end_matches(['\n', '\r'])
                 .to_string();
