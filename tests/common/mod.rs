@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 
+pub mod freeze_bed;
+
 pub const V1_MEMORY: &str = "/sys/fs/cgroup/memory";
 pub const V2: &str = "/sys/fs/cgroup/unified";
 
