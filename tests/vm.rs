@@ -270,6 +270,14 @@ fn freeze_v2_freezes_pages_out_and_thaws_a_cached_app() {
         freezes[0]
     );
     // Memory returns: thawed for pressure_gone, and it runs again.
+    // The 160 MiB foreground job keeps available below 40 % with the app paged out: the
+    // freeze holds while it runs, and the thaw comes thaw_after_ms (10 s) after it ends
+    // (with 90 MiB, paging the app out ended the pressure itself: thawed 4-5 s after).
+    let thaw_ms = out.num("thaw_ms");
+    assert!(
+        thaw_ms >= 8000,
+        "thawed {thaw_ms} ms after the foreground ended"
+    );
     assert_eq!(out.get("thaw_reason"), "pressure_gone");
     assert_eq!(out.num("thaws"), 1);
     assert_eq!(out.get("thawed_frozen"), "0");

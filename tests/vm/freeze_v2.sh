@@ -1,10 +1,11 @@
 # The freeze tier (issue 23) on a pure cgroup-v2 hierarchy, as tests/freeze_pressure.rs on
 # the host: a 256 MiB memcg scope /box with zram swap, a cached app (adj 900, 100 MiB of
 # ~3:1-compressible memory read every 200 ms) in /box/app, a foreground job in /box/fg (v2:
-# processes only in leaves, +memory down to them). Under pressure the app is frozen and
-# paged out, nothing is killed; the foreground job ends and the app is thawed and runs
-# again; a lowmemd killed with SIGKILL while the app is frozen leaves it to the next start,
-# which thaws it.
+# processes only in leaves, +memory down to them). The foreground job's 160 MiB keep
+# available below the freeze level's 40 % even with the app paged out, so that only its end
+# ends the pressure. Under pressure the app is frozen and paged out, nothing is killed; the
+# foreground job ends and 10 s later the app is thawed and runs again; a lowmemd killed with
+# SIGKILL while the app is frozen leaves it to the next start, which thaws it.
 . /vm/lib.sh
 mount -t cgroup2 cgroup2 /sys/fs/cgroup || fail "mount cgroup2"
 echo +memory >/sys/fs/cgroup/cgroup.subtree_control || fail "+memory"
@@ -63,7 +64,7 @@ spawn cached --adj 900 --mib 100 --rate 200 --cycle-ms 200 --compress-ratio 3 \
 wait_ready cached
 start_lowmemd --cgroup /box --policy /tmp/policy.toml
 t0=$(now_ms)
-spawn fg --adj 0 --mib 90 --rate 200 --cgroup-procs /sys/fs/cgroup/box/fg/cgroup.procs
+spawn fg --adj 0 --mib 160 --rate 200 --cgroup-procs /sys/fs/cgroup/box/fg/cgroup.procs
 wait_ready fg
 wait_file /tmp/events.jsonl '"action":"freeze"' 60 || result freeze_missing 1
 result freeze_ms $(($(now_ms) - t0))
@@ -95,7 +96,7 @@ dump_lowmemd first
 # SIGKILL while frozen: nothing can thaw it but the next start.
 rm -f /tmp/events.jsonl /tmp/lowmemd.log
 start_lowmemd --cgroup /box --policy /tmp/policy.toml
-spawn fg2 --adj 0 --mib 90 --rate 200 --cgroup-procs /sys/fs/cgroup/box/fg/cgroup.procs
+spawn fg2 --adj 0 --mib 160 --rate 200 --cgroup-procs /sys/fs/cgroup/box/fg/cgroup.procs
 wait_ready fg2
 wait_file /tmp/events.jsonl '"action":"freeze"' 60 || result crash_freeze_missing 1
 wait_frozen 1 5 || result crash_not_frozen 1
