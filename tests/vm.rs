@@ -224,6 +224,89 @@ fn memcg_v2_calm_runaway_cached_apps_and_dry_run() {
     assert_eq!(out.num("dry_memcg_oom_kill_delta"), 0, "memcg OOM kills");
 }
 
+/// The freeze tier (issue 23) in the pure cgroup-v2 VM, as tests/freeze_pressure.rs on the
+/// host: a cached app in an app cgroup below a 256 MiB scope with zram swap is frozen and
+/// paged out under pressure, nothing is killed, it is thawed and runs once memory returns;
+/// a SIGKILLed lowmemd leaves it frozen to the next start, which thaws it.
+#[test]
+#[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
+fn freeze_v2_freezes_pages_out_and_thaws_a_cached_app() {
+    let out = Vm {
+        name: "freeze-v2",
+        mem_mib: 768,
+        modules: &["zram", "lzo-rle"],
+        script: include_str!("vm/freeze_v2.sh"),
+        timeout: Duration::from_secs(240),
+        ..Vm::default()
+    }
+    .run();
+    report(
+        "freeze v2",
+        &out,
+        &[
+            "controllers",
+            "freeze_ms",
+            "frozen_swap_kib",
+            "thaw_ms",
+            "restart_thaw_ms",
+            "memcg_oom_kill_delta",
+        ],
+    );
+    assert!(out.num("swap_kib") > 0, "zram swap is on");
+    for missing in ["freeze_missing", "not_frozen", "thaw_missing"] {
+        assert!(!out.results.contains_key(missing), "{missing}");
+    }
+    // Frozen: cgroup.events says so, it does not run, its memory went to zram.
+    assert_eq!(out.get("frozen"), "1", "cgroup.events frozen 1");
+    assert_eq!(
+        out.num("frozen_ticks_moved"),
+        0,
+        "a frozen app must not run"
+    );
+    let swapped = out.num("frozen_swap_kib");
+    assert!(
+        swapped > 40 * 1024,
+        "paged out into zram: VmSwap {swapped} KiB"
+    );
+    let first = out.events_in("events-first");
+    let freezes: Vec<_> = first.iter().filter(|e| e["action"] == "freeze").collect();
+    assert_eq!(freezes.len(), 1, "{first:#?}");
+    assert_eq!(freezes[0]["pid"].as_i64(), Some(out.num("pid_cached")));
+    assert!(
+        (freezes[0]["frozen_cgroup"].as_str().unwrap_or("")).ends_with("/box/app"),
+        "{}",
+        freezes[0]
+    );
+    // Memory returns: thawed for pressure_gone, and it runs again.
+    // The 160 MiB foreground job keeps available below 40 % with the app paged out: the
+    // freeze holds while it runs, and the thaw comes thaw_after_ms (10 s) after it ends
+    // (with 90 MiB, paging the app out ended the pressure itself: thawed 4-5 s after).
+    let thaw_ms = out.num("thaw_ms");
+    assert!(
+        thaw_ms >= 8000,
+        "thawed {thaw_ms} ms after the foreground ended"
+    );
+    assert_eq!(out.get("thaw_reason"), "pressure_gone");
+    assert_eq!(out.num("thaws"), 1);
+    assert_eq!(out.get("thawed_frozen"), "0");
+    assert!(out.num("thawed_ticks_moved") > 0, "a thawed app runs again");
+    assert_eq!(out.num("kills"), 0, "nothing killed");
+    assert_eq!(out.get("cached_alive"), "1");
+    assert_eq!(out.get("lowmemd_exit"), "0");
+    // SIGKILL while frozen: the next start thaws it, and says so.
+    assert!(!out.results.contains_key("crash_freeze_missing"));
+    assert_eq!(out.get("crash_frozen"), "1", "still frozen after the crash");
+    assert!(
+        !out.results.contains_key("restart_not_thawed"),
+        "the next start thaws what the crashed run froze"
+    );
+    assert_eq!(out.get("restart_frozen"), "0");
+    assert!(out.num("restart_says") > 0, "and says so");
+    assert_eq!(out.get("end_cached_alive"), "1");
+    assert_eq!(out.num("memcg_oom_kill_delta"), 0, "memcg OOM kills");
+    assert_eq!(out.num("oom_kill_delta"), 0, "kernel OOM kills");
+}
+
 /// The memory.high tripwire (issue 25) on a pure cgroup-v2 hierarchy: a memcg scope idles
 /// at ≤ 10 wake-ups per 30 s at 60 % and at 5 % usage (the adaptive poll alone made
 /// ~2,600 and ~630), still wins a 1000 MiB/s runaway, puts the original memory.high back
