@@ -5,8 +5,7 @@
 //! run, `RUNS` times each:
 //!
 //! - **freeze + page-out**: the freeze record's resident memory saved, zram's own growth and
-//!   their difference (what the machine got back, Android's `memFreed`), and the memcg's
-//!   usage drop (zram's pages are not charged to the memcg);
+//!   their difference (what the machine got back, Android's `memFreed`);
 //! - **kill**: the memcg's usage drop when the same app is killed;
 //! - **back again**: after the thaw, the time until the app has read all its memory once
 //!   (its VmSwap back under 10 % of what was paged out: `--cycle-ms` reads every page), against
@@ -43,7 +42,7 @@ fn main() {
     if !real_kernel_available("freeze") {
         return;
     }
-    let (mut saved, mut zram, mut returned, mut memcg_freeze) = (vec![], vec![], vec![], vec![]);
+    let (mut saved, mut zram, mut returned) = (vec![], vec![], vec![]);
     let (mut memcg_kill, mut back_ms, mut cold_ms) = (vec![], vec![], vec![]);
     for run in 0..RUNS {
         // Freeze + page-out, then the thaw and the way back.
@@ -51,13 +50,10 @@ fn main() {
         let cached = bed.cached_app(0);
         let mut d = bed.daemon(POLICY, &[]);
         let fg = bed.foreground();
-        let before = bed.cg.usage_mib() as f64;
         let events = wait_action(&d, "freeze", Duration::from_secs(30));
         let Some(f) = actions(&events, "freeze").first().copied().cloned() else {
             panic!("run {run}: nothing frozen: {events:#?}");
         };
-        std::thread::sleep(Duration::from_millis(500));
-        memcg_freeze.push(before - bed.cg.usage_mib() as f64);
         saved.push(kib_field(&f, "resident_saved_kib"));
         zram.push(kib_field(&f, "swap_ram_growth_kib"));
         returned.push(kib_field(&f, "freed_kib"));
