@@ -85,14 +85,8 @@ fn main() {
         std::thread::sleep(Duration::from_millis(300));
         memcg_kill.push(before - bed.cg.usage_mib() as f64);
         eprintln!(
-            "run {run}: freeze saved {:.1} MiB, zram +{:.1}, returned {:.1}; memcg -{:.0} (freeze) / -{:.0} (kill); back {:.0} ms, cold {:.0} ms",
-            saved[run],
-            zram[run],
-            returned[run],
-            memcg_freeze[run],
-            memcg_kill[run],
-            back_ms[run],
-            cold_ms[run]
+            "run {run}: freeze saved {:.1} MiB, zram +{:.1}, returned {:.1}; kill -{:.0}; back {:.0} ms, cold {:.0} ms",
+            saved[run], zram[run], returned[run], memcg_kill[run], back_ms[run], cold_ms[run]
         );
     }
     println!("freeze tier vs kill, 100 MiB app (~3:1), {RUNS} runs (MiB, ms):");
@@ -101,10 +95,6 @@ fn main() {
     println!(
         "  freeze + page-out: returned to the machine {}",
         range(&returned)
-    );
-    println!(
-        "  freeze + page-out: memcg usage drop {}",
-        range(&memcg_freeze)
     );
     println!("  kill: memcg usage drop {}", range(&memcg_kill));
     println!(
