@@ -100,7 +100,6 @@ pub fn run(args: &RunArgs) -> CmdResult {
         log::warn!("{said}");
     }
     let freezes = freezer::Records::open(runtime_dir.clone());
-    let runtime_dir_at_stop = runtime_dir.clone();
     let (mut mon, mut warnings) = Monitor::open(
         scope.clone(),
         store.clone(),
@@ -256,7 +255,7 @@ pub fn run(args: &RunArgs) -> CmdResult {
     }
     // The pipeline thawed what it froze as it ended; if it is still waiting out a victim,
     // its records say what to thaw.
-    for said in freezer::thaw_left_behind(&runtime_dir_at_stop) {
+    for said in freezer::thaw_left_behind(&runtime_dir) {
         log::info!("{said}");
     }
     if let Some(path) = &status_socket {

@@ -131,11 +131,6 @@ impl Frozen {
         self.apps.remove(i)
     }
 
-    /// Takes every app (lowmemd is stopping).
-    pub fn take_all(&mut self) -> Vec<FrozenApp> {
-        std::mem::take(&mut self.apps)
-    }
-
     /// A freeze level, or a more severe one, holds at `now`.
     pub fn held(&mut self, now: u64) {
         self.last_held_ms = Some(now);
@@ -143,11 +138,6 @@ impl Frozen {
 
     pub fn last_held_ms(&self) -> Option<u64> {
         self.last_held_ms
-    }
-
-    /// Whether `cgroup` is frozen by us.
-    pub fn holds(&self, cgroup: &str) -> bool {
-        self.apps.iter().any(|a| a.cgroup == cgroup)
     }
 
     /// The incarnations a freeze level passes over at `now`: frozen already, or in an app
