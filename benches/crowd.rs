@@ -132,6 +132,7 @@ fn measure_n(kernel: &mut dyn Kernel, big: i32, gap: Duration, runs: usize) -> (
             level: &policy.levels[level],
             sample: &sample,
             fresh: sample.clone(),
+            last: Default::default(),
         };
         let t0 = Instant::now();
         let sel = select(kernel, &plan, &cx).expect("scope readable");

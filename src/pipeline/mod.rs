@@ -31,7 +31,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::health::Health;
-use crate::policy::decide::{Decided, Decision, decide};
+use crate::policy::decide::{Decided, Decision, LastActions, decide};
 use crate::policy::store::PolicyStore;
 use crate::policy::{Action, Candidates, KillMode, Level, Policy};
 use crate::sample::Sample;
@@ -57,6 +57,24 @@ pub struct Plan<'a> {
     pub sample: &'a Sample,
     /// The same with memory re-read right before acting.
     pub fresh: Sample,
+    /// The pipeline's last actions when the plan was made (cooldowns, PSI counted once).
+    pub last: LastActions,
+}
+
+impl Plan<'_> {
+    /// Whether memory, re-read now, calls for a more severe level than this plan's: a
+    /// gentle action (page-out, freeze) then gives way between its steps, so the kill that
+    /// level asks for is not held up behind work that can no longer keep up.
+    pub fn escalated(&self, kernel: &dyn Kernel) -> bool {
+        let Ok(mem) = kernel.memory() else {
+            return false;
+        };
+        let mut now = self.fresh.clone();
+        now.mem = mem;
+        now.at_ms = kernel.now_ms();
+        decide(&now, self.policy, self.last)
+            .is_some_and(|d| d.more_severe_than(&self.decision, self.policy))
+    }
 }
 
 pub struct Pipeline {
@@ -190,11 +208,20 @@ impl Pipeline {
             return;
         }
         for _ in 0..level.max_victims {
-            let Some(plan) = self.recheck(&policy, &decision, &sample) else {
+            let Some((plan, escalated)) = self.recheck(&policy, &decision, &sample) else {
                 self.observer.recovered();
                 log::debug!("pressure passed before the kill");
                 return;
             };
+            // Memory fell past a more severe level since the sample: a page-out or freeze
+            // now would only delay the kill the next sample decides.
+            if escalated && plan.level.action.is_gentle() {
+                log::debug!(
+                    "level {}: a more severe level holds now; leaving it to the next sample",
+                    plan.level.name
+                );
+                return;
+            }
             let now = plan.fresh.at_ms;
             let kernel = &self.kernel;
             self.ledger.prune(now, |t| kernel.exited(t));
@@ -212,32 +239,33 @@ impl Pipeline {
 
     /// The earlyoom re-check: memory re-read right before acting (the shortage may have
     /// passed since the sample, or since the previous victim of this decision), decided
-    /// again, acting at the level that holds now but never a more severe one than decided.
+    /// again, acting at the level that holds now but never a more severe one than decided
+    /// (`true` beside the plan: a more severe one holds now).
     fn recheck<'a>(
         &self,
         policy: &'a Policy,
         decided: &Decision,
         sample: &'a Sample,
-    ) -> Option<Plan<'a>> {
+    ) -> Option<(Plan<'a>, bool)> {
         let mut fresh = sample.clone();
         match self.kernel.memory() {
             Ok(mem) => fresh.mem = mem,
             Err(e) => log::warn!("re-reading memory before a kill failed: {e}; using the sample"),
         }
         fresh.at_ms = self.kernel.now_ms();
-        let now = decide(&fresh, policy, self.ledger.last())?;
-        let decision = if now.more_severe_than(decided, policy) {
-            decided.clone()
-        } else {
-            now
-        };
-        Some(Plan {
+        let last = self.ledger.last();
+        let now = decide(&fresh, policy, last)?;
+        let escalated = now.more_severe_than(decided, policy);
+        let decision = if escalated { decided.clone() } else { now };
+        let plan = Plan {
             policy,
             level: decision.level(policy),
             decision,
             sample,
             fresh,
-        })
+            last,
+        };
+        Some((plan, escalated))
     }
 
     /// The select stage, its facts told and its empty outcomes remembered.
@@ -368,9 +396,11 @@ impl Pipeline {
         let cursor = self.ledger.pageouts.cursor(&target.proc);
         match pageout::run(&*self.kernel, plan, &target, cursor, true, self.dry_run) {
             PageoutReport::PagedOut(p) => {
-                self.ledger
-                    .pageouts
-                    .record(&target.proc, p.record, plan.level);
+                if p.remembered() {
+                    self.ledger
+                        .pageouts
+                        .record(&target.proc, p.record, plan.level);
+                }
                 self.observer.paged_out(&Pageout {
                     victim: &target.proc,
                     decision: &plan.decision,
@@ -385,9 +415,20 @@ impl Pipeline {
                     scope_available_before_kib: plan.fresh.mem.available_kib,
                     scope_available_after_kib: p.scope_available_after_kib,
                     unfinished: p.unfinished,
+                    interrupted: p.interrupted,
                     duration_ms: p.end_ms.saturating_sub(p.started_ms),
                 });
                 self.ledger.paged_out(p.end_ms);
+            }
+            PageoutReport::NothingToReclaim(record) => {
+                log::debug!(
+                    "pid {} ({}): nothing worth paging out; not again until it grows",
+                    target.proc.pid,
+                    target.proc.comm
+                );
+                self.ledger
+                    .pageouts
+                    .record(&target.proc, record, plan.level);
             }
             PageoutReport::Unreadable => {}
             PageoutReport::Refused(why) => self.disable_pageout(why, false),

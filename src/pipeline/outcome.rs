@@ -165,6 +165,8 @@ pub struct Pageout<'a> {
     pub scope_available_after_kib: Option<u64>,
     /// More of this process is left for the next event (the per-event cap was reached).
     pub unfinished: bool,
+    /// Stopped part-way because memory fell to a more severe level meanwhile.
+    pub interrupted: bool,
     pub duration_ms: u64,
 }
 

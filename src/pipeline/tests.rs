@@ -69,6 +69,20 @@ struct State {
     freezer_log: Vec<String>,
     /// Pids that exit right after the next scan read them.
     vanish_after_scan: Vec<i32>,
+    /// Page-out: set, processes answer status and smaps with their size as anonymous memory.
+    pageout: Option<FakePageout>,
+}
+
+/// How the fake answers page-outs.
+#[derive(Debug, Default)]
+struct FakePageout {
+    swap: bool,
+    /// Memory used elsewhere grows by this much during each process_madvise call (a
+    /// foreground job growing faster than page-out frees).
+    grow_per_call_kib: u64,
+    /// process_madvise calls and smaps reads, counted.
+    calls: u32,
+    smaps_reads: u32,
 }
 
 #[derive(Clone)]
@@ -99,6 +113,7 @@ impl Fake {
             frozen: Vec::new(),
             freezer_log: Vec::new(),
             vanish_after_scan: Vec::new(),
+            pageout: None,
         })))
     }
 
@@ -307,19 +322,60 @@ impl Kernel for Fake {
     }
 
     fn mem_detail(&self, pid: i32) -> Result<MemDetail, ProcError> {
-        Err(ProcError::Vanished { pid })
+        let s = self.state();
+        match (&s.pageout, s.procs.iter().find(|p| p.pid == pid && !p.dead)) {
+            (Some(_), Some(p)) => Ok(MemDetail {
+                rss_anon_kib: p.rss_kib,
+                ..Default::default()
+            }),
+            _ => Err(ProcError::Vanished { pid }),
+        }
     }
 
     fn smaps(&self, pid: i32) -> Result<Vec<Region>, ProcError> {
-        Err(ProcError::Vanished { pid })
+        let mut s = self.state();
+        let rss_kib = s.procs.iter().find(|p| p.pid == pid).map(|p| p.rss_kib);
+        match (s.pageout.as_mut(), rss_kib) {
+            (Some(po), Some(rss_kib)) => {
+                po.smaps_reads += 1;
+                Ok(vec![Region {
+                    start: 1 << 30,
+                    end: (1 << 30) + rss_kib * 1024,
+                    backing: crate::procs::Backing::Anon,
+                    shared: false,
+                    rss_kib,
+                    locked: false,
+                    hugetlb: false,
+                    device: false,
+                }])
+            }
+            _ => Err(ProcError::Vanished { pid }),
+        }
     }
 
     fn swap_active(&self) -> bool {
-        false
+        self.state().pageout.as_ref().is_some_and(|po| po.swap)
     }
 
-    fn advise(&self, _: &Target, _: &[Vec<(u64, u64)>]) -> Advised {
-        Advised::default()
+    /// Each call pages out its bytes of the process and lets the elsewhere grow.
+    fn advise(&self, target: &Target, batches: &[Vec<(u64, u64)>]) -> Advised {
+        let mut s = self.state();
+        let bytes: u64 = batches.iter().flatten().map(|r| r.1).sum();
+        let grow = s.pageout.as_ref().map_or(0, |po| po.grow_per_call_kib);
+        if let Some(po) = s.pageout.as_mut() {
+            po.calls += batches.len() as u32;
+        }
+        let freed = bytes / 1024;
+        if let Some(p) = s.procs.iter_mut().find(|p| p.pid == target.proc.pid) {
+            p.rss_kib = p.rss_kib.saturating_sub(freed);
+        }
+        s.used_kib = (s.used_kib + grow * batches.len() as u64).saturating_sub(freed);
+        s.now_ms += 50;
+        Advised {
+            advised_bytes: bytes,
+            calls: batches.len() as u32,
+            ..Default::default()
+        }
     }
 
     fn set_frozen(&self, cgroup: &str, frozen: bool) -> Result<(), FreezerError> {
@@ -360,6 +416,8 @@ enum Seen {
     Recovered,
     Froze(String),
     Thawed(String, Thaw),
+    /// A page-out of the pid, and whether it was interrupted.
+    PagedOut(i32, bool),
 }
 
 #[derive(Clone, Default)]
@@ -412,7 +470,12 @@ impl Observer for Record {
                 .push(Seen::Group(k.victim.pid, g.clone()));
         }
     }
-    fn paged_out(&self, _: &Pageout<'_>) {}
+    fn paged_out(&self, p: &Pageout<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(Seen::PagedOut(p.victim.pid, p.interrupted));
+    }
     fn froze(&self, f: &Freeze<'_>) {
         if !f.dry_run {
             self.0.lock().unwrap().push(Seen::Froze(f.cgroup.into()));
@@ -1176,4 +1239,87 @@ fn with_sigstop_a_process_without_an_app_of_its_own_is_stopped_alone_and_continu
         seen.seen()
             .contains(&Seen::Thawed("pid 20".into(), Thaw::PressureGone))
     );
+}
+
+/// A kill level at 10 % (adj ≥ 900) above a page-out level at 25 % (adj ≥ 900, 128 MiB an
+/// event, 16 calls of 8 MiB), on a fake that answers page-outs.
+fn pageout_fake(used_mib: u64, swap: bool, grow_per_call_mib: u64) -> (Fake, Pipeline, Record) {
+    let fake = Fake::new(1000, used_mib, &[(101, 900, 200, Exit::After(10))]);
+    fake.state().pageout = Some(FakePageout {
+        swap,
+        grow_per_call_kib: grow_per_call_mib * MIB,
+        ..Default::default()
+    });
+    let store = policy(
+        "[[level]]\nname = \"moderate\"\naction = \"pageout\"\nmin_adj = 900\navailable_below_pct = 25\npageout_max_mib = 128\n",
+    );
+    let (p, seen) = pipeline(&fake, store, false);
+    (fake, p, seen)
+}
+
+fn pageout_calls(fake: &Fake) -> (u32, u32) {
+    let s = fake.state();
+    let po = s.pageout.as_ref().unwrap();
+    (po.calls, po.smaps_reads)
+}
+
+#[test]
+fn a_page_out_gives_way_once_memory_falls_to_a_kill_level() {
+    // 20 % available: the page-out level. Each 8 MiB call frees 8 MiB while the job grows
+    // 40: after the 4th call 7.2 % is left, under the kill level's 10 %.
+    let (fake, mut p, seen) = pageout_fake(800, true, 40);
+    feed(&mut p, fake.sample());
+    assert_eq!(
+        pageout_calls(&fake).0,
+        4,
+        "stopped before the 5th of 16 calls"
+    );
+    assert_eq!(seen.seen(), [Seen::PagedOut(101, true)]);
+    fake.advance(10);
+    feed(&mut p, fake.sample());
+    assert_eq!(fake.signalled(), [101], "the next sample kills");
+}
+
+#[test]
+fn a_page_out_runs_its_whole_event_while_it_keeps_up() {
+    let (fake, mut p, seen) = pageout_fake(800, true, 0);
+    feed(&mut p, fake.sample());
+    assert_eq!(pageout_calls(&fake).0, 16, "128 MiB in 8 MiB calls");
+    assert_eq!(seen.seen(), [Seen::PagedOut(101, false)]);
+}
+
+#[test]
+fn a_page_out_is_not_begun_when_a_kill_level_holds_on_fresh_memory() {
+    let (fake, mut p, seen) = pageout_fake(800, true, 0);
+    let sample = fake.sample();
+    // Memory falls to 5 % between the monitor's sample and the pipeline's re-check.
+    fake.state().used_kib = 950 * MIB;
+    feed_decided_on(&mut p, sample);
+    assert_eq!(pageout_calls(&fake), (0, 0), "no smaps read, no call");
+    assert!(seen.seen().is_empty(), "{:?}", seen.seen());
+    fake.advance(10);
+    feed(&mut p, fake.sample());
+    assert_eq!(fake.signalled(), [101]);
+}
+
+#[test]
+fn a_process_with_nothing_to_reclaim_is_not_asked_and_not_tried_again() {
+    // No swap: its 200 MiB of anonymous memory cannot be paged out.
+    let (fake, mut p, seen) = pageout_fake(800, false, 0);
+    feed(&mut p, fake.sample());
+    fake.advance(1000);
+    feed(&mut p, fake.sample());
+    assert_eq!(pageout_calls(&fake), (0, 0), "neither smaps nor a call");
+    assert!(
+        seen.seen().is_empty(),
+        "not a page-out event: {:?}",
+        seen.seen()
+    );
+}
+
+/// `feed`, with the decision taken on `sample` handed over after memory already changed.
+fn feed_decided_on(p: &mut Pipeline, sample: Sample) {
+    let decision = decide(&sample, &p.store.get(), p.ledger.last());
+    assert!(decision.is_some());
+    p.handle(Decided { sample, decision });
 }

@@ -155,6 +155,8 @@ pub struct PageoutEvent {
     pub scope_available_after_kib: Option<u64>,
     /// More of this process is left for the next event (the per-event cap was reached).
     pub unfinished: bool,
+    /// Stopped part-way because memory fell to a more severe level meanwhile.
+    pub interrupted: bool,
     pub duration_ms: u64,
     #[serde(flatten)]
     pub cause: Cause,
@@ -213,6 +215,7 @@ impl PageoutEvent {
             scope_available_before_kib: p.scope_available_before_kib,
             scope_available_after_kib: p.scope_available_after_kib,
             unfinished: p.unfinished,
+            interrupted: p.interrupted,
             duration_ms: p.duration_ms,
             cause: Cause::new(p.decision, &p.level.name),
         }

@@ -256,7 +256,7 @@ fn compact(kernel: &dyn Kernel, plan: &Plan<'_>, frozen: &Frozen, froze: &mut Fr
                     },
                 ));
             }
-            PageoutReport::Unreadable => {}
+            PageoutReport::Unreadable | PageoutReport::NothingToReclaim(_) => {}
             PageoutReport::Refused(why) => {
                 log::warn!(
                     "freeze level {}: no page-out of frozen apps: {why}",

@@ -19,6 +19,16 @@ pub struct Advised {
     pub refused: Option<std::io::Error>,
 }
 
+impl Advised {
+    /// Adds what a further call did.
+    pub fn add(&mut self, more: Advised) {
+        self.advised_bytes += more.advised_bytes;
+        self.calls += more.calls;
+        self.exited |= more.exited;
+        self.refused = self.refused.take().or(more.refused);
+    }
+}
+
 /// Asks the kernel to page out `batches` (each one process_madvise call) of the pinned
 /// victim. A mapping that changed since smaps was read (EINVAL, ENOMEM) costs only its call.
 pub fn advise(target: &Target, batches: &[Vec<(u64, u64)>]) -> Advised {
