@@ -21,14 +21,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use rustix::event::{PollFd, PollFlags, Timespec};
 
-use crate::clock::monotonic_ms;
+use crate::clock::{monotonic_ms, thread_cpu_us};
 use crate::policy::Watermark;
 use crate::policy::decide::{Decided, LastActions, decide, swap_absorbing};
 use crate::policy::store::PolicyStore;
 use crate::sample::{MemSnapshot, Refaults, Sample};
 use crate::scope::Scope;
 pub use outlets::{Outlets, Source};
-use schedule::{FAST_POLL_MS, RETRY_MS, Schedule, Slack};
+use schedule::{FAST_POLL_MS, PollCost, RETRY_MS, Schedule, Slack};
 use sources::Sources;
 use thrash::{RefaultPace, ThrashMeter};
 use trend::TrendMeter;
@@ -259,6 +259,7 @@ impl Monitor {
         // The level of the last sample handed over: a change to "none" is handed over too.
         let mut handed_level: Option<usize> = None;
         let mut pace = RefaultPace::default();
+        let mut cost = PollCost::default();
         loop {
             let awake = monotonic_ms();
             let health = &self.outlets.health;
@@ -279,6 +280,7 @@ impl Monitor {
                 }
             };
             let now = monotonic_ms();
+            let cpu_at_wake = thread_cpu_us();
             polls += 1;
             if !revents[0].is_empty() {
                 let mut buf = [0u8; 8];
@@ -376,6 +378,8 @@ impl Monitor {
             if let Some(every) = self.outlets.max_sleep_ms {
                 sleep_ms = Some(sleep_ms.map_or(every, |s| s.min(every)));
             }
+            cost.add(thread_cpu_us().saturating_sub(cpu_at_wake));
+            sleep_ms = sleep_ms.map(|s| s.max(cost.floor_ms()));
             let sample = self.sample(now, &measured);
             // The decision is pure and takes nanoseconds: take it here, and wake the
             // pipeline only when a level holds (or just stopped holding).

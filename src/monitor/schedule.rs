@@ -58,6 +58,43 @@ pub fn next_interval_ms(
     Some((ms as u64).clamp(FAST_POLL_MS, MAX_SLEEP_MS))
 }
 
+/// The share of one CPU polling may take: a poll that costs more than 1/50 of the fast
+/// poll's interval (200 µs) slows the fast poll down to keep within 2 %.
+const POLL_CPU_SHARE: f64 = 1.0 / 50.0;
+/// The slowest the budget may make the fast poll: earlyoom's fastest.
+pub const BUDGETED_POLL_MAX_MS: u64 = 100;
+
+/// What a poll costs the monitor in CPU time, and the fast poll that keeps it within
+/// [`POLL_CPU_SHARE`] of a CPU. Natively a poll costs tens of µs and the fast poll stays at
+/// 10 ms; on a slow board or under emulation (qemu TCG, where reading meminfo, the swaps and
+/// zram's mm_stat takes ~1 ms) 100 polls a second would take CPU from the very job whose
+/// memory is being watched. The cheapest of the last few polls is taken, so that one poll
+/// that happened to be slow (a page fault, a busy /proc) does not slow the next ones.
+#[derive(Debug, Default)]
+pub struct PollCost {
+    /// The last polls' CPU time, µs (0: not measured).
+    last_us: [u64; POLL_COST_SPAN],
+    next: usize,
+}
+
+/// How many polls the cost is judged on.
+const POLL_COST_SPAN: usize = 8;
+
+impl PollCost {
+    /// Adds the CPU time one poll took.
+    pub fn add(&mut self, us: u64) {
+        self.last_us[self.next] = us.max(1);
+        self.next = (self.next + 1) % POLL_COST_SPAN;
+    }
+
+    /// The shortest sleep between polls that keeps polling within its share of a CPU.
+    pub fn floor_ms(&self) -> u64 {
+        let cheapest = self.last_us.iter().filter(|&&us| us > 0).min();
+        let ms = cheapest.map_or(0, |&us| (us as f64 / POLL_CPU_SHARE / 1000.0) as u64);
+        ms.clamp(FAST_POLL_MS, BUDGETED_POLL_MAX_MS)
+    }
+}
+
 /// What the schedule remembers between polls: the last reading, the fastest fall seen
 /// lately, and the last kernel event.
 #[derive(Debug)]
@@ -342,5 +379,36 @@ mod tests {
             next_interval_ms(&m, &[pageout, kill], rate, None, false),
             Some(FAST_POLL_MS)
         );
+    }
+
+    #[test]
+    fn a_cheap_poll_keeps_the_fast_poll_and_a_costly_one_is_slowed_to_its_cpu_share() {
+        let mut cost = PollCost::default();
+        assert_eq!(cost.floor_ms(), FAST_POLL_MS, "nothing measured yet");
+        // Natively: tens of µs a poll.
+        for _ in 0..8 {
+            cost.add(60);
+        }
+        assert_eq!(cost.floor_ms(), FAST_POLL_MS);
+        // One slow poll (a page fault, a busy /proc) does not slow the next ones.
+        cost.add(20_000);
+        assert_eq!(cost.floor_ms(), FAST_POLL_MS);
+        // Emulated: 1 ms a poll is 2 % of a CPU at one poll every 50 ms, once every one of
+        // the last 8 costs that much.
+        for _ in 0..6 {
+            cost.add(1000);
+        }
+        assert_eq!(
+            cost.floor_ms(),
+            FAST_POLL_MS,
+            "one cheap poll still among the last 8"
+        );
+        cost.add(1000);
+        assert_eq!(cost.floor_ms(), 50);
+        // Never slower than earlyoom's fastest, however slow the poll.
+        for _ in 0..8 {
+            cost.add(50_000);
+        }
+        assert_eq!(cost.floor_ms(), BUDGETED_POLL_MAX_MS);
     }
 }
