@@ -70,6 +70,11 @@ pub struct Refaults {
     /// itself; 0 without swap, where anonymous pages are never evicted, so the measure
     /// without swap is lmkd's unchanged.
     pub refault_anon: u64,
+    /// Pages the machine's own reclaim (kswapd, direct, khugepaged) scanned so far
+    /// (`/proc/vmstat` pgscan_*): the system scope's, where refaults count only while it
+    /// grows (`monitor::thrash::GlobalReclaim`). `None` for a memcg, whose own limit's
+    /// reclaim is its thrashing.
+    pub global_scan: Option<u64>,
 }
 
 impl Refaults {

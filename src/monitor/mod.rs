@@ -30,7 +30,7 @@ use crate::scope::Scope;
 pub use outlets::{Outlets, Source};
 use schedule::{FAST_POLL_MS, PollCost, RETRY_MS, Schedule, Slack};
 use sources::Sources;
-use thrash::{RefaultPace, ThrashMeter};
+use thrash::{GlobalReclaim, RefaultPace, ThrashMeter};
 use trend::TrendMeter;
 
 /// One poll's readings of the scope.
@@ -54,6 +54,8 @@ pub struct Monitor {
     watermarks: Vec<Watermark>,
     thrashing_window_ms: Option<u64>,
     thrash: ThrashMeter,
+    /// The system scope's refaults, counted only while the machine reclaims.
+    reclaim: GlobalReclaim,
     trend: TrendMeter,
     /// Whether the policy in force counts swap as headroom.
     count_swap: bool,
@@ -90,6 +92,7 @@ impl Monitor {
             watermarks: Vec::new(),
             thrashing_window_ms: None,
             thrash: ThrashMeter::default(),
+            reclaim: GlobalReclaim::default(),
             trend: TrendMeter::default(),
             count_swap: true,
             swap_absorbing_ms: None,
@@ -210,7 +213,8 @@ impl Monitor {
     /// measure and the headroom's trend.
     fn measure(&mut self, now: u64) -> Result<Measured, crate::scope::ScopeError> {
         let reading = self.scope.read(self.thrashing_window_ms.is_some())?;
-        let (mem, refaults) = (reading.mem, reading.refaults);
+        let mem = reading.mem;
+        let refaults = reading.refaults.map(|r| self.reclaim.gate(r));
         let headroom_fall_kib_s = self.trend.update(now, mem.headroom_kib(self.count_swap));
         if self.count_swap && swap_absorbing(&mem, headroom_fall_kib_s) {
             self.swap_absorbing_ms = Some(now);

@@ -56,6 +56,7 @@ pub fn refaults(version: Version, stat: &str, page_size: u64) -> Option<Refaults
         refault_file: key("workingset_refault_file")?,
         file_pages: key("active_file")?.saturating_add(key("inactive_file")?) / page_size,
         refault_anon: key("workingset_refault_anon").unwrap_or(0),
+        global_scan: None,
     })
 }
 

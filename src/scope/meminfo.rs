@@ -102,6 +102,10 @@ pub fn parse_vmstat_refaults(text: &str) -> Option<Refaults> {
         refault_anon: key("workingset_refault_anon")
             .or_else(|| key("pswpin"))
             .unwrap_or(0),
+        global_scan: ["pgscan_kswapd", "pgscan_direct", "pgscan_khugepaged"]
+            .iter()
+            .filter_map(|k| key(k))
+            .reduce(u64::saturating_add),
     })
 }
 
@@ -126,6 +130,9 @@ mod tests {
         let r = parse_vmstat_refaults(new).unwrap();
         assert_eq!((r.refault_file, r.file_pages), (42, 1000));
         assert_eq!(r.refault_anon, 5);
+        assert_eq!(r.global_scan, None, "no pgscan lines");
+        let scans = format!("{new}pgscan_kswapd 10\npgscan_direct 3\npgscan_khugepaged 1\n");
+        assert_eq!(parse_vmstat_refaults(&scans).unwrap().global_scan, Some(14));
         let old_swap = "nr_inactive_file 1\nnr_active_file 1\nworkingset_refault 7\npswpin 9\n";
         assert_eq!(parse_vmstat_refaults(old_swap).unwrap().refault_anon, 9);
         let old = "nr_inactive_file 1\nnr_active_file 1\nworkingset_refault 7\n";
