@@ -430,6 +430,13 @@ impl Pipeline {
                     .pageouts
                     .record(&target.proc, record, plan.level);
             }
+            PageoutReport::GaveWay => {
+                log::debug!(
+                    "level {}: page-out of pid {} not begun: a more severe level holds now",
+                    plan.level.name,
+                    target.proc.pid
+                );
+            }
             PageoutReport::Unreadable => {}
             PageoutReport::Refused(why) => self.disable_pageout(why, false),
         }

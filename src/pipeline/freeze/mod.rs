@@ -257,6 +257,9 @@ fn compact(kernel: &dyn Kernel, plan: &Plan<'_>, frozen: &Frozen, froze: &mut Fr
                 ));
             }
             PageoutReport::Unreadable | PageoutReport::NothingToReclaim(_) => {}
+            // Memory fell to a more severe level: the rest of the app stays frozen, not
+            // paged out, and the kill that level asks for comes first.
+            PageoutReport::GaveWay => break,
             PageoutReport::Refused(why) => {
                 log::warn!(
                     "freeze level {}: no page-out of frozen apps: {why}",

@@ -54,6 +54,8 @@ pub enum PageoutReport {
     /// Its status shows less than a page-out is worth (anonymous memory with no swap to
     /// take it): nothing asked, remembered so that it is not tried again until it grows.
     NothingToReclaim(Record),
+    /// Memory fell to a more severe level before anything was asked: nothing done.
+    GaveWay,
     /// The kernel refused process_madvise: the tier cannot work here.
     Refused(String),
 }
@@ -94,6 +96,9 @@ pub fn run(
             cursor_bytes: 0,
         });
     }
+    if plan_.escalated(kernel) {
+        return PageoutReport::GaveWay;
+    }
     let regions = match kernel.smaps(victim.pid) {
         Ok(r) => r,
         Err(e) => {
@@ -112,8 +117,9 @@ pub fn run(
     let mut advised = Advised::default();
     let mut done_bytes = if dry_run { this_event } else { 0 };
     let mut interrupted = false;
-    for batch in batches.iter().filter(|_| !dry_run) {
-        if plan_.escalated(kernel) {
+    for (i, batch) in batches.iter().enumerate().filter(|_| !dry_run) {
+        // (The first call was checked for before smaps was read.)
+        if i > 0 && plan_.escalated(kernel) {
             interrupted = true;
             break;
         }
