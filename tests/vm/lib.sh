@@ -35,18 +35,18 @@ alive() {
 # wait_gone PID SECONDS: until PID exits (polled every 20 ms); 1 if it still runs after
 # SECONDS.
 wait_gone() {
-	end=$(($(now_ms) + $2 * 1000))
+	_end=$(($(now_ms) + $2 * 1000))
 	while alive "$1"; do
-		[ "$(now_ms)" -lt "$end" ] || return 1
+		[ "$(now_ms)" -lt "$_end" ] || return 1
 		sleep 0.02
 	done
 }
 
 # wait_file FILE TEXT SECONDS: until FILE contains TEXT.
 wait_file() {
-	end=$(($(now_ms) + $3 * 1000))
+	_end=$(($(now_ms) + $3 * 1000))
 	until grep -q "$2" "$1" 2>/dev/null; do
-		[ "$(now_ms)" -lt "$end" ] || return 1
+		[ "$(now_ms)" -lt "$_end" ] || return 1
 		sleep 0.05
 	done
 }
@@ -100,9 +100,9 @@ wait_ready() {
 # SECONDS passed; 0 if it is ready.
 wait_ready_or_gone() {
 	eval "_pid=\$PID_$1"
-	end=$(($(now_ms) + $2 * 1000))
+	_end=$(($(now_ms) + $2 * 1000))
 	until grep -q '^ready' "/tmp/$1.out"; do
-		alive "$_pid" && [ "$(now_ms)" -lt "$end" ] || return 1
+		alive "$_pid" && [ "$(now_ms)" -lt "$_end" ] || return 1
 		sleep 0.05
 	done
 }

@@ -77,10 +77,12 @@ sample() {
 
 oom0=$(oom_kills)
 soak0=$(now_ms)
-end=$((soak0 + SOAK_S * 1000))
+# (Not `end`: lib.sh's waits set their own deadline variables, which once clobbered this one
+# and kept the soak going for as long as its cycles did.)
+soak_end=$((soak0 + SOAK_S * 1000))
 cycle=0
 sample 0 - 0
-while [ "$(now_ms)" -lt "$end" ]; do
+while [ "$(now_ms)" -lt "$soak_end" ]; do
 	cycle=$((cycle + 1))
 	c0=$(now_ms)
 	alive "$LOWMEMD" || fail "lowmemd died in cycle $cycle"
