@@ -166,6 +166,8 @@ struct Run {
     probe_max: Option<f64>,
     probe_p99: Option<f64>,
     probe_stalled: Option<f64>,
+    /// CPU time the guard used over the whole run, ms (the systemd machine's units).
+    guard_cpu_ms: Option<f64>,
 }
 
 fn num(out: &Output, key: &str) -> Option<f64> {
@@ -225,6 +227,7 @@ fn measure(out: &Output) -> Run {
         probe_max: num(out, "probe_max_ms"),
         probe_p99: num(out, "probe_p99_ms"),
         probe_stalled: num(out, "probe_stalled_ms"),
+        guard_cpu_ms: num(out, "guard_cpu_ms"),
     }
 }
 
@@ -403,7 +406,7 @@ fn row(scenario: &Scenario, arm: &Arm, runs: &[Run]) -> String {
     let figure = |f: fn(&Run) -> Option<f64>| spread(ok.iter().filter_map(|r| f(r)).collect());
     let failed = runs.len() - ok.len();
     format!(
-        "| {} | {} | {}{} | {} | {} | {} | {} | {} | {} |",
+        "| {} | {} | {}{} | {} | {} | {} | {} | {} | {} | {} |",
         scenario.label,
         arm.label,
         oom.join(", "),
@@ -418,6 +421,7 @@ fn row(scenario: &Scenario, arm: &Arm, runs: &[Run]) -> String {
         figure(|r| r.probe_max),
         figure(|r| r.probe_p99),
         figure(|r| r.probe_stalled),
+        figure(|r| r.guard_cpu_ms),
     )
 }
 
@@ -523,9 +527,9 @@ fn main() {
         harness::accel()
     );
     println!(
-        "| scenario | guard | kernel OOM kills per run | died | leak/job start → death, ms | most swap in use (leak: at the kill), MiB | probe max, ms | probe p99, ms | probe stalled, ms |"
+        "| scenario | guard | kernel OOM kills per run | died | leak/job start → death, ms | most swap in use (leak: at the kill), MiB | probe max, ms | probe p99, ms | probe stalled, ms | guard CPU, ms |"
     );
-    println!("|---|---|---|---|---:|---:|---:|---:|---:|");
+    println!("|---|---|---|---|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         println!("{r}");
     }

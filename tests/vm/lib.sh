@@ -184,21 +184,48 @@ read_mem() {
 	done </proc/meminfo
 }
 
+# judged_kib: the headroom lowmemd judges with swap counted (src/scope/swap.rs), for zram0:
+# MemAvailable plus zram's free slots times (1 - 1/ratio), the ratio measured (data stored
+# over the RAM it takes) once it holds 8 MiB, 2 before. Call read_mem first.
+judged_kib() {
+	[ -r /sys/block/zram0/mm_stat ] || { echo "$MEM_AVAILABLE"; return; }
+	read -r _orig _ _used _ </sys/block/zram0/mm_stat
+	read -r _disk </sys/block/zram0/disksize
+	_free=$(((_disk - _orig) / 1024))
+	if [ "$_orig" -ge 8388608 ] && [ "$_used" -gt 0 ] && [ "$_orig" -gt "$_used" ]; then
+		echo $((MEM_AVAILABLE + _free * (_orig - _used) / _orig))
+	else
+		echo $((MEM_AVAILABLE + _free / 2))
+	fi
+}
+
 # start_min_available / stop_min_available: the lowest MemAvailable and the most swap in
 # use seen in between, sampled every 100 ms: RESULT min_available_kib, min_available_pct (of
 # MemTotal) and max_swap_used_kib. A growing job holds the most swap just before it dies,
-# so for a killed one the last is the swap in use at the kill (to 100 ms).
+# so for a killed one the last is the swap in use at the kill (to 100 ms). Also
+# swap_64mib_ms and swap_128mib_ms: when swap in use first reached 64 and 128 MiB, from the
+# start: the pace of a growing job into swap whatever guards it (- when never). And
+# min_judged_pct: the lowest headroom lowmemd judges with swap counted (judged_kib), in % of
+# MemTotal: how close a job came to a policy's watermarks.
 start_min_available() {
 	rm -f /tmp/min-available.stop
 	(
 		read_mem
 		m=$MEM_AVAILABLE
 		s=$SWAP_USED
+		t0=$(now_ms)
+		at64=-
+		at128=-
+		j=$(judged_kib)
 		while [ ! -e /tmp/min-available.stop ]; do
 			read_mem
+			_j=$(judged_kib)
+			[ "$_j" -lt "$j" ] && j=$_j
 			[ "$MEM_AVAILABLE" -lt "$m" ] && m=$MEM_AVAILABLE
 			[ "$SWAP_USED" -gt "$s" ] && s=$SWAP_USED
-			echo "$m $s" >/tmp/min-available
+			[ "$at64" = - ] && [ "$s" -ge 65536 ] && at64=$(($(now_ms) - t0))
+			[ "$at128" = - ] && [ "$s" -ge 131072 ] && at128=$(($(now_ms) - t0))
+			echo "$m $s $at64 $at128 $j" >/tmp/min-available
 			sleep 0.1
 		done
 	) &
@@ -208,9 +235,13 @@ start_min_available() {
 stop_min_available() {
 	touch /tmp/min-available.stop
 	wait "$MIN_AVAILABLE"
-	read -r _m _s </tmp/min-available
+	read -r _m _s _at64 _at128 _j </tmp/min-available
+	_total=$(awk '$1 == "MemTotal:" { print $2 }' /proc/meminfo)
+	result swap_64mib_ms "$_at64"
+	result swap_128mib_ms "$_at128"
 	result min_available_kib "$_m"
-	result min_available_pct $((_m * 100 / $(awk '$1 == "MemTotal:" { print $2 }' /proc/meminfo)))
+	result min_available_pct $((_m * 100 / _total))
+	result min_judged_pct "$((_j * 100 / _total)).$((_j * 1000 / _total % 10))"
 	result max_swap_used_kib "$_s"
 }
 

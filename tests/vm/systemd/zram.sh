@@ -97,7 +97,25 @@ start_guard() {
 	result guard "$GUARD${POLICY:+ $POLICY}"
 }
 
+# unit_cpu_ms UNIT: the CPU time the unit used so far (its cgroup's cpu.stat), in ms.
+unit_cpu_ms() {
+	_ns=$(systemctl show -P CPUUsageNSec "$1")
+	case $_ns in '' | *[!0-9]*) echo "?" ;; *) echo $((_ns / 1000000)) ;; esac
+}
+
 stop_guard() {
+	case $GUARD in
+	oomd) result guard_cpu_ms "$(unit_cpu_ms systemd-oomd)" ;;
+	lowmemd)
+		result guard_cpu_ms "$(unit_cpu_ms lowmemd)"
+		# Where lowmemd's CPU went, thread by thread (utime + stime, clock ticks).
+		_main=$(systemctl show -P MainPID lowmemd)
+		for _t in /proc/"$_main"/task/*; do
+			read -r _comm <"$_t/comm"
+			result "guard_thread_${_comm}_ticks" "$(awk '{ print $14 + $15 }' "$_t/stat")"
+		done
+		;;
+	esac
 	case $GUARD in
 	oomd)
 		journalctl -q --no-pager -o short-monotonic -u systemd-oomd >/tmp/oomd.log
@@ -135,6 +153,28 @@ deaths() {
 	result died "${_died:--}"
 }
 
+# settle: waits (at most 60 s) until the machine is quiet — no systemd job but this
+# scenario's own, and the CPUs 90 % idle over a second — so that every arm starts its
+# workloads on a settled machine. Without it the lowmemd arm (which starts in ~1 s) set its
+# leak going while boot's last work still ran and the leak took 21 s to put its first 64 MiB
+# into zram, against 8.6 s in the systemd-oomd arm, which had waited 30 s for oomd.
+settle() {
+	_end=$(($(now_ms) + 60000))
+	while [ "$(now_ms)" -lt "$_end" ]; do
+		_jobs=$(systemctl list-jobs --no-legend 2>/dev/null | grep -vc 'vm-test.service')
+		read -r _ _u _n _s _i _w _ </proc/stat
+		sleep 1
+		read -r _ _u2 _n2 _s2 _i2 _w2 _ </proc/stat
+		_busy=$((_u2 + _n2 + _s2 - _u - _n - _s))
+		_idle=$((_i2 + _w2 - _i - _w))
+		if [ "$_jobs" -eq 0 ] && [ $((_idle * 10)) -ge $(((_busy + _idle) * 9)) ]; then
+			result settled_uptime_ms "$(now_ms)"
+			return
+		fi
+	done
+	result settled_uptime_ms "never ($_jobs jobs; busy $_busy of $((_busy + _idle)) ticks)"
+}
+
 modprobe zram || fail "modprobe zram"
 modprobe lzo-rle 2>/dev/null
 
@@ -143,6 +183,7 @@ runaway)
 	# tests/vm/system_runaway.sh
 	zram_swap "$(($(awk '$1 == "MemTotal:" { print $2 }' /proc/meminfo) / 2))K"
 	start_guard
+	settle
 	for i in 1 2 3; do spawn "innocent$i" --adj 0 --mib 16; done
 	for i in 1 2 3; do wait_ready "innocent$i"; done
 	start_probe
@@ -170,6 +211,7 @@ finite)
 	# tests/vm/finite_job.sh
 	zram_swap "${ZRAM_MIB:?}M"
 	start_guard
+	settle
 	start_probe
 	sleep 1
 	result available_before_kib "$(mem_available_kib)"
