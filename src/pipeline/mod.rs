@@ -1,5 +1,5 @@
 //! The conductor: one sample at a time, one victim at a time, in this order —
-//! the monitor's decision re-checked on fresh memory (`policy::decide`) → select (scan,
+//! the monitor's decision re-checked on fresh memory (`plan.rs`) → select (scan,
 //! rank, pin: `select.rs`) → kill (`kill.rs`), page out (`pageout/`) or freeze
 //! (`freeze/`) → the report recorded in the ledger (`ledger.rs`) and told to the observer
 //! (`outcome.rs`); frozen apps are thawed (`freeze/thaw.rs`) when their time comes. The
@@ -18,6 +18,7 @@ pub mod outcome;
 pub mod owner;
 pub mod pageout;
 pub mod pin;
+pub mod plan;
 pub mod rank;
 pub mod registered;
 pub mod select;
@@ -31,10 +32,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::health::Health;
-use crate::policy::decide::{Decided, Decision, LastActions, decide};
+use crate::policy::decide::Decided;
 use crate::policy::store::PolicyStore;
-use crate::policy::{Action, Candidates, KillMode, Level, Policy};
-use crate::sample::Sample;
+use crate::policy::{Action, Candidates, KillMode, Policy};
 use freeze::FreezeReport;
 use freeze::frozen::REFUSED_FOR_MS;
 use kernel::Kernel;
@@ -43,39 +43,9 @@ use ledger::Ledger;
 use outcome::{GroupKill, Kill, Observer, Pageout, Skip};
 use pageout::PageoutReport;
 use pin::Target;
+pub use plan::Plan;
 use registered::Registrations;
 use select::Selection;
-
-/// One decision, resolved once: the level it names, the sample that decided and the
-/// memory re-read right before acting. What every stage is given.
-#[derive(Debug)]
-pub struct Plan<'a> {
-    pub policy: &'a Policy,
-    pub decision: Decision,
-    pub level: &'a Level,
-    /// The sample the monitor decided on.
-    pub sample: &'a Sample,
-    /// The same with memory re-read right before acting.
-    pub fresh: Sample,
-    /// The pipeline's last actions when the plan was made (cooldowns, PSI counted once).
-    pub last: LastActions,
-}
-
-impl Plan<'_> {
-    /// Whether memory, re-read now, calls for a more severe level than this plan's: a
-    /// gentle action (page-out, freeze) then gives way between its steps, so the kill that
-    /// level asks for is not held up behind work that can no longer keep up.
-    pub fn escalated(&self, kernel: &dyn Kernel) -> bool {
-        let Ok(mem) = kernel.memory() else {
-            return false;
-        };
-        let mut now = self.fresh.clone();
-        now.mem = mem;
-        now.at_ms = kernel.now_ms();
-        decide(&now, self.policy, self.last)
-            .is_some_and(|d| d.more_severe_than(&self.decision, self.policy))
-    }
-}
 
 pub struct Pipeline {
     kernel: Box<dyn Kernel>,
@@ -208,7 +178,10 @@ impl Pipeline {
             return;
         }
         for _ in 0..level.max_victims {
-            let Some((plan, escalated)) = self.recheck(&policy, &decision, &sample) else {
+            let last = self.ledger.last();
+            let kernel = &*self.kernel;
+            let Some((plan, escalated)) = plan::recheck(kernel, &policy, &decision, &sample, last)
+            else {
                 self.observer.recovered();
                 log::debug!("pressure passed before the kill");
                 return;
@@ -235,37 +208,6 @@ impl Pipeline {
                 _ => self.kill(&plan, target),
             }
         }
-    }
-
-    /// The earlyoom re-check: memory re-read right before acting (the shortage may have
-    /// passed since the sample, or since the previous victim of this decision), decided
-    /// again, acting at the level that holds now but never a more severe one than decided
-    /// (`true` beside the plan: a more severe one holds now).
-    fn recheck<'a>(
-        &self,
-        policy: &'a Policy,
-        decided: &Decision,
-        sample: &'a Sample,
-    ) -> Option<(Plan<'a>, bool)> {
-        let mut fresh = sample.clone();
-        match self.kernel.memory() {
-            Ok(mem) => fresh.mem = mem,
-            Err(e) => log::warn!("re-reading memory before a kill failed: {e}; using the sample"),
-        }
-        fresh.at_ms = self.kernel.now_ms();
-        let last = self.ledger.last();
-        let now = decide(&fresh, policy, last)?;
-        let escalated = now.more_severe_than(decided, policy);
-        let decision = if escalated { decided.clone() } else { now };
-        let plan = Plan {
-            policy,
-            level: decision.level(policy),
-            decision,
-            sample,
-            fresh,
-            last,
-        };
-        Some((plan, escalated))
     }
 
     /// The select stage, its facts told and its empty outcomes remembered.
