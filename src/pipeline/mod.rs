@@ -360,7 +360,12 @@ impl Pipeline {
                     interrupted: p.interrupted,
                     duration_ms: p.end_ms.saturating_sub(p.started_ms),
                 });
-                self.ledger.paged_out(p.end_ms);
+                // Cut short for a kill: the level it gave way to may act at once — its
+                // cooldown, and the freshness of its PSI and refaults, do not count from
+                // a page-out that did not finish.
+                if !p.interrupted {
+                    self.ledger.paged_out(p.end_ms);
+                }
             }
             PageoutReport::NothingToReclaim(record) => {
                 log::debug!(
@@ -394,7 +399,10 @@ impl Pipeline {
         match freeze::run(kernel, plan, target, self.self_pid, frozen, self.dry_run) {
             FreezeReport::Frozen(f) => {
                 self.observer.froze(&f.told(plan));
-                self.ledger.paged_out(f.end_ms);
+                // Cut short for a kill: that kill is not held back by this freeze's time.
+                if !f.gave_way {
+                    self.ledger.paged_out(f.end_ms);
+                }
                 self.ledger.frozen.record(*f, now);
             }
             // Not frozen, but still paged out where the level asks: a process without an

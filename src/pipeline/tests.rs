@@ -1241,8 +1241,8 @@ fn with_sigstop_a_process_without_an_app_of_its_own_is_stopped_alone_and_continu
     );
 }
 
-/// A kill level at 10 % (adj ≥ 900) above a page-out level at 25 % (adj ≥ 900, 128 MiB an
-/// event, 16 calls of 8 MiB), on a fake that answers page-outs.
+/// A kill level at 10 % (adj ≥ 900, a 500 ms cooldown) above a page-out level at 25 %
+/// (adj ≥ 900, 128 MiB an event, 16 calls of 8 MiB), on a fake that answers page-outs.
 fn pageout_fake(used_mib: u64, swap: bool, grow_per_call_mib: u64) -> (Fake, Pipeline, Record) {
     let fake = Fake::new(1000, used_mib, &[(101, 900, 200, Exit::After(10))]);
     fake.state().pageout = Some(FakePageout {
@@ -1251,7 +1251,7 @@ fn pageout_fake(used_mib: u64, swap: bool, grow_per_call_mib: u64) -> (Fake, Pip
         ..Default::default()
     });
     let store = policy(
-        "[[level]]\nname = \"moderate\"\naction = \"pageout\"\nmin_adj = 900\navailable_below_pct = 25\npageout_max_mib = 128\n",
+        "cooldown_ms = 500\n[[level]]\nname = \"moderate\"\naction = \"pageout\"\nmin_adj = 900\navailable_below_pct = 25\npageout_max_mib = 128\n",
     );
     let (p, seen) = pipeline(&fake, store, false);
     (fake, p, seen)
@@ -1277,7 +1277,11 @@ fn a_page_out_gives_way_once_memory_falls_to_a_kill_level() {
     assert_eq!(seen.seen(), [Seen::PagedOut(101, true)]);
     fake.advance(10);
     feed(&mut p, fake.sample());
-    assert_eq!(fake.signalled(), [101], "the next sample kills");
+    assert_eq!(
+        fake.signalled(),
+        [101],
+        "the next sample kills: no cooldown counts from a page-out cut short"
+    );
 }
 
 #[test]

@@ -45,6 +45,9 @@ pub struct Froze {
     pub swap_ram_growth_kib: u64,
     /// The compactions to remember, per incarnation.
     pub compactions: Vec<((i32, u64), Compaction)>,
+    /// Its compaction stopped because memory fell to a more severe level: the freeze is
+    /// not an action that level's cooldown or its PSI's freshness should count from.
+    pub gave_way: bool,
     pub end_ms: u64,
 }
 
@@ -169,6 +172,7 @@ fn hold(
         resident_saved_kib: 0,
         swap_ram_growth_kib: 0,
         compactions: Vec::new(),
+        gave_way: false,
         end_ms: started,
     };
     if dry_run {
@@ -248,6 +252,12 @@ fn compact(kernel: &dyn Kernel, plan: &Plan<'_>, frozen: &Frozen, froze: &mut Fr
             PageoutReport::PagedOut(p) => {
                 froze.compacted += 1;
                 froze.resident_saved_kib += p.freed_kib;
+                // One cut short is not remembered: the "unchanged" gate would skip it the
+                // next time for having been compacted.
+                if p.interrupted {
+                    froze.gave_way = true;
+                    break;
+                }
                 froze.compactions.push((
                     who,
                     Compaction {
@@ -259,7 +269,10 @@ fn compact(kernel: &dyn Kernel, plan: &Plan<'_>, frozen: &Frozen, froze: &mut Fr
             PageoutReport::Unreadable | PageoutReport::NothingToReclaim(_) => {}
             // Memory fell to a more severe level: the rest of the app stays frozen, not
             // paged out, and the kill that level asks for comes first.
-            PageoutReport::GaveWay => break,
+            PageoutReport::GaveWay => {
+                froze.gave_way = true;
+                break;
+            }
             PageoutReport::Refused(why) => {
                 log::warn!(
                     "freeze level {}: no page-out of frozen apps: {why}",

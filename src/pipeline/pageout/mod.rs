@@ -99,6 +99,7 @@ pub fn run(
     if plan_.escalated(kernel) {
         return PageoutReport::GaveWay;
     }
+    // (Reading smaps may take long: every call is preceded by the check again.)
     let regions = match kernel.smaps(victim.pid) {
         Ok(r) => r,
         Err(e) => {
@@ -117,9 +118,8 @@ pub fn run(
     let mut advised = Advised::default();
     let mut done_bytes = if dry_run { this_event } else { 0 };
     let mut interrupted = false;
-    for (i, batch) in batches.iter().enumerate().filter(|_| !dry_run) {
-        // (The first call was checked for before smaps was read.)
-        if i > 0 && plan_.escalated(kernel) {
+    for batch in batches.iter().filter(|_| !dry_run) {
+        if plan_.escalated(kernel) {
             interrupted = true;
             break;
         }
