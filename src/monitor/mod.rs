@@ -214,7 +214,8 @@ impl Monitor {
     fn measure(&mut self, now: u64) -> Result<Measured, crate::scope::ScopeError> {
         let reading = self.scope.read(self.thrashing_window_ms.is_some())?;
         let mem = reading.mem;
-        let refaults = reading.refaults.map(|r| self.reclaim.gate(r));
+        let window = self.thrashing_window_ms.unwrap_or(0);
+        let refaults = reading.refaults.map(|r| self.reclaim.gate(now, r, window));
         let headroom_fall_kib_s = self.trend.update(now, mem.headroom_kib(self.count_swap));
         if self.count_swap && swap_absorbing(&mem, headroom_fall_kib_s) {
             self.swap_absorbing_ms = Some(now);
@@ -373,6 +374,10 @@ impl Monitor {
             // watermark can be crossed.
             let below_thresholds = usage_kib.is_some_and(|u| self.sources.kernel_watches(u));
             sleep_ms = schedule.next(now, mem, &self.watermarks, below_thresholds);
+            // Within its share of a CPU — before the thrashing window's reads and the
+            // watchdog's, which the budget may not stretch.
+            cost.add(thread_cpu_us().saturating_sub(cpu_at_wake));
+            sleep_ms = sleep_ms.map(|s| s.max(cost.floor_ms()));
             // Refaults are a rate: while they run near a threshold's pace, read them at
             // least 10 times per window.
             if let Some(w) = self.thrashing_window_ms.filter(|&w| refaulting(w)) {
@@ -382,8 +387,6 @@ impl Monitor {
             if let Some(every) = self.outlets.max_sleep_ms {
                 sleep_ms = Some(sleep_ms.map_or(every, |s| s.min(every)));
             }
-            cost.add(thread_cpu_us().saturating_sub(cpu_at_wake));
-            sleep_ms = sleep_ms.map(|s| s.max(cost.floor_ms()));
             let sample = self.sample(now, &measured);
             // The decision is pure and takes nanoseconds: take it here, and wake the
             // pipeline only when a level holds (or just stopped holding).

@@ -58,34 +58,45 @@ impl ThrashMeter {
     }
 }
 
-/// The machine's refaults, counted only over polls in which the machine's own reclaim ran.
-/// A memcg at its limit reclaims and refaults its own cache however much memory the machine
-/// has (a backup, a build in a limited slice): those refaults show in /proc/vmstat, but its
-/// reclaim does not — since the kernel counts pgscan_* there for global reclaim alone
-/// (measured on 6.18: a memcg re-reading 768 MiB through a 64 MiB limit added 196,608
-/// refaults and not one pgscan). A machine that thrashes reclaims globally all the while;
-/// lmkd, likewise, reads refaults only while the machine is in reclaim. On a kernel that
-/// counts a memcg's reclaim in vmstat too, the gate is simply always open: the old measure.
+/// The machine's refaults, counted only while the machine's own reclaim runs: over a poll
+/// that ends within a thrashing window of the last growth of its scan counters. A memcg at
+/// its limit reclaims and refaults its own cache however much memory the machine has (a
+/// backup, a build in a limited slice): those refaults show in /proc/vmstat, but its reclaim
+/// does not — since the kernel counts pgscan_* there for global reclaim alone (measured on
+/// 6.18: a memcg re-reading 768 MiB through a 64 MiB limit added 196,608 refaults and not
+/// one pgscan). A machine that thrashes reclaims globally all the while, if in bursts
+/// (kswapd reclaims from the low to the high watermark and sleeps), hence the window, as
+/// lmkd counts a window's refaults when the machine is in reclaim. On a kernel that counts
+/// a memcg's reclaim in vmstat too, the gate is simply always open: the old measure.
 #[derive(Debug, Default)]
 pub struct GlobalReclaim {
     /// The raw counters at the previous poll: file and anonymous refaults, pages scanned.
     prev: Option<(u64, u64, u64)>,
+    /// When the scan counters last grew.
+    scanned_ms: Option<u64>,
     /// Refaults counted so far (file, anonymous).
     counted: (u64, u64),
 }
 
 impl GlobalReclaim {
-    /// `r` with its refault counters replaced by those counted while the machine reclaimed;
-    /// a memcg's readings (no `global_scan`) pass unchanged.
-    pub fn gate(&mut self, r: Refaults) -> Refaults {
+    /// `r`, read at `now_ms`, with its refault counters replaced by those counted while the
+    /// machine reclaimed (within `window_ms`); a memcg's readings (no `global_scan`) pass
+    /// unchanged.
+    pub fn gate(&mut self, now_ms: u64, r: Refaults, window_ms: u64) -> Refaults {
         let Some(scan) = r.global_scan else {
             return r;
         };
-        if let Some((file, anon, scanned)) = self.prev
-            && scan > scanned
-        {
-            self.counted.0 += r.refault_file.saturating_sub(file);
-            self.counted.1 += r.refault_anon.saturating_sub(anon);
+        if let Some((file, anon, scanned)) = self.prev {
+            if scan > scanned {
+                self.scanned_ms = Some(now_ms);
+            }
+            if self
+                .scanned_ms
+                .is_some_and(|t| now_ms.saturating_sub(t) <= window_ms)
+            {
+                self.counted.0 += r.refault_file.saturating_sub(file);
+                self.counted.1 += r.refault_anon.saturating_sub(anon);
+            }
         }
         self.prev = Some((r.refault_file, r.refault_anon, scan));
         Refaults {
@@ -215,20 +226,27 @@ mod tests {
             file_pages: 1000,
             global_scan: Some(scan),
         };
-        let counted = |r: Refaults| (r.refault_file, r.refault_anon);
-        assert_eq!(counted(g.gate(r(500, 50, 7))), (0, 0), "the first reading");
+        let mut at = |now, r| {
+            let out = g.gate(now, r, 2000);
+            (out.refault_file, out.refault_anon)
+        };
+        assert_eq!(at(0, r(500, 50, 7)), (0, 0), "the first reading");
         // A memcg churning its cache within its limit: refaults, no global scan.
-        assert_eq!(counted(g.gate(r(900, 50, 7))), (0, 0));
-        // The machine reclaims: what refaulted since the last poll counts.
-        assert_eq!(counted(g.gate(r(1000, 80, 9))), (100, 30));
-        assert_eq!(counted(g.gate(r(1000, 80, 9))), (100, 30));
-        assert_eq!(counted(g.gate(r(1300, 80, 20))), (400, 30));
+        assert_eq!(at(1000, r(900, 50, 7)), (0, 0));
+        // The machine reclaims: what refaulted since the last poll counts...
+        assert_eq!(at(1010, r(1000, 80, 9)), (100, 30));
+        // ... and for a window after its last scan, while kswapd sleeps between bursts.
+        assert_eq!(at(2000, r(1200, 80, 9)), (300, 30));
+        assert_eq!(at(3010, r(1300, 80, 9)), (400, 30));
+        // A window without any: the machine has stopped reclaiming.
+        assert_eq!(at(3020, r(1900, 80, 9)), (400, 30));
+        assert_eq!(at(3030, r(2000, 80, 12)), (500, 30));
         // A memcg's own reading passes as it is.
         let memcg = Refaults {
             refault_file: 5,
             ..Default::default()
         };
-        assert_eq!(g.gate(memcg), memcg);
+        assert_eq!(g.gate(4000, memcg, 2000), memcg);
     }
 
     #[test]
