@@ -154,10 +154,10 @@ deaths() {
 }
 
 # settle: waits (at most 60 s) until the machine is quiet — no systemd job but this
-# scenario's own, and the CPUs 90 % idle over a second — so that every arm starts its
-# workloads on a settled machine. Without it the lowmemd arm (which starts in ~1 s) set its
-# leak going while boot's last work still ran and the leak took 21 s to put its first 64 MiB
-# into zram, against 8.6 s in the systemd-oomd arm, which had waited 30 s for oomd.
+# scenario's own, and the CPUs 90 % idle over a second — then drops the page cache, so that
+# every arm starts its workloads on a settled machine with the same cache. (The leak reached
+# 64 MiB of swap after 8 s in the systemd-oomd arm and 13-21 s in lowmemd's, not because of
+# boot — 20 s more of waiting changed nothing — nor of lowmemd's polling: docs/zram-vm.md.)
 settle() {
 	_end=$(($(now_ms) + 60000))
 	while [ "$(now_ms)" -lt "$_end" ]; do
@@ -169,6 +169,11 @@ settle() {
 		_idle=$((_i2 + _w2 - _i - _w))
 		if [ "$_jobs" -eq 0 ] && [ $((_idle * 10)) -ge $(((_busy + _idle) * 9)) ]; then
 			result settled_uptime_ms "$(now_ms)"
+			# The same page cache for every arm: what each arm's set-up read or wrote
+			# (a package installed, a binary copied) is not left for its job to reclaim.
+			sync
+			echo 3 >/proc/sys/vm/drop_caches
+			result cached_before_kib "$(awk '$1 == "Cached:" { print $2 }' /proc/meminfo)"
 			return
 		fi
 	done
