@@ -57,16 +57,25 @@ spawn() {
 	name=$1
 	shift
 	lowmemd-workload --name "$name" "$@" >"/tmp/$name.out" 2>&1 &
-	eval "PID_$name=$!"
+	note_spawned "$name" $! "$@"
+}
+
+# note_spawned NAME PID ARGS...: what spawn remembers of a workload started with ARGS (also
+# for one started another way, as a systemd unit): $PID_NAME, $ADJ_NAME, $SPAWNED, RESULT.
+note_spawned() {
+	_name=$1
+	_pid=$2
+	shift 2
+	eval "PID_$_name=$_pid"
 	_adj=0
 	_prev=
 	for _a in "$@"; do
 		[ "$_prev" = --adj ] && _adj=$_a
 		_prev=$_a
 	done
-	eval "ADJ_$name=$_adj"
-	SPAWNED="$SPAWNED $name"
-	result "pid_$name" $!
+	eval "ADJ_$_name=$_adj"
+	SPAWNED="$SPAWNED $_name"
+	result "pid_$_name" "$_pid"
 }
 
 # deaths: RESULT died=NAME/ADJ/KILLER,... ("-" for none) for every spawned workload that no

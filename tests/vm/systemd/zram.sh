@@ -19,17 +19,7 @@ spawn() {
 	systemd-run --quiet --unit="$name" --slice="$SLICE" \
 		-p StandardOutput="truncate:/tmp/$name.out" -p StandardError=inherit \
 		/usr/local/bin/lowmemd-workload --name "$name" "$@" || fail "systemd-run $name"
-	_pid=$(systemctl show -P MainPID "$name")
-	eval "PID_$name=$_pid"
-	_adj=0
-	_prev=
-	for _a in "$@"; do
-		[ "$_prev" = --adj ] && _adj=$_a
-		_prev=$_a
-	done
-	eval "ADJ_$name=$_adj"
-	SPAWNED="$SPAWNED $name"
-	result "pid_$name" "$_pid"
+	note_spawned "$name" "$(systemctl show -P MainPID "$name")" "$@"
 }
 
 start_probe() {
