@@ -8,7 +8,7 @@
 //!
 //! ```sh
 //! cargo bench --bench vm_soak                    # an hour (and ~2 min of set-up)
-//! LOWMEMD_SOAK_S=600 cargo bench --bench vm_soak # the 10 minutes (not in CI yet: docs/testing.md)
+//! LOWMEMD_SOAK_S=600 cargo bench --bench vm_soak # the 10 minutes CI runs as a test (tests/vm.rs)
 //! ```
 //! Needs what tests/vm.rs needs (qemu-system-x86_64, apt-get, rustup's
 //! x86_64-unknown-linux-musl target). The guest runs under TCG on two vCPUs: about one
