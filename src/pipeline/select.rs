@@ -100,19 +100,27 @@ pub fn select(
         c.registered = cx.registrations.and_then(|r| r.lookup(c.pid, c.starttime));
         c
     };
-    if pin_first(
+    if !pin_first(
         kernel,
         policy,
         level,
         cands.into_iter().map(registered),
         &mut out,
-    ) {
-        return Ok(out);
-    }
-    if let Some(rest) = rest {
+    ) && let Some(rest) = rest
+    {
         let cands = candidates(rest, &ctx).into_iter().map(registered);
         pin_first(kernel, policy, level, cands, &mut out);
     }
+    // Where the time from the sample to the action went (a kill's record has the signal's).
+    log::debug!(
+        "level {}: memory re-read {} ms after the sample; {} candidates ranked in {} ms; pid {:?} pinned {} ms after the sample",
+        level.name,
+        plan.fresh.at_ms.saturating_sub(plan.sample.at_ms),
+        out.candidates,
+        out.took.as_millis(),
+        out.target.as_ref().map(|t| t.proc.pid),
+        kernel.now_ms().saturating_sub(plan.sample.at_ms)
+    );
     Ok(out)
 }
 

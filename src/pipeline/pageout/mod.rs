@@ -89,6 +89,11 @@ pub fn run(
     // are not read either.
     let reclaimable_kib = before.rss_file_kib + if anon { before.rss_anon_kib } else { 0 };
     if reclaimable_kib < NOTHING_KIB {
+        log::debug!(
+            "pid {} ({}): nothing worth paging out; not again until it grows",
+            victim.pid,
+            victim.comm
+        );
         return PageoutReport::NothingToReclaim(Record {
             at_ms: started_ms,
             rss_after_kib: before.resident_kib(),
@@ -97,6 +102,11 @@ pub fn run(
         });
     }
     if plan_.escalated(kernel) {
+        log::debug!(
+            "level {}: page-out of pid {} not begun: a more severe level holds now",
+            plan_.level.name,
+            victim.pid
+        );
         return PageoutReport::GaveWay;
     }
     // (Reading smaps may take long: every call is preceded by the check again.)
