@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 /// Bottom first. A module may import modules of lower layers only, never of its own layer
 /// or above.
 const LAYERS: &[&[&str]] = &[
-    &["sys", "clock", "sample", "health", "runtime", "features"],
+    &[
+        "sys", "clock", "sample", "health", "runtime", "features", "priority",
+    ],
     &["procs"],
     &["scope"],
     &["caps"],

@@ -537,6 +537,7 @@ fn systemd_machine_runs_the_deb_as_installed() {
         "install",
         "active",
         "security",
+        "priority",
         "status",
         "rank",
         "watchdog",

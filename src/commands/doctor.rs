@@ -180,6 +180,11 @@ pub fn examine(caps: &KernelCaps, policy: &Policy) -> Report {
     if caps.has_cap(CAP_IPC_LOCK) {
         plan.push("lock its own memory (mlockall) so it keeps working under pressure".into());
     }
+    plan.push(if caps.has_cap(CAP_SYS_NICE) {
+        "run its monitor and kill path at nice -20, ahead of a busy machine's other work".into()
+    } else {
+        "run its monitor and kill path at its inherited priority: without CAP_SYS_NICE a kill may wait for the CPU under load".into()
+    });
     if !caps.has_cap(CAP_SYS_RESOURCE) {
         plan.push("run with its inherited oom_score_adj: without CAP_SYS_RESOURCE it cannot set -1000 (use OOMScoreAdjust=-1000 in systemd)".into());
     }

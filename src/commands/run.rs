@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use lowmemd::caps::{CAP_KILL, KernelCaps};
+use lowmemd::caps::{CAP_KILL, CAP_SYS_NICE, KernelCaps};
 use lowmemd::clock::monotonic_ms;
 use lowmemd::health::Health;
 use lowmemd::monitor::{self, Monitor, Outlets, tripwire};
@@ -17,7 +17,7 @@ use lowmemd::pipeline::outcome::Observer;
 use lowmemd::report::eventlog::EventLog;
 use lowmemd::report::metrics::Metrics;
 use lowmemd::report::{Reporter, logger, notify};
-use lowmemd::{procs, protect, reload};
+use lowmemd::{priority, procs, protect, reload};
 
 use super::{CmdResult, exit, http, lmkd, load_store, resolve_scope};
 use crate::cli::RunArgs;
@@ -166,9 +166,13 @@ pub fn run(args: &RunArgs) -> CmdResult {
     let (tx, rx) = crossbeam_channel::bounded(1);
     let rx_monitor = rx.clone();
     let on_stop = stop.clone();
+    let has_sys_nice = caps.has_cap(CAP_SYS_NICE);
     let monitor = std::thread::Builder::new()
         .name("monitor".into())
         .spawn(move || {
+            if let Some(w) = priority::hurry_this_thread(has_sys_nice) {
+                log::warn!("{w}");
+            }
             mon.run(tx, rx_monitor);
             exit_unless_stopping("monitor", &on_stop);
         })
@@ -228,6 +232,9 @@ pub fn run(args: &RunArgs) -> CmdResult {
     let pipeline = std::thread::Builder::new()
         .name("pipeline".into())
         .spawn(move || {
+            if let Some(w) = priority::hurry_this_thread(has_sys_nice) {
+                log::warn!("{w}");
+            }
             pipeline.run(rx);
             exit_unless_stopping("pipeline", &on_stop);
         })

@@ -202,6 +202,11 @@ impl Pipeline {
                 self.ledger.no_candidate(&plan.level.name, now);
                 return;
             };
+            let _calm = plan
+                .level
+                .action
+                .is_gentle()
+                .then(crate::priority::Calm::enter);
             match plan.level.action {
                 Action::Pageout => self.page_out(&plan, target),
                 Action::Freeze => self.freeze(&plan, target),
@@ -368,23 +373,11 @@ impl Pipeline {
                 }
             }
             PageoutReport::NothingToReclaim(record) => {
-                log::debug!(
-                    "pid {} ({}): nothing worth paging out; not again until it grows",
-                    target.proc.pid,
-                    target.proc.comm
-                );
                 self.ledger
                     .pageouts
                     .record(&target.proc, record, plan.level);
             }
-            PageoutReport::GaveWay => {
-                log::debug!(
-                    "level {}: page-out of pid {} not begun: a more severe level holds now",
-                    plan.level.name,
-                    target.proc.pid
-                );
-            }
-            PageoutReport::Unreadable => {}
+            PageoutReport::GaveWay | PageoutReport::Unreadable => {}
             PageoutReport::Refused(why) => self.disable_pageout(why, false),
         }
     }

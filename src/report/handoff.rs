@@ -36,6 +36,8 @@ impl<T: Send + 'static> Handoff<T> {
         std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
+                // Started by whichever thread first needs it, possibly the kill path's.
+                crate::priority::calm_this_thread();
                 for item in rx {
                     write(item);
                     written.fetch_sub(1, Ordering::AcqRel);

@@ -41,6 +41,22 @@ else
 	fail security "exposure '$exposure': $(systemd-analyze security lowmemd 2>&1 | tail -n 2 | tr '\n' ' ')"
 fi
 
+# 3b. Inside that sandbox the kill path's threads run at nice -20 (CAP_SYS_NICE and
+# setpriority allowed), the rest at the unit's 0 and the process-table keeper nicer still.
+nices=$(for t in /proc/"$FIRST_PID"/task/*; do
+	printf '%s=%s ' "$(cat "$t/comm")" "$(awk '{ print $19 }' "$t/stat")"
+done)
+case " $nices" in
+*" monitor=-20 "*" pipeline=-20 "* | *" pipeline=-20 "*" monitor=-20 "*)
+	if echo "$nices" | grep -q 'log-writer=0 '; then
+		pass priority "$nices"
+	else
+		fail priority "a writer runs hurried: $nices"
+	fi
+	;;
+*) fail priority "$nices; $(journalctl -q --no-pager -o cat -u lowmemd | grep -i 'nice' | head -n 2)" ;;
+esac
+
 # 4. `lowmemd status` for an admin (root), through the unit's status socket.
 out=$(lowmemd status 2>&1)
 rc=$?
