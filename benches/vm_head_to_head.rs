@@ -24,6 +24,8 @@
 //! with the libraries `ldd` names. systemd-oomd is `apt-get download systemd-oomd` into
 //! target/vm-assets/systemd-oomd, installed in the guest with `dpkg -i`: it must be the
 //! version of the image's systemd (both are bookworm's current one when the image is built).
+//! `LOWMEMD_LOG_LEVEL=debug` runs lowmemd's unit at that log level (the console then shows
+//! where a kill's time went).
 //!
 //! Per run the guest reports (tests/vm/lib.sh): kernel OOM kills (`oom_kill` in
 //! /proc/vmstat), who died (name/adj/killer, killer "kernel" when the kernel's OOM killer
@@ -319,6 +321,11 @@ fn systemd_vm(
     vars.push(("GUARD", arm.guard));
     if let Some(p) = arm.policy {
         vars.push(("POLICY", p));
+    }
+    // LOWMEMD_LOG_LEVEL=debug: lowmemd's unit logs at that level (where a kill's time goes).
+    let log_level = std::env::var("LOWMEMD_LOG_LEVEL").unwrap_or_default();
+    if !log_level.is_empty() {
+        vars.push(("LOWMEMD_LOG_LEVEL", &log_level));
     }
     let env_sh: String = vars.iter().map(|(k, v)| format!("{k}='{v}'\n")).collect();
     let mut files = vec![

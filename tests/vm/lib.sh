@@ -226,9 +226,15 @@ start_min_available() {
 		at64=-
 		at128=-
 		j=$(judged_kib)
+		_i=0
+		: >/tmp/mem-timeline
 		while [ ! -e /tmp/min-available.stop ]; do
 			read_mem
 			_j=$(judged_kib)
+			# Every ~second, "ms available_kib swap_used_kib judged_kib": where the job's pace
+			# went (RAM filling, then swap).
+			[ $((_i % 10)) -eq 0 ] && echo "$(($(now_ms) - t0)) $MEM_AVAILABLE $SWAP_USED $_j" >>/tmp/mem-timeline
+			_i=$((_i + 1))
 			[ "$_j" -lt "$j" ] && j=$_j
 			[ "$MEM_AVAILABLE" -lt "$m" ] && m=$MEM_AVAILABLE
 			[ "$SWAP_USED" -gt "$s" ] && s=$SWAP_USED
@@ -245,6 +251,7 @@ stop_min_available() {
 	touch /tmp/min-available.stop
 	wait "$MIN_AVAILABLE"
 	read -r _m _s _at64 _at128 _j </tmp/min-available
+	dump mem-timeline /tmp/mem-timeline
 	_total=$(awk '$1 == "MemTotal:" { print $2 }' /proc/meminfo)
 	result swap_64mib_ms "$_at64"
 	result swap_128mib_ms "$_at128"

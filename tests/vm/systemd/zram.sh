@@ -73,6 +73,12 @@ start_lowmemd_unit() {
 	install -m 644 /vm/lowmemd.service /etc/systemd/system/lowmemd.service
 	mkdir -p /etc/lowmemd
 	install -m 644 "/vm/${POLICY:?}" /etc/lowmemd/policy.toml
+	if [ -n "${LOWMEMD_LOG_LEVEL:-}" ]; then
+		mkdir -p /etc/systemd/system/lowmemd.service.d
+		printf '[Service]\nExecStart=\n%s --log-level %s\n' \
+			"$(sed -n 's/^ExecStart=//p' /etc/systemd/system/lowmemd.service)" "$LOWMEMD_LOG_LEVEL" \
+			>/etc/systemd/system/lowmemd.service.d/log-level.conf
+	fi
 	systemctl daemon-reload
 	systemctl start lowmemd || fail "lowmemd did not start: $(journalctl -q --no-pager -u lowmemd | tail -n 5 | tr '\n' '|')"
 	result lowmemd_started 1
@@ -85,6 +91,20 @@ start_guard() {
 	*) fail "unknown GUARD $GUARD" ;;
 	esac
 	result guard "$GUARD${POLICY:+ $POLICY}"
+}
+
+# comm_ticks NAME: the CPU time (utime + stime, clock ticks) of the processes and kernel
+# threads named NAME so far: where the machine's CPU went besides the guard (psimon is the
+# kernel's PSI trigger poller, alive while someone holds a trigger; kswapd0 reclaims).
+comm_ticks() {
+	_sum=0
+	for _s in /proc/[0-9]*/stat; do
+		read -r _line <"$_s" 2>/dev/null || continue
+		case $_line in *"($1)"*) ;; *) continue ;; esac
+		set -- "$1" ${_line##*) }
+		_sum=$((_sum + ${13} + ${14}))
+	done
+	echo $_sum
 }
 
 # unit_cpu_ms UNIT: the CPU time the unit used so far (its cgroup's cpu.stat), in ms.
@@ -187,6 +207,7 @@ runaway)
 	start_min_available
 	t0=$(now_ms)
 	result leak_start_uptime_ms "$t0"
+	psimon0=$(comm_ticks psimon) kswapd0=$(comm_ticks kswapd0)
 	spawn leak --adj 0 --mib 0 --rate 100
 	if ! wait_gone "$PID_leak" 120; then
 		result leak_survived 1
@@ -195,6 +216,9 @@ runaway)
 		wait_gone "$PID_leak" 60
 	fi
 	result leak_to_gone_ms $(($(now_ms) - t0))
+	result psimon_ticks $(($(comm_ticks psimon) - psimon0))
+	result kswapd_ticks $(($(comm_ticks kswapd0) - kswapd0))
+	result leak_cpu_ms "$(unit_cpu_ms leak)"
 	stop_min_available
 	result oom_kill_delta $(($(oom_kills) - oom0))
 	for i in 1 2 3; do
