@@ -25,7 +25,8 @@
 //! target/vm-assets/systemd-oomd, installed in the guest with `dpkg -i`: it must be the
 //! version of the image's systemd (both are bookworm's current one when the image is built).
 //! `LOWMEMD_LOG_LEVEL=debug` runs lowmemd's unit at that log level (the console then shows
-//! where a kill's time went).
+//! where a kill's time went); `LOWMEMD_BIN=PATH` puts that static lowmemd in the systemd
+//! machine instead of this tree's (the previous design beside the current one).
 //!
 //! Per run the guest reports (tests/vm/lib.sh): kernel OOM kills (`oom_kill` in
 //! /proc/vmstat), who died (name/adj/killer, killer "kernel" when the kernel's OOM killer
@@ -337,7 +338,9 @@ fn systemd_vm(
     match arm.guard {
         "oomd" => files.push(("systemd-oomd.deb", oomd_deb.to_vec())),
         _ => {
-            files.push(("lowmemd", read(lowmemd)));
+            // LOWMEMD_BIN: another static lowmemd in the guest (the previous design, A/B).
+            let bin = std::env::var_os("LOWMEMD_BIN").map(std::path::PathBuf::from);
+            files.push(("lowmemd", read(bin.as_deref().unwrap_or(lowmemd))));
             files.push((
                 "lowmemd.service",
                 read(&root.join("deploy/systemd/lowmemd.service")),
