@@ -1,10 +1,10 @@
 //! lowmemd: a low-memory-killer daemon. The pipeline, in the order data flows, one folder a
 //! stage (imports point down this list, never up; `tests/layout.rs` checks it):
 //!
-//! - `sys`, `clock`, `sample`, `health`, `runtime`, `priority`: raw syscalls; the clocks;
-//!   what one sample holds (data only); whether the worker threads make progress; the
-//!   records of what lowmemd changed outside itself, to undo after a crash; the kill
-//!   path's CPU priority.
+//! - `sys`, `clock`, `sample`, `health`, `runtime`: raw syscalls; the clocks; what one
+//!   sample holds (data only); whether the worker threads make progress; the records of
+//!   what lowmemd changed outside itself, to undo after a crash.
+//! - `priority`: the kill path's CPU priority (SCHED_FIFO, as lmkd's).
 //! - `procs`: the process table (pure parsers, the stateless reader, the fd cache).
 //! - `scope`: what is protected, the system or one cgroup: its memory, PSI file, swap.
 //! - `caps`: what the kernel and our privileges allow, probed once.

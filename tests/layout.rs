@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 /// Bottom first. A module may import modules of lower layers only, never of its own layer
 /// or above.
 const LAYERS: &[&[&str]] = &[
-    &[
-        "sys", "clock", "sample", "health", "runtime", "features", "priority",
-    ],
+    &["sys", "clock", "sample", "health", "runtime", "features"],
+    &["priority"],
     &["procs"],
     &["scope"],
     &["caps"],

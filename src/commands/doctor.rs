@@ -181,7 +181,7 @@ pub fn examine(caps: &KernelCaps, policy: &Policy) -> Report {
         plan.push("lock its own memory (mlockall) so it keeps working under pressure".into());
     }
     plan.push(if caps.has_cap(CAP_SYS_NICE) {
-        "run its monitor and kill path at nice -20, ahead of a busy machine's other work".into()
+        "run its monitor and kill path at SCHED_FIFO 1 (as lmkd), ahead of a busy machine's other work".into()
     } else {
         "run its monitor and kill path at its inherited priority: without CAP_SYS_NICE a kill may wait for the CPU under load".into()
     });

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use lowmemd::caps::{CAP_KILL, CAP_SYS_NICE, KernelCaps};
+use lowmemd::caps::{CAP_KILL, KernelCaps};
 use lowmemd::clock::monotonic_ms;
 use lowmemd::health::Health;
 use lowmemd::monitor::{self, Monitor, Outlets, tripwire};
@@ -166,11 +166,11 @@ pub fn run(args: &RunArgs) -> CmdResult {
     let (tx, rx) = crossbeam_channel::bounded(1);
     let rx_monitor = rx.clone();
     let on_stop = stop.clone();
-    let has_sys_nice = caps.has_cap(CAP_SYS_NICE);
     let monitor = std::thread::Builder::new()
         .name("monitor".into())
         .spawn(move || {
-            if let Some(w) = priority::hurry_this_thread(has_sys_nice) {
+            let hurried = priority::hurry_this_thread();
+            if let Some(w) = priority::hurried_warning("monitor", &hurried) {
                 log::warn!("{w}");
             }
             mon.run(tx, rx_monitor);
@@ -232,7 +232,8 @@ pub fn run(args: &RunArgs) -> CmdResult {
     let pipeline = std::thread::Builder::new()
         .name("pipeline".into())
         .spawn(move || {
-            if let Some(w) = priority::hurry_this_thread(has_sys_nice) {
+            let hurried = priority::hurry_this_thread();
+            if let Some(w) = priority::hurried_warning("pipeline", &hurried) {
                 log::warn!("{w}");
             }
             pipeline.run(rx);

@@ -198,15 +198,18 @@ impl Pipeline {
             let now = plan.fresh.at_ms;
             let kernel = &self.kernel;
             self.ledger.prune(now, |t| kernel.exited(t));
-            let Some(target) = self.select(&plan) else {
-                self.ledger.no_candidate(&plan.level.name, now);
-                return;
-            };
+            // Choosing and acting on a page-out's or a freeze's victim makes room ahead of
+            // need: at lowmemd's own priority, not the kill path's.
             let _calm = plan
                 .level
                 .action
                 .is_gentle()
                 .then(crate::priority::Calm::enter);
+            let Some(target) = self.select(&plan) else {
+                self.ledger.no_candidate(&plan.level.name, now);
+                return;
+            };
+
             match plan.level.action {
                 Action::Pageout => self.page_out(&plan, target),
                 Action::Freeze => self.freeze(&plan, target),

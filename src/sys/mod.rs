@@ -248,6 +248,30 @@ pub fn drop_ambient_caps_on_exec(cmd: &mut std::process::Command) {
     }
 }
 
+/// Puts the calling thread (alone) in SCHED_FIFO at `priority`, or with `None` back in
+/// SCHED_OTHER. rustix has no sched_setscheduler.
+pub fn set_thread_fifo(priority: Option<i32>) -> io::Result<()> {
+    let (policy, prio) = match priority {
+        Some(p) => (libc::SCHED_FIFO, p),
+        None => (libc::SCHED_OTHER, 0),
+    };
+    let param = libc::sched_param {
+        sched_priority: prio,
+    };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param that outlives
+    // the call, which only reads it.
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether the calling thread is in SCHED_FIFO.
+pub fn thread_is_fifo() -> bool {
+    // SAFETY: sched_getscheduler(0) only reads the calling thread's policy.
+    unsafe { libc::sched_getscheduler(0) == libc::SCHED_FIFO }
+}
+
 /// Caps glibc's malloc at one arena. By default every thread that allocates gets an arena
 /// of its own (a 64 MiB reservation whose touched pages mlockall then pins); lowmemd's
 /// threads allocate little and rarely at the same time, so they share the main one. Call
