@@ -249,18 +249,26 @@ pub fn drop_ambient_caps_on_exec(cmd: &mut std::process::Command) {
 }
 
 /// Puts the calling thread (alone) in SCHED_FIFO at `priority`, or with `None` back in
-/// SCHED_OTHER. rustix has no sched_setscheduler.
+/// SCHED_OTHER. The raw syscall: rustix has none, and musl's sched_setscheduler() only
+/// says ENOSYS (POSIX means the process, Linux the thread).
 pub fn set_thread_fifo(priority: Option<i32>) -> io::Result<()> {
     let (policy, prio) = match priority {
         Some(p) => (libc::SCHED_FIFO, p),
         None => (libc::SCHED_OTHER, 0),
     };
-    let param = libc::sched_param {
-        sched_priority: prio,
+    // The kernel's struct sched_param: the priority alone (C libraries add fields).
+    let param: libc::c_int = prio;
+    // SAFETY: pid 0 is the calling thread; `param` is a valid int that outlives the call,
+    // which only reads it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setscheduler,
+            0 as libc::pid_t,
+            policy,
+            &param as *const libc::c_int,
+        )
     };
-    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param that outlives
-    // the call, which only reads it.
-    if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
+    if rc != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -269,7 +277,8 @@ pub fn set_thread_fifo(priority: Option<i32>) -> io::Result<()> {
 /// Whether the calling thread is in SCHED_FIFO.
 pub fn thread_is_fifo() -> bool {
     // SAFETY: sched_getscheduler(0) only reads the calling thread's policy.
-    unsafe { libc::sched_getscheduler(0) == libc::SCHED_FIFO }
+    let policy = unsafe { libc::syscall(libc::SYS_sched_getscheduler, 0 as libc::pid_t) };
+    policy == libc::SCHED_FIFO as libc::c_long
 }
 
 /// Caps glibc's malloc at one arena. By default every thread that allocates gets an arena
