@@ -75,7 +75,7 @@ start_lowmemd_unit() {
 	install -m 644 "/vm/${POLICY:?}" /etc/lowmemd/policy.toml
 	if [ -n "${LOWMEMD_LOG_LEVEL:-}" ]; then
 		mkdir -p /etc/systemd/system/lowmemd.service.d
-		printf '[Service]\nExecStart=\n%s --log-level %s\n' \
+		printf '[Service]\nExecStart=\nExecStart=%s --log-level %s\n' \
 			"$(sed -n 's/^ExecStart=//p' /etc/systemd/system/lowmemd.service)" "$LOWMEMD_LOG_LEVEL" \
 			>/etc/systemd/system/lowmemd.service.d/log-level.conf
 	fi
