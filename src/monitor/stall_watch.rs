@@ -9,32 +9,24 @@
 //! triggers are dropped until the polls slow down again (`sources.rs`).
 
 use std::collections::VecDeque;
-use std::time::Instant;
 
 use super::psi::{PsiTrigger, threshold_us};
-use crate::sample::PsiCondition;
+use crate::sample::{PsiCondition, PsiKind};
 use crate::scope::Scope;
 
 /// Who watches one PSI condition: its kernel trigger, or the polls while they come at
-/// least ten times a window. The polls read the stall from the moment they come that
-/// often, so the hand-over loses nothing either way: they watch a whole window beside the
-/// trigger before it goes, and a whole window beside a new one (which starts from nothing)
-/// after it is back; a firing of either counts for both's once-a-window limit.
+/// least ten times a window.
 #[derive(Debug)]
 pub struct Watcher {
     pub condition: PsiCondition,
     /// The window the kernel accepted (may be wider than asked), and the one asked for.
     pub window_ms: u64,
     pub asked_ms: u64,
-    /// `None` while the polls watch it alone.
+    /// `None` while the polls watch it.
     pub trigger: Option<PsiTrigger>,
     watch: StallWatch,
     /// Since when the polls have come ten times a window or more.
     fast_since_ms: Option<u64>,
-    /// Until when the polls keep watching beside a trigger registered again.
-    beside_until_ms: u64,
-    /// The last poll could not read the pressure file.
-    unreadable: bool,
     /// A trigger that could not be registered again was said once.
     rearm_failed: bool,
 }
@@ -48,64 +40,42 @@ impl Watcher {
             trigger: Some(trigger),
             watch: StallWatch::default(),
             fast_since_ms: None,
-            beside_until_ms: 0,
-            unreadable: false,
             rearm_failed: false,
         }
     }
 
-    /// Whether the polls read the stall at `now` (alone, or beside the trigger).
-    pub fn polls_watch(&self, now: u64) -> bool {
-        self.trigger.is_none() || self.fast_since_ms.is_some() || now < self.beside_until_ms
-    }
-
-    /// The trigger fired at `now`: the polls do not fire the same window again.
-    pub fn trigger_fired(&mut self, now: u64) {
-        self.watch.fired_ms = Some(now);
-    }
-
-    /// Takes the stall total (µs) the poll at `now` read, `None` when the pressure file
-    /// could not be read; whether the polls fire the condition.
-    pub fn polled(&mut self, now: u64, total_us: Option<u64>) -> bool {
-        self.unreadable = total_us.is_none();
-        let Some(total) = total_us else { return false };
+    /// Whether the condition fires at `now`, the polls watching it, with the scope's
+    /// stall total (µs) of its kind.
+    pub fn polled(&mut self, now: u64, total_us: u64) -> bool {
         let threshold = threshold_us(&self.condition, self.window_ms);
-        let fired = self.watch.observe(now, total, threshold, self.window_ms);
-        // Beside a trigger that has watched a whole window, the trigger's word counts.
-        let in_charge = self.trigger.is_none() || now < self.beside_until_ms;
-        if fired && !in_charge {
-            self.watch.fired_ms = None;
-        }
-        fired && in_charge
+        self.watch.observe(now, total_us, threshold, self.window_ms)
     }
 
     /// Hands the watch to the polls once they have come at least ten times a window for a
     /// whole window (`poll_ms`: the sleep before the next one; `None`: only the kernel
     /// wakes the monitor), so that a moment of them does not make the kernel start and
-    /// stop its poller; and back to a trigger as soon as they come less often, or cannot
-    /// read the pressure file. What to log, if anything.
+    /// stop its poller; and back to a trigger as soon as they come less often. What to
+    /// log, if anything.
     pub fn hand_over(&mut self, scope: &Scope, now: u64, poll_ms: Option<u64>) -> Option<String> {
-        let kind = self.condition.kind.as_str();
-        if poll_ms.is_some_and(|p| p <= self.window_ms / 10) && !self.unreadable {
+        let kind = self.condition.kind;
+        if poll_ms.is_some_and(|p| p <= self.window_ms / 10) {
             let since = *self.fast_since_ms.get_or_insert(now);
             if self.trigger.is_some() && now.saturating_sub(since) >= self.window_ms {
-                // Closing it waits for the kernel (an RCU grace period, and psimon's exit
-                // with the last trigger): said, with how long it took.
-                let closing = Instant::now();
                 self.trigger = None;
-                let took = closing.elapsed().as_micros();
-                log::debug!("PSI {kind}: the polls watch it (trigger closed in {took} µs)");
+                self.watch.reset();
+                // The next poll's stall counts from here.
+                if let Some((some, full)) = scope.psi_totals_us() {
+                    let total = if kind == PsiKind::Some { some } else { full };
+                    self.watch.observe(now, total, u64::MAX, self.window_ms);
+                }
+                log::debug!("PSI {}: the polls watch it", kind.as_str());
             }
             return None;
         }
         self.fast_since_ms = None;
         if self.trigger.is_some() {
-            if now >= self.beside_until_ms {
-                self.watch.forget_readings();
-            }
             return None;
         }
-        let opening = Instant::now();
         let registered = scope
             .psi_path()
             .ok_or_else(|| "the scope has no pressure file any more".to_string())
@@ -115,18 +85,17 @@ impl Watcher {
             });
         match registered {
             Ok(t) => {
-                let took = opening.elapsed().as_micros();
-                log::debug!("PSI {kind}: its trigger is back (registered in {took} µs)");
                 self.window_ms = t.window_ms;
                 self.trigger = Some(t);
-                self.beside_until_ms = now + self.window_ms;
                 self.rearm_failed = false;
+                log::debug!("PSI {}: its trigger is back", kind.as_str());
                 None
             }
             Err(e) if !self.rearm_failed => {
                 self.rearm_failed = true;
                 Some(format!(
-                    "PSI {kind} trigger cannot be registered again ({e}); only polls that can read the pressure file watch it until it can"
+                    "PSI {} trigger cannot be registered again ({e}); the polls keep watching it, as often as they come",
+                    kind.as_str()
                 ))
             }
             Err(_) => None,
@@ -176,9 +145,9 @@ impl StallWatch {
         false
     }
 
-    /// Forgets the readings (the polls stopped watching), not the last firing.
-    pub fn forget_readings(&mut self) {
-        self.readings.clear();
+    /// Forgets the readings: the trigger is back, or the polls stopped.
+    pub fn reset(&mut self) {
+        *self = StallWatch::default();
     }
 }
 
