@@ -7,7 +7,6 @@ pub mod outlets;
 pub mod psi;
 pub mod schedule;
 pub mod sources;
-pub mod stall_watch;
 pub mod thrash;
 pub mod threshold;
 pub mod trend;
@@ -387,9 +386,6 @@ impl Monitor {
             }
             if let Some(every) = self.outlets.max_sleep_ms {
                 sleep_ms = Some(sleep_ms.map_or(every, |s| s.min(every)));
-            }
-            for w in self.sources.watch_by_polls(&self.scope, now, sleep_ms) {
-                log::warn!("{w}");
             }
             let sample = self.sample(now, &measured);
             // The decision is pure and takes nanoseconds: take it here, and wake the

@@ -65,19 +65,10 @@ pub fn candidate_windows(wanted_ms: u64) -> Vec<u64> {
 
 /// The line written to the pressure file, NUL-terminated (the kernel overwrites the last byte).
 pub fn trigger_line(cond: &PsiCondition, window_ms: u64) -> String {
-    let threshold_us = threshold_us(cond, window_ms);
-    format!(
-        "{} {threshold_us} {}\0",
-        cond.kind.as_str(),
-        window_ms * 1000
-    )
-}
-
-/// The stall (µs) within a window of `window_ms` that fires `cond`. The kernel wants
-/// 0 < threshold <= window.
-pub fn threshold_us(cond: &PsiCondition, window_ms: u64) -> u64 {
     let window_us = window_ms * 1000;
-    ((cond.stall_pct / 100.0 * window_us as f64) as u64).clamp(1, window_us)
+    // The kernel wants 0 < threshold <= window.
+    let threshold_us = ((cond.stall_pct / 100.0 * window_us as f64) as u64).clamp(1, window_us);
+    format!("{} {threshold_us} {window_us}\0", cond.kind.as_str())
 }
 
 impl PsiTrigger {

@@ -9,7 +9,6 @@ use rustix::event::{PollFd, PollFlags};
 
 use super::outlets::{Outlets, Source};
 use super::psi::PsiTrigger;
-use super::stall_watch::Watcher;
 use super::threshold::{UsageThreshold, usages_for};
 use super::tripwire::{Tripwire, Unavailable};
 use super::vmpressure::{LEVELS, VmPressure};
@@ -17,9 +16,9 @@ use crate::policy::Policy;
 use crate::sample::{PsiCondition, PsiFired, PsiKind};
 use crate::scope::Scope;
 
-/// A PSI condition of the policy, who watches it, and when it last fired.
+/// A registered PSI trigger and when it last fired.
 struct Armed {
-    watcher: Watcher,
+    trigger: PsiTrigger,
     fired_ms: Option<u64>,
     /// When the current run of firings began (see [`PsiFired::streak_since_ms`]).
     streak_since_ms: Option<u64>,
@@ -66,11 +65,11 @@ impl Sources {
         let mut warnings = Vec::new();
         let wanted = policy.psi_conditions();
         self.psi.retain(|a| {
-            wanted.contains(&a.watcher.condition) && a.watcher.asked_ms == policy.psi_window_ms
+            wanted.contains(&a.trigger.condition) && a.trigger.asked_ms == policy.psi_window_ms
         });
         let missing: Vec<PsiCondition> = wanted
             .into_iter()
-            .filter(|c| !self.psi.iter().any(|a| a.watcher.condition == *c))
+            .filter(|c| !self.psi.iter().any(|a| a.trigger.condition == *c))
             .collect();
         if missing.is_empty() || !self.psi_allowed {
             // Without PSI the start-up line already said so, once.
@@ -85,7 +84,7 @@ impl Sources {
         for cond in missing {
             match PsiTrigger::register(&path, cond, policy.psi_window_ms) {
                 Ok(trigger) => self.psi.push(Armed {
-                    watcher: Watcher::new(trigger),
+                    trigger,
                     fired_ms: None,
                     streak_since_ms: None,
                     run_total_us: None,
@@ -98,9 +97,9 @@ impl Sources {
         if let Some(a) = self
             .psi
             .iter()
-            .find(|a| a.watcher.window_ms != policy.psi_window_ms)
+            .find(|a| a.trigger.window_ms != policy.psi_window_ms)
         {
-            let window = a.watcher.window_ms;
+            let window = a.trigger.window_ms;
             warnings.push(format!(
                 "the kernel refused a {} ms PSI window, using {window} ms (shorter windows need CAP_SYS_RESOURCE)",
                 policy.psi_window_ms
@@ -234,27 +233,14 @@ impl Sources {
         warnings
     }
 
-    /// Lets the monitor's polls watch the PSI conditions in place of their triggers while
-    /// they come at least ten times a window (`poll_ms`: the sleep before the next one;
-    /// `None`: only the kernel wakes the monitor), and gives each trigger back as soon as
-    /// they come less often. A trigger goes only after a whole window of fast polls, so
-    /// that a moment of them does not make the kernel start and stop its poller. Returns
-    /// what to log.
-    pub fn watch_by_polls(&mut self, scope: &Scope, now: u64, poll_ms: Option<u64>) -> Vec<String> {
-        self.psi
-            .iter_mut()
-            .filter_map(|a| a.watcher.hand_over(scope, now, poll_ms))
-            .collect()
-    }
-
     /// The sources in force, for the start-up line.
     pub fn describe(&self) -> Vec<String> {
         let psi = self.psi.iter().map(|a| {
             format!(
                 "psi_{}>{:.0}%/{}ms",
-                a.watcher.condition.kind.as_str(),
-                a.watcher.condition.stall_pct,
-                a.watcher.window_ms
+                a.trigger.condition.kind.as_str(),
+                a.trigger.condition.stall_pct,
+                a.trigger.window_ms
             )
         });
         let vmp = self
@@ -273,8 +259,7 @@ impl Sources {
         fds.extend(
             self.psi
                 .iter()
-                .filter_map(|a| a.watcher.trigger.as_ref())
-                .map(|t| PollFd::new(t, PollFlags::PRI)),
+                .map(|a| PollFd::new(&a.trigger, PollFlags::PRI)),
         );
         fds.extend(
             self.vmpressure
@@ -300,12 +285,7 @@ impl Sources {
         outlets: &Outlets,
         stall_totals: &dyn Fn() -> Option<(u64, u64)>,
     ) -> bool {
-        let triggers = self
-            .psi
-            .iter()
-            .filter(|a| a.watcher.trigger.is_some())
-            .count();
-        let (psi_revents, rest) = revents.split_at(triggers);
+        let (psi_revents, rest) = revents.split_at(self.psi.len());
         let (vmp_revents, rest) = rest.split_at(self.vmpressure.len());
         let (threshold_revents, tripwire_revents) = rest.split_at(self.thresholds.len());
         for (t, rev) in self.thresholds.iter().zip(threshold_revents) {
@@ -321,38 +301,32 @@ impl Sources {
         let mut any = false;
         let mut dead = Vec::new();
         let mut totals: Option<Option<(u64, u64)>> = None;
-        let mut psi_revents = psi_revents.iter();
-        for (i, a) in self.psi.iter_mut().enumerate() {
-            let kind = a.watcher.condition.kind;
-            let fired = if a.watcher.trigger.is_some() {
-                let rev = psi_revents.next().copied().unwrap_or(PollFlags::empty());
+        for (i, (a, rev)) in self.psi.iter_mut().zip(psi_revents).enumerate() {
+            if rev.intersects(PollFlags::ERR | PollFlags::NVAL) {
                 // The cgroup went away or PSI was switched off: drop this trigger rather
                 // than spin on an fd that is always ready.
-                let broken = rev.intersects(PollFlags::ERR | PollFlags::NVAL);
-                if broken {
-                    dead.push(i);
+                dead.push(i);
+            } else if rev.contains(PollFlags::PRI) {
+                let (prev, since) = (a.fired_ms, a.streak_since_ms);
+                let start = run_start(prev, since, a.trigger.window_ms, now);
+                let total =
+                    (*totals.get_or_insert_with(stall_totals)).map(|(some, full)| {
+                        match a.trigger.condition.kind {
+                            PsiKind::Some => some,
+                            PsiKind::Full => full,
+                        }
+                    });
+                if start == now {
+                    a.run_total_us = total;
                 }
-                !broken && rev.contains(PollFlags::PRI)
-            } else {
-                // Watched by the polls: read at every one.
-                stall_of(kind, &mut totals, stall_totals).is_some_and(|t| a.watcher.polled(now, t))
-            };
-            if !fired {
-                continue;
+                a.run_stall_ms = total
+                    .zip(a.run_total_us)
+                    .map(|(t, at_start)| t.saturating_sub(at_start) / 1000);
+                a.streak_since_ms = Some(start);
+                a.fired_ms = Some(now);
+                any = true;
+                outlets.count(a.trigger.condition.kind.into(), 1);
             }
-            let (prev, since) = (a.fired_ms, a.streak_since_ms);
-            let start = run_start(prev, since, a.watcher.window_ms, now);
-            let total = stall_of(kind, &mut totals, stall_totals);
-            if start == now {
-                a.run_total_us = total;
-            }
-            a.run_stall_ms = total
-                .zip(a.run_total_us)
-                .map(|(t, at_start)| t.saturating_sub(at_start) / 1000);
-            a.streak_since_ms = Some(start);
-            a.fired_ms = Some(now);
-            any = true;
-            outlets.count(kind.into(), 1);
         }
         for (v, rev) in self.vmpressure.iter().zip(vmp_revents) {
             if rev.contains(PollFlags::IN) && v.drain() > 0 {
@@ -365,7 +339,7 @@ impl Sources {
             let a = self.psi.remove(i);
             log::warn!(
                 "PSI {} trigger reported an error; watching memory watermarks only for it",
-                a.watcher.condition.kind.as_str()
+                a.trigger.condition.kind.as_str()
             );
         }
         any
@@ -376,8 +350,8 @@ impl Sources {
         self.psi
             .iter()
             .map(|a| PsiFired {
-                condition: a.watcher.condition,
-                window_ms: a.watcher.window_ms,
+                condition: a.trigger.condition,
+                window_ms: a.trigger.window_ms,
                 last_fired_ms: a.fired_ms,
                 streak_since_ms: a.streak_since_ms,
                 run_stall_ms: a.run_stall_ms,
@@ -389,18 +363,6 @@ impl Sources {
     pub fn vmpressure_ms(&self) -> Option<u64> {
         self.vmpressure_ms
     }
-}
-
-/// The `kind` stall total of the scope's pressure file, read once per poll (`totals`).
-fn stall_of(
-    kind: PsiKind,
-    totals: &mut Option<Option<(u64, u64)>>,
-    read: &dyn Fn() -> Option<(u64, u64)>,
-) -> Option<u64> {
-    (*totals.get_or_insert_with(read)).map(|(some, full)| match kind {
-        PsiKind::Some => some,
-        PsiKind::Full => full,
-    })
 }
 
 /// Where the run of firings that a trigger's firing at `now` belongs to began, given its
@@ -430,88 +392,7 @@ fn open_vmpressure(scope: &Scope) -> (Vec<VmPressure>, Vec<String>) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-    use std::sync::Arc;
-
-    use prometheus::{IntCounterVec, Opts};
-
-    use super::*;
-    use crate::health::Health;
-    use crate::procs::ProcRoot;
-
-    fn outlets() -> Outlets {
-        Outlets {
-            pressure_events: IntCounterVec::new(Opts::new("t", "t"), &["source"]).unwrap(),
-            health: Arc::new(Health::new(0)),
-            watchdog: Box::new(|_| {}),
-            observe: Box::new(|_, _, _| {}),
-            max_sleep_ms: None,
-        }
-    }
-
-    fn write_pressure(root: &Path, full_total_us: u64) {
-        std::fs::write(
-            root.join("pressure/memory"),
-            format!(
-                "some avg10=0.00 avg60=0.00 avg300=0.00 total={full_total_us}\nfull avg10=0.00 avg60=0.00 avg300=0.00 total={full_total_us}\n"
-            ),
-        )
-        .unwrap();
-    }
-
-    /// Polls every 50 ms stand in for the trigger after a window of them, fire the
-    /// condition from the pressure file's totals as the trigger would, and give the
-    /// trigger back once they slow down. (A plain file stands in for the pressure file:
-    /// the trigger registers on it and never fires.)
-    #[test]
-    fn fast_polls_stand_in_for_the_trigger_and_give_it_back() {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::create_dir(tmp.path().join("pressure")).unwrap();
-        std::fs::write(
-            tmp.path().join("meminfo"),
-            std::fs::read_to_string("/proc/meminfo").unwrap(),
-        )
-        .unwrap();
-        write_pressure(tmp.path(), 0);
-        let scope = Scope::system(ProcRoot::new(tmp.path())).unwrap();
-        let policy = crate::policy::validate::compile(
-            Path::new("t.toml"),
-            "[psi]\nwindow_ms = 1000\n[[level]]\nname = \"critical\"\naction = \"kill\"\nmin_adj = 0\npsi_full_ms = 400\n",
-        )
-        .unwrap();
-        let (mut sources, _) = Sources::open(&scope, true);
-        assert!(sources.arm(&scope, &policy).is_empty());
-        let (out, read) = (outlets(), || scope.psi_totals_us());
-        let triggers = |s: &Sources| s.psi.iter().filter(|a| a.watcher.trigger.is_some()).count();
-        let poll = |s: &mut Sources, now: u64, stall_us: u64, next: Option<u64>| {
-            write_pressure(tmp.path(), stall_us);
-            let fired = s.note(&[PollFlags::empty()][..triggers(s)], now, &out, &read);
-            assert!(s.watch_by_polls(&scope, now, next).is_empty());
-            fired
-        };
-        // Fast polls, no stall: the trigger stays for a window, then goes.
-        for t in (0..1000).step_by(50) {
-            assert!(!poll(&mut sources, t, 0, Some(50)));
-            assert_eq!(triggers(&sources), 1, "at {t} ms");
-        }
-        assert!(!poll(&mut sources, 1000, 0, Some(50)));
-        assert_eq!(triggers(&sources), 0);
-        // A stall of 50 % from 1,000 ms: 400 ms of it are in the window at 1,800 ms.
-        let fired: Vec<u64> = (1..=36)
-            .map(|i| 1000 + i * 50)
-            .filter(|&t| poll(&mut sources, t, (t - 1000) * 500, Some(50)))
-            .collect();
-        assert_eq!(fired, [1800, 2800]);
-        let f = &sources.fired()[0];
-        assert_eq!(
-            (f.last_fired_ms, f.streak_since_ms),
-            (Some(2800), Some(1800))
-        );
-        // The polls slow down: the trigger is back at once.
-        assert!(!poll(&mut sources, 2850, 925_000, Some(1000)));
-        assert_eq!(triggers(&sources), 1);
-        assert_eq!(sources.describe(), ["psi_full>40%/1000ms"]);
-    }
+    use super::run_start;
 
     #[test]
     fn firings_window_after_window_make_one_run() {
