@@ -208,6 +208,7 @@ runaway)
 	t0=$(now_ms)
 	result leak_start_uptime_ms "$t0"
 	psimon0=$(comm_ticks psimon) kswapd0=$(comm_ticks kswapd0)
+	cp /proc/vmstat /tmp/vmstat0
 	spawn leak --adj 0 --mib 0 --rate 100
 	if ! wait_gone "$PID_leak" 120; then
 		result leak_survived 1
@@ -219,6 +220,14 @@ runaway)
 	result psimon_ticks $(($(comm_ticks psimon) - psimon0))
 	result kswapd_ticks $(($(comm_ticks kswapd0) - kswapd0))
 	result leak_cpu_ms "$(unit_cpu_ms leak)"
+	# Where the reclaim went while the leak lived: scanned and stolen, anon and file,
+	# swapped out, refaulted.
+	for _k in pgscan_anon pgsteal_anon pgscan_file pgsteal_file pswpout pswpin \
+		workingset_refault_anon workingset_refault_file pgmajfault allocstall_normal \
+		allocstall_movable pgscan_direct pgscan_kswapd; do
+		result "vmstat_$_k" "$(awk -v k="$_k" 'NR == FNR { if ($1 == k) v = $2; next }
+			$1 == k { print $2 - v; exit }' /tmp/vmstat0 /proc/vmstat)"
+	done
 	stop_min_available
 	result oom_kill_delta $(($(oom_kills) - oom0))
 	for i in 1 2 3; do
