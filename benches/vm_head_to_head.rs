@@ -3,9 +3,9 @@
 //! burst of file-cache thrash — each under four guards in the busybox bed: the kernel's OOM
 //! killer alone, earlyoom (Debian's package with its default arguments), lowmemd with its
 //! built-in policy, lowmemd with policies/desktop.toml. The two zram scenarios run again on
-//! the real systemd machine (tests/vm/systemd.rs, tests/vm/systemd/zram.sh) under
-//! systemd-oomd with Fedora's and Ubuntu's defaults and, in the same machine, under lowmemd
-//! with desktop.toml as a systemd unit: systemd-oomd needs systemd, and its rival must share
+//! the real systemd machine (tests/vm/systemd.rs, tests/vm/systemd/zram.sh) under the
+//! kernel alone, systemd-oomd with Fedora's and Ubuntu's defaults and, in the same
+//! machine, lowmemd with desktop.toml as a systemd unit: systemd-oomd needs systemd, and its rival must share
 //! the machine for the comparison to be like for like. Several runs each; a markdown table
 //! on stdout, each run on stderr. Numbers to compare, not a pass/fail test.
 //!
@@ -92,7 +92,7 @@ const ARMS: [Arm; 5] = [
 
 /// The busybox bed's guards; the systemd machine's.
 const BUSYBOX_ARMS: &[&str] = &["kernel", "earlyoom", "lowmemd-builtin", "lowmemd-desktop"];
-const SYSTEMD_ARMS: &[&str] = &["systemd-oomd", "lowmemd-desktop"];
+const SYSTEMD_ARMS: &[&str] = &["kernel", "systemd-oomd", "lowmemd-desktop"];
 
 /// Which machine a scenario runs on.
 enum Bed {
@@ -337,6 +337,7 @@ fn systemd_vm(
     ];
     match arm.guard {
         "oomd" => files.push(("systemd-oomd.deb", oomd_deb.to_vec())),
+        "none" => {}
         _ => {
             // LOWMEMD_BIN: another static lowmemd in the guest (the previous design, A/B).
             let bin = std::env::var_os("LOWMEMD_BIN").map(std::path::PathBuf::from);
