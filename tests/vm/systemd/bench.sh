@@ -153,7 +153,8 @@ cell() {
 		t0=$(now_ms)
 		app copy sh -c "dd if=/dev/urandom of=/home/$USER_NAME/big bs=1M count=640 status=none && cat /home/$USER_NAME/big >/dev/null && cat /home/$USER_NAME/big >/dev/null && echo copied"
 		copied() { grep -q '^copied' $OUT/copy.out; }
-		copygone() { ! pgrep -u $USER_UID -x dd >/dev/null && ! pgrep -u $USER_UID -x cat >/dev/null; }
+		# Gone once its shell is (between dd and cat, neither runs for a moment).
+		copygone() { ! pgrep -u $USER_UID -f "of=/home/$USER_NAME/big" >/dev/null; }
 		until_ok 20 pgrep -u $USER_UID -x dd >/dev/null
 		until_ok 300 copygone
 		r thrash_ms $(($(now_ms) - t0))
