@@ -94,6 +94,8 @@ cell() {
 	done
 	session_alive || systemctl restart user@$USER_UID.service
 	until_ok 60 sh -c "[ -S $RUNTIME/bus ]"
+	# A scope killed in a cell before stays loaded as failed: its name could not be reused.
+	as_user systemctl --user reset-failed 'app-*.scope' 2>/dev/null
 	rm -f $OUT/*
 	[ "$CELL" = noswap ] && swapoff -a
 	r swap_kib "$(awk '$1 == "SwapTotal:" { print $2 }' /proc/meminfo)"
@@ -124,6 +126,7 @@ cell() {
 		app leak lowmemd-workload --name leak --adj 200 --rate 64
 		until_ok 20 app_pid leak >/dev/null
 		leak=$(app_pid leak)
+		[ -n "$leak" ] || { r failed "the leak did not start: $(cat $OUT/leak.out)"; return; }
 		if until_ok 180 gone "$leak"; then
 			r leak_to_death_ms $(($(now_ms) - t0))
 		else
