@@ -126,7 +126,11 @@ cell() {
 		app leak lowmemd-workload --name leak --adj 200 --rate 64
 		until_ok 20 app_pid leak >/dev/null
 		leak=$(app_pid leak)
-		[ -n "$leak" ] || { r failed "the leak did not start: $(cat $OUT/leak.out)"; return; }
+		[ -n "$leak" ] || {
+			r failed "the leak did not start: $(cat $OUT/leak.out)"
+			kill -TERM $probe && wait $probe
+			return
+		}
 		if until_ok 180 gone "$leak"; then
 			r leak_to_death_ms $(($(now_ms) - t0))
 		else
