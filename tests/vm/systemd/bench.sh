@@ -199,7 +199,7 @@ cell() {
 	r user_procs_after "$(user_procs)"
 	echo "--- guard-log-$CELL begin"
 	[ "$GUARD" = kernel ] || journalctl -q --no-pager -o short-monotonic --since "$t_cell" -u "$guard_unit" |
-		grep -Ei 'kill|sigterm|sigkill|pressure|swap|victim|corrective' | head -n 20
+		grep -Ei 'kill|sigterm|sigkill|pressure|swap|victim|corrective|skip|vanish|exit|level' | head -n 40
 	echo "--- guard-log-$CELL end"
 }
 
