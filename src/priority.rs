@@ -8,8 +8,8 @@
 //! runaway sits in another one. So, as AOSP's lmkd does, the kill path runs SCHED_FIFO at
 //! the lowest real-time priority: ahead of every normal thread, whatever its group, and
 //! still held to the kernel's real-time throttling (95 % of each second by default). Where
-//! real-time is refused (no CAP_SYS_NICE, a sandbox that forbids it) it falls back to nice
-//! -20, which helps within its group.
+//! a sandbox forbids real-time but not nice it falls back to nice -20, which helps within
+//! its group; without CAP_SYS_NICE neither is allowed, and it says so.
 
 use crate::sys::{set_thread_fifo, thread_is_fifo};
 

@@ -209,7 +209,6 @@ impl Pipeline {
                 self.ledger.no_candidate(&plan.level.name, now);
                 return;
             };
-
             match plan.level.action {
                 Action::Pageout => self.page_out(&plan, target),
                 Action::Freeze => self.freeze(&plan, target),
