@@ -13,7 +13,8 @@
 //! cargo deb && LOWMEMD_DEB=$(ls -t target/debian/lowmemd_*.deb | head -n 1) \
 //!   VM_BENCH_RUNS=2 cargo bench --bench vm_systemd_head_to_head -- runaway
 //! ```
-//! Words after `--` keep the cell/guard pairs whose names contain them all. Needs what the
+//! Words after `--` keep the cell/guard pairs whose names contain them all;
+//! `LOWMEMD_LOG_LEVEL=debug` runs lowmemd's unit at that level and keeps its whole log. Needs what the
 //! systemd VM test needs (root, mmdebstrap, e2fsprogs, qemu-system-x86_64) and rustup's
 //! x86_64-unknown-linux-musl target (the static lowmemd-workload: the loads and the probe).
 //! The guest's side is tests/vm/systemd/bench.sh; it reports kernel OOM kills, who died and
@@ -132,7 +133,12 @@ fn main() {
         }
         let names: Vec<&str> = cells.iter().map(|&c| CELLS[c].0).collect();
         for i in 1..=runs {
-            let env = format!("GUARD={guard}\nCELLS=\"{}\"\n", names.join(" "));
+            let mut env = format!("GUARD={guard}\nCELLS=\"{}\"\n", names.join(" "));
+            // LOWMEMD_LOG_LEVEL=debug: lowmemd's unit logs at that level, and the guard log
+            // keeps every line (where a kill's time went, and why a candidate was passed over).
+            if let Ok(level) = std::env::var("LOWMEMD_LOG_LEVEL") {
+                env.push_str(&format!("LOWMEMD_LOG_LEVEL={level}\n"));
+            }
             let vm = systemd::SystemdVm {
                 name: "systemd-bench",
                 mem_mib: 768,

@@ -76,6 +76,13 @@ nohang) systemctl start nohang.service ;;
 lowmemd)
 	dpkg -i /vm/lowmemd.deb >/dev/null 2>&1
 	cp /usr/share/doc/lowmemd/policies/desktop.toml /etc/lowmemd/policy.toml
+	if [ -n "${LOWMEMD_LOG_LEVEL:-}" ]; then
+		mkdir -p /etc/systemd/system/lowmemd.service.d
+		printf '[Service]\nExecStart=\nExecStart=%s --log-level %s\n' \
+			"$(systemctl cat lowmemd | sed -n 's/^ExecStart=//p' | tail -n 1)" \
+			"$LOWMEMD_LOG_LEVEL" >/etc/systemd/system/lowmemd.service.d/log-level.conf
+		systemctl daemon-reload
+	fi
 	systemctl enable --now lowmemd >/dev/null 2>&1
 	;;
 esac
@@ -198,8 +205,12 @@ cell() {
 	r session "$(session_alive && echo alive || echo dead)"
 	r user_procs_after "$(user_procs)"
 	echo "--- guard-log-$CELL begin"
-	[ "$GUARD" = kernel ] || journalctl -q --no-pager -o short-monotonic --since "$t_cell" -u "$guard_unit" |
-		grep -Ei 'kill|sigterm|sigkill|pressure|swap|victim|corrective|skip|vanish|exit|level' | head -n 40
+	if [ -n "${LOWMEMD_LOG_LEVEL:-}" ]; then
+		journalctl -q --no-pager -o short-monotonic --since "$t_cell" -u "$guard_unit" | tail -n 300
+	else
+		[ "$GUARD" = kernel ] || journalctl -q --no-pager -o short-monotonic --since "$t_cell" -u "$guard_unit" |
+			grep -Ei 'kill|sigterm|sigkill|pressure|swap|victim|corrective|skip|vanish|exit|level' | head -n 40
+	fi
 	echo "--- guard-log-$CELL end"
 }
 
