@@ -91,6 +91,9 @@ pub fn select(
             (all, None, n)
         }
     };
+    if log::log_enabled!(log::Level::Debug) {
+        log::debug!("level {}: first candidates: {}", level.name, head(&cands));
+    }
     let mut out = Selection {
         candidates: count,
         took: started.elapsed(),
@@ -122,6 +125,29 @@ pub fn select(
         kernel.now_ms().saturating_sub(plan.sample.at_ms)
     );
     Ok(out)
+}
+
+/// The first few candidates as ranked, with what ranked them: why this victim and not
+/// another, when a kill surprises.
+fn head(cands: &[RankedProc]) -> String {
+    let kib = |k: Option<u64>| k.map_or("-".to_string(), |k| format!("{} MiB", k / 1024));
+    cands
+        .iter()
+        .take(4)
+        .map(|c| {
+            format!(
+                "pid {} ({}) adj {} rss {} swap {} owner {} {}",
+                c.pid,
+                printable(&c.comm),
+                c.effective_adj,
+                kib(Some(c.rss_kib)),
+                kib(Some(c.swap_kib)),
+                c.owner.as_deref().unwrap_or("-"),
+                kib(c.owner_kib)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Every candidate of `procs` for the plan's level, best victim first.
