@@ -217,6 +217,47 @@ fn a_killed_victim_that_cannot_exit_is_not_picked_again() {
     );
 }
 
+/// Someone else (the kernel's OOM killer, a user, another daemon) killed the largest
+/// process, and it has not exited — here frozen, in life slowly exiting: its memory is on
+/// its way back. lowmemd reaps it (process_mrelease) instead of passing it over and
+/// killing the next process for the same shortage, as it did before.
+#[test]
+#[ignore = "needs root, a cgroup-v1 memory controller and the v1 freezer: run as root with cargo test -- --include-ignored"]
+fn a_process_someone_else_killed_is_reaped_and_nobody_else_dies_for_it() {
+    let _serial = serial();
+    require_real_kernel("dying");
+    let cg = TestCgroup::create("dying", 256);
+    let big = Workload::ready(&cg, "killed", 500, 160);
+    let innocent = Workload::ready(&cg, "innocent", 500, 40);
+    let _frozen = Frozen::freeze(big.pid);
+    sigkill(big.pid);
+    // 200 of 256 MiB in use: about a fifth available, under the level's 30 % from the
+    // first sample on.
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write_policy(
+        dir.path(),
+        "[[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 0\navailable_below_pct = 30\nwait_ms = 1000\n",
+    );
+    let d = Daemon::start(&cg, &["--policy".as_ref(), policy.as_os_str()]);
+    assert!(
+        d.wait_log("was dying already", Duration::from_secs(10)),
+        "never found the killed process dying"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(innocent.alive(), "the innocent process was killed");
+    assert!(actions(&d.events(), "kill").is_empty(), "{:#?}", d.events());
+    assert!(
+        cg.usage_mib() < 100,
+        "its memory did not come back: {} MiB in use",
+        cg.usage_mib()
+    );
+    assert!(
+        big.alive(),
+        "the killed process exited: the test proved nothing"
+    );
+    assert_eq!(cg.oom_kills(), 0);
+}
+
 #[test]
 #[ignore = "needs root and a cgroup-v1 memory controller: run as root with cargo test -- --include-ignored"]
 fn a_scope_removed_and_created_anew_is_watched_again() {

@@ -20,7 +20,7 @@ use super::group::{self, GroupError, Member};
 use super::pageout::advise::{Advised, advise};
 use super::pin::{self, PinError, Target};
 use super::rank::RankedProc;
-use super::signal::{KillError, Reap, kill_target};
+use super::signal::{self, KillError, Reap, kill_target};
 
 pub trait Kernel: Send {
     /// Monotonic milliseconds.
@@ -43,6 +43,8 @@ pub trait Kernel: Send {
     fn reread(&self, pid: i32, needs: Needs) -> (Attrs, Option<i16>);
     /// SIGKILL (and process_mrelease where the kernel has it).
     fn kill(&self, target: &Target) -> Result<Reap, KillError>;
+    /// process_mrelease of a target that is dying already, where the kernel has it.
+    fn release(&self, target: &Target) -> Reap;
     /// The scope's own cgroup (`None`: the whole system), as /proc/PID/cgroup spells it.
     fn scope_cgroup(&self) -> Option<String>;
     /// The processes of the unified-hierarchy cgroup `cgroup` and of the cgroups below it.
@@ -243,6 +245,10 @@ impl Kernel for System {
 
     fn kill(&self, target: &Target) -> Result<Reap, KillError> {
         kill_target(target, &self.caps, &self.scope.proc)
+    }
+
+    fn release(&self, target: &Target) -> Reap {
+        signal::release(target, &self.caps)
     }
 
     fn scope_cgroup(&self) -> Option<String> {

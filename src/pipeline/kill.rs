@@ -1,7 +1,8 @@
 //! The kill stage: the signal to a pinned victim (`signal.rs`) — with `kill = "cgroup"`, to
 //! its whole leaf cgroup when that may be killed (`app.rs`) — then the wait for every exit until the
 //! level's deadline. A function from the plan and the victims to a [`KillReport`]; the
-//! conductor records it in the ledger and tells the observer.
+//! conductor records it in the ledger and tells the observer. A candidate someone else
+//! killed already is not signalled again but finished ([`finish`]).
 
 use crate::clock::wall_ms;
 use crate::procs::printable;
@@ -153,4 +154,76 @@ pub fn run(
         dry_run_victims: Vec::new(),
         unexited,
     })
+}
+
+/// What came of a candidate that was dying already when it was pinned.
+#[derive(Debug)]
+pub struct Finished {
+    /// The candidate as ranked.
+    pub proc: RankedProc,
+    pub end_ms: u64,
+    pub how: Finish,
+}
+
+#[derive(Debug)]
+pub enum Finish {
+    /// Its pidfd became readable within the level's deadline.
+    Exited,
+    /// Its memory was reaped (process_mrelease); the process itself may linger.
+    Released(Target),
+    /// Still there, unreaped, at the deadline: stuck, or frozen.
+    Stuck(Target),
+    /// A dry run: left alone.
+    DryRun,
+}
+
+/// A candidate killed by someone else (the kernel's OOM killer, a user, another daemon)
+/// that still holds the memory it was ranked for: that memory is on its way back, so it is
+/// reaped now where the kernel can, else waited for up to the level's deadline — as the
+/// kernel's OOM killer waits for its victim — before anyone else is killed for the same
+/// shortage. A dry run only says so.
+pub fn finish(kernel: &dyn Kernel, plan: &Plan<'_>, target: Target, dry_run: bool) -> Finished {
+    let now = kernel.now_ms();
+    let proc = target.proc.clone();
+    let said = format!(
+        "level {}: pid {} ({}, {} MiB) was dying already (SIGKILL pending)",
+        plan.level.name,
+        proc.pid,
+        printable(&proc.comm),
+        (proc.rss_kib + proc.swap_kib) / 1024
+    );
+    let (end_ms, how) = if dry_run {
+        log::info!("{said}: would reap it and wait rather than kill another");
+        (now + plan.level.wait_ms, Finish::DryRun)
+    } else if kernel.release(&target) == Reap::Released {
+        log::info!("{said}: reaped its memory (process_mrelease) rather than kill another");
+        let how = if kernel.exited(&target) {
+            Finish::Exited
+        } else {
+            Finish::Released(target)
+        };
+        (kernel.now_ms(), how)
+    } else {
+        let exited = matches!(
+            kernel.wait_exit(&target, now + plan.level.wait_ms),
+            Outcome::Exited { .. }
+        ) || kernel.exited(&target);
+        let end_ms = kernel.now_ms();
+        log::info!(
+            "{said}: waited {} ms for its exit rather than kill another; {}",
+            end_ms.saturating_sub(now),
+            if exited {
+                "it exited"
+            } else {
+                "still there: passed over from now on"
+            }
+        );
+        let how = if exited {
+            Finish::Exited
+        } else {
+            Finish::Stuck(target)
+        };
+        (end_ms, how)
+    };
+    Finished { proc, end_ms, how }
 }

@@ -11,7 +11,7 @@ use crate::policy::decide::LastActions;
 use crate::procs::printable;
 
 use super::freeze::frozen::Frozen;
-use super::kill::Killed;
+use super::kill::{Finish, Finished, Killed};
 use super::outcome::Skip;
 use super::pageout::tracker::Tracker;
 use super::pin::Target;
@@ -64,8 +64,9 @@ pub struct Ledger {
     /// End of the last kill (as above, page-outs aside).
     last_kill_ms: Option<u64>,
     recent: Vec<Recent>,
-    /// Victims signalled whose exit was not seen by their deadline, still pinned: never
-    /// picked again until their pidfd says they are gone.
+    /// Victims signalled whose exit was not seen by their deadline, and candidates found
+    /// dying that were reaped or waited for, still pinned: never picked again until their
+    /// pidfd says they are gone.
     dying: Vec<Target>,
     /// Per level name: a spell of holding without a candidate.
     empty: HashMap<String, Empty>,
@@ -130,6 +131,18 @@ impl Ledger {
         // Still there (frozen, or in uninterruptible I/O): kept pinned, so none is ever
         // picked again until its pidfd says it is gone.
         self.dying.append(&mut k.unexited);
+    }
+
+    /// A candidate dying already was reaped or waited for: the next decision needs a sample
+    /// taken after that; one still there is never picked again until its pidfd says it is
+    /// gone.
+    pub fn finished(&mut self, f: Finished) {
+        self.last_action_ms = Some(f.end_ms);
+        match f.how {
+            Finish::Exited => {}
+            Finish::Released(t) | Finish::Stuck(t) => self.dying.push(t),
+            Finish::DryRun => self.recent.push(Recent::of(&f.proc, f.end_ms)),
+        }
     }
 
     /// The kernel refused to signal `victim` at `now`: not picked again until its deadline.

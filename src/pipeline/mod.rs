@@ -212,6 +212,10 @@ impl Pipeline {
             match plan.level.action {
                 Action::Pageout => self.page_out(&plan, target),
                 Action::Freeze => self.freeze(&plan, target),
+                _ if target.dying => {
+                    let finished = kill::finish(&*self.kernel, &plan, target, self.dry_run);
+                    self.ledger.finished(finished);
+                }
                 _ => self.kill(&plan, target),
             }
         }

@@ -30,6 +30,7 @@ pub enum Skip {
     /// The kernel refused the signal.
     Denied,
     /// SIGKILL is already pending: it is dying (or frozen), another signal frees nothing.
+    /// At a kill level its memory is reaped (or its exit waited for) instead.
     Dying,
 }
 

@@ -27,8 +27,9 @@ pub enum PinError {
     Recycled { pid: i32, expected: u64, found: u64 },
     #[error("pid {0} is no longer inside the scope")]
     OutOfScope(i32),
-    #[error("pid {0} is already dying (SIGKILL pending)")]
-    Dying(i32),
+    /// Pinned, but someone has killed it already: its memory is on its way back.
+    #[error("pid {} is already dying (SIGKILL pending)", .0.proc.pid)]
+    Dying(Box<Target>),
     #[error("pidfd_open({pid}): {source}")]
     Pidfd { pid: i32, source: std::io::Error },
     #[error("{0}")]
@@ -55,13 +56,20 @@ impl PinError {
 pub struct Target {
     pidfd: Option<OwnedFd>,
     pub proc: RankedProc,
+    /// SIGKILL was pending when it was pinned: someone else killed it (the kernel's OOM
+    /// killer, a user, another daemon) and it has not finished exiting.
+    pub dying: bool,
 }
 
 impl Target {
     /// A target of `proc` over `pidfd`, for unit tests of the stages that take one.
     #[cfg(test)]
     pub(crate) fn for_tests(pidfd: Option<OwnedFd>, proc: RankedProc) -> Self {
-        Target { pidfd, proc }
+        Target {
+            pidfd,
+            proc,
+            dying: false,
+        }
     }
 
     /// The pidfd; `None` only on the no-pidfd fallback.
@@ -114,15 +122,23 @@ pub fn pin(
     if !scope.contains(pid) {
         return Err(PinError::OutOfScope(pid));
     }
-    // Killed already (by us before, by the kernel, by anyone) but not exiting, e.g. frozen:
-    // another SIGKILL frees nothing and would cost a whole wait.
-    if proc.sigkill_pending(pid).unwrap_or(false) {
-        return Err(PinError::Dying(pid));
-    }
     // The ranked comm may predate an exec; logs and events should name what we kill.
-    let proc = RankedProc {
-        comm: stat.comm,
-        ..cand
+    let target = Target {
+        pidfd,
+        proc: RankedProc {
+            comm: stat.comm,
+            ..cand
+        },
+        dying: false,
     };
-    Ok(Target { pidfd, proc })
+    // Killed already (by the kernel, a user, anyone) but still here, exiting slowly or
+    // frozen: another SIGKILL frees nothing. Its memory is on its way back, which the kill
+    // stage can hasten (`kill::finish`); page-out and freeze pass it over.
+    if proc.sigkill_pending(pid).unwrap_or(false) {
+        return Err(PinError::Dying(Box::new(Target {
+            dying: true,
+            ..target
+        })));
+    }
+    Ok(target)
 }

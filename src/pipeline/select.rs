@@ -183,7 +183,8 @@ fn rank_all(
 }
 
 /// Pins the first of `cands` that is still itself and eligible into `out.target`, noting
-/// why each one before it was passed over; whether one was pinned.
+/// why each one before it was passed over; whether one was pinned. At a kill level that
+/// one may be [`Target::dying`]: killed by someone else already.
 fn pin_first(
     kernel: &mut dyn Kernel,
     policy: &Policy,
@@ -204,6 +205,14 @@ fn pin_first(
                     t.proc.pid,
                     printable(&t.proc.comm)
                 );
+            }
+            // Someone killed it before us and it still holds its memory: at a kill level,
+            // reaping it and waiting (`kill::finish`) comes before killing the next, as the
+            // kernel's OOM killer waits for its victim rather than take a second.
+            Err(PinError::Dying(t)) if !level.action.is_gentle() => {
+                out.skips.push(Skip::Dying);
+                out.target = Some(*t);
+                return true;
             }
             Err(e) => match e.skip() {
                 Some(why) => {

@@ -49,16 +49,22 @@ pub fn kill_target(target: &Target, caps: &KernelCaps, proc: &ProcRoot) -> Resul
             });
         }
     }
-    if !caps.process_mrelease {
-        return Ok(Reap::NotReleased);
-    }
+    Ok(release(target, caps))
+}
+
+/// Reaps a dying target's memory now (process_mrelease) where the kernel can, rather than
+/// wait for its exit to free it.
+pub fn release(target: &Target, caps: &KernelCaps) -> Reap {
+    let Some(pidfd) = target.pidfd().filter(|_| caps.process_mrelease) else {
+        return Reap::NotReleased;
+    };
     // EINVAL would mean "not dying yet": impossible after a delivered SIGKILL unless the
     // victim was a vfork child sharing its parent's mm; then we simply wait for the exit.
     match crate::sys::process_mrelease(pidfd) {
-        Ok(()) => Ok(Reap::Released),
+        Ok(()) => Reap::Released,
         Err(e) => {
             log::debug!("process_mrelease(pid {}): {e}", target.proc.pid);
-            Ok(Reap::NotReleased)
+            Reap::NotReleased
         }
     }
 }

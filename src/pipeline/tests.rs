@@ -71,6 +71,10 @@ struct State {
     vanish_after_scan: Vec<i32>,
     /// Page-out: set, processes answer status and smaps with their size as anonymous memory.
     pageout: Option<FakePageout>,
+    /// The kernel lacks process_mrelease.
+    no_mrelease: bool,
+    /// Pids whose memory process_mrelease reaped, in order.
+    released: Vec<i32>,
 }
 
 /// How the fake answers page-outs.
@@ -114,6 +118,8 @@ impl Fake {
             freezer_log: Vec::new(),
             vanish_after_scan: Vec::new(),
             pageout: None,
+            no_mrelease: false,
+            released: Vec::new(),
         })))
     }
 
@@ -151,6 +157,18 @@ impl Fake {
                 p.cgroup = Some(cgroup.into());
             }
         }
+    }
+
+    /// Someone else SIGKILLs `pid` now: its exit counts from here.
+    fn killed_by_another(&self, pid: i32) {
+        let mut s = self.state();
+        let now = s.now_ms;
+        let p = s.procs.iter_mut().find(|p| p.pid == pid).unwrap();
+        p.signalled_at = Some(now);
+    }
+
+    fn released(&self) -> Vec<i32> {
+        self.state().released.clone()
     }
 
     fn cgroups_killed(&self) -> Vec<String> {
@@ -214,15 +232,16 @@ impl Kernel for Fake {
     }
 
     fn pin(&self, cand: RankedProc) -> Result<Target, PinError> {
-        let alive = self
-            .state()
-            .procs
-            .iter()
-            .any(|p| p.pid == cand.pid && !p.dead);
-        if !alive {
+        let s = self.state();
+        let Some(p) = s.procs.iter().find(|p| p.pid == cand.pid && !p.dead) else {
             return Err(PinError::Vanished(cand.pid));
+        };
+        let mut t = Target::for_tests(None, cand);
+        if p.signalled_at.is_some() {
+            t.dying = true;
+            return Err(PinError::Dying(Box::new(t)));
         }
-        Ok(Target::for_tests(None, cand))
+        Ok(t)
     }
 
     fn reread(&self, pid: i32, _: Needs) -> (Attrs, Option<i16>) {
@@ -281,6 +300,23 @@ impl Kernel for Fake {
         p.signalled_at = Some(now);
         s.signalled.push(pid);
         Ok(Reap::Released)
+    }
+
+    /// Reaped: its memory is back at once, the process lingers until its exit.
+    fn release(&self, target: &Target) -> Reap {
+        let mut s = self.state();
+        if s.no_mrelease {
+            return Reap::NotReleased;
+        }
+        let p = s
+            .procs
+            .iter_mut()
+            .find(|p| p.pid == target.proc.pid)
+            .unwrap();
+        let freed = std::mem::take(&mut p.rss_kib);
+        s.used_kib = s.used_kib.saturating_sub(freed);
+        s.released.push(target.proc.pid);
+        Reap::Released
     }
 
     fn wait_exit(&self, target: &Target, deadline_ms: u64) -> Outcome {
@@ -1326,4 +1362,90 @@ fn feed_decided_on(p: &mut Pipeline, sample: Sample) {
     let decision = decide(&sample, &p.store.get(), p.ledger.last());
     assert!(decision.is_some());
     p.handle(Decided { sample, decision });
+}
+
+/// Two adj-1000 processes in 1000 MiB with 950 used; 101, the larger, killed by someone
+/// else before the sample and exiting `exit` after that.
+fn one_dying(exit: Exit) -> Fake {
+    let fake = Fake::new(
+        1000,
+        950,
+        &[(101, 1000, 300, exit), (102, 1000, 100, Exit::After(20))],
+    );
+    fake.killed_by_another(101);
+    fake
+}
+
+/// The kernel's OOM killer (or a user, or another daemon) killed the largest process and it
+/// is still exiting, its memory not yet back: that memory is reaped, nobody else is
+/// killed for the same shortage — where lowmemd used to pass over the dying one and kill
+/// the next.
+#[test]
+fn a_candidate_someone_else_killed_is_reaped_not_passed_over_for_the_next() {
+    let fake = one_dying(Exit::Never);
+    let (mut p, seen) = pipeline(&fake, policy(""), false);
+    feed(&mut p, fake.sample());
+    assert_eq!(fake.released(), [101]);
+    assert!(fake.signalled().is_empty(), "nobody signalled");
+    assert!(seen.kills().is_empty());
+    assert_eq!(seen.seen(), [Seen::Skipped(Skip::Dying)]);
+    // Its memory came back: the next sample holds no level, nothing happens.
+    fake.advance(100);
+    feed(&mut p, fake.sample());
+    assert!(fake.signalled().is_empty());
+    // It lingers (frozen, say): never waited for again; a new shortage takes the next.
+    assert_eq!(p.ledger.dying()[0].proc.pid, 101);
+    fake.state().used_kib = 950 * MIB;
+    fake.advance(100);
+    feed(&mut p, fake.sample());
+    assert_eq!(fake.signalled(), [102]);
+}
+
+/// Without process_mrelease the dying one is waited for, up to the level's deadline: if it
+/// exits, nobody else dies; if it is stuck, the wait is not repeated and the next sample
+/// takes the next candidate.
+#[test]
+fn without_mrelease_a_dying_candidate_is_waited_for_once() {
+    let fake = one_dying(Exit::After(300));
+    fake.state().no_mrelease = true;
+    let (mut p, seen) = pipeline(&fake, policy(""), false);
+    let t0 = fake.now_ms();
+    feed(&mut p, fake.sample());
+    assert_eq!(fake.now_ms(), t0 + 300, "waited for its exit");
+    assert!(fake.signalled().is_empty() && fake.released().is_empty());
+    assert!(seen.kills().is_empty());
+    fake.advance(10);
+    feed(&mut p, fake.sample());
+    assert!(
+        fake.signalled().is_empty(),
+        "its memory came back: no level holds"
+    );
+
+    let fake = one_dying(Exit::Never);
+    fake.state().no_mrelease = true;
+    let (mut p, _) = pipeline(&fake, policy(""), false);
+    let t0 = fake.now_ms();
+    feed(&mut p, fake.sample());
+    assert_eq!(fake.now_ms(), t0 + 1000, "one deadline (wait_ms)");
+    assert!(fake.signalled().is_empty());
+    fake.advance(10);
+    feed(&mut p, fake.sample());
+    assert_eq!(
+        fake.signalled(),
+        [102],
+        "a stuck one is not waited for twice"
+    );
+}
+
+/// A dry run reaps nothing and waits for nothing; it says what it would do, once per
+/// deadline.
+#[test]
+fn a_dry_run_leaves_a_dying_candidate_alone() {
+    let fake = one_dying(Exit::Never);
+    let (mut p, seen) = pipeline(&fake, policy(""), true);
+    let t0 = fake.now_ms();
+    feed(&mut p, fake.sample());
+    assert!(fake.released().is_empty() && fake.signalled().is_empty());
+    assert_eq!(fake.now_ms(), t0, "no wait");
+    assert_eq!(seen.seen(), [Seen::Skipped(Skip::Dying)]);
 }
