@@ -33,8 +33,9 @@ app() {
 	shift
 	as_user systemd-run --user --quiet --scope --unit="app-$_n.scope" -- "$@" >"$OUT/$_n.out" 2>&1 &
 }
-# The pid of the process of app-NAME.scope named NAME (comm), once it runs.
-app_pid() { pgrep -x -u $USER_UID "$1" | head -n 1; }
+# The pid of the process of app-NAME.scope named NAME (comm); fails while there is none
+# (a pipeline's status is its last command's: `head` alone would always succeed).
+app_pid() { pgrep -x -u $USER_UID "$1" | head -n 1 | grep .; }
 ready() { grep -q '^ready' "$OUT/$1.out" 2>/dev/null; }
 session_alive() { [ "$(prop user@$USER_UID.service ActiveState)" = active ]; }
 user_procs() { find /sys/fs/cgroup/user.slice/user-$USER_UID.slice -name cgroup.procs -exec cat {} + 2>/dev/null | wc -l; }

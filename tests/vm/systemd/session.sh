@@ -30,7 +30,7 @@ user_scope() {
 # The pid of the one python3 in a scope whose cgroup path ends in /UNIT.
 scope_pid() {
 	_d=$(find /sys/fs/cgroup -type d -name "$1" 2>/dev/null | head -n 1)
-	[ -n "$_d" ] && cat "$_d/cgroup.procs" 2>/dev/null | head -n 1
+	[ -n "$_d" ] && head -n 1 "$_d/cgroup.procs" 2>/dev/null | grep .
 }
 cgroup_dir() { find /sys/fs/cgroup -type d -name "$1" 2>/dev/null | head -n 1; }
 # Every extended attribute on a cgroup directory, user.* and trusted.*, as systemd set them.
