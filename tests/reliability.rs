@@ -222,7 +222,7 @@ fn a_killed_victim_that_cannot_exit_is_not_picked_again() {
 /// its way back. lowmemd reaps it (process_mrelease) instead of passing it over and
 /// killing the next process for the same shortage, as it did before.
 #[test]
-#[ignore = "needs root, a cgroup-v1 memory controller and the v1 freezer: run as root with cargo test -- --include-ignored"]
+#[ignore = "needs root, a cgroup-v1 memory controller, the v1 freezer and process_mrelease (5.15): run as root with cargo test -- --include-ignored"]
 fn a_process_someone_else_killed_is_reaped_and_nobody_else_dies_for_it() {
     let _serial = serial();
     require_real_kernel("dying");

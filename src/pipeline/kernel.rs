@@ -20,7 +20,7 @@ use super::group::{self, GroupError, Member};
 use super::pageout::advise::{Advised, advise};
 use super::pin::{self, PinError, Target};
 use super::rank::RankedProc;
-use super::signal::{self, KillError, Reap, kill_target};
+use super::signal::{self, KillError, Reap, Release, kill_target};
 
 pub trait Kernel: Send {
     /// Monotonic milliseconds.
@@ -44,7 +44,7 @@ pub trait Kernel: Send {
     /// SIGKILL (and process_mrelease where the kernel has it).
     fn kill(&self, target: &Target) -> Result<Reap, KillError>;
     /// process_mrelease of a target that is dying already, where the kernel has it.
-    fn release(&self, target: &Target) -> Reap;
+    fn release(&self, target: &Target) -> Release;
     /// The scope's own cgroup (`None`: the whole system), as /proc/PID/cgroup spells it.
     fn scope_cgroup(&self) -> Option<String>;
     /// The processes of the unified-hierarchy cgroup `cgroup` and of the cgroups below it.
@@ -247,7 +247,7 @@ impl Kernel for System {
         kill_target(target, &self.caps, &self.scope.proc)
     }
 
-    fn release(&self, target: &Target) -> Reap {
+    fn release(&self, target: &Target) -> Release {
         signal::release(target, &self.caps)
     }
 

@@ -13,7 +13,7 @@ use super::kernel::Kernel;
 use super::outcome::{Ending, GroupKill};
 use super::pin::Target;
 use super::rank::RankedProc;
-use super::signal::{KillError, Reap};
+use super::signal::{KillError, Reap, Release};
 
 /// A kill that went out (or, in a dry run, would have), and what came of it.
 #[derive(Debug)]
@@ -156,74 +156,73 @@ pub fn run(
     })
 }
 
-/// What came of a candidate that was dying already when it was pinned.
-#[derive(Debug)]
+/// What came of the candidates found dying already (SIGKILL pending) ahead of the victim.
+#[derive(Debug, Default)]
 pub struct Finished {
-    /// The candidate as ranked.
-    pub proc: RankedProc,
-    pub end_ms: u64,
-    pub how: Finish,
+    /// Some of their memory came back: reaped, or an exit waited for.
+    pub came_back: bool,
+    /// Those still there, to pass over until their pidfds say they are gone.
+    pub dying: Vec<Target>,
 }
 
-#[derive(Debug)]
-pub enum Finish {
-    /// Its pidfd became readable within the level's deadline.
-    Exited,
-    /// Its memory was reaped (process_mrelease); the process itself may linger.
-    Released(Target),
-    /// Still there, unreaped, at the deadline: stuck, or frozen.
-    Stuck(Target),
-    /// A dry run: left alone.
-    DryRun,
-}
-
-/// A candidate killed by someone else (the kernel's OOM killer, a user, another daemon)
-/// that still holds the memory it was ranked for: that memory is on its way back, so it is
-/// reaped now where the kernel can, else waited for up to the level's deadline — as the
-/// kernel's OOM killer waits for its victim — before anyone else is killed for the same
-/// shortage. A dry run only says so.
-pub fn finish(kernel: &dyn Kernel, plan: &Plan<'_>, target: Target, dry_run: bool) -> Finished {
-    let now = kernel.now_ms();
-    let proc = target.proc.clone();
-    let said = format!(
-        "level {}: pid {} ({}, {} MiB) was dying already (SIGKILL pending)",
-        plan.level.name,
-        proc.pid,
-        printable(&proc.comm),
-        (proc.rss_kib + proc.swap_kib) / 1024
-    );
-    let (end_ms, how) = if dry_run {
-        log::info!("{said}: would reap it and wait rather than kill another");
-        (now + plan.level.wait_ms, Finish::DryRun)
-    } else if kernel.release(&target) == Reap::Released {
-        log::info!("{said}: reaped its memory (process_mrelease) rather than kill another");
-        let how = if kernel.exited(&target) {
-            Finish::Exited
-        } else {
-            Finish::Released(target)
-        };
-        (kernel.now_ms(), how)
-    } else {
-        let exited = matches!(
-            kernel.wait_exit(&target, now + plan.level.wait_ms),
-            Outcome::Exited { .. }
-        ) || kernel.exited(&target);
-        let end_ms = kernel.now_ms();
-        log::info!(
-            "{said}: waited {} ms for its exit rather than kill another; {}",
-            end_ms.saturating_sub(now),
-            if exited {
-                "it exited"
-            } else {
-                "still there: passed over from now on"
-            }
+/// Candidates killed by someone else (the kernel's OOM killer, a user, another daemon) that
+/// still hold the memory they were ranked for: that memory is on its way back. Each is
+/// reaped now where the kernel can; without process_mrelease the first (the largest) is
+/// waited for, up to the level's deadline, once — as the kernel's OOM killer waits for its
+/// victim. One the kernel refuses to reap (its memory shared with a live process) frees
+/// nothing by exiting either: passed over at once. The conductor reads memory again before
+/// killing anyone else. A dry run only says so.
+pub fn finish(
+    kernel: &dyn Kernel,
+    plan: &Plan<'_>,
+    targets: Vec<Target>,
+    dry_run: bool,
+) -> Finished {
+    let mut out = Finished::default();
+    let mut waited = false;
+    for t in targets {
+        let said = format!(
+            "level {}: pid {} ({}, {} MiB) was dying already (SIGKILL pending)",
+            plan.level.name,
+            t.proc.pid,
+            printable(&t.proc.comm),
+            (t.proc.rss_kib + t.proc.swap_kib) / 1024
         );
-        let how = if exited {
-            Finish::Exited
-        } else {
-            Finish::Stuck(target)
-        };
-        (end_ms, how)
-    };
-    Finished { proc, end_ms, how }
+        if dry_run {
+            log::info!("{said}: would reap its memory rather than kill another for it");
+            out.dying.push(t);
+            continue;
+        }
+        match kernel.release(&t) {
+            Release::Released => {
+                log::info!(
+                    "{said}: reaped its memory (process_mrelease) rather than kill another for it"
+                );
+                out.came_back = true;
+            }
+            Release::Refused => log::info!(
+                "{said}: the kernel would not reap it (its memory shared with a live process, or a core dump): passed over"
+            ),
+            Release::Unavailable if !waited => {
+                waited = true;
+                let now = kernel.now_ms();
+                let exited = matches!(
+                    kernel.wait_exit(&t, now + plan.level.wait_ms),
+                    Outcome::Exited { .. }
+                ) || kernel.exited(&t);
+                let took = kernel.now_ms().saturating_sub(now);
+                if exited {
+                    log::info!(
+                        "{said}: waited {took} ms for its exit rather than kill another for it"
+                    );
+                    out.came_back = true;
+                    continue;
+                }
+                log::info!("{said}: not gone {took} ms later: passed over from now on");
+            }
+            Release::Unavailable => log::info!("{said}: passed over (one wait a decision)"),
+        }
+        out.dying.push(t);
+    }
+    out
 }

@@ -11,7 +11,7 @@ use crate::policy::decide::LastActions;
 use crate::procs::printable;
 
 use super::freeze::frozen::Frozen;
-use super::kill::{Finish, Finished, Killed};
+use super::kill::{Finished, Killed};
 use super::outcome::Skip;
 use super::pageout::tracker::Tracker;
 use super::pin::Target;
@@ -133,16 +133,10 @@ impl Ledger {
         self.dying.append(&mut k.unexited);
     }
 
-    /// A candidate dying already was reaped or waited for: the next decision needs a sample
-    /// taken after that; one still there is never picked again until its pidfd says it is
-    /// gone.
+    /// Candidates found dying already, reaped or waited for: never picked again until their
+    /// pidfds say they are gone.
     pub fn finished(&mut self, f: Finished) {
-        self.last_action_ms = Some(f.end_ms);
-        match f.how {
-            Finish::Exited => {}
-            Finish::Released(t) | Finish::Stuck(t) => self.dying.push(t),
-            Finish::DryRun => self.recent.push(Recent::of(&f.proc, f.end_ms)),
-        }
+        self.dying.extend(f.dying);
     }
 
     /// The kernel refused to signal `victim` at `now`: not picked again until its deadline.

@@ -177,7 +177,9 @@ impl Pipeline {
         if level.action == Action::None || silenced || off {
             return;
         }
-        for _ in 0..level.max_victims {
+        // Memory is read again once after reaping candidates someone else killed.
+        let (mut acted, mut reread) = (0, false);
+        while acted < level.max_victims {
             let last = self.ledger.last();
             let kernel = &*self.kernel;
             let Some((plan, escalated)) = plan::recheck(kernel, &policy, &decision, &sample, last)
@@ -205,24 +207,35 @@ impl Pipeline {
                 .action
                 .is_gentle()
                 .then(crate::priority::Calm::enter);
-            let Some(target) = self.select(&plan) else {
+            let Some(sel) = self.select(&plan) else {
+                self.ledger.no_candidate(&plan.level.name, now);
+                return;
+            };
+            if !sel.dying.is_empty() {
+                let finished = kill::finish(&*self.kernel, &plan, sel.dying, self.dry_run);
+                let came_back = finished.came_back;
+                self.ledger.finished(finished);
+                if came_back && !reread {
+                    reread = true;
+                    continue;
+                }
+            }
+            let Some(target) = sel.target else {
                 self.ledger.no_candidate(&plan.level.name, now);
                 return;
             };
             match plan.level.action {
                 Action::Pageout => self.page_out(&plan, target),
                 Action::Freeze => self.freeze(&plan, target),
-                _ if target.dying => {
-                    let finished = kill::finish(&*self.kernel, &plan, target, self.dry_run);
-                    self.ledger.finished(finished);
-                }
                 _ => self.kill(&plan, target),
             }
+            acted += 1;
         }
     }
 
     /// The select stage, its facts told and its empty outcomes remembered.
-    fn select(&mut self, plan: &Plan<'_>) -> Option<Target> {
+    /// `None` when there is nobody to act on (not even someone dying).
+    fn select(&mut self, plan: &Plan<'_>) -> Option<Selection> {
         let mut excluded = self.ledger.excluded();
         if plan.level.action == Action::Freeze {
             excluded.extend(self.ledger.frozen.excluded(plan.fresh.at_ms));
@@ -263,10 +276,11 @@ impl Pipeline {
         }
         // Someone to act on again.
         self.ledger.end_empty_spells(None, plan.fresh.at_ms);
-        if sel.target.is_none() {
+        // Those found dying say for themselves what became of them (`kill::finish`).
+        if sel.target.is_none() && sel.dying.is_empty() {
             self.ledger.warn_if_all_skipped(&sel.skips, &level.name);
         }
-        sel.target
+        (sel.target.is_some() || !sel.dying.is_empty()).then_some(sel)
     }
 
     /// The kill stage — with `kill = "cgroup"` the victim's app when it may go whole —

@@ -56,20 +56,13 @@ impl PinError {
 pub struct Target {
     pidfd: Option<OwnedFd>,
     pub proc: RankedProc,
-    /// SIGKILL was pending when it was pinned: someone else killed it (the kernel's OOM
-    /// killer, a user, another daemon) and it has not finished exiting.
-    pub dying: bool,
 }
 
 impl Target {
     /// A target of `proc` over `pidfd`, for unit tests of the stages that take one.
     #[cfg(test)]
     pub(crate) fn for_tests(pidfd: Option<OwnedFd>, proc: RankedProc) -> Self {
-        Target {
-            pidfd,
-            proc,
-            dying: false,
-        }
+        Target { pidfd, proc }
     }
 
     /// The pidfd; `None` only on the no-pidfd fallback.
@@ -129,16 +122,12 @@ pub fn pin(
             comm: stat.comm,
             ..cand
         },
-        dying: false,
     };
     // Killed already (by the kernel, a user, anyone) but still here, exiting slowly or
     // frozen: another SIGKILL frees nothing. Its memory is on its way back, which the kill
     // stage can hasten (`kill::finish`); page-out and freeze pass it over.
     if proc.sigkill_pending(pid).unwrap_or(false) {
-        return Err(PinError::Dying(Box::new(Target {
-            dying: true,
-            ..target
-        })));
+        return Err(PinError::Dying(Box::new(target)));
     }
     Ok(target)
 }

@@ -44,6 +44,9 @@ pub struct Selection {
     pub took: Duration,
     /// Why each candidate tried before the victim (or all of them) was passed over.
     pub skips: Vec<Skip>,
+    /// At a kill level, the candidates ahead of the victim that someone else killed already
+    /// and that still hold their memory, pinned (`kill::finish`).
+    pub dying: Vec<Target>,
 }
 
 /// Ranks the scope's processes for `plan` and pins the first candidate that is still
@@ -183,8 +186,8 @@ fn rank_all(
 }
 
 /// Pins the first of `cands` that is still itself and eligible into `out.target`, noting
-/// why each one before it was passed over; whether one was pinned. At a kill level that
-/// one may be [`Target::dying`]: killed by someone else already.
+/// why each one before it was passed over; whether one was pinned. At a kill level, those
+/// found dying on the way are kept in `out.dying`.
 fn pin_first(
     kernel: &mut dyn Kernel,
     policy: &Policy,
@@ -206,13 +209,13 @@ fn pin_first(
                     printable(&t.proc.comm)
                 );
             }
-            // Someone killed it before us and it still holds its memory: at a kill level,
-            // reaping it and waiting (`kill::finish`) comes before killing the next, as the
-            // kernel's OOM killer waits for its victim rather than take a second.
+            // Someone killed it before us and it still holds its memory: at a kill level it
+            // is reaped (`kill::finish`) and memory read again before the next one dies for
+            // the same shortage, as the kernel's OOM killer waits for its victim rather than
+            // take a second.
             Err(PinError::Dying(t)) if !level.action.is_gentle() => {
                 out.skips.push(Skip::Dying);
-                out.target = Some(*t);
-                return true;
+                out.dying.push(*t);
             }
             Err(e) => match e.skip() {
                 Some(why) => {

@@ -49,22 +49,37 @@ pub fn kill_target(target: &Target, caps: &KernelCaps, proc: &ProcRoot) -> Resul
             });
         }
     }
-    Ok(release(target, caps))
+    Ok(match release(target, caps) {
+        Release::Released => Reap::Released,
+        Release::Refused | Release::Unavailable => Reap::NotReleased,
+    })
+}
+
+/// What `process_mrelease` did for a dying target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Its address space was reaped (or found gone already).
+    Released,
+    /// The kernel refused: its memory is shared with a live process (vfork, CLONE_VM) or it
+    /// is dumping core; its exit would free nothing now either.
+    Refused,
+    /// No process_mrelease in this kernel, or no pidfd to name the target by.
+    Unavailable,
 }
 
 /// Reaps a dying target's memory now (process_mrelease) where the kernel can, rather than
 /// wait for its exit to free it.
-pub fn release(target: &Target, caps: &KernelCaps) -> Reap {
+pub fn release(target: &Target, caps: &KernelCaps) -> Release {
     let Some(pidfd) = target.pidfd().filter(|_| caps.process_mrelease) else {
-        return Reap::NotReleased;
+        return Release::Unavailable;
     };
-    // EINVAL would mean "not dying yet": impossible after a delivered SIGKILL unless the
-    // victim was a vfork child sharing its parent's mm; then we simply wait for the exit.
+    // EINVAL means "not dying": after a delivered SIGKILL only a vfork child sharing its
+    // parent's mm, or a core dump in progress; a kill of ours then simply waits for the exit.
     match crate::sys::process_mrelease(pidfd) {
-        Ok(()) => Reap::Released,
+        Ok(()) => Release::Released,
         Err(e) => {
             log::debug!("process_mrelease(pid {}): {e}", target.proc.pid);
-            Reap::NotReleased
+            Release::Refused
         }
     }
 }

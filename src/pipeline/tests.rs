@@ -15,7 +15,7 @@ use super::outcome::{Ending, Freeze, GroupKill, Kill, Observer, Pageout, Skip, T
 use super::pageout::Advised;
 use super::pin::{PinError, Target};
 use super::rank::RankedProc;
-use super::signal::{KillError, Reap};
+use super::signal::{KillError, Reap, Release};
 use super::{Pipeline, PolicyStore};
 use crate::health::Health;
 use crate::policy::Policy;
@@ -73,6 +73,8 @@ struct State {
     pageout: Option<FakePageout>,
     /// The kernel lacks process_mrelease.
     no_mrelease: bool,
+    /// Pids process_mrelease refuses (memory shared with a live process).
+    unreapable: Vec<i32>,
     /// Pids whose memory process_mrelease reaped, in order.
     released: Vec<i32>,
 }
@@ -119,6 +121,7 @@ impl Fake {
             vanish_after_scan: Vec::new(),
             pageout: None,
             no_mrelease: false,
+            unreapable: Vec::new(),
             released: Vec::new(),
         })))
     }
@@ -236,9 +239,8 @@ impl Kernel for Fake {
         let Some(p) = s.procs.iter().find(|p| p.pid == cand.pid && !p.dead) else {
             return Err(PinError::Vanished(cand.pid));
         };
-        let mut t = Target::for_tests(None, cand);
+        let t = Target::for_tests(None, cand);
         if p.signalled_at.is_some() {
-            t.dying = true;
             return Err(PinError::Dying(Box::new(t)));
         }
         Ok(t)
@@ -303,10 +305,13 @@ impl Kernel for Fake {
     }
 
     /// Reaped: its memory is back at once, the process lingers until its exit.
-    fn release(&self, target: &Target) -> Reap {
+    fn release(&self, target: &Target) -> Release {
         let mut s = self.state();
         if s.no_mrelease {
-            return Reap::NotReleased;
+            return Release::Unavailable;
+        }
+        if s.unreapable.contains(&target.proc.pid) {
+            return Release::Refused;
         }
         let p = s
             .procs
@@ -316,7 +321,7 @@ impl Kernel for Fake {
         let freed = std::mem::take(&mut p.rss_kib);
         s.used_kib = s.used_kib.saturating_sub(freed);
         s.released.push(target.proc.pid);
-        Reap::Released
+        Release::Released
     }
 
     fn wait_exit(&self, target: &Target, deadline_ms: u64) -> Outcome {
@@ -1377,9 +1382,9 @@ fn one_dying(exit: Exit) -> Fake {
 }
 
 /// The kernel's OOM killer (or a user, or another daemon) killed the largest process and it
-/// is still exiting, its memory not yet back: that memory is reaped, nobody else is
-/// killed for the same shortage — where lowmemd used to pass over the dying one and kill
-/// the next.
+/// is still exiting, its memory not yet back: that memory is reaped, memory read again, and
+/// nobody else is killed for the same shortage — where lowmemd used to pass over the dying
+/// one and kill the next.
 #[test]
 fn a_candidate_someone_else_killed_is_reaped_not_passed_over_for_the_next() {
     let fake = one_dying(Exit::Never);
@@ -1387,23 +1392,41 @@ fn a_candidate_someone_else_killed_is_reaped_not_passed_over_for_the_next() {
     feed(&mut p, fake.sample());
     assert_eq!(fake.released(), [101]);
     assert!(fake.signalled().is_empty(), "nobody signalled");
-    assert!(seen.kills().is_empty());
-    assert_eq!(seen.seen(), [Seen::Skipped(Skip::Dying)]);
-    // Its memory came back: the next sample holds no level, nothing happens.
-    fake.advance(100);
-    feed(&mut p, fake.sample());
-    assert!(fake.signalled().is_empty());
-    // It lingers (frozen, say): never waited for again; a new shortage takes the next.
+    assert_eq!(seen.seen(), [Seen::Skipped(Skip::Dying), Seen::Recovered]);
+    // It lingers (frozen, say): passed over from now on; a new shortage takes the next.
     assert_eq!(p.ledger.dying()[0].proc.pid, 101);
     fake.state().used_kib = 950 * MIB;
     fake.advance(100);
     feed(&mut p, fake.sample());
+    assert_eq!(fake.released(), [101], "reaped once");
     assert_eq!(fake.signalled(), [102]);
 }
 
-/// Without process_mrelease the dying one is waited for, up to the level's deadline: if it
-/// exits, nobody else dies; if it is stuck, the wait is not repeated and the next sample
-/// takes the next candidate.
+/// Many dying at once cost one decision, not one each: all are reaped in one pass.
+#[test]
+fn every_dying_candidate_is_reaped_in_one_decision() {
+    let fake = Fake::new(
+        1000,
+        950,
+        &[
+            (101, 1000, 200, Exit::Never),
+            (103, 1000, 150, Exit::Never),
+            (104, 1000, 120, Exit::Never),
+            (102, 1000, 100, Exit::After(20)),
+        ],
+    );
+    for pid in [101, 103, 104] {
+        fake.killed_by_another(pid);
+    }
+    let (mut p, _) = pipeline(&fake, policy(""), false);
+    feed(&mut p, fake.sample());
+    assert_eq!(fake.released(), [101, 103, 104]);
+    assert!(fake.signalled().is_empty());
+}
+
+/// Without process_mrelease the largest dying one is waited for, once, up to the level's
+/// deadline: if it exits, nobody else dies; if it is stuck, the next is killed after that
+/// one wait, and the stuck one never costs another.
 #[test]
 fn without_mrelease_a_dying_candidate_is_waited_for_once() {
     let fake = one_dying(Exit::After(300));
@@ -1414,31 +1437,40 @@ fn without_mrelease_a_dying_candidate_is_waited_for_once() {
     assert_eq!(fake.now_ms(), t0 + 300, "waited for its exit");
     assert!(fake.signalled().is_empty() && fake.released().is_empty());
     assert!(seen.kills().is_empty());
-    fake.advance(10);
-    feed(&mut p, fake.sample());
-    assert!(
-        fake.signalled().is_empty(),
-        "its memory came back: no level holds"
-    );
 
     let fake = one_dying(Exit::Never);
     fake.state().no_mrelease = true;
     let (mut p, _) = pipeline(&fake, policy(""), false);
     let t0 = fake.now_ms();
     feed(&mut p, fake.sample());
-    assert_eq!(fake.now_ms(), t0 + 1000, "one deadline (wait_ms)");
-    assert!(fake.signalled().is_empty());
+    assert_eq!(fake.signalled(), [102], "killed after the one wait");
+    assert!(fake.now_ms() >= t0 + 1000, "one deadline (wait_ms)");
+    fake.state().used_kib = 950 * MIB;
+    let t1 = fake.now_ms() + 10;
     fake.advance(10);
     feed(&mut p, fake.sample());
-    assert_eq!(
-        fake.signalled(),
-        [102],
-        "a stuck one is not waited for twice"
+    assert!(
+        fake.now_ms() < t1 + 1000,
+        "the stuck one is not waited for twice"
     );
 }
 
-/// A dry run reaps nothing and waits for nothing; it says what it would do, once per
-/// deadline.
+/// One the kernel will not reap (its memory shared with a live process) frees nothing by
+/// exiting either: passed over at once, no wait.
+#[test]
+fn a_dying_candidate_the_kernel_will_not_reap_is_passed_over_at_once() {
+    let fake = one_dying(Exit::Never);
+    fake.state().unreapable.push(101);
+    let (mut p, _) = pipeline(&fake, policy(""), false);
+    let t0 = fake.now_ms();
+    feed(&mut p, fake.sample());
+    assert_eq!(fake.signalled(), [102]);
+    assert!(fake.now_ms() < t0 + 1000, "no wait for it");
+    assert_eq!(p.ledger.dying()[0].proc.pid, 101);
+}
+
+/// A dry run reaps nothing and waits for nothing, and never comes back to the same dying
+/// one: the next sample's would-be victim is the next candidate.
 #[test]
 fn a_dry_run_leaves_a_dying_candidate_alone() {
     let fake = one_dying(Exit::Never);
@@ -1447,5 +1479,6 @@ fn a_dry_run_leaves_a_dying_candidate_alone() {
     feed(&mut p, fake.sample());
     assert!(fake.released().is_empty() && fake.signalled().is_empty());
     assert_eq!(fake.now_ms(), t0, "no wait");
-    assert_eq!(seen.seen(), [Seen::Skipped(Skip::Dying)]);
+    assert_eq!(seen.kills(), [(102, Ending::DryRun)]);
+    assert_eq!(p.ledger.dying()[0].proc.pid, 101);
 }
