@@ -161,67 +161,93 @@ pub fn run(
 pub struct Finished {
     /// Some of their memory came back: reaped, or an exit waited for.
     pub came_back: bool,
+    /// Time went by waiting for one: what was read before is old.
+    pub waited: bool,
     /// Those still there, to pass over until their pidfds say they are gone.
     pub dying: Vec<Target>,
 }
 
 /// Candidates killed by someone else (the kernel's OOM killer, a user, another daemon) that
 /// still hold the memory they were ranked for: that memory is on its way back. Each is
-/// reaped now where the kernel can; without process_mrelease the first (the largest) is
-/// waited for, up to the level's deadline, once — as the kernel's OOM killer waits for its
-/// victim. One the kernel refuses to reap (its memory shared with a live process) frees
-/// nothing by exiting either: passed over at once. The conductor reads memory again before
-/// killing anyone else. A dry run only says so.
+/// reaped now where the kernel can; without process_mrelease the largest is waited for, up
+/// to the level's deadline, once a decision (`waited` says whether that wait was spent) —
+/// as the kernel's OOM killer waits for its victim. One the kernel refuses to reap (its
+/// memory shared with a live process) frees nothing by exiting either: passed over at once.
+/// The conductor reads memory again before killing anyone else. A dry run only says so.
 pub fn finish(
     kernel: &dyn Kernel,
     plan: &Plan<'_>,
     targets: Vec<Target>,
     dry_run: bool,
+    waited: &mut bool,
 ) -> Finished {
-    let mut out = Finished::default();
-    let mut waited = false;
-    for t in targets {
-        let said = format!(
+    let said = |t: &Target| {
+        format!(
             "level {}: pid {} ({}, {} MiB) was dying already (SIGKILL pending)",
             plan.level.name,
             t.proc.pid,
             printable(&t.proc.comm),
             (t.proc.rss_kib + t.proc.swap_kib) / 1024
-        );
+        )
+    };
+    let mut out = Finished::default();
+    let mut unreaped = Vec::new();
+    for t in targets {
         if dry_run {
-            log::info!("{said}: would reap its memory rather than kill another for it");
+            log::info!(
+                "{}: would reap its memory rather than kill another for it",
+                said(&t)
+            );
             out.dying.push(t);
             continue;
         }
         match kernel.release(&t) {
             Release::Released => {
                 log::info!(
-                    "{said}: reaped its memory (process_mrelease) rather than kill another for it"
+                    "{}: reaped its memory (process_mrelease) rather than kill another for it",
+                    said(&t)
                 );
                 out.came_back = true;
+                out.dying.push(t);
             }
-            Release::Refused => log::info!(
-                "{said}: the kernel would not reap it (its memory shared with a live process, or a core dump): passed over"
-            ),
-            Release::Unavailable if !waited => {
-                waited = true;
-                let now = kernel.now_ms();
-                let exited = matches!(
-                    kernel.wait_exit(&t, now + plan.level.wait_ms),
-                    Outcome::Exited { .. }
-                ) || kernel.exited(&t);
-                let took = kernel.now_ms().saturating_sub(now);
-                if exited {
-                    log::info!(
-                        "{said}: waited {took} ms for its exit rather than kill another for it"
-                    );
-                    out.came_back = true;
-                    continue;
-                }
-                log::info!("{said}: not gone {took} ms later: passed over from now on");
+            Release::Refused => {
+                log::info!(
+                    "{}: the kernel would not reap it (its memory shared with a live process, or a core dump): passed over",
+                    said(&t)
+                );
+                out.dying.push(t);
             }
-            Release::Unavailable => log::info!("{said}: passed over (one wait a decision)"),
+            Release::Unavailable => unreaped.push(t),
         }
+    }
+    // Without process_mrelease: the largest one's exit, waited for once a decision.
+    let size = |t: &Target| t.proc.rss_kib + t.proc.swap_kib;
+    if !*waited && let Some(i) = (0..unreaped.len()).max_by_key(|&i| size(&unreaped[i])) {
+        *waited = true;
+        out.waited = true;
+        let t = unreaped.swap_remove(i);
+        let now = kernel.now_ms();
+        let exited = matches!(
+            kernel.wait_exit(&t, now + plan.level.wait_ms),
+            Outcome::Exited { .. }
+        ) || kernel.exited(&t);
+        let took = kernel.now_ms().saturating_sub(now);
+        if exited {
+            log::info!(
+                "{}: waited {took} ms for its exit rather than kill another for it",
+                said(&t)
+            );
+            out.came_back = true;
+        } else {
+            log::info!(
+                "{}: not gone {took} ms later: passed over from now on",
+                said(&t)
+            );
+            out.dying.push(t);
+        }
+    }
+    for t in unreaped {
+        log::info!("{}: passed over (one wait a decision)", said(&t));
         out.dying.push(t);
     }
     out

@@ -133,9 +133,13 @@ impl Ledger {
         self.dying.append(&mut k.unexited);
     }
 
-    /// Candidates found dying already, reaped or waited for: never picked again until their
-    /// pidfds say they are gone.
-    pub fn finished(&mut self, f: Finished) {
+    /// Candidates found dying already, reaped or waited for at `now`: never picked again
+    /// until their pidfds say they are gone. Once memory came back or time went by, stall
+    /// and thrashing evidence from before counts no more, as after a kill.
+    pub fn finished(&mut self, f: Finished, now: u64) {
+        if f.came_back || f.waited {
+            self.last_action_ms = Some(now);
+        }
         self.dying.extend(f.dying);
     }
 
@@ -211,7 +215,7 @@ impl Ledger {
         }
     }
 
-    /// The victims signalled that have not exited, still pinned.
+    /// The victims signalled and the candidates found dying that have not exited, pinned.
     pub fn dying(&self) -> &[Target] {
         &self.dying
     }

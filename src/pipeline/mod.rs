@@ -177,8 +177,8 @@ impl Pipeline {
         if level.action == Action::None || silenced || off {
             return;
         }
-        // Memory is read again once after reaping candidates someone else killed.
-        let (mut acted, mut reread) = (0, false);
+        // One wait a decision for a dying candidate (without process_mrelease).
+        let (mut acted, mut waited) = (0, false);
         while acted < level.max_victims {
             let last = self.ledger.last();
             let kernel = &*self.kernel;
@@ -211,12 +211,15 @@ impl Pipeline {
                 self.ledger.no_candidate(&plan.level.name, now);
                 return;
             };
+            // Memory on its way back from those someone else killed, or time gone by waiting
+            // for one: decide again on a fresh reading before anyone else dies. Each pass
+            // moves those it met out of the ranking, so this ends.
             if !sel.dying.is_empty() {
-                let finished = kill::finish(&*self.kernel, &plan, sel.dying, self.dry_run);
-                let came_back = finished.came_back;
-                self.ledger.finished(finished);
-                if came_back && !reread {
-                    reread = true;
+                let kernel = &*self.kernel;
+                let f = kill::finish(kernel, &plan, sel.dying, self.dry_run, &mut waited);
+                let again = f.came_back || f.waited;
+                self.ledger.finished(f, kernel.now_ms());
+                if again {
                     continue;
                 }
             }

@@ -1438,21 +1438,64 @@ fn without_mrelease_a_dying_candidate_is_waited_for_once() {
     assert!(fake.signalled().is_empty() && fake.released().is_empty());
     assert!(seen.kills().is_empty());
 
-    let fake = one_dying(Exit::Never);
+    // Stuck, and a second one dying too: one wait (for the larger), then memory read
+    // again, then the next killed.
+    let fake = Fake::new(
+        1000,
+        950,
+        &[
+            (101, 1000, 300, Exit::Never),
+            (103, 1000, 150, Exit::Never),
+            (102, 1000, 100, Exit::After(20)),
+        ],
+    );
+    fake.killed_by_another(101);
+    fake.killed_by_another(103);
     fake.state().no_mrelease = true;
     let (mut p, _) = pipeline(&fake, policy(""), false);
     let t0 = fake.now_ms();
     feed(&mut p, fake.sample());
     assert_eq!(fake.signalled(), [102], "killed after the one wait");
-    assert!(fake.now_ms() >= t0 + 1000, "one deadline (wait_ms)");
-    fake.state().used_kib = 950 * MIB;
-    let t1 = fake.now_ms() + 10;
-    fake.advance(10);
-    feed(&mut p, fake.sample());
-    assert!(
-        fake.now_ms() < t1 + 1000,
-        "the stuck one is not waited for twice"
+    assert_eq!(
+        fake.now_ms(),
+        t0 + 1000 + 20,
+        "one deadline (wait_ms), then the kill"
     );
+    let dying: Vec<i32> = p.ledger.dying().iter().map(|t| t.proc.pid).collect();
+    assert_eq!(dying, [101, 103], "both passed over from now on");
+}
+
+/// A stall level (PSI) must not fire again on the stall the dying process caused once its
+/// memory is back: the stall seen before the reap counts no more, as after a kill.
+#[test]
+fn a_stall_level_does_not_kill_the_next_after_a_reap() {
+    let fake = Fake::new(
+        1000,
+        100,
+        &[
+            (101, 1000, 300, Exit::Never),
+            (102, 1000, 100, Exit::After(20)),
+        ],
+    );
+    fake.killed_by_another(101);
+    let text = "[psi]\nwindow_ms = 1000\n[[level]]\nname = \"stall\"\naction = \"kill\"\nmin_adj = 900\npsi_some_ms = 100\nwait_ms = 1000\n";
+    let policy = crate::policy::validate::compile(Path::new("test.toml"), text).unwrap();
+    let (mut p, seen) = pipeline(&fake, Arc::new(PolicyStore::fixed(policy.clone())), false);
+    let mut sample = fake.sample();
+    sample.psi = policy
+        .psi_conditions()
+        .into_iter()
+        .map(|condition| crate::sample::PsiFired {
+            condition,
+            window_ms: 1000,
+            last_fired_ms: Some(sample.at_ms),
+            streak_since_ms: Some(sample.at_ms - 1000),
+            run_stall_ms: Some(1000),
+        })
+        .collect();
+    feed_decided_on(&mut p, sample);
+    assert_eq!(fake.released(), [101]);
+    assert!(fake.signalled().is_empty(), "{:?}", seen.seen());
 }
 
 /// One the kernel will not reap (its memory shared with a live process) frees nothing by
