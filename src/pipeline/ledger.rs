@@ -8,8 +8,10 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::policy::decide::LastActions;
+use crate::policy::{Action, Candidates};
 use crate::procs::printable;
 
+use super::Plan;
 use super::freeze::frozen::Frozen;
 use super::kill::{Finished, Killed};
 use super::outcome::Skip;
@@ -162,6 +164,26 @@ impl Ledger {
     /// Whether `level` is in a spell without candidates (it has been said already).
     pub fn in_empty_spell(&self, level: &str) -> bool {
         self.empty.contains_key(level)
+    }
+
+    /// A level holds but no process in scope is a candidate: said once until the spell
+    /// ends.
+    pub fn say_nobody(&self, plan: &Plan<'_>) {
+        let level = plan.level;
+        if self.in_empty_spell(&level.name) {
+            return;
+        }
+        log::warn!(
+            "level {} ({}) holds but no {}process in scope has an effective oom_score_adj >= {}: nothing to do (said once until it ends)",
+            level.name,
+            plan.decision.reason.as_str(),
+            match (plan.policy.candidates, level.action) {
+                (Candidates::Registered, _) => "registered ",
+                (_, Action::Freeze) => "unfrozen, freezable ",
+                _ => "",
+            },
+            level.min_adj
+        );
     }
 
     /// A decision of `level` found nothing to act on: no rescan for a second, and one more

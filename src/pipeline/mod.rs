@@ -34,7 +34,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::health::Health;
 use crate::policy::decide::Decided;
 use crate::policy::store::PolicyStore;
-use crate::policy::{Action, Candidates, KillMode, Policy};
+use crate::policy::{Action, KillMode, Policy};
 use freeze::FreezeReport;
 use freeze::frozen::REFUSED_FOR_MS;
 use kernel::Kernel;
@@ -260,30 +260,19 @@ impl Pipeline {
         for why in &sel.skips {
             self.observer.skipped(*why);
         }
-        let level = plan.level;
         if sel.candidates == 0 {
-            if !self.ledger.in_empty_spell(&level.name) {
-                log::warn!(
-                    "level {} ({}) holds but no {}process in scope has an effective oom_score_adj >= {}: nothing to do (said once until it ends)",
-                    level.name,
-                    plan.decision.reason.as_str(),
-                    match (plan.policy.candidates, level.action) {
-                        (Candidates::Registered, _) => "registered ",
-                        (_, Action::Freeze) => "unfrozen, freezable ",
-                        _ => "",
-                    },
-                    level.min_adj
-                );
-            }
+            self.ledger.say_nobody(plan);
             return None;
         }
         // Someone to act on again.
         self.ledger.end_empty_spells(None, plan.fresh.at_ms);
         // Those found dying say for themselves what became of them (`kill::finish`).
-        if sel.target.is_none() && sel.dying.is_empty() {
-            self.ledger.warn_if_all_skipped(&sel.skips, &level.name);
+        let nobody = sel.target.is_none() && sel.dying.is_empty();
+        if nobody {
+            self.ledger
+                .warn_if_all_skipped(&sel.skips, &plan.level.name);
         }
-        (sel.target.is_some() || !sel.dying.is_empty()).then_some(sel)
+        (!nobody).then_some(sel)
     }
 
     /// The kill stage — with `kill = "cgroup"` the victim's app when it may go whole —
@@ -293,15 +282,8 @@ impl Pipeline {
         let mut group = None;
         if plan.level.kill == KillMode::Cgroup {
             if let Some(cgroup) = targets[0].proc.cgroup.clone() {
-                let kernel = &*self.kernel;
-                match app::members(
-                    kernel,
-                    plan.policy,
-                    &targets[0],
-                    &cgroup,
-                    self.self_pid,
-                    None,
-                ) {
+                let (kernel, me) = (&*self.kernel, self.self_pid);
+                match app::members(kernel, plan.policy, &targets[0], &cgroup, me, None) {
                     Ok(others) => {
                         targets.extend(others);
                         group = Some(GroupKill {
