@@ -170,8 +170,8 @@ pub struct Finished {
 /// Candidates killed by someone else (the kernel's OOM killer, a user, another daemon) that
 /// still hold the memory they were ranked for: that memory is on its way back. Each is
 /// reaped now where the kernel can; without process_mrelease the largest is waited for, up
-/// to the level's deadline, once a decision (`waited` says whether that wait was spent) —
-/// as the kernel's OOM killer waits for its victim. One the kernel refuses to reap (its
+/// to the level's deadline, if `may_wait` (once a decision: `Finished::waited` says it was
+/// spent) — as the kernel's OOM killer waits for its victim. One the kernel refuses to reap (its
 /// memory shared with a live process) frees nothing by exiting either: passed over at once.
 /// The conductor reads memory again before killing anyone else. A dry run only says so.
 pub fn finish(
@@ -179,7 +179,7 @@ pub fn finish(
     plan: &Plan<'_>,
     targets: Vec<Target>,
     dry_run: bool,
-    waited: &mut bool,
+    may_wait: bool,
 ) -> Finished {
     let said = |t: &Target| {
         format!(
@@ -222,8 +222,7 @@ pub fn finish(
     }
     // Without process_mrelease: the largest one's exit, waited for once a decision.
     let size = |t: &Target| t.proc.rss_kib + t.proc.swap_kib;
-    if !*waited && let Some(i) = (0..unreaped.len()).max_by_key(|&i| size(&unreaped[i])) {
-        *waited = true;
+    if may_wait && let Some(i) = (0..unreaped.len()).max_by_key(|&i| size(&unreaped[i])) {
         out.waited = true;
         let t = unreaped.swap_remove(i);
         let now = kernel.now_ms();

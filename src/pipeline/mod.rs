@@ -216,7 +216,8 @@ impl Pipeline {
             // moves those it met out of the ranking, so this ends.
             if !sel.dying.is_empty() {
                 let kernel = &*self.kernel;
-                let f = kill::finish(kernel, &plan, sel.dying, self.dry_run, &mut waited);
+                let f = kill::finish(kernel, &plan, sel.dying, self.dry_run, !waited);
+                waited |= f.waited;
                 let again = f.came_back || f.waited;
                 self.ledger.finished(f, kernel.now_ms());
                 if again {

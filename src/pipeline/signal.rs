@@ -75,15 +75,16 @@ pub fn release(target: &Target, caps: &KernelCaps) -> Release {
     };
     // EINVAL means "not dying": after a delivered SIGKILL only a vfork child sharing its
     // parent's mm, or a core dump in progress; a kill of ours then simply waits for the exit.
-    // EAGAIN is a reap cut short: some of the memory came back all the same.
+    // EAGAIN is a reap cut short: some of the memory came back all the same. Anything else
+    // (a sandbox's EPERM, ENOSYS) reaped nothing: as if the kernel had no process_mrelease.
     match crate::sys::process_mrelease(pidfd) {
         Ok(()) => Release::Released,
         Err(e) => {
             log::debug!("process_mrelease(pid {}): {e}", target.proc.pid);
             match e.kind() {
                 std::io::ErrorKind::InvalidInput => Release::Refused,
-                std::io::ErrorKind::Unsupported => Release::Unavailable,
-                _ => Release::Released,
+                std::io::ErrorKind::WouldBlock => Release::Released,
+                _ => Release::Unavailable,
             }
         }
     }
