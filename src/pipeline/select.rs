@@ -133,20 +133,20 @@ pub fn select(
 /// The first few candidates as ranked, with what ranked them: why this victim and not
 /// another, when a kill surprises.
 fn head(cands: &[RankedProc]) -> String {
-    let kib = |k: Option<u64>| k.map_or("-".to_string(), |k| format!("{} MiB", k / 1024));
+    let owned = |k: Option<u64>| k.map_or("-".to_string(), |k| format!("{} MiB", k / 1024));
     cands
         .iter()
         .take(4)
         .map(|c| {
             format!(
-                "pid {} ({}) adj {} rss {} swap {} owner {} {}",
+                "pid {} ({}) adj {} rss {} MiB swap {} MiB owner {} {}",
                 c.pid,
                 printable(&c.comm),
                 c.effective_adj,
-                kib(Some(c.rss_kib)),
-                kib(Some(c.swap_kib)),
+                c.rss_kib / 1024,
+                c.swap_kib / 1024,
                 c.owner.as_deref().unwrap_or("-"),
-                kib(c.owner_kib)
+                owned(c.owner_kib)
             )
         })
         .collect::<Vec<_>>()
