@@ -10,7 +10,7 @@ use crate::procs::printable;
 use super::Plan;
 use super::confirm::Outcome;
 use super::kernel::Kernel;
-use super::outcome::{Ending, GroupKill};
+use super::outcome::{Ending, GroupKill, Kill};
 use super::pin::Target;
 use super::rank::RankedProc;
 use super::signal::{KillError, Reap, Release};
@@ -50,6 +50,34 @@ pub enum KillReport {
         /// When the refusal came back.
         at_ms: u64,
     },
+}
+
+impl Killed {
+    /// What the observer is told of it.
+    pub fn told<'a>(&'a self, plan: &'a Plan<'_>) -> Kill<'a> {
+        let at = Kill::at_signal(
+            &self.victim,
+            &plan.decision,
+            plan.level,
+            plan.sample,
+            &plan.fresh,
+            self.signal_ms,
+        );
+        let ended = self.ending != Ending::DryRun;
+        Kill {
+            signal_wall_ms: self.signal_wall_ms,
+            sample_to_end_ms: if ended {
+                self.end_ms.saturating_sub(plan.sample.at_ms)
+            } else {
+                0
+            },
+            psi_avg10: self.psi_avg10,
+            ending: self.ending,
+            available_after_kib: self.available_after_kib,
+            group: self.group.clone(),
+            ..at
+        }
+    }
 }
 
 /// Kills the pinned `targets` — the victim first, with `group` its other cgroup members —

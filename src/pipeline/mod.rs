@@ -40,7 +40,7 @@ use freeze::frozen::REFUSED_FOR_MS;
 use kernel::Kernel;
 use kill::KillReport;
 use ledger::Ledger;
-use outcome::{GroupKill, Kill, Observer, Pageout, Skip};
+use outcome::{GroupKill, Observer, Pageout, Skip};
 use pageout::PageoutReport;
 use pin::Target;
 pub use plan::Plan;
@@ -304,28 +304,7 @@ impl Pipeline {
         }
         match kill::run(&*self.kernel, plan, targets, group, self.dry_run) {
             KillReport::Killed(mut k) => {
-                let at = Kill::at_signal(
-                    &k.victim,
-                    &plan.decision,
-                    plan.level,
-                    plan.sample,
-                    &plan.fresh,
-                    k.signal_ms,
-                );
-                let ended = k.ending != outcome::Ending::DryRun;
-                self.observer.killed(&Kill {
-                    signal_wall_ms: k.signal_wall_ms,
-                    sample_to_end_ms: if ended {
-                        k.end_ms.saturating_sub(plan.sample.at_ms)
-                    } else {
-                        0
-                    },
-                    psi_avg10: k.psi_avg10,
-                    ending: k.ending,
-                    available_after_kib: k.available_after_kib,
-                    group: k.group.clone(),
-                    ..at
-                });
+                self.observer.killed(&k.told(plan));
                 self.ledger.killed(&mut k);
             }
             KillReport::Vanished => self.observer.skipped(Skip::Vanished),
