@@ -75,8 +75,8 @@ fn measure_ranked_in_full(kernel: &mut dyn Kernel, big: i32, gap: Duration) -> (
         let ctx = RankContext {
             self_pid,
             min_adj: Some(level.min_adj),
-            recent: &[],
             rules: &policy.rules,
+            ..Default::default()
         };
         let mut cands = candidates(scan.procs, &ctx);
         let scope = kernel.scope_cgroup();
@@ -119,8 +119,9 @@ fn measure_n(kernel: &mut dyn Kernel, big: i32, gap: Duration, runs: usize) -> (
     let pageouts = Tracker::default();
     let cx = Context {
         self_pid: std::process::id() as i32,
-        excluded: &[],
+        excluded: &Default::default(),
         registrations: None,
+        reap: lowmemd::pipeline::kill::REAP_BATCH,
         pageouts: &pageouts,
     };
     let mut took = Vec::new();

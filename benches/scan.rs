@@ -181,8 +181,7 @@ fn rank_pure(b: Bencher) {
     let ctx = RankContext {
         self_pid: std::process::id() as i32,
         min_adj: Some(0),
-        recent: &[],
-        rules: &[],
+        ..Default::default()
     };
     b.counter(ItemsCount::new(procs.len()))
         .with_inputs(|| procs.clone())
@@ -198,8 +197,7 @@ fn rank_by_owner_pure(b: Bencher) {
     let ctx = RankContext {
         self_pid: std::process::id() as i32,
         min_adj: Some(0),
-        recent: &[],
-        rules: &[],
+        ..Default::default()
     };
     b.counter(ItemsCount::new(procs.len()))
         .with_inputs(|| procs.clone())

@@ -184,6 +184,19 @@ pub fn run(
     })
 }
 
+/// How many candidates found dying one pass reaps, and how many passes that reap one
+/// decision takes: each is a pidfd held and a re-read of memory, and a user can keep
+/// thousands of their own killed processes from exiting (a ptrace stop). Past that, the
+/// decision passes over the rest and goes on to a live victim.
+pub const REAP_BATCH: usize = 32;
+pub const REAP_PASSES: usize = 8;
+
+/// How many found dying the next pass of a decision may collect, after `passes` that
+/// reaped (0: passed over like any other skip).
+pub fn reap_batch(passes: usize) -> usize {
+    if passes < REAP_PASSES { REAP_BATCH } else { 0 }
+}
+
 /// What came of the candidates found dying already (SIGKILL pending) ahead of the victim.
 #[derive(Debug, Default)]
 pub struct Finished {

@@ -5,7 +5,7 @@
 //! The stages report what happened; the conductor hands each report to [`Ledger`], whose
 //! methods are the only state transitions. Unit-tested alone, without a kernel.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::policy::decide::LastActions;
 use crate::policy::{Action, Candidates};
@@ -28,6 +28,14 @@ const EMPTY_OVER_AFTER_MS: u64 = 30_000;
 /// Cgroups remembered as already explained (a fallback is said once per cgroup); a desktop
 /// has a few dozen apps at a time, each under a fresh name.
 const WARNED_CGROUPS_MAX: usize = 1024;
+/// Victims signalled that have not exited, held by their pidfds at most this many: a user
+/// can keep their own processes from exiting (a ptrace stop with SIGKILL pending), and
+/// every pidfd held is a file descriptor a real victim may need.
+const DYING_PINNED_MAX: usize = 64;
+/// How long one found dying, or a victim beyond [`DYING_PINNED_MAX`], is passed over by
+/// (pid, starttime) alone. Reaped, it has nothing left to free and is not a candidate
+/// afterwards anyway (`rank::Exclusion::NothingToFree`).
+pub const DYING_PASS_OVER_MS: u64 = 60_000;
 
 /// A level holding with nobody to act on: said when it starts and when it ends, not at
 /// every rescan.
@@ -65,10 +73,10 @@ pub struct Ledger {
     last_action_ms: Option<u64>,
     /// End of the last kill (as above, page-outs aside).
     last_kill_ms: Option<u64>,
+    /// Incarnations passed over for a while: acted on, refused, found dying.
     recent: Vec<Recent>,
-    /// Victims signalled whose exit was not seen by their deadline, and candidates found
-    /// dying that were reaped or waited for, still pinned: never picked again until their
-    /// pidfd says they are gone.
+    /// Victims signalled whose exit was not seen by their deadline, still pinned (the
+    /// last [`DYING_PINNED_MAX`]): never picked again until their pidfd says they are gone.
     dying: Vec<Target>,
     /// Per level name: a spell of holding without a candidate.
     empty: HashMap<String, Empty>,
@@ -110,7 +118,7 @@ impl Ledger {
     }
 
     /// The incarnations (pid, starttime) not to pick: acted on lately, or still dying.
-    pub fn excluded(&self) -> Vec<(i32, u64)> {
+    pub fn excluded(&self) -> BTreeSet<(i32, u64)> {
         self.recent
             .iter()
             .map(|r| (r.pid, r.starttime))
@@ -130,19 +138,28 @@ impl Ledger {
                 until_ms: u64::MAX,
             });
         }
-        // Still there (frozen, or in uninterruptible I/O): kept pinned, so none is ever
-        // picked again until its pidfd says it is gone.
+        // Still there (frozen, in uninterruptible I/O, stopped by a tracer): kept pinned,
+        // so none is ever picked again until its pidfd says it is gone.
         self.dying.append(&mut k.unexited);
+        let over = self.dying.len().saturating_sub(DYING_PINNED_MAX);
+        let until_ms = k.end_ms + DYING_PASS_OVER_MS;
+        let oldest: Vec<Target> = self.dying.drain(..over).collect();
+        self.pass_over(oldest, until_ms);
     }
 
-    /// Candidates found dying already, reaped or waited for at `now`: never picked again
-    /// until their pidfds say they are gone. Once memory came back or time went by, stall
-    /// and thrashing evidence from before counts no more, as after a kill.
+    /// Candidates found dying already, reaped or waited for at `now`: passed over for
+    /// [`DYING_PASS_OVER_MS`], their pidfds closed. Once memory came back or time went by,
+    /// stall and thrashing evidence from before counts no more, as after a kill.
     pub fn finished(&mut self, f: Finished, now: u64) {
         if f.came_back || f.waited {
             self.last_action_ms = Some(now);
         }
-        self.dying.extend(f.dying);
+        self.pass_over(f.dying, now + DYING_PASS_OVER_MS);
+    }
+
+    fn pass_over(&mut self, targets: Vec<Target>, until_ms: u64) {
+        let recent = targets.iter().map(|t| Recent::of(&t.proc, until_ms));
+        self.recent.extend(recent);
     }
 
     /// The kernel refused to signal `victim` at `now`: not picked again until its deadline.
@@ -237,7 +254,7 @@ impl Ledger {
         }
     }
 
-    /// The victims signalled and the candidates found dying that have not exited, pinned.
+    /// The victims signalled that have not exited, pinned.
     pub fn dying(&self) -> &[Target] {
         &self.dying
     }
@@ -267,6 +284,7 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::outcome::Ending;
     use crate::procs::ProcInfo;
 
     fn proc(pid: i32, starttime: u64) -> RankedProc {
@@ -288,11 +306,39 @@ mod tests {
     fn a_denied_victim_rests_until_its_deadline_then_may_be_picked_again() {
         let mut l = Ledger::default();
         l.denied(&proc(7, 70), 100, 1100);
-        assert_eq!(l.excluded(), [(7, 70)]);
+        assert_eq!(l.excluded(), BTreeSet::from([(7, 70)]));
         l.prune(1099, |_| false);
-        assert_eq!(l.excluded(), [(7, 70)]);
+        assert_eq!(l.excluded(), BTreeSet::from([(7, 70)]));
         l.prune(1100, |_| false);
         assert!(l.excluded().is_empty());
+    }
+
+    /// A user can keep their own killed processes from exiting: the pidfds held for such
+    /// victims are bounded, the oldest passed over by (pid, starttime) for a while instead.
+    #[test]
+    fn victims_that_never_exit_hold_a_bounded_number_of_pidfds() {
+        let mut l = Ledger::default();
+        let n = DYING_PINNED_MAX as i32 + 6;
+        for pid in 1..=n {
+            let mut k = Killed {
+                victim: proc(pid, 0),
+                group: None,
+                signal_ms: 0,
+                signal_wall_ms: 0,
+                end_ms: 1000,
+                ending: Ending::Unconfirmed,
+                psi_avg10: None,
+                available_after_kib: None,
+                dry_run_victims: Vec::new(),
+                unexited: vec![Target::for_tests(None, proc(pid, 0))],
+            };
+            l.killed(&mut k);
+        }
+        assert_eq!(l.dying().len(), DYING_PINNED_MAX);
+        assert_eq!(l.dying()[0].proc.pid, 7, "the oldest let go");
+        assert_eq!(l.excluded().len(), n as usize, "all passed over");
+        l.prune(1000 + DYING_PASS_OVER_MS, |_| false);
+        assert_eq!(l.excluded().len(), DYING_PINNED_MAX);
     }
 
     #[test]

@@ -177,8 +177,9 @@ impl Pipeline {
         if level.action == Action::None || silenced || off {
             return;
         }
-        // One wait a decision for a dying candidate (without process_mrelease).
-        let (mut acted, mut waited) = (0, false);
+        // One wait a decision for a dying candidate (without process_mrelease), and a
+        // bounded number of passes that reap.
+        let (mut acted, mut waited, mut reaps) = (0, false, 0);
         while acted < level.max_victims {
             let last = self.ledger.last();
             let kernel = &*self.kernel;
@@ -207,14 +208,15 @@ impl Pipeline {
                 .action
                 .is_gentle()
                 .then(crate::priority::Calm::enter);
-            let Some(sel) = self.select(&plan) else {
+            let Some(sel) = self.select(&plan, kill::reap_batch(reaps)) else {
                 self.ledger.no_candidate(&plan.level.name, now);
                 return;
             };
             // Memory on its way back from those someone else killed, or time gone by waiting
             // for one: decide again on a fresh reading before anyone else dies. Each pass
-            // moves those it met out of the ranking, so this ends.
+            // moves those it met out of the ranking, and their number is bounded.
             if !sel.dying.is_empty() {
+                reaps += 1;
                 let kernel = &*self.kernel;
                 let f = kill::finish(kernel, &plan, sel.dying, self.dry_run, !waited);
                 waited |= f.waited;
@@ -239,7 +241,7 @@ impl Pipeline {
 
     /// The select stage, its facts told and its empty outcomes remembered.
     /// `None` when there is nobody to act on (not even someone dying).
-    fn select(&mut self, plan: &Plan<'_>) -> Option<Selection> {
+    fn select(&mut self, plan: &Plan<'_>, reap: usize) -> Option<Selection> {
         let mut excluded = self.ledger.excluded();
         if plan.level.action == Action::Freeze {
             excluded.extend(self.ledger.frozen.excluded(plan.fresh.at_ms));
@@ -248,6 +250,7 @@ impl Pipeline {
             self_pid: self.self_pid,
             excluded: &excluded,
             registrations: self.registrations.as_deref(),
+            reap,
             pageouts: &self.ledger.pageouts,
         };
         let sel: Selection = match select::select(&mut *self.kernel, plan, &cx) {

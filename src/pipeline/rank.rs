@@ -7,7 +7,7 @@
 //! processes after that user's others without moving anyone else's earlier.
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
@@ -45,16 +45,29 @@ pub enum Exclusion {
 }
 
 /// The context ranking needs besides the process table.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RankContext<'a> {
     /// lowmemd's own pid.
     pub self_pid: i32,
     /// The lowest adj the deciding level may touch; `None` ranks without a floor.
     pub min_adj: Option<i16>,
-    /// Incarnations (pid, starttime) already acted on and still in their deadline.
-    pub recent: &'a [(i32, u64)],
+    /// Incarnations (pid, starttime) not to pick: acted on lately, or dying. A set: a user
+    /// can make thousands of processes that will not exit, and each is looked up per process.
+    pub recent: &'a BTreeSet<(i32, u64)>,
     /// The policy's rules, first match wins.
     pub rules: &'a [Rule],
+}
+
+impl Default for RankContext<'_> {
+    fn default() -> Self {
+        static NONE: BTreeSet<(i32, u64)> = BTreeSet::new();
+        RankContext {
+            self_pid: 0,
+            min_adj: None,
+            recent: &NONE,
+            rules: &[],
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -477,7 +490,7 @@ mod tests {
     #[test]
     fn floor_and_recent_exclude() {
         let procs = vec![proc(5, 1000, 1), proc(6, 950, 1), proc(7, 100, 1)];
-        let recent = [(5, 105)];
+        let recent = BTreeSet::from([(5, 105)]);
         let ctx = RankContext {
             self_pid: 0,
             min_adj: Some(900),
@@ -523,7 +536,7 @@ mod tests {
                 p
             })
             .collect();
-        let recent = [(15, 115)];
+        let recent = BTreeSet::from([(15, 115)]);
         let ctx = RankContext {
             self_pid: 17,
             min_adj: Some(0),

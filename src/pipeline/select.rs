@@ -2,6 +2,7 @@
 //! still itself (`pin.rs`) and still eligible once its attributes are read again. A
 //! function from the plan and what the ledger excludes to a [`Selection`].
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::policy::rules::standing;
@@ -28,8 +29,11 @@ const FIRST: usize = 64;
 pub struct Context<'a> {
     pub self_pid: i32,
     /// Incarnations (pid, starttime) not to pick: acted on lately, or still dying.
-    pub excluded: &'a [(i32, u64)],
+    pub excluded: &'a BTreeSet<(i32, u64)>,
     pub registrations: Option<&'a dyn Registrations>,
+    /// At a kill level, how many candidates found dying to collect for reaping before
+    /// looking no further (0: passed over like any other skip).
+    pub reap: usize,
     /// For page-out and freeze levels: who was paged out lately.
     pub pageouts: &'a Tracker,
 }
@@ -106,16 +110,12 @@ pub fn select(
         c.registered = cx.registrations.and_then(|r| r.lookup(c.pid, c.starttime));
         c
     };
-    if !pin_first(
-        kernel,
-        policy,
-        level,
-        cands.into_iter().map(registered),
-        &mut out,
-    ) && let Some(rest) = rest
+    let cands = cands.into_iter().map(registered);
+    if !pin_first(kernel, policy, level, cands, cx.reap, &mut out)
+        && let Some(rest) = rest
     {
         let cands = candidates(rest, &ctx).into_iter().map(registered);
-        pin_first(kernel, policy, level, cands, &mut out);
+        pin_first(kernel, policy, level, cands, cx.reap, &mut out);
     }
     // Where the time from the sample to the action went (a kill's record has the signal's).
     log::debug!(
@@ -186,13 +186,15 @@ fn rank_all(
 }
 
 /// Pins the first of `cands` that is still itself and eligible into `out.target`, noting
-/// why each one before it was passed over; whether one was pinned. At a kill level, those
-/// found dying on the way are kept in `out.dying`.
+/// why each one before it was passed over. At a kill level, up to `reap` found dying on the
+/// way are kept in `out.dying`, and with that many it looks no further: they are reaped
+/// first. Whether to look no further.
 fn pin_first(
     kernel: &mut dyn Kernel,
     policy: &Policy,
     level: &Level,
     cands: impl Iterator<Item = RankedProc>,
+    reap: usize,
     out: &mut Selection,
 ) -> bool {
     for cand in cands {
@@ -213,9 +215,13 @@ fn pin_first(
             // is reaped (`kill::finish`) and memory read again before the next one dies for
             // the same shortage, as the kernel's OOM killer waits for its victim rather than
             // take a second.
-            Err(PinError::Dying(t)) if !level.action.is_gentle() => {
+            Err(PinError::Dying(t)) if !level.action.is_gentle() && out.dying.len() < reap => {
                 out.skips.push(Skip::Dying);
                 out.dying.push(*t);
+                // Each is a pidfd held: a user's thousands go a batch at a time.
+                if out.dying.len() == reap {
+                    return true;
+                }
             }
             Err(e) => match e.skip() {
                 Some(why) => {

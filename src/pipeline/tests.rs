@@ -77,6 +77,8 @@ struct State {
     unreapable: Vec<i32>,
     /// Pids whose memory process_mrelease reaped, in order.
     released: Vec<i32>,
+    /// How many had been reaped at each scan (one a pass).
+    reaped_at_scan: Vec<usize>,
 }
 
 /// How the fake answers page-outs.
@@ -123,6 +125,7 @@ impl Fake {
             no_mrelease: false,
             unreapable: Vec::new(),
             released: Vec::new(),
+            reaped_at_scan: Vec::new(),
         })))
     }
 
@@ -202,6 +205,8 @@ impl Kernel for Fake {
 
     fn scan(&mut self, _: Option<i16>, _: bool, _: Needs) -> Result<Scan, ScopeError> {
         let mut s = self.state();
+        let reaped = s.released.len();
+        s.reaped_at_scan.push(reaped);
         let procs = s
             .procs
             .iter()
@@ -1393,13 +1398,68 @@ fn a_candidate_someone_else_killed_is_reaped_not_passed_over_for_the_next() {
     assert_eq!(fake.released(), [101]);
     assert!(fake.signalled().is_empty(), "nobody signalled");
     assert_eq!(seen.seen(), [Seen::Skipped(Skip::Dying), Seen::Recovered]);
-    // It lingers (frozen, say): passed over from now on; a new shortage takes the next.
-    assert_eq!(p.ledger.dying()[0].proc.pid, 101);
+    // It lingers (frozen, say): passed over, its pidfd closed; a new shortage takes the
+    // next.
+    assert_eq!(passed_over(&p), [101]);
+    assert!(p.ledger.dying().is_empty(), "no pidfd held for it");
     fake.state().used_kib = 950 * MIB;
     fake.advance(100);
     feed(&mut p, fake.sample());
     assert_eq!(fake.released(), [101], "reaped once");
     assert_eq!(fake.signalled(), [102]);
+}
+
+/// The pids the ledger passes over (acted on lately, or dying).
+fn passed_over(p: &Pipeline) -> Vec<i32> {
+    p.ledger.excluded().iter().map(|&(pid, _)| pid).collect()
+}
+
+/// Once its pass-over ends, a reaped one that still has not exited has nothing left to
+/// free: never reaped again, never a candidate.
+#[test]
+fn a_reaped_one_that_never_exits_is_not_reaped_again() {
+    let fake = one_dying(Exit::Never);
+    let (mut p, _) = pipeline(&fake, policy(""), false);
+    feed(&mut p, fake.sample());
+    assert_eq!(fake.released(), [101]);
+    fake.advance(super::ledger::DYING_PASS_OVER_MS + 1);
+    fake.state().used_kib = 950 * MIB;
+    feed(&mut p, fake.sample());
+    assert_eq!(fake.released(), [101], "reaped once");
+    assert_eq!(fake.signalled(), [102]);
+    assert!(!passed_over(&p).contains(&101));
+}
+
+/// A user can keep any number of their own killed processes from exiting (a ptrace stop
+/// with SIGKILL pending). Each decision reaps a bounded number, a batch a pass, holding no
+/// pidfd for any afterwards, then goes on to a live victim.
+#[test]
+fn a_crowd_of_dying_is_reaped_a_batch_at_a_time_and_a_live_victim_still_dies() {
+    use super::kill::{REAP_BATCH, REAP_PASSES};
+    let crowd = REAP_BATCH * REAP_PASSES + 10;
+    let mut procs: Vec<_> = (0..crowd as i32)
+        .map(|i| (1000 + i, 1000, 1, Exit::Never))
+        .collect();
+    procs.push((102, 900, 100, Exit::After(20)));
+    // Reaping them all would not end the shortage.
+    let fake = Fake::new(100_000, 99_900, &procs);
+    for i in 0..crowd as i32 {
+        fake.killed_by_another(1000 + i);
+    }
+    let (mut p, _) = pipeline(&fake, policy(""), false);
+    feed(&mut p, fake.sample());
+    assert_eq!(fake.released().len(), REAP_BATCH * REAP_PASSES);
+    assert_eq!(
+        fake.signalled(),
+        [102],
+        "the live victim, once the reaps are spent"
+    );
+    assert!(p.ledger.dying().is_empty(), "no pidfd kept for the crowd");
+    let at = fake.state().reaped_at_scan.clone();
+    assert!(
+        at.windows(2).all(|w| w[1] - w[0] <= REAP_BATCH),
+        "at most a batch a pass: {at:?}"
+    );
 }
 
 /// Many dying at once cost one decision, not one each: all are reaped in one pass.
@@ -1461,8 +1521,7 @@ fn without_mrelease_a_dying_candidate_is_waited_for_once() {
         t0 + 1000 + 20,
         "one deadline (wait_ms), then the kill"
     );
-    let dying: Vec<i32> = p.ledger.dying().iter().map(|t| t.proc.pid).collect();
-    assert_eq!(dying, [101, 103], "both passed over from now on");
+    assert_eq!(passed_over(&p), [101, 103], "both passed over from now on");
 }
 
 /// A stall level (PSI) must not fire again on the stall the dying process caused once its
@@ -1509,7 +1568,7 @@ fn a_dying_candidate_the_kernel_will_not_reap_is_passed_over_at_once() {
     feed(&mut p, fake.sample());
     assert_eq!(fake.signalled(), [102]);
     assert!(fake.now_ms() < t0 + 1000, "no wait for it");
-    assert_eq!(p.ledger.dying()[0].proc.pid, 101);
+    assert!(passed_over(&p).contains(&101));
 }
 
 /// A dry run reaps nothing and waits for nothing, and never comes back to the same dying
@@ -1523,5 +1582,5 @@ fn a_dry_run_leaves_a_dying_candidate_alone() {
     assert!(fake.released().is_empty() && fake.signalled().is_empty());
     assert_eq!(fake.now_ms(), t0, "no wait");
     assert_eq!(seen.kills(), [(102, Ending::DryRun)]);
-    assert_eq!(p.ledger.dying()[0].proc.pid, 101);
+    assert_eq!(passed_over(&p), [101, 102]);
 }
