@@ -188,7 +188,7 @@ pub fn run(
 /// decision takes: each is a pidfd held and a re-read of memory, and a user can keep
 /// thousands of their own killed processes from exiting (a ptrace stop). Past that, the
 /// decision passes over the rest and goes on to a live victim.
-pub const REAP_BATCH: usize = 32;
+pub const REAP_BATCH: usize = 16;
 pub const REAP_PASSES: usize = 8;
 
 /// How many found dying the next pass of a decision may collect, after `passes` that
@@ -204,7 +204,7 @@ pub struct Finished {
     pub came_back: bool,
     /// Time went by waiting for one: what was read before is old.
     pub waited: bool,
-    /// Those still there, to pass over until their pidfds say they are gone.
+    /// Those still there, to pass over until they are gone.
     pub dying: Vec<Target>,
 }
 

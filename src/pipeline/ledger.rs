@@ -30,12 +30,15 @@ const EMPTY_OVER_AFTER_MS: u64 = 30_000;
 const WARNED_CGROUPS_MAX: usize = 1024;
 /// Victims signalled that have not exited, held by their pidfds at most this many: a user
 /// can keep their own processes from exiting (a ptrace stop with SIGKILL pending), and
-/// every pidfd held is a file descriptor a real victim may need.
-const DYING_PINNED_MAX: usize = 64;
-/// How long one found dying, or a victim beyond [`DYING_PINNED_MAX`], is passed over by
-/// (pid, starttime) alone. Reaped, it has nothing left to free and is not a candidate
-/// afterwards anyway (`rank::Exclusion::NothingToFree`).
-pub const DYING_PASS_OVER_MS: u64 = 60_000;
+/// every pidfd held is a file descriptor the next victim may need.
+const DYING_PINNED_MAX: usize = 16;
+/// Those found dying (and victims past [`DYING_PINNED_MAX`]) are passed over with no fd
+/// held, until /proc says they are gone: looked at this often, so that thousands cost a
+/// read each every few seconds, not every pass.
+const DYING_LOOK_MS: u64 = 5000;
+/// At most this many remembered so; past it the oldest are forgotten (met again, they are
+/// reaped again: cheap, and memory comes back if any was left).
+const DYING_UNPINNED_MAX: usize = 4096;
 
 /// A level holding with nobody to act on: said when it starts and when it ends, not at
 /// every rescan.
@@ -73,11 +76,15 @@ pub struct Ledger {
     last_action_ms: Option<u64>,
     /// End of the last kill (as above, page-outs aside).
     last_kill_ms: Option<u64>,
-    /// Incarnations passed over for a while: acted on, refused, found dying.
+    /// Incarnations passed over for a while: acted on lately, or refused.
     recent: Vec<Recent>,
     /// Victims signalled whose exit was not seen by their deadline, still pinned (the
     /// last [`DYING_PINNED_MAX`]): never picked again until their pidfd says they are gone.
     dying: Vec<Target>,
+    /// Candidates found dying, and victims past the pinned ones, their pidfds closed: never
+    /// picked again until /proc says they are gone (looked at every [`DYING_LOOK_MS`]).
+    unpinned: Vec<Target>,
+    unpinned_looked_ms: u64,
     /// Per level name: a spell of holding without a candidate.
     empty: HashMap<String, Empty>,
     /// Skip reasons already warned about because every candidate was skipped for them.
@@ -104,8 +111,8 @@ impl Ledger {
         self.last_action_ms.is_some_and(|t| sample_ms <= t)
     }
 
-    /// Forgets recent incarnations whose pause is over and dying ones whose pidfd says they
-    /// are gone (`exited`).
+    /// Forgets recent incarnations whose pause is over and dying ones that are gone
+    /// (`exited`; those without a pidfd every [`DYING_LOOK_MS`]).
     pub fn prune(&mut self, now: u64, exited: impl Fn(&Target) -> bool) {
         self.recent.retain(|r| r.until_ms > now);
         self.dying.retain(|t| {
@@ -115,6 +122,10 @@ impl Ledger {
             }
             !gone
         });
+        if now >= self.unpinned_looked_ms + DYING_LOOK_MS {
+            self.unpinned_looked_ms = now;
+            self.unpinned.retain(|t| !exited(t));
+        }
     }
 
     /// The incarnations (pid, starttime) not to pick: acted on lately, or still dying.
@@ -122,7 +133,9 @@ impl Ledger {
         self.recent
             .iter()
             .map(|r| (r.pid, r.starttime))
-            .chain(self.dying.iter().map(|t| (t.proc.pid, t.proc.starttime)))
+            .chain(
+                (self.dying.iter().chain(&self.unpinned)).map(|t| (t.proc.pid, t.proc.starttime)),
+            )
             .collect()
     }
 
@@ -138,28 +151,29 @@ impl Ledger {
                 until_ms: u64::MAX,
             });
         }
-        // Still there (frozen, in uninterruptible I/O, stopped by a tracer): kept pinned,
-        // so none is ever picked again until its pidfd says it is gone.
+        // Still there (frozen, in uninterruptible I/O, stopped by a tracer): never picked
+        // again until it is gone; the last few kept pinned, the older ones unpinned.
         self.dying.append(&mut k.unexited);
         let over = self.dying.len().saturating_sub(DYING_PINNED_MAX);
-        let until_ms = k.end_ms + DYING_PASS_OVER_MS;
         let oldest: Vec<Target> = self.dying.drain(..over).collect();
-        self.pass_over(oldest, until_ms);
+        self.unpin(oldest);
     }
 
-    /// Candidates found dying already, reaped or waited for at `now`: passed over for
-    /// [`DYING_PASS_OVER_MS`], their pidfds closed. Once memory came back or time went by,
+    /// Candidates found dying already, reaped or waited for at `now`: never picked again
+    /// until they are gone, their pidfds closed. Once memory came back or time went by,
     /// stall and thrashing evidence from before counts no more, as after a kill.
     pub fn finished(&mut self, f: Finished, now: u64) {
         if f.came_back || f.waited {
             self.last_action_ms = Some(now);
         }
-        self.pass_over(f.dying, now + DYING_PASS_OVER_MS);
+        self.unpin(f.dying);
     }
 
-    fn pass_over(&mut self, targets: Vec<Target>, until_ms: u64) {
-        let recent = targets.iter().map(|t| Recent::of(&t.proc, until_ms));
-        self.recent.extend(recent);
+    fn unpin(&mut self, targets: Vec<Target>) {
+        self.unpinned
+            .extend(targets.into_iter().map(Target::unpinned));
+        let over = self.unpinned.len().saturating_sub(DYING_UNPINNED_MAX);
+        self.unpinned.drain(..over);
     }
 
     /// The kernel refused to signal `victim` at `now`: not picked again until its deadline.
@@ -259,6 +273,12 @@ impl Ledger {
         &self.dying
     }
 
+    /// Those passed over until they are gone, no fd held.
+    #[cfg(test)]
+    pub(crate) fn unpinned(&self) -> &[Target] {
+        &self.unpinned
+    }
+
     /// Whether sparing `cgroup` was said already.
     #[cfg(test)]
     pub(crate) fn spared(&self, cgroup: &str) -> bool {
@@ -335,9 +355,14 @@ mod tests {
             l.killed(&mut k);
         }
         assert_eq!(l.dying().len(), DYING_PINNED_MAX);
-        assert_eq!(l.dying()[0].proc.pid, 7, "the oldest let go");
+        assert_eq!(l.dying()[0].proc.pid, 7, "the oldest unpinned");
+        assert!(l.unpinned().iter().all(|t| t.pidfd().is_none()));
         assert_eq!(l.excluded().len(), n as usize, "all passed over");
-        l.prune(1000 + DYING_PASS_OVER_MS, |_| false);
+        // Those unpinned are asked after every few seconds, not at every pass.
+        let unpinned_gone = |t: &Target| t.proc.pid <= 6;
+        l.prune(DYING_LOOK_MS - 1, unpinned_gone);
+        assert_eq!(l.excluded().len(), n as usize);
+        l.prune(DYING_LOOK_MS, unpinned_gone);
         assert_eq!(l.excluded().len(), DYING_PINNED_MAX);
     }
 

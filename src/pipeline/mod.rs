@@ -212,15 +212,16 @@ impl Pipeline {
                 self.ledger.no_candidate(&plan.level.name, now);
                 return;
             };
-            // Memory on its way back from those someone else killed, or time gone by waiting
-            // for one: decide again on a fresh reading before anyone else dies. Each pass
-            // moves those it met out of the ranking, and their number is bounded.
+            // Memory on its way back from those someone else killed, time gone by waiting
+            // for one, or a batch of them that ended the pass before a victim: decide again
+            // on a fresh reading before anyone else dies. Each pass moves those it met out
+            // of the ranking, and the passes that reap are bounded.
             if !sel.dying.is_empty() {
                 reaps += 1;
                 let kernel = &*self.kernel;
                 let f = kill::finish(kernel, &plan, sel.dying, self.dry_run, !waited);
                 waited |= f.waited;
-                let again = f.came_back || f.waited;
+                let again = f.came_back || f.waited || sel.target.is_none();
                 self.ledger.finished(f, kernel.now_ms());
                 if again {
                     continue;

@@ -117,6 +117,21 @@ pub fn select(
         let cands = candidates(rest, &ctx).into_iter().map(registered);
         pin_first(kernel, policy, level, cands, cx.reap, &mut out);
     }
+    // Dying candidates not collected: at a page-out or freeze level there is nothing to do
+    // with them; at a kill level this decision reaped as many as it may.
+    let dying = out.skips.iter().filter(|&&s| s == Skip::Dying).count() - out.dying.len();
+    if dying > 0 {
+        let level_of = if level.action.is_gentle() {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
+        log::log!(
+            level_of,
+            "level {}: {dying} candidates someone else killed (dying) passed over",
+            level.name
+        );
+    }
     // Where the time from the sample to the action went (a kill's record has the signal's).
     log::debug!(
         "level {}: memory re-read {} ms after the sample; {} candidates ranked in {} ms; pid {:?} pinned {} ms after the sample",
@@ -226,8 +241,9 @@ fn pin_first(
             Err(e) => match e.skip() {
                 Some(why) => {
                     out.skips.push(why);
-                    // A process that exits by itself is the normal race: not worth a line.
-                    if !matches!(e, PinError::Vanished(_)) {
+                    // A process that exits by itself is the normal race: not worth a line;
+                    // those dying may be a user's thousands, told at once (`select`).
+                    if !matches!(e, PinError::Vanished(_) | PinError::Dying(_)) {
                         log::info!("skipped: {e}");
                     }
                 }

@@ -1414,20 +1414,50 @@ fn passed_over(p: &Pipeline) -> Vec<i32> {
     p.ledger.excluded().iter().map(|&(pid, _)| pid).collect()
 }
 
-/// Once its pass-over ends, a reaped one that still has not exited has nothing left to
-/// free: never reaped again, never a candidate.
+/// A reaped one that does not exit (a tracer holds it) is passed over until it is gone,
+/// not reaped again and no fd held for it; once gone, it is forgotten.
 #[test]
-fn a_reaped_one_that_never_exits_is_not_reaped_again() {
+fn a_reaped_one_is_passed_over_until_it_is_gone() {
     let fake = one_dying(Exit::Never);
     let (mut p, _) = pipeline(&fake, policy(""), false);
     feed(&mut p, fake.sample());
     assert_eq!(fake.released(), [101]);
-    fake.advance(super::ledger::DYING_PASS_OVER_MS + 1);
+    fake.advance(600_000);
     fake.state().used_kib = 950 * MIB;
     feed(&mut p, fake.sample());
     assert_eq!(fake.released(), [101], "reaped once");
     assert_eq!(fake.signalled(), [102]);
-    assert!(!passed_over(&p).contains(&101));
+    assert_eq!(passed_over(&p), [101]);
+    assert!(p.ledger.dying().is_empty() && p.ledger.unpinned().len() == 1);
+    fake.state().procs[0].dead = true;
+    fake.advance(10_000);
+    p.ledger.prune(fake.now_ms(), |t| fake.exited(t));
+    assert!(passed_over(&p).is_empty());
+}
+
+/// Candidates found dying that the kernel will not reap fill a pass's batch before the live
+/// victim: the decision goes on to it, rather than end with nobody killed.
+#[test]
+fn a_full_batch_of_dying_that_frees_nothing_does_not_spare_the_victim() {
+    use super::kill::REAP_BATCH;
+    for no_mrelease in [false, true] {
+        // Without process_mrelease the first pass waits once, the next fills a batch.
+        let crowd = REAP_BATCH * if no_mrelease { 2 } else { 1 } + 8;
+        let mut procs: Vec<_> = (0..crowd as i32)
+            .map(|i| (1000 + i, 1000, 1, Exit::Never))
+            .collect();
+        procs.push((102, 900, 100, Exit::After(20)));
+        let fake = Fake::new(1000, 990, &procs);
+        for i in 0..crowd as i32 {
+            fake.killed_by_another(1000 + i);
+            fake.state().unreapable.push(1000 + i);
+        }
+        fake.state().no_mrelease = no_mrelease;
+        let (mut p, _) = pipeline(&fake, policy(""), false);
+        feed(&mut p, fake.sample());
+        assert_eq!(fake.signalled(), [102], "no_mrelease {no_mrelease}");
+        assert!(fake.released().is_empty());
+    }
 }
 
 /// A user can keep any number of their own killed processes from exiting (a ptrace stop
@@ -1462,7 +1492,7 @@ fn a_crowd_of_dying_is_reaped_a_batch_at_a_time_and_a_live_victim_still_dies() {
     );
 }
 
-/// Many dying at once cost one decision, not one each: all are reaped in one pass.
+/// Many dying at once cost one decision, not one each: a batch is reaped in one pass.
 #[test]
 fn every_dying_candidate_is_reaped_in_one_decision() {
     let fake = Fake::new(
@@ -1486,7 +1516,7 @@ fn every_dying_candidate_is_reaped_in_one_decision() {
 
 /// Without process_mrelease the largest dying one is waited for, once, up to the level's
 /// deadline: if it exits, nobody else dies; if it is stuck, the next is killed after that
-/// one wait, and the stuck one never costs another.
+/// one wait, and the stuck one never costs another while it lives.
 #[test]
 fn without_mrelease_a_dying_candidate_is_waited_for_once() {
     let fake = one_dying(Exit::After(300));
