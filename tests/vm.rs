@@ -694,22 +694,17 @@ fn thrash_burst_kills_nothing_the_user_sees() {
     assert!(faults.is_empty(), "{}", faults.join("\n"));
 }
 
-/// The probe's worst tick in the zram scenarios. Issue 24 asks for 500 ms; under TCG the
-/// probe's ticks are the kernel's swap-out into zram, emulated: the kernel alone kept the
-/// finite job at 39-228 ms on a quiet host, and with lowmemd watching (no kill) it reached
-/// 321-638 ms while another VM and builds shared the 2-core host (docs/zram-vm.md). 1 s is
-/// a bound this bed holds; the measured maximum is reported by every run and in the docs.
-const PROBE_MAX_MS: f64 = 1000.0;
-
-/// The same on the 256 MiB board, where the kernel alone stalled the probe 357 ms in one
-/// run and 1,595 ms in another (TCG, a host shared with other work): with 1 % of RAM left
-/// while the job swaps in, 500 ms would fail whatever lowmemd does. 2 s is a hang a user
-/// would report.
-const BOARD_PROBE_MAX_MS: f64 = 2000.0;
+/// The probe's worst tick in the zram scenarios, the board's included: issue 24's 500 ms.
+/// Under TCG the probe's ticks wait on the kernel's swap-out into zram, emulated; on a
+/// quiet host (as CI runs these, one VM at a time) lowmemd kept them at 9-52 ms in the
+/// finite job, 16-46 ms in the runaway and 22-57 ms on the board (2026-12-07, docs/
+/// zram-vm.md). With other VMs and builds sharing the two cores they reached 0.3-1.7 s,
+/// with the kernel alone as with lowmemd: run these on a quiet host.
+const PROBE_MAX_MS: f64 = 500.0;
 
 /// What went wrong in a finite-job run, if anything: the job or anything else died, a
 /// kernel OOM kill, the probe stalled.
-fn finite_job_faults(label: &str, out: &Output, probe_max_ms: f64) -> Vec<String> {
+fn finite_job_faults(label: &str, out: &Output) -> Vec<String> {
     report(
         label,
         out,
@@ -756,9 +751,9 @@ fn finite_job_faults(label: &str, out: &Output, probe_max_ms: f64) -> Vec<String
             out.get("died")
         ));
     }
-    if out.float("probe_max_ms") >= probe_max_ms {
+    if out.float("probe_max_ms") >= PROBE_MAX_MS {
         faults.push(format!(
-            "{label}: the probe stalled {} ms (bound {probe_max_ms})",
+            "{label}: the probe stalled {} ms (bound {PROBE_MAX_MS})",
             out.get("probe_max_ms")
         ));
     }
@@ -769,7 +764,7 @@ fn finite_job_faults(label: &str, out: &Output, probe_max_ms: f64) -> Vec<String
 fn finite_job_under(policy: Option<&str>) {
     let label = format!("finite job, {}", policy.unwrap_or("built-in policy"));
     let out = harness::finite_job().guard("lowmemd", policy).run();
-    let faults = finite_job_faults(&label, &out, PROBE_MAX_MS);
+    let faults = finite_job_faults(&label, &out);
     assert!(faults.is_empty(), "{}", faults.join("\n"));
 }
 
@@ -801,19 +796,14 @@ fn finite_job_with_zram_lives_under_android_toml() {
     finite_job_under(Some("android.toml"));
 }
 
-/// (f) on a board: 256 MiB with 128 MiB of zram, embedded.toml, a 220 MiB job; the probe
-/// held to [`BOARD_PROBE_MAX_MS`].
+/// (f) on a board: 256 MiB with 128 MiB of zram, embedded.toml, a 220 MiB job.
 #[test]
 #[ignore = "needs qemu-system-x86_64, a Debian cloud kernel and busybox-static (.ci/run installs them): cargo test -- --include-ignored"]
 fn finite_job_with_zram_lives_on_a_board_under_embedded_toml() {
     let out = harness::finite_job_board()
         .guard("lowmemd", Some("embedded.toml"))
         .run();
-    let faults = finite_job_faults(
-        "finite job on a board, embedded.toml",
-        &out,
-        BOARD_PROBE_MAX_MS,
-    );
+    let faults = finite_job_faults("finite job on a board, embedded.toml", &out);
     assert!(faults.is_empty(), "{}", faults.join("\n"));
 }
 
