@@ -22,8 +22,10 @@
 //! /usr/bin/earlyoom when installed, else `apt-get download earlyoom` unpacked into
 //! target/vm-assets/earlyoom. earlyoom is linked against glibc: it goes into the initramfs
 //! with the libraries `ldd` names. systemd-oomd is `apt-get download systemd-oomd` into
-//! target/vm-assets/systemd-oomd, installed in the guest with `dpkg -i`: it must be the
-//! version of the image's systemd (both are bookworm's current one when the image is built).
+//! target/vm-assets/systemd-oomd, installed in the guest with `dpkg -i` under every guard of
+//! the systemd machine (the installation alone speeds the leak's zram phase up; only the
+//! systemd-oomd arm starts the daemon): it must be the version of the image's systemd (both
+//! are bookworm's current one when the image is built).
 //! `LOWMEMD_LOG_LEVEL=debug` runs lowmemd's unit at that log level (the console then shows
 //! where a kill's time went); `LOWMEMD_BIN=PATH` puts that static lowmemd in the systemd
 //! machine instead of this tree's (the previous design beside the current one).
@@ -335,9 +337,11 @@ fn systemd_vm(
         ("env.sh", env_sh.into_bytes()),
         ("lowmemd-workload", read(workload)),
     ];
+    // systemd-oomd's package goes into every arm's machine: installing it changes the pace
+    // of the leak by itself (tests/vm/systemd/zram.sh, `install_oomd`).
+    files.push(("systemd-oomd.deb", oomd_deb.to_vec()));
     match arm.guard {
-        "oomd" => files.push(("systemd-oomd.deb", oomd_deb.to_vec())),
-        "none" => {}
+        "oomd" | "none" => {}
         _ => {
             // LOWMEMD_BIN: another static lowmemd in the guest (the previous design, A/B).
             let bin = std::env::var_os("LOWMEMD_BIN").map(std::path::PathBuf::from);
@@ -454,7 +458,10 @@ fn main() {
             .any(|a| a.guard == guard && SCENARIOS.iter().any(|s| selected(s, a)))
     };
     let earlyoom = any("earlyoom").then(earlyoom_files).unwrap_or_default();
-    let oomd_deb = any("oomd").then(systemd_oomd_deb).unwrap_or_default();
+    let systemd_bed = SCENARIOS
+        .iter()
+        .any(|s| matches!(s.bed, Bed::Systemd(_)) && ARMS.iter().any(|a| selected(s, a)));
+    let oomd_deb = systemd_bed.then(systemd_oomd_deb).unwrap_or_default();
     let consoles = harness::target_dir().join("vm-bench");
     std::fs::create_dir_all(&consoles).expect("target/vm-bench");
     let mut rows = Vec::new();

@@ -39,12 +39,25 @@ stop_probe() {
 	done
 }
 
+# systemd-oomd's package, installed under every guard, its daemon started by start_oomd
+# alone (policy-rc.d keeps the package's scripts from starting it). Installing it changes by
+# itself how fast the leak's zram phase goes — lowmemd killed the runaway 7.4-7.8 s after
+# its start where the package was installed, oomd run or not, against 10.9-11.8 s where it
+# was not (docs/zram-vm.md; daemon-reload or unpacking the files alone did not do it) — so
+# every guard runs on a machine where it happened.
+install_oomd() {
+	printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+	chmod 755 /usr/sbin/policy-rc.d
+	dpkg -i /vm/systemd-oomd.deb >/tmp/dpkg.log 2>&1 || fail "dpkg -i systemd-oomd: $(tail -n 3 /tmp/dpkg.log)"
+	rm -f /usr/sbin/policy-rc.d
+	result oomd_installed "$(systemctl is-active systemd-oomd)"
+}
+
 # systemd-oomd as Fedora's systemd-oomd-defaults and Ubuntu set it up: ManagedOOMSwap=kill
 # on the root slice, ManagedOOMMemoryPressure=kill at 50 % on the unit that holds the
 # user's apps (user@.service there, apps.slice here), pressure held 20 s; the rest is
 # systemd's defaults (SwapUsedLimit=90 %).
 start_oomd() {
-	dpkg -i /vm/systemd-oomd.deb >/tmp/dpkg.log 2>&1 || fail "dpkg -i systemd-oomd: $(tail -n 3 /tmp/dpkg.log)"
 	mkdir -p /etc/systemd/system/-.slice.d /etc/systemd/system/user@.service.d \
 		/etc/systemd/system/$SLICE.d /etc/systemd/oomd.conf.d
 	printf '[Slice]\nManagedOOMSwap=kill\n' >/etc/systemd/system/-.slice.d/10-oomd-root-slice-defaults.conf
@@ -85,6 +98,7 @@ start_lowmemd_unit() {
 }
 
 start_guard() {
+	install_oomd
 	case $GUARD in
 	oomd) start_oomd ;;
 	lowmemd) start_lowmemd_unit ;;
