@@ -54,6 +54,11 @@ dd if=/dev/zero of=/swapfile bs=1M count=384 status=none
 chmod 600 /swapfile
 mkswap -q /swapfile >/dev/null && swapon /swapfile
 
+# lowmemd's package is installed under every guard (it starts nothing until enabled): a
+# `dpkg -i` by itself changes how fast a leak's swap phase goes (docs/zram-vm.md, the
+# systemd machine), so no guard's machine may have had one the others did not.
+dpkg -i /vm/lowmemd.deb >/dev/null 2>&1
+
 # The guard, as each ships.
 case $GUARD in
 kernel) ;;
@@ -75,7 +80,6 @@ systemd-oomd)
 earlyoom) systemctl start earlyoom.service ;;
 nohang) systemctl start nohang.service ;;
 lowmemd)
-	dpkg -i /vm/lowmemd.deb >/dev/null 2>&1
 	cp /usr/share/doc/lowmemd/policies/desktop.toml /etc/lowmemd/policy.toml
 	if [ -n "${LOWMEMD_LOG_LEVEL:-}" ]; then
 		mkdir -p /etc/systemd/system/lowmemd.service.d
