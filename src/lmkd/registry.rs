@@ -30,8 +30,9 @@ pub struct Owner {
 
 /// The fds kept for everything but registrations and the process cache: /proc and the
 /// scope's files, the PSI triggers, the sockets, a kill's pidfds (the victim, at most 16
-/// victims not yet gone, a batch of 16 found dying: `pipeline::ledger`, `pipeline::kill`).
-/// `procs::cache_capacity` keeps the same 128 back.
+/// victims not yet gone, a batch of 16 found dying: `pipeline::ledger`, `pipeline::kill`;
+/// a `kill = "cgroup"` level pins every member of the victim's app besides, and spares the
+/// app when the fds run out). `procs::cache_capacity` keeps the same 128 back.
 pub const FD_RESERVE: u64 = 128;
 /// At most this many registrations under any fd limit (as many as the process cache).
 pub const MAX_REGISTRATIONS: usize = 4096;

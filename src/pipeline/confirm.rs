@@ -47,7 +47,7 @@ pub fn exited(target: &Target, proc: &ProcRoot) -> bool {
 
 /// Without a pidfd: gone when its /proc entry is, when it is a zombie (the memory is freed
 /// before the exit status is), or when its pid belongs to a new incarnation.
-fn proc_gone(proc: &ProcRoot, pid: i32, starttime: u64) -> bool {
+pub fn proc_gone(proc: &ProcRoot, pid: i32, starttime: u64) -> bool {
     let mut buf = Vec::with_capacity(512);
     match proc.read_stat(pid, &mut buf) {
         Ok(s) => s.starttime != starttime || matches!(s.state, 'Z' | 'X'),

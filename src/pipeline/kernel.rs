@@ -56,6 +56,8 @@ pub trait Kernel: Send {
     fn wait_exit(&self, target: &Target, deadline_ms: u64) -> Outcome;
     /// Whether the target has exited, without waiting.
     fn exited(&self, target: &Target) -> bool;
+    /// Whether the incarnation (pid, starttime) is gone, asked of /proc (no pidfd held).
+    fn gone(&self, pid: i32, starttime: u64) -> bool;
     /// PSI `some` and `full` avg10 of the scope.
     fn psi_avg10(&self) -> Option<(f64, f64)>;
     /// Where a process's memory is.
@@ -271,6 +273,10 @@ impl Kernel for System {
 
     fn exited(&self, target: &Target) -> bool {
         confirm::exited(target, &self.scope.proc)
+    }
+
+    fn gone(&self, pid: i32, starttime: u64) -> bool {
+        confirm::proc_gone(&self.scope.proc, pid, starttime)
     }
 
     fn psi_avg10(&self) -> Option<(f64, f64)> {

@@ -197,10 +197,18 @@ pub fn reap_batch(passes: usize) -> usize {
     if passes < REAP_PASSES { REAP_BATCH } else { 0 }
 }
 
+/// Memory reaped from candidates found dying counts as come back — the decision taken again
+/// on a fresh reading, stall evidence from before it void, as after a kill — from 1 % of the
+/// scope's memory (and 1 MiB): a user's stream of tiny killed-but-stuck processes must not
+/// keep a stall level from acting.
+fn counts_from_kib(total_kib: u64) -> u64 {
+    (total_kib / 100).max(1024)
+}
+
 /// What came of the candidates found dying already (SIGKILL pending) ahead of the victim.
 #[derive(Debug, Default)]
 pub struct Finished {
-    /// Some of their memory came back: reaped, or an exit waited for.
+    /// Their memory came back: enough of it reaped (`counts_from_kib`), or an exit waited for.
     pub came_back: bool,
     /// Time went by waiting for one: what was read before is old.
     pub waited: bool,
@@ -231,8 +239,9 @@ pub fn finish(
             (t.proc.rss_kib + t.proc.swap_kib) / 1024
         )
     };
+    let size = |t: &Target| t.proc.rss_kib + t.proc.swap_kib;
     let mut out = Finished::default();
-    let mut unreaped = Vec::new();
+    let (mut unreaped, mut reaped_kib) = (Vec::new(), 0);
     for t in targets {
         if dry_run {
             log::info!(
@@ -248,7 +257,7 @@ pub fn finish(
                     "{}: reaped its memory (process_mrelease) rather than kill another for it",
                     said(&t)
                 );
-                out.came_back = true;
+                reaped_kib += size(&t);
                 out.dying.push(t);
             }
             Release::Refused => {
@@ -261,8 +270,8 @@ pub fn finish(
             Release::Unavailable => unreaped.push(t),
         }
     }
+    out.came_back = reaped_kib >= counts_from_kib(plan.fresh.mem.total_kib);
     // Without process_mrelease: the largest one's exit, waited for once a decision.
-    let size = |t: &Target| t.proc.rss_kib + t.proc.swap_kib;
     if may_wait && let Some(i) = (0..unreaped.len()).max_by_key(|&i| size(&unreaped[i])) {
         out.waited = true;
         let t = unreaped.swap_remove(i);

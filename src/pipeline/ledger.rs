@@ -5,7 +5,7 @@
 //! The stages report what happened; the conductor hands each report to [`Ledger`], whose
 //! methods are the only state transitions. Unit-tested alone, without a kernel.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::policy::decide::LastActions;
 use crate::policy::{Action, Candidates};
@@ -81,9 +81,10 @@ pub struct Ledger {
     /// Victims signalled whose exit was not seen by their deadline, still pinned (the
     /// last [`DYING_PINNED_MAX`]): never picked again until their pidfd says they are gone.
     dying: Vec<Target>,
-    /// Candidates found dying, and victims past the pinned ones, their pidfds closed: never
-    /// picked again until /proc says they are gone (looked at every [`DYING_LOOK_MS`]).
-    unpinned: Vec<Target>,
+    /// Candidates found dying, and victims past the pinned ones, by (pid, starttime) alone,
+    /// no fd held: never picked again until /proc says they are gone (looked at every
+    /// [`DYING_LOOK_MS`]).
+    unpinned: VecDeque<(i32, u64)>,
     unpinned_looked_ms: u64,
     /// Per level name: a spell of holding without a candidate.
     empty: HashMap<String, Empty>,
@@ -112,8 +113,13 @@ impl Ledger {
     }
 
     /// Forgets recent incarnations whose pause is over and dying ones that are gone
-    /// (`exited`; those without a pidfd every [`DYING_LOOK_MS`]).
-    pub fn prune(&mut self, now: u64, exited: impl Fn(&Target) -> bool) {
+    /// (`exited`, by pidfd; `gone`, by pid and starttime, every [`DYING_LOOK_MS`]).
+    pub fn prune(
+        &mut self,
+        now: u64,
+        exited: impl Fn(&Target) -> bool,
+        gone: impl Fn(i32, u64) -> bool,
+    ) {
         self.recent.retain(|r| r.until_ms > now);
         self.dying.retain(|t| {
             let gone = exited(t);
@@ -124,7 +130,8 @@ impl Ledger {
         });
         if now >= self.unpinned_looked_ms + DYING_LOOK_MS {
             self.unpinned_looked_ms = now;
-            self.unpinned.retain(|t| !exited(t));
+            self.unpinned
+                .retain(|&(pid, starttime)| !gone(pid, starttime));
         }
     }
 
@@ -133,9 +140,8 @@ impl Ledger {
         self.recent
             .iter()
             .map(|r| (r.pid, r.starttime))
-            .chain(
-                (self.dying.iter().chain(&self.unpinned)).map(|t| (t.proc.pid, t.proc.starttime)),
-            )
+            .chain(self.dying.iter().map(|t| (t.proc.pid, t.proc.starttime)))
+            .chain(self.unpinned.iter().copied())
             .collect()
     }
 
@@ -169,9 +175,10 @@ impl Ledger {
         self.unpin(f.dying);
     }
 
+    /// Remembers `targets` by (pid, starttime) alone, closing their pidfds.
     fn unpin(&mut self, targets: Vec<Target>) {
-        self.unpinned
-            .extend(targets.into_iter().map(Target::unpinned));
+        let who = targets.iter().map(|t| (t.proc.pid, t.proc.starttime));
+        self.unpinned.extend(who);
         let over = self.unpinned.len().saturating_sub(DYING_UNPINNED_MAX);
         self.unpinned.drain(..over);
     }
@@ -275,7 +282,7 @@ impl Ledger {
 
     /// Those passed over until they are gone, no fd held.
     #[cfg(test)]
-    pub(crate) fn unpinned(&self) -> &[Target] {
+    pub(crate) fn unpinned(&self) -> &VecDeque<(i32, u64)> {
         &self.unpinned
     }
 
@@ -327,9 +334,9 @@ mod tests {
         let mut l = Ledger::default();
         l.denied(&proc(7, 70), 100, 1100);
         assert_eq!(l.excluded(), BTreeSet::from([(7, 70)]));
-        l.prune(1099, |_| false);
+        l.prune(1099, |_| false, |_, _| false);
         assert_eq!(l.excluded(), BTreeSet::from([(7, 70)]));
-        l.prune(1100, |_| false);
+        l.prune(1100, |_| false, |_, _| false);
         assert!(l.excluded().is_empty());
     }
 
@@ -356,13 +363,13 @@ mod tests {
         }
         assert_eq!(l.dying().len(), DYING_PINNED_MAX);
         assert_eq!(l.dying()[0].proc.pid, 7, "the oldest unpinned");
-        assert!(l.unpinned().iter().all(|t| t.pidfd().is_none()));
+        assert_eq!(l.unpinned().len(), 6, "no pidfd kept for the oldest");
         assert_eq!(l.excluded().len(), n as usize, "all passed over");
         // Those unpinned are asked after every few seconds, not at every pass.
-        let unpinned_gone = |t: &Target| t.proc.pid <= 6;
-        l.prune(DYING_LOOK_MS - 1, unpinned_gone);
+        let (exited, gone) = (|_: &Target| false, |pid, _| pid <= 6);
+        l.prune(DYING_LOOK_MS - 1, exited, gone);
         assert_eq!(l.excluded().len(), n as usize);
-        l.prune(DYING_LOOK_MS, unpinned_gone);
+        l.prune(DYING_LOOK_MS, exited, gone);
         assert_eq!(l.excluded().len(), DYING_PINNED_MAX);
     }
 

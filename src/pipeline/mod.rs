@@ -200,7 +200,8 @@ impl Pipeline {
             }
             let now = plan.fresh.at_ms;
             let kernel = &self.kernel;
-            self.ledger.prune(now, |t| kernel.exited(t));
+            let (exited, gone) = (|t: &_| kernel.exited(t), |p, s| kernel.gone(p, s));
+            self.ledger.prune(now, exited, gone);
             // Choosing and acting on a page-out's or a freeze's victim makes room ahead of
             // need: at lowmemd's own priority, not the kill path's.
             let _calm = plan

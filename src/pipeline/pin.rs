@@ -69,13 +69,6 @@ impl Target {
     pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
         self.pidfd.as_ref().map(|fd| fd.as_fd())
     }
-
-    /// The same incarnation with its pidfd closed: whether it exited is then asked of /proc
-    /// by pid and starttime. For remembering those not to pick, never for a signal.
-    pub fn unpinned(mut self) -> Target {
-        self.pidfd = None;
-        self
-    }
 }
 
 /// Same pid, same starttime: the same incarnation.

@@ -363,6 +363,13 @@ impl Kernel for Fake {
         })
     }
 
+    fn gone(&self, pid: i32, starttime: u64) -> bool {
+        let s = self.state();
+        // The fake's starttime is 100 + pid: another one is a new incarnation.
+        let alive = s.procs.iter().any(|p| p.pid == pid && !p.dead);
+        !alive || starttime != 100 + pid as u64
+    }
+
     fn psi_avg10(&self) -> Option<(f64, f64)> {
         None
     }
@@ -1429,9 +1436,12 @@ fn a_reaped_one_is_passed_over_until_it_is_gone() {
     assert_eq!(fake.signalled(), [102]);
     assert_eq!(passed_over(&p), [101]);
     assert!(p.ledger.dying().is_empty() && p.ledger.unpinned().len() == 1);
+    assert!(!fake.gone(101, 201), "alive: its own starttime");
+    assert!(fake.gone(101, 999), "another incarnation");
     fake.state().procs[0].dead = true;
     fake.advance(10_000);
-    p.ledger.prune(fake.now_ms(), |t| fake.exited(t));
+    p.ledger
+        .prune(fake.now_ms(), |t| fake.exited(t), |p, s| fake.gone(p, s));
     assert!(passed_over(&p).is_empty());
 }
 
@@ -1585,6 +1595,40 @@ fn a_stall_level_does_not_kill_the_next_after_a_reap() {
     feed_decided_on(&mut p, sample);
     assert_eq!(fake.released(), [101]);
     assert!(fake.signalled().is_empty(), "{:?}", seen.seen());
+}
+
+/// A user can put a tiny process of theirs, killed and held in a ptrace stop, ahead of every
+/// decision (adj 1000 ranks first whatever its size): reaping it frees nothing worth a new
+/// reading, so a stall level still kills the live victim in the same decision.
+#[test]
+fn a_tiny_dying_process_does_not_hold_a_stall_level_back() {
+    let fake = Fake::new(
+        1000,
+        100,
+        &[
+            (101, 1000, 1, Exit::Never),
+            (102, 900, 100, Exit::After(20)),
+        ],
+    );
+    fake.killed_by_another(101);
+    let text = "[psi]\nwindow_ms = 1000\n[[level]]\nname = \"stall\"\naction = \"kill\"\nmin_adj = 900\npsi_some_ms = 100\nwait_ms = 1000\n";
+    let policy = crate::policy::validate::compile(Path::new("test.toml"), text).unwrap();
+    let (mut p, seen) = pipeline(&fake, Arc::new(PolicyStore::fixed(policy.clone())), false);
+    let mut sample = fake.sample();
+    sample.psi = policy
+        .psi_conditions()
+        .into_iter()
+        .map(|condition| crate::sample::PsiFired {
+            condition,
+            window_ms: 1000,
+            last_fired_ms: Some(sample.at_ms),
+            streak_since_ms: Some(sample.at_ms - 1000),
+            run_stall_ms: Some(1000),
+        })
+        .collect();
+    feed_decided_on(&mut p, sample);
+    assert_eq!(fake.released(), [101]);
+    assert_eq!(fake.signalled(), [102], "{:?}", seen.seen());
 }
 
 /// One the kernel will not reap (its memory shared with a live process) frees nothing by
