@@ -1564,22 +1564,13 @@ fn without_mrelease_a_dying_candidate_is_waited_for_once() {
     assert_eq!(passed_over(&p), [101, 103], "both passed over from now on");
 }
 
-/// A stall level (PSI) must not fire again on the stall the dying process caused once its
-/// memory is back: the stall seen before the reap counts no more, as after a kill.
-#[test]
-fn a_stall_level_does_not_kill_the_next_after_a_reap() {
-    let fake = Fake::new(
-        1000,
-        100,
-        &[
-            (101, 1000, 300, Exit::Never),
-            (102, 1000, 100, Exit::After(20)),
-        ],
-    );
+/// A stall level (`some` PSI held a window, adj >= 900) decides on a sample whose stall is
+/// current, pid 101 killed by someone else before it.
+fn decide_a_stall_with_101_dying(fake: &Fake) -> Record {
     fake.killed_by_another(101);
     let text = "[psi]\nwindow_ms = 1000\n[[level]]\nname = \"stall\"\naction = \"kill\"\nmin_adj = 900\npsi_some_ms = 100\nwait_ms = 1000\n";
     let policy = crate::policy::validate::compile(Path::new("test.toml"), text).unwrap();
-    let (mut p, seen) = pipeline(&fake, Arc::new(PolicyStore::fixed(policy.clone())), false);
+    let (mut p, seen) = pipeline(fake, Arc::new(PolicyStore::fixed(policy.clone())), false);
     let mut sample = fake.sample();
     sample.psi = policy
         .psi_conditions()
@@ -1593,6 +1584,22 @@ fn a_stall_level_does_not_kill_the_next_after_a_reap() {
         })
         .collect();
     feed_decided_on(&mut p, sample);
+    seen
+}
+
+/// A stall level (PSI) must not fire again on the stall the dying process caused once its
+/// memory is back: the stall seen before the reap counts no more, as after a kill.
+#[test]
+fn a_stall_level_does_not_kill_the_next_after_a_reap() {
+    let fake = Fake::new(
+        1000,
+        100,
+        &[
+            (101, 1000, 300, Exit::Never),
+            (102, 1000, 100, Exit::After(20)),
+        ],
+    );
+    let seen = decide_a_stall_with_101_dying(&fake);
     assert_eq!(fake.released(), [101]);
     assert!(fake.signalled().is_empty(), "{:?}", seen.seen());
 }
@@ -1610,23 +1617,7 @@ fn a_tiny_dying_process_does_not_hold_a_stall_level_back() {
             (102, 900, 100, Exit::After(20)),
         ],
     );
-    fake.killed_by_another(101);
-    let text = "[psi]\nwindow_ms = 1000\n[[level]]\nname = \"stall\"\naction = \"kill\"\nmin_adj = 900\npsi_some_ms = 100\nwait_ms = 1000\n";
-    let policy = crate::policy::validate::compile(Path::new("test.toml"), text).unwrap();
-    let (mut p, seen) = pipeline(&fake, Arc::new(PolicyStore::fixed(policy.clone())), false);
-    let mut sample = fake.sample();
-    sample.psi = policy
-        .psi_conditions()
-        .into_iter()
-        .map(|condition| crate::sample::PsiFired {
-            condition,
-            window_ms: 1000,
-            last_fired_ms: Some(sample.at_ms),
-            streak_since_ms: Some(sample.at_ms - 1000),
-            run_stall_ms: Some(1000),
-        })
-        .collect();
-    feed_decided_on(&mut p, sample);
+    let seen = decide_a_stall_with_101_dying(&fake);
     assert_eq!(fake.released(), [101]);
     assert_eq!(fake.signalled(), [102], "{:?}", seen.seen());
 }
