@@ -341,7 +341,7 @@ mod tests {
     }
 
     /// A user can keep their own killed processes from exiting: the pidfds held for such
-    /// victims are bounded, the oldest passed over by (pid, starttime) for a while instead.
+    /// victims are bounded, the oldest passed over by (pid, starttime) until gone instead.
     #[test]
     fn victims_that_never_exit_hold_a_bounded_number_of_pidfds() {
         let mut l = Ledger::default();
