@@ -6,6 +6,7 @@
 
 use crate::clock::wall_ms;
 use crate::procs::printable;
+use crate::sample::MemSnapshot;
 
 use super::Plan;
 use super::confirm::Outcome;
@@ -197,18 +198,24 @@ pub fn reap_batch(passes: usize) -> usize {
     if passes < REAP_PASSES { REAP_BATCH } else { 0 }
 }
 
-/// Memory reaped from candidates found dying counts as come back — the decision taken again
-/// on a fresh reading, stall evidence from before it void, as after a kill — from 1 % of the
-/// scope's memory (and 1 MiB): a user's stream of tiny killed-but-stuck processes must not
-/// keep a stall level from acting.
-fn counts_from_kib(total_kib: u64) -> u64 {
-    (total_kib / 100).max(1024)
+/// Whether reaping brought memory back: the decision is then taken again on a fresh
+/// reading, stall evidence from before it void, as after a kill. Measured on the scope —
+/// available memory and free swap, read once after the reaps, against the plan's reading —
+/// not trusted to the reaped processes' sizes: a user's killed-but-stuck process mapping
+/// shared memory looks large and frees nothing. From 1 % of the scope's memory (and 1 MiB):
+/// a user's stream of tiny ones must not keep a stall level from acting.
+fn came_back(kernel: &dyn Kernel, before: &MemSnapshot) -> bool {
+    let Ok(after) = kernel.memory() else {
+        return false;
+    };
+    let free = |m: &MemSnapshot| m.available_kib as i64 + m.swap_free_kib as i64;
+    free(&after) - free(before) >= (before.total_kib / 100).max(1024) as i64
 }
 
 /// What came of the candidates found dying already (SIGKILL pending) ahead of the victim.
 #[derive(Debug, Default)]
 pub struct Finished {
-    /// Their memory came back: enough of it reaped (`counts_from_kib`), or an exit waited for.
+    /// Their memory came back: enough of it reaped (`came_back`), or an exit waited for.
     pub came_back: bool,
     /// Time went by waiting for one: what was read before is old.
     pub waited: bool,
@@ -230,18 +237,18 @@ pub fn finish(
     dry_run: bool,
     may_wait: bool,
 ) -> Finished {
+    let size = |t: &Target| t.proc.rss_kib + t.proc.swap_kib;
     let said = |t: &Target| {
         format!(
             "level {}: pid {} ({}, {} MiB) was dying already (SIGKILL pending)",
             plan.level.name,
             t.proc.pid,
             printable(&t.proc.comm),
-            (t.proc.rss_kib + t.proc.swap_kib) / 1024
+            size(t) / 1024
         )
     };
-    let size = |t: &Target| t.proc.rss_kib + t.proc.swap_kib;
     let mut out = Finished::default();
-    let (mut unreaped, mut reaped_kib) = (Vec::new(), 0);
+    let (mut unreaped, mut reaped) = (Vec::new(), false);
     for t in targets {
         if dry_run {
             log::info!(
@@ -257,7 +264,7 @@ pub fn finish(
                     "{}: reaped its memory (process_mrelease) rather than kill another for it",
                     said(&t)
                 );
-                reaped_kib += size(&t);
+                reaped = true;
                 out.dying.push(t);
             }
             Release::Refused => {
@@ -270,7 +277,7 @@ pub fn finish(
             Release::Unavailable => unreaped.push(t),
         }
     }
-    out.came_back = reaped_kib >= counts_from_kib(plan.fresh.mem.total_kib);
+    out.came_back = reaped && came_back(kernel, &plan.fresh.mem);
     // Without process_mrelease: the largest one's exit, waited for once a decision.
     if may_wait && let Some(i) = (0..unreaped.len()).max_by_key(|&i| size(&unreaped[i])) {
         out.waited = true;

@@ -77,6 +77,8 @@ struct State {
     unreapable: Vec<i32>,
     /// Pids whose memory process_mrelease reaped, in order.
     released: Vec<i32>,
+    /// Pids process_mrelease reaps without freeing anything (their memory is shared).
+    reaps_nothing: Vec<i32>,
     /// How many had been reaped at each scan (one a pass).
     reaped_at_scan: Vec<usize>,
 }
@@ -125,6 +127,7 @@ impl Fake {
             no_mrelease: false,
             unreapable: Vec::new(),
             released: Vec::new(),
+            reaps_nothing: Vec::new(),
             reaped_at_scan: Vec::new(),
         })))
     }
@@ -317,6 +320,10 @@ impl Kernel for Fake {
         }
         if s.unreapable.contains(&target.proc.pid) {
             return Release::Refused;
+        }
+        if s.reaps_nothing.contains(&target.proc.pid) {
+            s.released.push(target.proc.pid);
+            return Release::Released;
         }
         let p = s
             .procs
@@ -1617,6 +1624,25 @@ fn a_tiny_dying_process_does_not_hold_a_stall_level_back() {
             (102, 900, 100, Exit::After(20)),
         ],
     );
+    let seen = decide_a_stall_with_101_dying(&fake);
+    assert_eq!(fake.released(), [101]);
+    assert_eq!(fake.signalled(), [102], "{:?}", seen.seen());
+}
+
+/// A user's killed-but-stuck process that maps shared memory ranks large, and reaping it
+/// frees nothing: what came back is measured, not taken from its size, so a stall level
+/// still kills the live victim in the same decision.
+#[test]
+fn a_dying_process_whose_reap_frees_nothing_does_not_hold_a_stall_level_back() {
+    let fake = Fake::new(
+        1000,
+        100,
+        &[
+            (101, 1000, 300, Exit::Never),
+            (102, 900, 100, Exit::After(20)),
+        ],
+    );
+    fake.state().reaps_nothing.push(101);
     let seen = decide_a_stall_with_101_dying(&fake);
     assert_eq!(fake.released(), [101]);
     assert_eq!(fake.signalled(), [102], "{:?}", seen.seen());
