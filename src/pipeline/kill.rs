@@ -198,8 +198,9 @@ pub fn reap_batch(passes: usize) -> usize {
     if passes < REAP_PASSES { REAP_BATCH } else { 0 }
 }
 
-/// Whether reaping brought memory back: the decision is then taken again on a fresh
-/// reading, stall evidence from before it void, as after a kill. Measured on the scope —
+/// Whether reaping brought memory back: stall evidence from before it is then void, as
+/// after a kill (any reap has the decision taken again on a fresh reading). Measured on the
+/// scope —
 /// available memory and free swap, read once after the reaps, against the plan's reading —
 /// not trusted to the reaped processes' sizes: a user's killed-but-stuck process mapping
 /// shared memory looks large and frees nothing. From 1 % of the scope's memory (and 1 MiB):
@@ -215,6 +216,8 @@ fn came_back(kernel: &dyn Kernel, before: &MemSnapshot) -> bool {
 /// What came of the candidates found dying already (SIGKILL pending) ahead of the victim.
 #[derive(Debug, Default)]
 pub struct Finished {
+    /// Some were reaped: memory is to be read again before anyone else dies.
+    pub reaped: bool,
     /// Their memory came back: enough of it reaped (`came_back`), or an exit waited for.
     pub came_back: bool,
     /// Time went by waiting for one: what was read before is old.
@@ -248,7 +251,7 @@ pub fn finish(
         )
     };
     let mut out = Finished::default();
-    let (mut unreaped, mut reaped) = (Vec::new(), false);
+    let mut unreaped = Vec::new();
     for t in targets {
         if dry_run {
             log::info!(
@@ -264,7 +267,7 @@ pub fn finish(
                     "{}: reaped its memory (process_mrelease) rather than kill another for it",
                     said(&t)
                 );
-                reaped = true;
+                out.reaped = true;
                 out.dying.push(t);
             }
             Release::Refused => {
@@ -277,7 +280,7 @@ pub fn finish(
             Release::Unavailable => unreaped.push(t),
         }
     }
-    out.came_back = reaped && came_back(kernel, &plan.fresh.mem);
+    out.came_back = out.reaped && came_back(kernel, &plan.fresh.mem);
     // Without process_mrelease: the largest one's exit, waited for once a decision.
     if may_wait && let Some(i) = (0..unreaped.len()).max_by_key(|&i| size(&unreaped[i])) {
         out.waited = true;

@@ -222,7 +222,7 @@ impl Pipeline {
                 let kernel = &*self.kernel;
                 let f = kill::finish(kernel, &plan, sel.dying, self.dry_run, !waited);
                 waited |= f.waited;
-                let again = f.came_back || f.waited || sel.target.is_none();
+                let again = f.reaped || f.waited || sel.target.is_none();
                 self.ledger.finished(f, kernel.now_ms());
                 if again {
                     continue;

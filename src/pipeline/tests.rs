@@ -1648,6 +1648,27 @@ fn a_dying_process_whose_reap_frees_nothing_does_not_hold_a_stall_level_back() {
     assert_eq!(fake.signalled(), [102], "{:?}", seen.seen());
 }
 
+/// A reap too small to void the stall evidence still has memory read again before anyone
+/// else dies: 8 MiB back in 1000 is enough to end a 5 % watermark's shortage.
+#[test]
+fn memory_is_read_again_after_any_reap_before_a_kill() {
+    let fake = Fake::new(
+        1000,
+        955,
+        &[
+            (101, 1000, 8, Exit::Never),
+            (102, 900, 100, Exit::After(20)),
+        ],
+    );
+    fake.killed_by_another(101);
+    let text = "[[level]]\nname = \"low\"\naction = \"kill\"\nmin_adj = 900\navailable_below_pct = 5\nwait_ms = 1000\n";
+    let policy = crate::policy::validate::compile(Path::new("test.toml"), text).unwrap();
+    let (mut p, seen) = pipeline(&fake, Arc::new(PolicyStore::fixed(policy)), false);
+    feed(&mut p, fake.sample());
+    assert_eq!(fake.released(), [101]);
+    assert!(fake.signalled().is_empty(), "{:?}", seen.seen());
+}
+
 /// One the kernel will not reap (its memory shared with a live process) frees nothing by
 /// exiting either: passed over at once, no wait.
 #[test]
